@@ -1,0 +1,51 @@
+# PenguinMails: `make run` starts the local stack with the operator; `make test` proves it works.
+# Both install what they need (Debian packages, the Go build of the control plane, a virtualenv).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck crds crds-check unit integration bench deps controlplane chart clean
+
+run: deps controlplane
+	$(PY) -m penguinmails.devstack run
+
+test: deps controlplane lint typecheck crds-check
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+deps: $(STAMP)
+	@bash dev/install-system-packages.sh
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+controlplane: deps
+	$(PY) -m penguinmails.devstack build
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: deps
+	$(VENV)/bin/mypy
+
+crds: deps
+	$(PY) -m penguinmails.api.crdgen
+
+crds-check: deps
+	$(PY) -m penguinmails.api.crdgen --check
+
+unit: deps
+	$(PY) -m pytest -q -m "not integration" tests
+
+integration: deps controlplane
+	$(PY) -m pytest -q -m integration tests
+
+bench: deps controlplane
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The customer-facing API and the resource models."""

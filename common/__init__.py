@@ -1,0 +1,1 @@
+"""Code shared by the operator, the API and the sender: settings, database, tiers."""

@@ -1,0 +1,1 @@
+"""The local stack: a real control plane, PostgreSQL and Redis, started on loopback."""

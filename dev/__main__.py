@@ -1,0 +1,114 @@
+"""`python -m penguinmails.devstack build | run`: build the control plane, or run the whole stack.
+
+`run` starts the control plane, PostgreSQL and Redis, installs the CRDs, runs the operator,
+applies examples/ and waits for Ctrl-C, then stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from penguinmails.devstack import controlplane
+from penguinmails.devstack.stack import REPO_ROOT, Stack, api_client_for, apply_documents, load_documents
+
+
+def _build() -> int:
+    result = controlplane.build()
+    if result.cached:
+        print(f"control plane {controlplane.KUBERNETES_VERSION}: cached in {result.bin_dir}")
+    else:
+        print(
+            f"control plane {controlplane.KUBERNETES_VERSION}: built in {result.seconds:.0f}s "
+            f"into {result.bin_dir}"
+        )
+    return 0
+
+
+def _run(keep: bool) -> int:
+    base = Path(tempfile.mkdtemp(prefix="penguinmails-"))
+    stop = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        with Stack(base) as stack:
+            for step, seconds in stack.timings.items():
+                print(f"  {step}: {seconds:.1f}s")
+            operator_log = (base / "operator.log").open("ab")
+            operator = subprocess.Popen(
+                [sys.executable, "-m", "penguinmails.operator", "--liveness", ""],
+                env={**os.environ, **stack.env(), "PM_METRICS_PORT": "0"},
+                stdout=operator_log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                examples = sorted((REPO_ROOT / "examples").glob("*.yaml"))
+                with api_client_for(stack.kubeconfig) as api:
+                    apply_documents(api, load_documents(examples))
+                kubectl = (
+                    stack.control_plane.build_result.bin_dir / "kubectl"
+                    if stack.control_plane and stack.control_plane.build_result
+                    else Path("kubectl")
+                )
+                print(
+                    f"\nPenguinMails is running.\n"
+                    f"  kubeconfig:   {stack.kubeconfig}\n"
+                    f"  database:     {stack.database_url}\n"
+                    f"  redis:        {stack.redis_url}\n"
+                    f"  operator log: {base / 'operator.log'}\n\n"
+                    f"Watch it with:\n"
+                    f"  export KUBECONFIG={stack.kubeconfig}\n"
+                    f"  {kubectl} get tenants -w\n"
+                    f"  {kubectl} get penguinmails -A\n\n"
+                    f"Ctrl-C stops everything."
+                )
+                while not stop and operator.poll() is None:
+                    time.sleep(0.5)
+                if operator.returncode not in (None, 0):
+                    print(f"the operator exited with code {operator.returncode}; see its log")
+            finally:
+                if operator.poll() is None:
+                    operator.terminate()
+                    try:
+                        operator.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        operator.kill()
+                operator_log.close()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    print("stopped.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="penguinmails-dev", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("build", help="build (or find cached) control-plane binaries")
+    run = commands.add_parser("run", help="run the whole local stack with the operator")
+    run.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    if args.command == "build":
+        return _build()
+    return _run(args.keep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

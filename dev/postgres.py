@@ -1,0 +1,461 @@
+"""A private, throwaway PostgreSQL server on loopback for `make run` and the tests.
+
+    with PostgresServer(base_dir) as pg:
+        pool = await asyncpg.create_pool(pg.dsn)
+
+Each server gets its own port, data directory and unix-socket directory inside `base_dir`
+(`base_dir/postgres/{data,run,postgres.log}`), settings that trade durability for speed, trust
+authentication for the superuser `postgres` on loopback only, and an empty database
+`penguinmails`. Binaries come from `$PM_PG_BIN` or the newest `/usr/lib/postgresql/*/bin`.
+
+PostgreSQL refuses to run as root. When this process is root, initdb and postgres run as the
+`postgres` system user (Debian's package creates it): the child is started with the uid/gid of
+that user and no supplementary groups (what `setpriv`/`runuser` would do, without an intermediate
+process, so the postmaster is our direct child and receives our signals). The instance directory
+is chowned to that user, and `base_dir` is made searchable (o+x, not listable) so that user can
+reach it; every other ancestor of `base_dir` must already be searchable (a `tempfile.mkdtemp()`
+directory in /tmp is fine; `/tmp/pytest-of-root/...` is not, it is 0700).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import pwd
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from penguinmails.devstack.ports import LOOPBACK, free_port
+
+PG_BIN_ENV = "PM_PG_BIN"
+SUPERUSER = "postgres"
+DEFAULT_DATABASE = "penguinmails"
+SERVICE_USER = "postgres"
+
+# Durability is worthless for a throwaway instance; these make initdb + start take ~1 s.
+FAST_SETTINGS: Mapping[str, str] = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "checkpoint_timeout": "1d",
+    "max_connections": "200",
+    "jit": "off",
+    "TimeZone": "UTC",
+    "log_min_messages": "warning",
+}
+
+_PORT_ATTEMPTS = 3
+_SOCKET_NAME_LEN = len("/.s.PGSQL.65535")
+_SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
+_BIND_FAILURE = re.compile(r"could not bind|could not create listen socket|Address already in use")
+_DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class PostgresError(RuntimeError):
+    """The local PostgreSQL could not be set up, started or stopped."""
+
+
+@dataclass(frozen=True)
+class ExistingPostgres:
+    """A database somebody else runs (e.g. `PM_DATABASE_URL`); same read surface as a server."""
+
+    dsn: str
+    started_in: float = 0.0
+
+
+def find_pg_bin() -> Path:
+    """The directory holding `initdb` and `postgres`: `$PM_PG_BIN`, else the newest Debian one."""
+    configured = os.environ.get(PG_BIN_ENV)
+    if configured:
+        path = Path(configured)
+        if not (path / "postgres").is_file() or not (path / "initdb").is_file():
+            raise PostgresError(f"${PG_BIN_ENV}={configured} has no postgres/initdb binaries")
+        return path
+    candidates: list[tuple[tuple[int, ...], Path]] = []
+    for path in Path("/usr/lib/postgresql").glob("*/bin"):
+        version = path.parent.name
+        if re.fullmatch(r"\d+(\.\d+)*", version) and (path / "postgres").is_file():
+            candidates.append((tuple(int(p) for p in version.split(".")), path))
+    if candidates:
+        return max(candidates)[1]
+    on_path = shutil.which("postgres")
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).resolve().parent
+    raise PostgresError(
+        "PostgreSQL binaries not found: install postgresql (Debian: apt-get install postgresql) "
+        f"or point ${PG_BIN_ENV} at the directory holding initdb and postgres"
+    )
+
+
+def _log_tail(path: Path, offset: int = 0, lines: int = 30) -> str:
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+
+class PostgresServer:
+    """One private PostgreSQL instance; see the module docstring.
+
+    Use it as a context manager or call `start()` / `stop()`. `stop()` is idempotent and also runs
+    at interpreter exit for any server still running; a failed `start()` stops what it started.
+    """
+
+    def __init__(
+        self,
+        base_dir: Path,
+        port: int | None = None,
+        *,
+        database: str = DEFAULT_DATABASE,
+        settings: Mapping[str, str] | None = None,
+        start_timeout: float = 60.0,
+        bin_dir: Path | None = None,
+    ) -> None:
+        if not _DATABASE_NAME.match(database):
+            raise ValueError(f"database name {database!r} must match {_DATABASE_NAME.pattern}")
+        self.base_dir = Path(base_dir).absolute()
+        self.root = self.base_dir / "postgres"
+        self.data_dir = self.root / "data"
+        self.log_path = self.root / "postgres.log"
+        self.database = database
+        self.host = LOOPBACK
+        self.start_timeout = start_timeout
+        self.started_in: float = 0.0
+        self._requested_port = port
+        self._port: int | None = None
+        self._settings = {**FAST_SETTINGS, **(settings or {})}
+        self._bin_dir = bin_dir
+        self._socket_dir = self.root / "run"
+        self._own_short_socket_dir = False
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._uid_gid: tuple[int, int] | None = None
+
+    # -- public surface ---------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise PostgresError("PostgreSQL is not started")
+        return self._port
+
+    @property
+    def dsn(self) -> str:
+        """`postgresql://postgres@127.0.0.1:PORT/penguinmails` (superuser, trust on loopback)."""
+        return self.dsn_for(self.database)
+
+    def dsn_for(self, database: str) -> str:
+        return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self._socket_dir
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> PostgresServer:
+        """initdb (first time only), start, wait until ready, create the database. Returns self."""
+        if self.running:
+            return self
+        began = time.monotonic()
+        _register(self)
+        try:
+            bin_dir = self._bin_dir or find_pg_bin()
+            self._prepare_directories()
+            if not (self.data_dir / "PG_VERSION").is_file():
+                self._initdb(bin_dir)
+            self._launch(bin_dir)
+            self._create_database(bin_dir)
+        except BaseException:
+            self.stop()
+            raise
+        self.started_in = time.monotonic() - began
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fast shutdown (SIGINT) and wait; escalate to immediate (SIGQUIT), then SIGKILL."""
+        process, self._process = self._process, None
+        try:
+            if process is not None:
+                _terminate(process, timeout)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+            if self._own_short_socket_dir:
+                shutil.rmtree(self._socket_dir, ignore_errors=True)
+                self._own_short_socket_dir = False
+            self._port = None
+            _unregister(self)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _prepare_directories(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._uid_gid = _service_user()
+        if len(str(self.root / "run")) + _SOCKET_NAME_LEN > _SUN_PATH_MAX:
+            # A unix socket path is limited to 107 bytes; deep base dirs get a short one in /tmp.
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="pm-pg-"))
+            self._own_short_socket_dir = True
+        else:
+            self._socket_dir = self.root / "run"
+            self._socket_dir.mkdir(exist_ok=True)
+        if self._uid_gid is None:
+            return
+        uid, gid = self._uid_gid
+        mode = self.base_dir.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            self.base_dir.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+        for path in (self.root, self._socket_dir):
+            os.chown(path, uid, gid)
+        if self.data_dir.exists():
+            os.chown(self.data_dir, uid, gid)
+        blocked = _first_unsearchable(self.root.parent, uid, gid)
+        if blocked is not None:
+            raise PostgresError(
+                f"the {SERVICE_USER} user cannot reach {self.root}: {blocked} is not searchable "
+                f"by it (mode {stat.filemode(blocked.stat().st_mode)}); use a base directory "
+                "whose ancestors are world-searchable, e.g. tempfile.mkdtemp()"
+            )
+
+    def _initdb(self, bin_dir: Path) -> None:
+        command = [
+            str(bin_dir / "initdb"),
+            "--pgdata",
+            str(self.data_dir),
+            "--username",
+            SUPERUSER,
+            "--auth",
+            "trust",
+            "--encoding",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+            "--no-instructions",
+        ]
+        with self.log_path.open("ab") as log:
+            offset = log.tell()
+            result = subprocess.run(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env(),
+                timeout=self.start_timeout,
+                check=False,
+                **self._as_service_user(),
+            )
+        if result.returncode != 0:
+            raise PostgresError(
+                f"initdb failed (exit code {result.returncode}); last lines of {self.log_path}:\n"
+                + _log_tail(self.log_path, offset)
+            )
+        # Trust only the superuser, only over the private socket and loopback; anyone else
+        # (login roles created by tests or by hand) needs a password.
+        (self.data_dir / "pg_hba.conf").write_text(
+            "# written by penguinmails.devstack.postgres\n"
+            f"local all {SUPERUSER}              trust\n"
+            f"host  all {SUPERUSER} 127.0.0.1/32 trust\n"
+            "host  all all       127.0.0.1/32 scram-sha-256\n"
+        )
+
+    def _launch(self, bin_dir: Path) -> None:
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            self._port = self._requested_port or free_port(self.host)
+            settings = {
+                **self._settings,
+                "listen_addresses": self.host,
+                "port": str(self._port),
+                "unix_socket_directories": str(self._socket_dir),
+            }
+            command = [str(bin_dir / "postgres"), "-D", str(self.data_dir)]
+            for key, value in settings.items():
+                command += ["-c", f"{key}={value}"]
+            self._log = self.log_path.open("ab")
+            offset = self._log.tell()
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=self._env(),
+                start_new_session=True,
+                **self._as_service_user(),
+            )
+            exit_code = self._wait_ready(self._process)
+            if exit_code is None:
+                return
+            self._process = None
+            self._log.close()
+            self._log = None
+            tail = _log_tail(self.log_path, offset)
+            if self._requested_port is None and attempt < _PORT_ATTEMPTS:
+                if _BIND_FAILURE.search(tail):
+                    continue  # somebody took the port between free_port() and bind: try another
+            raise PostgresError(
+                f"PostgreSQL exited with code {exit_code} while starting on port {self._port}; "
+                f"last lines of {self.log_path}:\n{tail}"
+            )
+
+    def _wait_ready(self, process: subprocess.Popen[bytes]) -> int | None:
+        """None once the postmaster reports `ready`; its exit code if it died first."""
+        deadline = time.monotonic() + self.start_timeout
+        pid_file = self.data_dir / "postmaster.pid"
+        while time.monotonic() < deadline:
+            exit_code = process.poll()
+            if exit_code is not None:
+                return exit_code
+            with contextlib.suppress(OSError):
+                lines = pid_file.read_text().splitlines()
+                # Line 1 is the postmaster pid, line 8 its state (what pg_ctl -w waits for).
+                if len(lines) >= 8 and lines[0] == str(process.pid) and lines[7].strip() == "ready":
+                    return None
+            time.sleep(0.02)
+        raise PostgresError(
+            f"PostgreSQL did not accept connections within {self.start_timeout:.0f}s; "
+            f"last lines of {self.log_path}:\n{_log_tail(self.log_path)}"
+        )
+
+    def _create_database(self, bin_dir: Path) -> None:
+        psql = bin_dir / "psql"
+        script = (
+            f"SELECT 'CREATE DATABASE {self.database}' "
+            f"WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{self.database}')\n"
+            "\\gexec\n"
+        )
+        result = subprocess.run(
+            [
+                str(psql if psql.is_file() else "psql"),
+                "--no-psqlrc",
+                "--quiet",
+                "--set=ON_ERROR_STOP=1",
+                f"--host={self._socket_dir}",
+                f"--port={self.port}",
+                f"--username={SUPERUSER}",
+                "--dbname=postgres",
+                "--file=-",
+            ],
+            input=script.encode(),
+            capture_output=True,
+            env=self._env(),
+            timeout=self.start_timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise PostgresError(
+                f"could not create database {self.database}: "
+                + result.stderr.decode("utf-8", "replace").strip()
+            )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        # A clean environment: no inherited PG* variables (PGDATABASE, PGSERVICE, ...).
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
+        if self._uid_gid is not None:
+            env["HOME"] = str(self.root)
+        return env
+
+    def _as_service_user(self) -> dict[str, Any]:
+        if self._uid_gid is None:
+            return {}
+        uid, gid = self._uid_gid
+        return {"user": uid, "group": gid, "extra_groups": []}
+
+
+def _service_user() -> tuple[int, int] | None:
+    """(uid, gid) to run PostgreSQL as when we are root; None when we are not."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        raise PostgresError(
+            f"running as root: PostgreSQL must run as the '{SERVICE_USER}' system user, which "
+            "does not exist (the Debian postgresql package creates it; or run as non-root)"
+        ) from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _first_unsearchable(path: Path, uid: int, gid: int) -> Path | None:
+    """The first directory from / down to `path` that uid:gid (no other groups) cannot enter."""
+    for directory in [*reversed(path.parents), path]:
+        st = directory.stat()
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return directory
+    return None
+
+
+def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        if process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(wait)
+    if process.poll() is None:
+        raise PostgresError(f"PostgreSQL (pid {process.pid}) did not exit")
+
+
+_running: set[PostgresServer] = set()
+_running_lock = threading.Lock()
+
+
+def _register(server: PostgresServer) -> None:
+    with _running_lock:
+        _running.add(server)
+
+
+def _unregister(server: PostgresServer) -> None:
+    with _running_lock:
+        _running.discard(server)
+
+
+@atexit.register
+def _stop_all() -> None:
+    with _running_lock:
+        servers = list(_running)
+    for server in servers:
+        with contextlib.suppress(Exception):
+            server.stop(timeout=10.0)

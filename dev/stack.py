@@ -1,0 +1,138 @@
+"""The local stack `make run` and the tests share: control plane, PostgreSQL, Redis, CRDs.
+
+`PM_KUBECONFIG` points everything at an existing cluster instead of the embedded control plane;
+`PM_DATABASE_URL` and `PM_REDIS_URL` do the same for the databases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+from kubernetes.dynamic import DynamicClient
+
+from penguinmails.devstack.controlplane import ControlPlane
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CRD_DIR = REPO_ROOT / "crds"
+FIELD_MANAGER = "penguinmails-dev"
+
+
+def api_client_for(kubeconfig: Path) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(kubeconfig))
+
+
+def load_documents(paths: list[Path]) -> list[dict[str, Any]]:
+    documents: list[dict[str, Any]] = []
+    for path in paths:
+        documents.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    return documents
+
+
+def apply_documents(api: client.ApiClient, documents: list[dict[str, Any]]) -> None:
+    """Server-side apply each document, as `kubectl apply --server-side` would."""
+    dynamic = DynamicClient(api)
+    for document in documents:
+        resource = dynamic.resources.get(api_version=document["apiVersion"], kind=document["kind"])
+        dynamic.server_side_apply(
+            resource, body=document, field_manager=FIELD_MANAGER, force_conflicts=True
+        )
+
+
+def install_crds(api: client.ApiClient, timeout: float = 60.0) -> list[str]:
+    """Apply crds/*.yaml and wait until the API server serves every kind."""
+    documents = load_documents(sorted(CRD_DIR.glob("*.yaml")))
+    apply_documents(api, documents)
+    extensions = client.ApiextensionsV1Api(api)
+    names = [d["metadata"]["name"] for d in documents]
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while True:
+            crd = extensions.read_custom_resource_definition(name)
+            conditions = {c.type: c.status for c in (crd.status.conditions or [])}
+            if conditions.get("Established") == "True":
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"CRD {name} not established: {conditions}")
+            time.sleep(0.2)
+    return names
+
+
+@dataclass
+class Stack:
+    """Everything the operator needs, started in `base_dir` and stopped on exit."""
+
+    base_dir: Path
+    kubeconfig: Path = field(init=False)
+    database_url: str = field(init=False)
+    redis_url: str = field(init=False)
+    control_plane: ControlPlane | None = field(init=False, default=None)
+    timings: dict[str, float] = field(init=False, default_factory=dict)
+    _exit: contextlib.ExitStack = field(init=False, default_factory=contextlib.ExitStack)
+
+    def __enter__(self) -> Stack:
+        try:
+            self._start()
+        except BaseException:
+            self._exit.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._exit.close()
+
+    def _start(self) -> None:
+        from penguinmails.devstack.postgres import PostgresServer
+        from penguinmails.devstack.redis import RedisServer
+
+        existing = os.environ.get("PM_KUBECONFIG")
+        if existing:
+            self.kubeconfig = Path(existing)
+        else:
+            plane = self._exit.enter_context(ControlPlane(self.base_dir / "kube"))
+            self.control_plane = plane
+            self.kubeconfig = plane.kubeconfig
+            if plane.build_result is not None:
+                self.timings["control plane build"] = plane.build_result.seconds
+            self.timings["control plane start"] = plane.started_in
+
+        self.database_url = os.environ.get("PM_DATABASE_URL", "")
+        if not self.database_url:
+            postgres = self._exit.enter_context(PostgresServer(self.base_dir / "postgres"))
+            self.database_url = postgres.dsn
+            self.timings["postgresql start"] = postgres.started_in
+        self.redis_url = os.environ.get("PM_REDIS_URL", "")
+        if not self.redis_url:
+            redis = self._exit.enter_context(RedisServer(self.base_dir / "redis"))
+            self.redis_url = redis.url
+            self.timings["redis start"] = redis.started_in
+
+        started = time.monotonic()
+        with api_client_for(self.kubeconfig) as api:
+            install_crds(api)
+        self.timings["CRDs installed"] = time.monotonic() - started
+
+    def env(self) -> dict[str, str]:
+        """Environment for an operator process running against this stack."""
+        return {
+            "PM_KUBECONFIG": str(self.kubeconfig),
+            "KUBECONFIG": str(self.kubeconfig),
+            "PM_DATABASE_URL": self.database_url,
+            "PM_REDIS_URL": self.redis_url,
+        }
+
+
+@contextlib.contextmanager
+def running(base_dir: Path) -> Iterator[Stack]:
+    with Stack(base_dir) as stack:
+        yield stack

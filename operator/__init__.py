@@ -1,0 +1,1 @@
+"""The kopf operator: one module per kind, and the clients it drives."""

@@ -1,0 +1,95 @@
+"""Run the operator: `python -m penguinmails.operator` or `penguinmails-operator`.
+
+The cluster comes from in-cluster credentials, else PM_KUBECONFIG / KUBECONFIG; the database
+from PM_DATABASE_URL. Migrations run at start (serialized by an advisory lock), so a new
+operator version brings its schema with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+import kopf
+from prometheus_client import start_http_server
+
+from penguinmails.common.db.migrate import migrate
+from penguinmails.common.settings import OperatorSettings
+from penguinmails.operator import tenant
+from penguinmails.operator import tenant_resources as res
+from penguinmails.operator.kube import Kube, load_config
+
+ANNOTATION_PREFIX = "penguinmails.io"
+
+
+def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def configure(
+        settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
+        # Idle watch streams can stall silently (kopf #204, #585): have the server close them
+        # and the client give up a little later, so every watch is re-established regularly.
+        settings.watching.server_timeout = 270
+        settings.watching.client_timeout = 300
+        settings.watching.connect_timeout = 30
+        settings.networking.request_timeout = 60
+        settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/cleanup"
+        # Our status schema is strict: keep kopf's bookkeeping in annotations, not in status.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix=ANNOTATION_PREFIX
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+        )
+        settings.execution.max_workers = 32
+
+        applied = await migrate(config.database_url)
+        if applied:
+            logger.info("database migrations applied: %s", ", ".join(applied))
+        db = await asyncpg.create_pool(config.database_url, min_size=1, max_size=10)
+        kube = Kube(await asyncio.to_thread(load_config))
+        for priority_class in res.priority_classes():
+            await kube.apply(priority_class)
+        memo.context = tenant.Context(settings=config, kube=kube, db=db)
+        if config.metrics_port:
+            start_http_server(config.metrics_port, addr="0.0.0.0")  # noqa: S104
+
+    @kopf.on.cleanup(registry=registry)
+    async def close(memo: kopf.Memo, **_: Any) -> None:
+        context = getattr(memo, "context", None)
+        if context is not None:
+            await context.db.close()
+
+    tenant.register(registry, config)
+    return registry
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="penguinmails-operator", description=__doc__)
+    parser.add_argument(
+        "--liveness", default="http://0.0.0.0:8081/healthz", help="kopf liveness endpoint URL"
+    )
+    parser.add_argument("--verbose", action="store_true", help="log at DEBUG level")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    registry = build_registry(OperatorSettings.from_env())
+    # One active operator per cluster is enforced by the Deployment (replicas 1, Recreate);
+    # standalone mode skips kopf's peering objects, which would need extra RBAC and a CRD.
+    kopf.run(
+        registry=registry,
+        clusterwide=True,
+        standalone=True,
+        liveness_endpoint=args.liveness or None,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""The Tenant controller: namespace, quota, limits, network policy, RBAC, sender, database row.
+
+One level-based `reconcile` serves create, update, resume and the resync timer: it states the
+whole desired state every time, so a crash at any point followed by a restart converges, and
+anything deleted behind our back (a quota, the sender Deployment) comes back on the next tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import kopf
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from pydantic import ValidationError
+
+from penguinmails.api.v1alpha1 import TenantSpec
+from penguinmails.api.v1alpha1.tiers import TIERS
+from penguinmails.common.db.tenants import mark_tenant_deleted, upsert_tenant
+from penguinmails.common.settings import OperatorSettings
+from penguinmails.operator import conditions, metrics
+from penguinmails.operator import tenant_resources as res
+from penguinmails.operator.conditions import Observed
+from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
+from penguinmails.operator.kube import Kube
+
+PLURAL = "tenants"
+
+
+@dataclass
+class Context:
+    """What handlers share, built once at startup and kept in kopf's memo."""
+
+    settings: OperatorSettings
+    kube: Kube
+    db: asyncpg.Pool
+
+
+def _status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the status fields that differ: an idle reconcile writes nothing."""
+    return {key: value for key, value in desired.items() if current.get(key) != value}
+
+
+def _write_status(
+    patch: kopf.Patch,
+    status: Mapping[str, Any],
+    generation: int,
+    observed: list[Observed],
+    **fields: Any,
+) -> None:
+    desired = dict(fields)
+    desired["observedGeneration"] = generation
+    desired["conditions"] = conditions.merge_conditions(
+        status.get("conditions"), observed, generation
+    )
+    # Keep lastTransitionTime stable when nothing changed, so the comparison below is exact.
+    for key, value in _status_patch(status, desired).items():
+        patch.status[key] = value
+
+
+async def _count_active_campaigns(kube: Kube, namespace: str) -> int:
+    try:
+        campaigns = await kube.list(res.TENANT_API_VERSION, "Campaign", namespace)
+    except ResourceNotFoundError:
+        return 0
+    return sum(1 for campaign in campaigns if res.is_active_campaign(campaign))
+
+
+async def reconcile(
+    ctx: Context,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    retry: int,
+    logger: logging.Logger | kopf.Logger,
+) -> None:
+    name = body.metadata.name
+    generation = int(body.metadata.get("generation") or 0)
+    status = body.status or {}
+    if not name:
+        return
+    try:
+        spec = TenantSpec.model_validate(dict(body.spec))
+    except ValidationError as error:
+        message = describe_validation_error(error)
+        _write_status(
+            patch, status, generation,
+            [Observed("Ready", "False", "InvalidSpec", f"{message}; fix the Tenant's spec")],
+        )
+        previous = conditions.find(status.get("conditions"), "Ready") or {}
+        if previous.get("reason") != "InvalidSpec":
+            kopf.warn(body, reason="InvalidSpec", message=message)
+        metrics.RECONCILE_ERRORS.labels(kind="Tenant", reason="InvalidSpec").inc()
+        return  # Waits for a spec change; the resync timer re-checks anyway.
+
+    tenant = res.TenantRef(name=name, uid=str(body.metadata.uid), tier=spec.tier)
+    limits = TIERS[spec.tier]
+    try:
+        await ctx.kube.apply(res.namespace(tenant))
+        active = await _count_active_campaigns(ctx.kube, tenant.namespace)
+        replicas = res.desired_replicas(limits, suspended=spec.suspended, active_campaigns=active)
+        for manifest in res.children(tenant, image=ctx.settings.sender_image, replicas=replicas):
+            await ctx.kube.apply(manifest)
+        await upsert_tenant(
+            ctx.db,
+            name=name,
+            tier=spec.tier.value,
+            namespace=tenant.namespace,
+            display_name=spec.display_name,
+            contact_email=spec.contact_email,
+            suspended=spec.suspended,
+        )
+    except Exception as error:
+        failure = describe(error)
+        logger.warning("Tenant %s not reconciled: %s", name, failure.message)
+        _write_status(
+            patch, status, generation, [Observed("Ready", "False", failure.reason, failure.message)]
+        )
+        kopf.warn(body, reason=failure.reason, message=failure.message)
+        metrics.RECONCILE_ERRORS.labels(kind="Tenant", reason=failure.reason).inc()
+        raise kopf.TemporaryError(failure.message, delay=backoff_seconds(retry)) from error
+
+    observed = [Observed("Ready", "True", "Reconciled", f"namespace {tenant.namespace} is ready")]
+    if spec.suspended:
+        why = spec.suspend_reason or "no reason given"
+        observed.append(
+            Observed("Suspended", "True", "SuspendedBySpec",
+                     f"sending stopped and the sender scaled to 0: {why}")
+        )
+    else:
+        observed.append(Observed("Suspended", "False", "Active", "the tenant may send"))
+
+    _announce_changes(body, status, spec_tier=spec.tier.value, suspended=spec.suspended)
+    _write_status(
+        patch, status, generation, observed,
+        namespace=tenant.namespace, tier=spec.tier.value, senderReplicas=replicas,
+    )
+
+
+def _announce_changes(
+    body: kopf.Body, status: Mapping[str, Any], *, spec_tier: str, suspended: bool
+) -> None:
+    """Events mark what happened, once: compare with what status recorded last time."""
+    previous_tier = status.get("tier")
+    if not status.get("namespace"):
+        kopf.info(body, reason="Provisioned", message=f"namespace tenant-{body.metadata.name} ready")
+    elif previous_tier and previous_tier != spec_tier:
+        kopf.info(body, reason="TierChanged", message=f"resized from {previous_tier} to {spec_tier}")
+    was = conditions.find(status.get("conditions"), "Suspended")
+    was_suspended = bool(was and was.get("status") == "True")
+    if suspended and not was_suspended:
+        kopf.warn(body, reason="Suspended", message="sender scaled to 0 while suspended")
+    elif was is not None and was_suspended and not suspended:
+        kopf.info(body, reason="Resumed", message="the tenant may send again")
+
+
+async def cleanup(ctx: Context, body: kopf.Body, retry: int, logger: kopf.Logger | logging.Logger) -> None:
+    """Delete the namespace and keep the tenant's rows, marked deleted, for the retention period."""
+    name = body.metadata.name
+    if not name:
+        return
+    try:
+        await ctx.kube.delete("v1", "Namespace", res.namespace_for(name))
+        await mark_tenant_deleted(ctx.db, name, ctx.settings.tenant_data_retention)
+    except Exception as error:
+        failure = describe(error)
+        logger.warning("Tenant %s not cleaned up yet: %s", name, failure.message)
+        raise kopf.TemporaryError(failure.message, delay=backoff_seconds(retry)) from error
+    logger.info("Tenant %s deleted; its data is kept for %s", name, ctx.settings.tenant_data_retention)
+
+
+def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+    """Attach the Tenant handlers; the resync interval comes from the settings."""
+
+    @kopf.on.resume(res.GROUP, res.VERSION, PLURAL, registry=registry)
+    @kopf.on.create(res.GROUP, res.VERSION, PLURAL, registry=registry)
+    @kopf.on.update(res.GROUP, res.VERSION, PLURAL, registry=registry)
+    async def tenant_changed(
+        body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, logger: kopf.Logger,
+        **_: Any,
+    ) -> None:
+        with metrics.observe("Tenant"):
+            await reconcile(memo.context, body, patch, retry, logger)
+
+    @kopf.timer(
+        res.GROUP, res.VERSION, PLURAL, registry=registry,
+        interval=settings.resync_seconds, initial_delay=settings.resync_seconds,
+    )
+    async def tenant_resync(
+        body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, logger: kopf.Logger,
+        **_: Any,
+    ) -> None:
+        with metrics.observe("Tenant"):
+            await reconcile(memo.context, body, patch, retry, logger)
+
+    @kopf.on.delete(res.GROUP, res.VERSION, PLURAL, registry=registry)
+    async def tenant_deleted(
+        body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
+        await cleanup(memo.context, body, retry, logger)

@@ -1,0 +1,267 @@
+"""The Kubernetes objects a Tenant owns, as pure functions of the tenant and its tier.
+
+Nothing here talks to the API server, so every manifest is unit-tested as data. Objects are
+complete desired states for server-side apply: applying them again changes nothing, and applying
+them after a tier change resizes everything at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from penguinmails.api.v1alpha1.tiers import TIERS, Tier, TierLimits
+
+GROUP = "penguinmails.io"
+VERSION = "v1alpha1"
+TENANT_API_VERSION = f"{GROUP}/{VERSION}"
+NAMESPACE_PREFIX = "tenant-"
+SENDER_NAME = "penguinmails-sender"
+SENDER_COMMAND = ["penguinmails-sender"]
+MANAGED_BY = {"app.kubernetes.io/managed-by": "penguinmails"}
+TENANT_LABEL = f"{GROUP}/tenant"
+TIER_LABEL = f"{GROUP}/tier"
+# The namespaced kinds a tenant creates; their counts are capped per tier by the ResourceQuota.
+TENANT_KINDS_PLURAL = {"sendingdomains": "sending_domains", "smtpservers": "smtp_servers",
+                       "campaigns": "campaigns"}
+
+Manifest = dict[str, Any]
+
+
+def namespace_for(tenant_name: str) -> str:
+    return f"{NAMESPACE_PREFIX}{tenant_name}"
+
+
+@dataclass(frozen=True)
+class TenantRef:
+    """What every child needs to know about its Tenant."""
+
+    name: str
+    uid: str
+    tier: Tier
+
+    @property
+    def namespace(self) -> str:
+        return namespace_for(self.name)
+
+    @property
+    def limits(self) -> TierLimits:
+        return TIERS[self.tier]
+
+    def labels(self) -> dict[str, str]:
+        return {**MANAGED_BY, TENANT_LABEL: self.name, TIER_LABEL: self.tier.value}
+
+    def owner_reference(self) -> dict[str, Any]:
+        # Garbage collection removes every child when the Tenant goes, even if the operator is down.
+        return {
+            "apiVersion": TENANT_API_VERSION,
+            "kind": "Tenant",
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def metadata(self, name: str, *, namespaced: bool = True) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": name,
+            "labels": self.labels(),
+            "ownerReferences": [self.owner_reference()],
+        }
+        if namespaced:
+            meta["namespace"] = self.namespace
+        return meta
+
+
+def namespace(tenant: TenantRef) -> Manifest:
+    meta = tenant.metadata(tenant.namespace, namespaced=False)
+    # Sender pods need nothing privileged; the restricted profile keeps it that way.
+    meta["labels"] |= {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def resource_quota(tenant: TenantRef) -> Manifest:
+    limits = tenant.limits
+    hard: dict[str, str] = {
+        "requests.cpu": limits.quota_cpu,
+        "limits.cpu": limits.quota_cpu,
+        "requests.memory": limits.quota_memory,
+        "limits.memory": limits.quota_memory,
+        "pods": str(limits.quota_pods),
+    }
+    for plural, attribute in TENANT_KINDS_PLURAL.items():
+        hard[f"count/{plural}.{GROUP}"] = str(getattr(limits, attribute))
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": tenant.metadata("penguinmails-tier"),
+        "spec": {"hard": hard},
+    }
+
+
+def limit_range(tenant: TenantRef) -> Manifest:
+    limits = tenant.limits
+    return {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": tenant.metadata("penguinmails-tier"),
+        "spec": {
+            "limits": [
+                {
+                    "type": "Container",
+                    "default": {"cpu": limits.sender_cpu_limit, "memory": limits.sender_memory_limit},
+                    "defaultRequest": {
+                        "cpu": limits.sender_cpu_request,
+                        "memory": limits.sender_memory_request,
+                    },
+                    "max": {"cpu": limits.sender_cpu_limit, "memory": limits.sender_memory_limit},
+                }
+            ]
+        },
+    }
+
+
+def network_policy(tenant: TenantRef) -> Manifest:
+    """Nothing may connect into a tenant's namespace; senders only dial out."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": tenant.metadata("default-deny-ingress"),
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }
+
+
+def service_account(tenant: TenantRef) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": tenant.metadata(SENDER_NAME),
+        "automountServiceAccountToken": True,
+    }
+
+
+def role(tenant: TenantRef) -> Manifest:
+    """The sender reads its campaigns, domains, servers and DKIM keys, in its namespace only."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": tenant.metadata(SENDER_NAME),
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "resources": ["campaigns", "sendingdomains", "smtpservers"],
+                "verbs": ["get", "list", "watch"],
+            },
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+        ],
+    }
+
+
+def role_binding(tenant: TenantRef) -> Manifest:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": tenant.metadata(SENDER_NAME),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": SENDER_NAME},
+        "subjects": [
+            {"kind": "ServiceAccount", "name": SENDER_NAME, "namespace": tenant.namespace}
+        ],
+    }
+
+
+def sender_deployment(tenant: TenantRef, *, image: str, replicas: int) -> Manifest:
+    limits = tenant.limits
+    selector = {"app.kubernetes.io/name": SENDER_NAME, TENANT_LABEL: tenant.name}
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": SENDER_NAME,
+        "priorityClassName": limits.priority_class,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "sender",
+                "image": image,
+                "command": SENDER_COMMAND,
+                "env": [{"name": "PM_TENANT", "value": tenant.name}],
+                "resources": {
+                    "requests": {
+                        "cpu": limits.sender_cpu_request,
+                        "memory": limits.sender_memory_request,
+                    },
+                    "limits": {
+                        "cpu": limits.sender_cpu_limit,
+                        "memory": limits.sender_memory_limit,
+                    },
+                },
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ],
+    }
+    if limits.node_selector:
+        pod_spec["nodeSelector"] = dict(limits.node_selector)
+    if limits.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in limits.tolerations]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": tenant.metadata(SENDER_NAME),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "template": {"metadata": {"labels": tenant.labels() | selector}, "spec": pod_spec},
+        },
+    }
+
+
+def children(tenant: TenantRef, *, image: str, replicas: int) -> list[Manifest]:
+    """Everything inside the namespace, in an order that satisfies references."""
+    return [
+        resource_quota(tenant),
+        limit_range(tenant),
+        network_policy(tenant),
+        service_account(tenant),
+        role(tenant),
+        role_binding(tenant),
+        sender_deployment(tenant, image=image, replicas=replicas),
+    ]
+
+
+def priority_classes() -> list[Manifest]:
+    """One PriorityClass per tier, so higher tiers' senders are scheduled first under pressure."""
+    return [
+        {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": limits.priority_class, "labels": dict(MANAGED_BY)},
+            "value": limits.priority_value,
+            "globalDefault": False,
+            "preemptionPolicy": "PreemptLowerPriority",
+            "description": f"Sender pods of {tier.value} tenants.",
+        }
+        for tier, limits in TIERS.items()
+    ]
+
+
+def desired_replicas(limits: TierLimits, *, suspended: bool, active_campaigns: int) -> int:
+    """Senders run only while a campaign sends, and never for a suspended tenant."""
+    if suspended or active_campaigns == 0:
+        return 0
+    return min(limits.sender_max_replicas, active_campaigns)
+
+
+def is_active_campaign(campaign: Mapping[str, Any]) -> bool:
+    status = campaign.get("status") or {}
+    spec = campaign.get("spec") or {}
+    return status.get("phase") == "Sending" and not spec.get("paused", False)
