@@ -17,7 +17,9 @@ def _env_float(name: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError as error:
-        raise ValueError(f"{name}={raw!r} is not a number: set it to seconds, e.g. {default}") from error
+        raise ValueError(
+            f"{name}={raw!r} is not a number: set it to seconds, e.g. {default}"
+        ) from error
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class OperatorSettings:
     resync_seconds: float
     """How often a timer re-checks each object for drift (PM_RESYNC_SECONDS)."""
     tenant_data_retention: timedelta
-    """How long a deleted tenant's rows are kept before they are purged (PM_TENANT_RETENTION_DAYS)."""
+    """How long a deleted tenant's rows are kept before the purge (PM_TENANT_RETENTION_DAYS)."""
     metrics_port: int
     """Port of the Prometheus /metrics endpoint; 0 disables it (PM_METRICS_PORT)."""
 
@@ -43,7 +45,9 @@ class OperatorSettings:
             )
         return cls(
             database_url=database_url,
-            sender_image=os.environ.get("PM_SENDER_IMAGE", "ghcr.io/penguinmails/penguinmails:0.1.0"),
+            sender_image=os.environ.get(
+                "PM_SENDER_IMAGE", "ghcr.io/penguinmails/penguinmails:0.1.0"
+            ),
             resync_seconds=_env_float("PM_RESYNC_SECONDS", 60.0),
             tenant_data_retention=timedelta(days=_env_float("PM_TENANT_RETENTION_DAYS", 30.0)),
             metrics_port=int(_env_float("PM_METRICS_PORT", 8080)),

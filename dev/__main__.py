@@ -18,7 +18,13 @@ import time
 from pathlib import Path
 
 from penguinmails.devstack import controlplane
-from penguinmails.devstack.stack import REPO_ROOT, Stack, api_client_for, apply_documents, load_documents
+from penguinmails.devstack.stack import (
+    REPO_ROOT,
+    Stack,
+    api_client_for,
+    apply_documents,
+    load_documents,
+)
 
 
 def _build() -> int:

@@ -12,9 +12,10 @@ PostgreSQL refuses to run as root. When this process is root, initdb and postgre
 `postgres` system user (Debian's package creates it): the child is started with the uid/gid of
 that user and no supplementary groups (what `setpriv`/`runuser` would do, without an intermediate
 process, so the postmaster is our direct child and receives our signals). The instance directory
-is chowned to that user, and `base_dir` is made searchable (o+x, not listable) so that user can
-reach it; every other ancestor of `base_dir` must already be searchable (a `tempfile.mkdtemp()`
-directory in /tmp is fine; `/tmp/pytest-of-root/...` is not, it is 0700).
+is chowned to that user, and `base_dir` is made searchable (o+x: enter, not list) so that user
+can reach it, as is any directory of ours between the system temp dir and `base_dir` (say the
+0700 `mkdtemp()` a stack lives in). Other ancestors must already be searchable; if one is not,
+`start()` says which.
 """
 
 from __future__ import annotations
@@ -219,7 +220,6 @@ class PostgresServer:
             if self._own_short_socket_dir:
                 shutil.rmtree(self._socket_dir, ignore_errors=True)
                 self._own_short_socket_dir = False
-            self._port = None
             _unregister(self)
 
     # -- steps ------------------------------------------------------------------------------
@@ -237,9 +237,13 @@ class PostgresServer:
         if self._uid_gid is None:
             return
         uid, gid = self._uid_gid
-        mode = self.base_dir.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            self.base_dir.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+        _make_searchable(self.base_dir)
+        # Private temporary directories above base_dir (e.g. a mkdtemp() the stack lives in,
+        # 0700) get the same o+x; anything outside the temp dir is left for the error below.
+        temp_root = Path(tempfile.gettempdir()).resolve()
+        for directory in self.base_dir.resolve().parents:
+            if temp_root in directory.parents and directory.stat().st_uid == os.geteuid():
+                _make_searchable(directory)
         for path in (self.root, self._socket_dir):
             os.chown(path, uid, gid)
         if self.data_dir.exists():
@@ -295,7 +299,9 @@ class PostgresServer:
 
     def _launch(self, bin_dir: Path) -> None:
         for attempt in range(1, _PORT_ATTEMPTS + 1):
-            self._port = self._requested_port or free_port(self.host)
+            # A restart keeps the port it had, so DSNs handed out before stay valid.
+            reuse = self._port if attempt == 1 else None
+            self._port = self._requested_port or reuse or free_port(self.host)
             settings = {
                 **self._settings,
                 "listen_addresses": self.host,
@@ -323,9 +329,12 @@ class PostgresServer:
             self._log.close()
             self._log = None
             tail = _log_tail(self.log_path, offset)
-            if self._requested_port is None and attempt < _PORT_ATTEMPTS:
-                if _BIND_FAILURE.search(tail):
-                    continue  # somebody took the port between free_port() and bind: try another
+            if (
+                self._requested_port is None
+                and attempt < _PORT_ATTEMPTS
+                and _BIND_FAILURE.search(tail)
+            ):
+                continue  # somebody took the port between free_port() and bind: try another
             raise PostgresError(
                 f"PostgreSQL exited with code {exit_code} while starting on port {self._port}; "
                 f"last lines of {self.log_path}:\n{tail}"
@@ -352,9 +361,10 @@ class PostgresServer:
 
     def _create_database(self, bin_dir: Path) -> None:
         psql = bin_dir / "psql"
+        # psql quotes the :'db' variable itself; \gexec runs the CREATE only when it is missing.
         script = (
-            f"SELECT 'CREATE DATABASE {self.database}' "
-            f"WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{self.database}')\n"
+            "SELECT format('CREATE DATABASE %I', :'db') "
+            "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db')\n"
             "\\gexec\n"
         )
         result = subprocess.run(
@@ -363,6 +373,7 @@ class PostgresServer:
                 "--no-psqlrc",
                 "--quiet",
                 "--set=ON_ERROR_STOP=1",
+                f"--set=db={self.database}",
                 f"--host={self._socket_dir}",
                 f"--port={self.port}",
                 f"--username={SUPERUSER}",
@@ -409,6 +420,13 @@ def _service_user() -> tuple[int, int] | None:
             "does not exist (the Debian postgresql package creates it; or run as non-root)"
         ) from None
     return entry.pw_uid, entry.pw_gid
+
+
+def _make_searchable(directory: Path) -> None:
+    """Add o+x (enter, not list) to a directory."""
+    mode = directory.stat().st_mode
+    if not mode & stat.S_IXOTH:
+        directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
 def _first_unsearchable(path: Path, uid: int, gid: int) -> Path | None:

@@ -20,7 +20,7 @@ from penguinmails.common.db.migrate import migrate
 from penguinmails.common.settings import OperatorSettings
 from penguinmails.operator import tenant
 from penguinmails.operator import tenant_resources as res
-from penguinmails.operator.kube import Kube, load_config
+from penguinmails.operator.kube import Kube, connection_info, load_config
 
 ANNOTATION_PREFIX = "penguinmails.io"
 
@@ -58,6 +58,12 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         memo.context = tenant.Context(settings=config, kube=kube, db=db)
         if config.metrics_port:
             start_http_server(config.metrics_port, addr="0.0.0.0")  # noqa: S104
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # A registry of our own starts empty, without kopf's default login; ours also honours
+        # PM_KUBECONFIG, which the kubernetes client's default loading would not.
+        return connection_info()
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:

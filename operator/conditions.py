@@ -1,21 +1,21 @@
-"""Conditions as the Kubernetes API conventions define them, computed without side effects.
+"""Conditions as one reconcile observed them, merged into status with the shared model.
 
-`lastTransitionTime` only moves when a condition's status changes, so a reconcile that finds
-nothing new writes nothing (status is patched only when it differs).
+`set_condition` (from the resource models) moves `lastTransitionTime` only when a condition's
+status changes, so a reconcile that finds nothing new produces the same list and writes nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
+from penguinmails.api.v1alpha1 import Condition, ConditionStatus, set_condition
+
 Status = Literal["True", "False", "Unknown"]
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -28,27 +28,32 @@ class Observed:
     message: str
 
 
+def _parse(raw: Mapping[str, Any]) -> Condition | None:
+    try:
+        return Condition.model_validate(dict(raw))
+    except ValidationError:
+        return None  # A hand-edited, malformed condition is replaced rather than kept.
+
+
 def merge_conditions(
     current: Sequence[Mapping[str, Any]] | None,
     observed: Sequence[Observed],
     generation: int,
-    now: str | None = None,
+    now: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """The new conditions list: observed types updated, other existing types kept as they were."""
-    by_type = {str(c.get("type")): dict(c) for c in current or ()}
-    stamp = now or now_rfc3339()
+    conditions = [c for c in (_parse(raw) for raw in current or ()) if c is not None]
     for item in observed:
-        previous = by_type.get(item.type)
-        changed = previous is None or previous.get("status") != item.status
-        by_type[item.type] = {
-            "type": item.type,
-            "status": item.status,
-            "reason": item.reason,
-            "message": item.message,
-            "lastTransitionTime": stamp if changed else previous.get("lastTransitionTime", stamp),
-            "observedGeneration": generation,
-        }
-    return sorted(by_type.values(), key=lambda c: str(c["type"]))
+        conditions = set_condition(
+            conditions,
+            item.type,
+            ConditionStatus(item.status),
+            item.reason,
+            item.message,
+            observed_generation=generation,
+            now=now,
+        )
+    return [condition.to_k8s() for condition in conditions]
 
 
 def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:

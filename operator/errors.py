@@ -55,7 +55,9 @@ def describe(error: BaseException) -> Failure:
             )
         if error.status in (400, 422):
             return Failure("Rejected", f"the API server rejected an object: {detail}")
-        return Failure("KubernetesAPIError", f"Kubernetes API error {error.status}: {detail}; retrying")
+        return Failure(
+            "KubernetesAPIError", f"Kubernetes API error {error.status}: {detail}; retrying"
+        )
     if isinstance(error, (ConnectionError, TimeoutError, OSError)):
         return Failure("Unreachable", f"{type(error).__name__}: {error}; retrying")
     return Failure("ReconcileError", f"{type(error).__name__}: {error}; retrying")

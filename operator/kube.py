@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import kopf
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ApiException, NotFoundError
@@ -23,13 +24,37 @@ FIELD_MANAGER = "penguinmails-operator"
 Manifest = Mapping[str, Any]
 
 
-def load_config() -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else PM_KUBECONFIG / KUBECONFIG."""
+def client_configuration() -> client.Configuration:
+    """In-cluster credentials when running in a pod, else PM_KUBECONFIG, else KUBECONFIG."""
+    configuration = client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=configuration)
     else:
-        config.load_kube_config(config_file=os.environ.get("PM_KUBECONFIG"))
-    return client.ApiClient()
+        path = os.environ.get("PM_KUBECONFIG") or os.environ.get("KUBECONFIG")
+        config.load_kube_config(config_file=path, client_configuration=configuration)
+    return configuration
+
+
+def load_config() -> client.ApiClient:
+    return client.ApiClient(client_configuration())
+
+
+def connection_info() -> kopf.ConnectionInfo:
+    """The same credentials for kopf's own API client, so both always talk to one cluster."""
+    configuration = client_configuration()
+    header = configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
 
 
 class Kube:
@@ -68,7 +93,9 @@ class Kube:
     ) -> dict[str, Any] | None:
         return await asyncio.to_thread(self._get_sync, api_version, kind, name, namespace)
 
-    def _list_sync(self, api_version: str, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+    def _list_sync(
+        self, api_version: str, kind: str, namespace: str | None
+    ) -> list[dict[str, Any]]:
         resource = self._resource(api_version, kind)
         return [dict(item.to_dict()) for item in resource.get(namespace=namespace).items]
 

@@ -78,7 +78,7 @@ async def reconcile(
 ) -> None:
     name = body.metadata.name
     generation = int(body.metadata.get("generation") or 0)
-    status = body.status or {}
+    status: Mapping[str, Any] = body.status or {}
     if not name:
         return
     try:
@@ -86,7 +86,9 @@ async def reconcile(
     except ValidationError as error:
         message = describe_validation_error(error)
         _write_status(
-            patch, status, generation,
+            patch,
+            status,
+            generation,
             [Observed("Ready", "False", "InvalidSpec", f"{message}; fix the Tenant's spec")],
         )
         previous = conditions.find(status.get("conditions"), "Ready") or {}
@@ -126,16 +128,25 @@ async def reconcile(
     if spec.suspended:
         why = spec.suspend_reason or "no reason given"
         observed.append(
-            Observed("Suspended", "True", "SuspendedBySpec",
-                     f"sending stopped and the sender scaled to 0: {why}")
+            Observed(
+                "Suspended",
+                "True",
+                "SuspendedBySpec",
+                f"sending stopped and the sender scaled to 0: {why}",
+            )
         )
     else:
         observed.append(Observed("Suspended", "False", "Active", "the tenant may send"))
 
     _announce_changes(body, status, spec_tier=spec.tier.value, suspended=spec.suspended)
     _write_status(
-        patch, status, generation, observed,
-        namespace=tenant.namespace, tier=spec.tier.value, senderReplicas=replicas,
+        patch,
+        status,
+        generation,
+        observed,
+        namespace=tenant.namespace,
+        tier=spec.tier.value,
+        senderReplicas=replicas,
     )
 
 
@@ -145,9 +156,13 @@ def _announce_changes(
     """Events mark what happened, once: compare with what status recorded last time."""
     previous_tier = status.get("tier")
     if not status.get("namespace"):
-        kopf.info(body, reason="Provisioned", message=f"namespace tenant-{body.metadata.name} ready")
+        kopf.info(
+            body, reason="Provisioned", message=f"namespace tenant-{body.metadata.name} ready"
+        )
     elif previous_tier and previous_tier != spec_tier:
-        kopf.info(body, reason="TierChanged", message=f"resized from {previous_tier} to {spec_tier}")
+        kopf.info(
+            body, reason="TierChanged", message=f"resized from {previous_tier} to {spec_tier}"
+        )
     was = conditions.find(status.get("conditions"), "Suspended")
     was_suspended = bool(was and was.get("status") == "True")
     if suspended and not was_suspended:
@@ -156,7 +171,9 @@ def _announce_changes(
         kopf.info(body, reason="Resumed", message="the tenant may send again")
 
 
-async def cleanup(ctx: Context, body: kopf.Body, retry: int, logger: kopf.Logger | logging.Logger) -> None:
+async def cleanup(
+    ctx: Context, body: kopf.Body, retry: int, logger: kopf.Logger | logging.Logger
+) -> None:
     """Delete the namespace and keep the tenant's rows, marked deleted, for the retention period."""
     name = body.metadata.name
     if not name:
@@ -168,7 +185,9 @@ async def cleanup(ctx: Context, body: kopf.Body, retry: int, logger: kopf.Logger
         failure = describe(error)
         logger.warning("Tenant %s not cleaned up yet: %s", name, failure.message)
         raise kopf.TemporaryError(failure.message, delay=backoff_seconds(retry)) from error
-    logger.info("Tenant %s deleted; its data is kept for %s", name, ctx.settings.tenant_data_retention)
+    logger.info(
+        "Tenant %s deleted; its data is kept for %s", name, ctx.settings.tenant_data_retention
+    )
 
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
@@ -178,18 +197,31 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     @kopf.on.create(res.GROUP, res.VERSION, PLURAL, registry=registry)
     @kopf.on.update(res.GROUP, res.VERSION, PLURAL, registry=registry)
     async def tenant_changed(
-        body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, logger: kopf.Logger,
+        body: kopf.Body,
+        patch: kopf.Patch,
+        retry: int,
+        memo: kopf.Memo,
+        logger: kopf.Logger,
         **_: Any,
     ) -> None:
         with metrics.observe("Tenant"):
             await reconcile(memo.context, body, patch, retry, logger)
 
     @kopf.timer(
-        res.GROUP, res.VERSION, PLURAL, registry=registry,
-        interval=settings.resync_seconds, initial_delay=settings.resync_seconds,
+        res.GROUP,
+        res.VERSION,
+        PLURAL,
+        registry=registry,
+        interval=settings.resync_seconds,
+        initial_delay=settings.resync_seconds,
     )
     async def tenant_resync(
-        body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, logger: kopf.Logger,
+        *,
+        body: kopf.Body,
+        patch: kopf.Patch,
+        memo: kopf.Memo,
+        logger: kopf.Logger,
+        retry: int = 0,
         **_: Any,
     ) -> None:
         with metrics.observe("Tenant"):

@@ -23,8 +23,11 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "penguinmails"}
 TENANT_LABEL = f"{GROUP}/tenant"
 TIER_LABEL = f"{GROUP}/tier"
 # The namespaced kinds a tenant creates; their counts are capped per tier by the ResourceQuota.
-TENANT_KINDS_PLURAL = {"sendingdomains": "sending_domains", "smtpservers": "smtp_servers",
-                       "campaigns": "campaigns"}
+TENANT_KINDS_PLURAL = {
+    "sendingdomains": "sending_domains",
+    "smtpservers": "smtp_servers",
+    "campaigns": "campaigns",
+}
 
 Manifest = dict[str, Any]
 
@@ -113,7 +116,10 @@ def limit_range(tenant: TenantRef) -> Manifest:
             "limits": [
                 {
                     "type": "Container",
-                    "default": {"cpu": limits.sender_cpu_limit, "memory": limits.sender_memory_limit},
+                    "default": {
+                        "cpu": limits.sender_cpu_limit,
+                        "memory": limits.sender_memory_limit,
+                    },
                     "defaultRequest": {
                         "cpu": limits.sender_cpu_request,
                         "memory": limits.sender_memory_request,

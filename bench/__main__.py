@@ -1,0 +1,27 @@
+"""Run every benchmark against a fresh local stack: `python -m bench`."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import tenants
+from penguinmails.devstack.stack import Stack
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING)
+    base = Path(tempfile.mkdtemp(prefix="penguinmails-bench-"))
+    try:
+        with Stack(base) as stack:
+            tenants.run(stack, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""PostgreSQL schema and access shared by the operator, the customer API and the sender.
+
+- `migrate` (`penguinmails.common.db.migrate`): applies the SQL files in `migrations/`.
+- `tenants` (`penguinmails.common.db.tenants`): the platform's view of tenants.
+- `tenant_scope()` / `tenant_connection()`: run tenant-owned work under row-level security.
+
+Row-level security only applies to roles that are neither superusers nor BYPASSRLS. The platform
+connects as a login that owns the schema; inside `tenant_scope()` the transaction switches to the
+role `penguinmails_app` and sets `penguinmails.tenant_id`, so every tenant-owned table shows and
+accepts only that tenant's rows. See docs/database.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+__all__ = [
+    "APP_ROLE",
+    "TENANT_SETTING",
+    "AnyConnection",
+    "tenant_connection",
+    "tenant_scope",
+]
+
+APP_ROLE = "penguinmails_app"
+"""The non-superuser, non-BYPASSRLS role tenant-scoped work runs as (created by migration 0001)."""
+
+TENANT_SETTING = "penguinmails.tenant_id"
+"""The transaction-local setting the row-level security policies compare `tenant_id` with."""
+
+AnyConnection = asyncpg.Connection | PoolConnectionProxy
+_Conn = TypeVar("_Conn", asyncpg.Connection, PoolConnectionProxy)
+
+
+@asynccontextmanager
+async def tenant_scope(conn: _Conn, tenant_id: uuid.UUID | str) -> AsyncIterator[_Conn]:
+    """A transaction on `conn` that acts as `penguinmails_app` for one tenant.
+
+        async with tenant_scope(conn, tenant_id):
+            await conn.fetch("SELECT * FROM contacts")   # only this tenant's contacts
+
+    Both the role and the tenant are `SET LOCAL`: they end with the transaction (commit when the
+    block exits normally, rollback when it raises), so a pooled connection never carries them
+    into other work. The scope owns its transaction: calling it inside one is an error, because
+    `SET LOCAL` in a savepoint would outlive the block.
+    """
+    tenant = tenant_id if isinstance(tenant_id, uuid.UUID) else uuid.UUID(str(tenant_id))
+    if conn.is_in_transaction():
+        raise RuntimeError(
+            "tenant_scope() must start its own transaction; it was entered inside one"
+        )
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT set_config('role', $1, true), set_config($2, $3, true)",
+            APP_ROLE,
+            TENANT_SETTING,
+            str(tenant),
+        )
+        yield conn
+
+
+@asynccontextmanager
+async def tenant_connection(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID | str
+) -> AsyncIterator[PoolConnectionProxy]:
+    """Acquire a connection from `pool` and open a `tenant_scope()` on it."""
+    async with pool.acquire() as conn, tenant_scope(conn, tenant_id):
+        yield conn

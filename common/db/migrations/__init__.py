@@ -1,0 +1,1 @@
+"""The ordered SQL migrations (`NNNN_name.sql`), shipped as package data; see docs/database.md."""

@@ -1,0 +1,171 @@
+"""Fixtures for tests against the real local stack: control plane, CRDs, the operator process.
+
+The control plane is built from the upstream modules (cached) and started once per session;
+`PM_KUBECONFIG` runs the same tests against an existing cluster instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from penguinmails.devstack.controlplane import ControlPlane, build
+from penguinmails.devstack.stack import api_client_for, install_crds
+
+GROUP, VERSION = "penguinmails.io", "v1alpha1"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kubeconfig: Path
+    server: str
+    ca_file: Path | None
+    bin_dir: Path
+
+    @property
+    def kubectl(self) -> Path:
+        return self.bin_dir / "kubectl"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    existing = os.environ.get("PM_KUBECONFIG")
+    if existing:
+        with api_client_for(Path(existing)) as api:
+            server = str(api.configuration.host)
+        yield Cluster(Path(existing), server, None, build().bin_dir)
+        return
+    with ControlPlane(tmp_path_factory.mktemp("kube")) as plane:
+        assert plane.build_result is not None
+        yield Cluster(plane.kubeconfig, plane.server, plane.ca_file, plane.build_result.bin_dir)
+
+
+@pytest.fixture(scope="session")
+def api_client(cluster: Cluster) -> Iterator[client.ApiClient]:
+    with api_client_for(cluster.kubeconfig) as api:
+        yield api
+
+
+@pytest.fixture(scope="session")
+def crds_installed(api_client: client.ApiClient) -> list[str]:
+    return install_crds(api_client)
+
+
+@pytest.fixture(scope="session")
+def custom_objects(
+    api_client: client.ApiClient, crds_installed: list[str]
+) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api_client)
+
+
+@pytest.fixture(scope="session")
+def core(api_client: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def apps(api_client: client.ApiClient) -> client.AppsV1Api:
+    return client.AppsV1Api(api_client)
+
+
+@dataclass
+class OperatorProcess:
+    """The operator as it runs in production: a separate process, killable at any moment."""
+
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None)
+
+    def start(self) -> OperatorProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no finalizer handling — as when a node dies."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def assert_no_errors(self) -> None:
+        text = self.log()
+        for marker in ("Traceback", "Unhandled", " ERROR "):
+            assert marker not in text, f"operator log has {marker!r}:\n{text[-4000:]}"
+
+
+OperatorFactory = Callable[..., OperatorProcess]
+
+
+@pytest.fixture(scope="session")
+def operator_process(
+    cluster: Cluster,
+    crds_installed: list[str],
+    postgres_dsn: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorFactory]:
+    """Start operators; every one started is stopped at the end of the session."""
+    started: list[OperatorProcess] = []
+    logs = tmp_path_factory.mktemp("operator-logs")
+
+    def start(kubeconfig: Path | None = None, **extra_env: str) -> OperatorProcess:
+        env = {
+            **os.environ,
+            "PM_KUBECONFIG": str(kubeconfig or cluster.kubeconfig),
+            "PM_DATABASE_URL": postgres_dsn,
+            "PM_METRICS_PORT": "0",
+            "PM_RESYNC_SECONDS": "3",
+            **extra_env,
+        }
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        handle = OperatorProcess(
+            [sys.executable, "-m", "penguinmails.operator", "--liveness", ""],
+            env,
+            logs / f"operator-{len(started)}.log",
+        ).start()
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.stop()
+
+
+def wait_for(
+    predicate: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.25, what: str = ""
+) -> Any:
+    """Poll until predicate() returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what or predicate}: {last!r}"
+    )

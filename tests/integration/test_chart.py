@@ -1,0 +1,575 @@
+"""The Helm chart: lint, render, server-side dry-run, and the operator running under its RBAC.
+
+helm is built from its upstream Go module (penguinmails.devstack.helm, cached); kubectl comes
+with the control plane. The RBAC test proves both halves of least privilege: the operator
+reconciles a Tenant with nothing but the chart's ClusterRole, and the same identity is refused
+what it must never do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client import ApiException
+
+from penguinmails.api.v1alpha1.tiers import Tier
+from penguinmails.devstack.controlplane import write_kubeconfig
+from penguinmails.devstack.helm import CHART_DIR, build_helm
+from penguinmails.devstack.stack import api_client_for, apply_documents
+from penguinmails.operator import tenant_resources as res
+from tests.integration.conftest import GROUP, VERSION, Cluster, OperatorFactory, wait_for
+
+pytestmark = pytest.mark.integration
+
+OPTIONS = CHART_DIR / "ci" / "all-options-values.yaml"
+RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
+# Kinds whose CRDs come from elsewhere (the Prometheus Operator); not served by the test cluster.
+FOREIGN_KINDS = {"ServiceMonitor"}
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Helm:
+    binary: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.binary), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def template(
+        self,
+        release: str,
+        namespace: str,
+        *values: Path,
+        sets: tuple[str, ...] = (),
+        include_crds: bool = False,
+    ) -> list[Document]:
+        args = ["template", release, str(CHART_DIR), "--namespace", namespace]
+        for path in values:
+            args += ["--values", str(path)]
+        for item in sets:
+            args += ["--set", item]
+        if include_crds:
+            args.append("--include-crds")
+        return [d for d in yaml.safe_load_all(self.run(*args).stdout) if d]
+
+
+@pytest.fixture(scope="module")
+def private_dir() -> Iterator[Path]:
+    """Files that must outlive any test: not under pytest's basetemp, which a concurrent pytest
+    session on the same machine may clean up (it keeps only the three newest)."""
+    path = Path(tempfile.mkdtemp(prefix="penguinmails-chart-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def helm(private_dir: Path) -> Helm:
+    home = private_dir / "helm-home"
+    # A private helm home: no user repositories, plugins or registry logins, and no cluster.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("HELM_") and key != "KUBECONFIG"
+    }
+    env |= {
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+    return Helm(build_helm(), env)
+
+
+def suffix() -> str:
+    return secrets.token_hex(3)
+
+
+def by_kind(documents: list[Document], kind: str) -> list[Document]:
+    return [d for d in documents if d["kind"] == kind]
+
+
+def one(documents: list[Document], kind: str) -> Document:
+    (found,) = by_kind(documents, kind)
+    return found
+
+
+def env_of(container: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {item["name"]: item for item in container.get("env", [])}
+
+
+# --- the chart on its own: CRDs, lint, render, schema ---------------------------------------------
+
+
+def test_lint_is_clean_with_defaults_and_with_every_option(helm: Helm) -> None:
+    for extra in ([], ["--values", str(OPTIONS)]):
+        result = helm.run("lint", "--strict", str(CHART_DIR), *extra)
+        assert "0 chart(s) failed" in result.stdout, result.stdout
+
+
+def test_defaults_render_a_locked_down_single_operator(helm: Helm) -> None:
+    documents = helm.template("pm", "penguinmails-system")
+    assert sorted(d["kind"] for d in documents) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
+    assert not by_kind(documents, "Secret"), "the chart must never carry a secret value"
+
+    deployment = one(documents, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == one(documents, "ServiceAccount")["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["command"] == ["penguinmails-operator"]
+    assert container["image"] == "ghcr.io/penguinmails/penguinmails:0.1.0"
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    assert "--liveness=http://0.0.0.0:8081/healthz" in container["args"]
+
+    env = env_of(container)
+    assert env["PM_DATABASE_URL"] == {
+        "name": "PM_DATABASE_URL",
+        "valueFrom": {"secretKeyRef": {"name": "penguinmails-database", "key": "url"}},
+    }
+    assert env["PM_SENDER_IMAGE"]["value"] == "ghcr.io/penguinmails/penguinmails:0.1.0"
+    assert env["PM_RESYNC_SECONDS"]["value"] == "60"
+    assert env["PM_METRICS_PORT"]["value"] == "8080"
+
+    service = one(documents, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    pod_labels = spec["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert spec["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_every_option_renders(helm: Helm) -> None:
+    documents = helm.template("pm", "platform", OPTIONS)
+    deployment = one(documents, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert deployment["metadata"]["name"] == "pm"
+    assert deployment["spec"]["replicas"] == 0
+    assert container["image"].startswith("registry.example.com/platform/penguinmails@sha256:")
+    assert container["imagePullPolicy"] == "Always"
+    assert "--verbose" in container["args"]
+    env = env_of(container)
+    assert env["PM_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "pg-app", "key": "uri"}
+    assert env["PM_SENDER_IMAGE"]["value"] == (
+        "registry.example.com/platform/penguinmails-sender:0.1.0-rc.2"
+    )
+    assert env["PM_RESYNC_SECONDS"]["value"] == "120"
+    assert env["PM_TENANT_RETENTION_DAYS"]["value"] == "7.5"
+    assert env["PM_HOSTWINDS_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "hostwinds"
+    assert pod["serviceAccountName"] == "penguinmails-operator"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert pod["tolerations"][0]["key"] == "dedicated"
+    assert container["livenessProbe"]["failureThreshold"] == 5
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "metrics": 9090,
+        "health": 9091,
+    }
+
+    monitor = one(documents, "ServiceMonitor")
+    service = one(documents, "Service")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert service["metadata"]["annotations"] == {"prometheus.io/scrape": "true"}
+    binding = one(documents, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "penguinmails-operator", "namespace": "platform"}
+    ]
+
+
+def test_the_sender_image_follows_the_operator_image_unless_set(helm: Helm) -> None:
+    documents = helm.template(
+        "pm", "ns", sets=("image.repository=example.com/pm", "image.tag=1.2.3")
+    )
+    env = env_of(one(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0])
+    assert env["PM_SENDER_IMAGE"]["value"] == "example.com/pm:1.2.3"
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ('replicas: "two"', "/replicas"),
+        ("replicas: 2", "/replicas"),
+        ("replicass: 1", "replicass"),
+        ("database: {url: postgresql://u:p@db/pm}", "url"),
+        ("image: {pullPolicy: Sometimes}", "/image/pullPolicy"),
+        ("image: {digest: latest}", "/image/digest"),
+        ("metrics: {port: 0}", "/metrics/port"),
+        ("operator: {resyncSeconds: 0}", "/operator/resyncSeconds"),
+        ("operator: {extraEnv: [{name: PM_DATABASE_URL, value: x}]}", "/operator/extraEnv/0/name"),
+    ],
+)
+def test_schema_rejects_bad_values_naming_the_field(
+    helm: Helm, tmp_path: Path, values: str, field: str
+) -> None:
+    bad = tmp_path / "bad-values.yaml"
+    bad.write_text(values + "\n")
+    result = helm.run("template", "pm", str(CHART_DIR), "--values", str(bad), check=False)
+    assert result.returncode != 0, f"{values!r} was accepted"
+    assert "values don't meet the specifications of the schema" in result.stderr, result.stderr
+    assert field in result.stderr, result.stderr
+
+
+def test_inconsistent_options_fail_with_a_message(helm: Helm) -> None:
+    result = helm.run(
+        "template", "pm", str(CHART_DIR), "--set", "serviceAccount.create=false", check=False
+    )
+    assert result.returncode != 0
+    assert "serviceAccount.name is required" in result.stderr
+    result = helm.run(
+        "template",
+        "pm",
+        str(CHART_DIR),
+        "--set",
+        "metrics.serviceMonitor.enabled=true,metrics.service.enabled=false",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "metrics.service.enabled" in result.stderr
+
+
+def _covers(rules: list[Mapping[str, Any]], group: str, resource: str, verb: str) -> bool:
+    return any(
+        group in rule.get("apiGroups", [])
+        and resource in rule.get("resources", [])
+        and verb in rule.get("verbs", [])
+        for rule in rules
+    )
+
+
+def test_cluster_role_holds_everything_the_sender_role_grants(helm: Helm) -> None:
+    """RBAC lets nobody grant what it does not hold: the operator creates this Role per tenant."""
+    rules = one(helm.template("pm", "ns"), "ClusterRole")["rules"]
+    tenant = res.TenantRef(name="x", uid="0", tier=Tier.STARTER)
+    missing = [
+        f"{group or 'core'}/{resource}:{verb}"
+        for rule in res.role(tenant)["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        if not _covers(rules, group, resource, verb)
+    ]
+    assert not missing, f"the ClusterRole lacks what the sender Role grants: {missing}"
+    # Nothing in the ClusterRole is a wildcard.
+    for rule in rules:
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key], rule
+
+
+# --- against the real API server ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def release_namespace(core: client.CoreV1Api) -> Iterator[str]:
+    name = f"pm-chart-{suffix()}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+def kubectl_dry_run(cluster: Cluster, documents: list[Document]) -> str:
+    result = subprocess.run(
+        [
+            str(cluster.kubectl),
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=helm",
+            "--dry-run=server",
+            "--filename=-",
+        ],
+        input=yaml.safe_dump_all(documents),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"server-side dry-run refused the chart:\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.mark.parametrize("with_options", [False, True], ids=["defaults", "all-options"])
+def test_api_server_accepts_the_rendered_chart_in_a_dry_run(
+    helm: Helm,
+    cluster: Cluster,
+    api_client: client.ApiClient,
+    crds_installed: list[str],
+    release_namespace: str,
+    with_options: bool,
+) -> None:
+    values = (OPTIONS,) if with_options else ()
+    documents = helm.template(f"dry-{suffix()}", release_namespace, *values, include_crds=True)
+    assert len(by_kind(documents, "CustomResourceDefinition")) == len(crds_installed)
+    served = [d for d in documents if d["kind"] not in FOREIGN_KINDS]
+    output = kubectl_dry_run(cluster, served)
+    for document in served:
+        name = document["metadata"]["name"]
+        assert re.search(rf"/{re.escape(name)} serverside-applied \(server dry run\)", output), (
+            f"{document['kind']} {name} not in:\n{output}"
+        )
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    cluster_role = by_kind(served, "ClusterRole")[0]["metadata"]["name"]
+    with pytest.raises(ApiException) as raised:  # a dry run leaves nothing behind
+        rbac.read_cluster_role(cluster_role)
+    assert raised.value.status == 404
+
+
+@dataclass(frozen=True)
+class ChartIdentity:
+    namespace: str
+    service_account: str
+    kubeconfig: Path
+
+
+@pytest.fixture(scope="module")
+def chart_identity(
+    helm: Helm,
+    cluster: Cluster,
+    api_client: client.ApiClient,
+    core: client.CoreV1Api,
+    release_namespace: str,
+    private_dir: Path,
+) -> Iterator[ChartIdentity]:
+    """The chart's ServiceAccount, ClusterRole and binding, applied for real, and a token for it."""
+    documents = helm.template(f"pm-rbac-{suffix()}", release_namespace)
+    rbac_documents = [d for d in documents if d["kind"] in RBAC_KINDS]
+    assert sorted(d["kind"] for d in rbac_documents) == sorted(RBAC_KINDS)
+    apply_documents(api_client, rbac_documents)
+    account = one(rbac_documents, "ServiceAccount")["metadata"]["name"]
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+    )
+    issued = core.create_namespaced_service_account_token(account, release_namespace, request)
+    assert issued.status is not None and issued.status.token
+    kubeconfig = private_dir / "operator.kubeconfig"
+    write_kubeconfig(kubeconfig, cluster.server, str(issued.status.token), cluster.ca_file)
+    yield ChartIdentity(release_namespace, account, kubeconfig)
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    for binding in by_kind(rbac_documents, "ClusterRoleBinding"):
+        rbac.delete_cluster_role_binding(binding["metadata"]["name"])
+    for role in by_kind(rbac_documents, "ClusterRole"):
+        rbac.delete_cluster_role(role["metadata"]["name"])
+
+
+def test_operator_reconciles_a_tenant_with_only_the_chart_rbac(
+    chart_identity: ChartIdentity,
+    operator_process: OperatorFactory,
+    api_client: client.ApiClient,
+    custom_objects: client.CustomObjectsApi,
+) -> None:
+    # KUBECONFIG as well as PM_KUBECONFIG: kopf's own login reads KUBECONFIG, and every request
+    # the operator makes must carry the ServiceAccount's token, or the test proves nothing.
+    operator = operator_process(
+        kubeconfig=chart_identity.kubeconfig, KUBECONFIG=str(chart_identity.kubeconfig)
+    )
+    assert operator.env["PM_KUBECONFIG"] == operator.env["KUBECONFIG"]
+    assert "KUBERNETES_SERVICE_HOST" not in operator.env
+    name = f"chart-{suffix()}"
+    namespace = res.namespace_for(name)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Tenant",
+        "metadata": {"name": name},
+        "spec": {"tier": "starter", "contactEmail": f"ops@{name}.example.com"},
+    }
+    custom_objects.create_cluster_custom_object(GROUP, VERSION, "tenants", body)
+    try:
+
+        def ready() -> dict[str, Any] | None:
+            obj: Any = custom_objects.get_cluster_custom_object(GROUP, VERSION, "tenants", name)
+            status = obj.get("status") or {}
+            current = status.get("observedGeneration") == obj["metadata"]["generation"]
+            for item in status.get("conditions") or []:
+                if item["type"] == "Ready" and item["status"] == "True" and current:
+                    return dict(obj)
+            return None
+
+        try:
+            wait_for(ready, timeout=90, what=f"Tenant {name} Ready under the chart's RBAC")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\noperator log:\n{operator.log()[-6000:]}") from None
+
+        core = client.CoreV1Api(api_client)
+        labels = (core.read_namespace(namespace).metadata or client.V1ObjectMeta()).labels
+        assert (labels or {}).get(res.TENANT_LABEL) == name
+        assert core.read_namespaced_resource_quota("penguinmails-tier", namespace)
+        assert core.read_namespaced_limit_range("penguinmails-tier", namespace)
+        assert core.read_namespaced_service_account(res.SENDER_NAME, namespace)
+        networking = client.NetworkingV1Api(api_client)
+        assert networking.read_namespaced_network_policy("default-deny-ingress", namespace)
+        rbac = client.RbacAuthorizationV1Api(api_client)
+        assert rbac.read_namespaced_role(res.SENDER_NAME, namespace).rules
+        assert rbac.read_namespaced_role_binding(res.SENDER_NAME, namespace)
+        assert client.AppsV1Api(api_client).read_namespaced_deployment(res.SENDER_NAME, namespace)
+        scheduling = client.SchedulingV1Api(api_client)
+        for priority_class in res.priority_classes():
+            assert scheduling.read_priority_class(priority_class["metadata"]["name"])
+
+        # Deletion runs the cleanup handler (delete the namespace) and removes the finalizer.
+        custom_objects.delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
+
+        def gone() -> bool:
+            try:
+                custom_objects.get_cluster_custom_object(GROUP, VERSION, "tenants", name)
+            except ApiException as error:
+                return bool(error.status == 404)
+            return False
+
+        wait_for(gone, timeout=60, what=f"Tenant {name} deleted by its finalizer")
+
+        def namespace_terminating() -> bool:
+            try:
+                found = core.read_namespace(namespace)
+            except ApiException as error:
+                return bool(error.status == 404)
+            return found.metadata is not None and found.metadata.deletion_timestamp is not None
+
+        wait_for(namespace_terminating, timeout=30, what=f"namespace {namespace} deleted")
+    finally:
+        try:
+            custom_objects.delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        operator.stop()
+
+    log = operator.log()
+    for handler in ("tenant_changed", "tenant_deleted"):
+        assert re.search(rf"Handler '[\w.<>]*{handler}' succeeded", log), log[-4000:]
+    for marker in ("Forbidden", "forbidden", "Not enough permissions"):
+        assert marker not in log, f"operator log has {marker!r}:\n{log[-4000:]}"
+    operator.assert_no_errors()
+
+
+# (verb, group, resource, subresource, namespace): what the operator must never be able to do.
+FORBIDDEN = [
+    ("create", "apiextensions.k8s.io", "customresourcedefinitions", "", None),
+    ("patch", "apiextensions.k8s.io", "customresourcedefinitions", "", None),
+    ("delete", "apiextensions.k8s.io", "customresourcedefinitions", "", None),
+    ("list", "", "secrets", "", None),
+    ("watch", "", "secrets", "", None),
+    ("list", "", "secrets", "", "kube-system"),
+    ("create", "", "secrets", "", "default"),
+    ("create", "", "pods", "", "default"),
+    ("create", "", "pods", "exec", "default"),
+    ("get", "", "pods", "log", "default"),
+    ("create", "", "serviceaccounts", "token", "kube-system"),
+    ("create", "penguinmails.io", "tenants", "", None),
+    ("update", "penguinmails.io", "tenants", "", None),
+    ("delete", "penguinmails.io", "tenants", "", None),
+    ("delete", "penguinmails.io", "campaigns", "", "default"),
+    ("create", "rbac.authorization.k8s.io", "clusterroles", "", None),
+    ("create", "rbac.authorization.k8s.io", "clusterrolebindings", "", None),
+    ("escalate", "rbac.authorization.k8s.io", "roles", "", "default"),
+    ("bind", "rbac.authorization.k8s.io", "clusterroles", "", None),
+    ("impersonate", "", "serviceaccounts", "", "kube-system"),
+    ("impersonate", "", "users", "", None),
+    ("delete", "scheduling.k8s.io", "priorityclasses", "", None),
+    ("patch", "", "nodes", "", None),
+    ("create", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", None),
+    ("create", "apps", "daemonsets", "", "default"),
+]
+# And what it needs: a sanity check that the reviews below ask the right questions.
+ALLOWED = [
+    ("create", "", "namespaces", "", None),
+    ("delete", "", "namespaces", "", None),
+    ("patch", "penguinmails.io", "tenants", "status", None),
+    ("watch", "penguinmails.io", "campaigns", "", None),
+    ("get", "", "secrets", "", "tenant-acme"),
+    ("create", "rbac.authorization.k8s.io", "roles", "", "tenant-acme"),
+    ("patch", "apps", "deployments", "", "tenant-acme"),
+    ("create", "scheduling.k8s.io", "priorityclasses", "", None),
+    ("watch", "apiextensions.k8s.io", "customresourcedefinitions", "", None),
+]
+
+
+def _allowed(
+    api: client.AuthorizationV1Api,
+    verb: str,
+    group: str,
+    resource: str,
+    subresource: str,
+    namespace: str | None,
+) -> bool:
+    review = client.V1SelfSubjectAccessReview(
+        spec=client.V1SelfSubjectAccessReviewSpec(
+            resource_attributes=client.V1ResourceAttributes(
+                verb=verb,
+                group=group,
+                resource=resource,
+                subresource=subresource or None,
+                namespace=namespace,
+            )
+        )
+    )
+    status = api.create_self_subject_access_review(review).status
+    assert status is not None
+    return bool(status.allowed)
+
+
+def test_chart_service_account_is_refused_what_it_must_never_do(
+    chart_identity: ChartIdentity,
+) -> None:
+    with api_client_for(chart_identity.kubeconfig) as api:
+        authorization = client.AuthorizationV1Api(api)
+        identity = client.AuthenticationV1Api(api).create_self_subject_review(
+            client.V1SelfSubjectReview()
+        )
+        assert identity.status is not None and identity.status.user_info is not None
+        username = identity.status.user_info.username
+        assert username == (
+            f"system:serviceaccount:{chart_identity.namespace}:{chart_identity.service_account}"
+        )
+        granted = [check for check in FORBIDDEN if _allowed(authorization, *check)]
+        refused = [check for check in ALLOWED if not _allowed(authorization, *check)]
+    assert not granted, f"the operator's ServiceAccount may do what it must not: {granted}"
+    assert not refused, f"the operator's ServiceAccount lacks what it needs: {refused}"

@@ -1,0 +1,69 @@
+"""Fast checks of the Helm chart's files that need no helm binary (those are integration tests)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from penguinmails.devstack.helm import CHART_DIR, REPO_ROOT, chart_crd_drift
+
+SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())
+VALUES = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+CHART = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+
+
+def test_chart_crds_are_the_generated_ones() -> None:
+    drift = chart_crd_drift()
+    assert not drift, (
+        f"charts/penguinmails/crds differs from crds/: {drift}; "
+        "run `python -m penguinmails.devstack.helm sync-crds`"
+    )
+
+
+def test_app_version_is_the_package_version() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert CHART["appVersion"] == project["version"]
+
+
+def _undeclared(values: Any, schema: dict[str, Any], path: str) -> list[str]:
+    """Keys of `values` that a strict (additionalProperties: false) schema object does not list."""
+    if not isinstance(values, dict) or schema.get("type") != "object":
+        return []
+    properties: dict[str, Any] = schema.get("properties", {})
+    missing: list[str] = []
+    for key, value in values.items():
+        if key in properties:
+            missing += _undeclared(value, properties[key], f"{path}.{key}")
+        elif schema.get("additionalProperties") is False:
+            missing.append(f"{path}.{key}")
+    return missing
+
+
+def test_schema_is_strict_and_declares_every_default() -> None:
+    assert SCHEMA["additionalProperties"] is False
+    assert not _undeclared(VALUES, SCHEMA, "")
+    assert SCHEMA["properties"]["replicas"]["type"] == "integer"
+    for section in ("image", "operator", "database", "metrics", "serviceAccount", "rbac"):
+        assert SCHEMA["properties"][section]["additionalProperties"] is False, section
+
+
+def test_every_option_in_the_ci_values_is_declared() -> None:
+    options = yaml.safe_load((CHART_DIR / "ci" / "all-options-values.yaml").read_text())
+    assert not _undeclared(options, SCHEMA, "")
+
+
+def test_the_database_url_only_comes_from_a_secret() -> None:
+    database = SCHEMA["properties"]["database"]
+    assert set(database["properties"]) == {"secretName", "secretKey"}
+    assert VALUES["database"]["secretName"]
+
+
+def test_no_helm_template_for_crds() -> None:
+    """CRDs ship in crds/ (installed first, never deleted by helm), not as templates."""
+    templates = Path(CHART_DIR / "templates")
+    for template in templates.glob("*.yaml"):
+        assert "CustomResourceDefinition" not in template.read_text(), template.name

@@ -1,0 +1,70 @@
+"""Conditions follow the API conventions: transition times move only on a status change."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ValidationError
+
+from penguinmails.operator.conditions import Observed, find, merge_conditions
+from penguinmails.operator.errors import backoff_seconds, describe_validation_error
+
+T1 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+T2 = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+
+
+def test_new_condition_gets_transition_time_and_generation() -> None:
+    (ready,) = merge_conditions(None, [Observed("Ready", "False", "Pending", "m")], 3, now=T1)
+    assert ready == {
+        "type": "Ready",
+        "status": "False",
+        "reason": "Pending",
+        "message": "m",
+        "lastTransitionTime": "2026-01-01T12:00:00Z",
+        "observedGeneration": 3,
+    }
+
+
+def test_same_status_keeps_transition_time_but_updates_reason() -> None:
+    first = merge_conditions(None, [Observed("Ready", "False", "A", "a")], 1, now=T1)
+    second = merge_conditions(first, [Observed("Ready", "False", "B", "b")], 2, now=T2)
+    ready = find(second, "Ready")
+    assert ready is not None
+    assert ready["lastTransitionTime"] == "2026-01-01T12:00:00Z"
+    assert (ready["reason"], ready["observedGeneration"]) == ("B", 2)
+
+
+def test_status_flip_moves_transition_time_and_keeps_other_types() -> None:
+    first = merge_conditions(
+        None,
+        [Observed("Ready", "False", "A", "a"), Observed("Suspended", "False", "Active", "")],
+        1,
+        now=T1,
+    )
+    second = merge_conditions(first, [Observed("Ready", "True", "Ok", "")], 1, now=T2)
+    assert find(second, "Ready")["lastTransitionTime"] == "2026-01-02T12:00:00Z"  # type: ignore[index]
+    assert find(second, "Suspended") == find(first, "Suspended")
+
+
+def test_malformed_existing_condition_is_replaced_not_kept() -> None:
+    broken = [{"type": "Ready", "status": "Maybe"}]
+    (ready,) = merge_conditions(broken, [Observed("Ready", "True", "Ok", "")], 1, now=T1)
+    assert ready["status"] == "True"
+
+
+def test_backoff_grows_exponentially_and_is_capped() -> None:
+    delays = [backoff_seconds(n) for n in range(12)]
+    assert delays[:4] == [2.0, 4.0, 8.0, 16.0]
+    assert max(delays) == 600.0
+    assert delays == sorted(delays)
+
+
+def test_validation_errors_name_the_yaml_field() -> None:
+    class Spec(BaseModel):
+        tier: int
+
+    try:
+        Spec.model_validate({"tier": "gold"})
+    except ValidationError as error:
+        message = describe_validation_error(error)
+    assert message.startswith("spec.tier: ")

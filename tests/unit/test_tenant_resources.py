@@ -1,0 +1,114 @@
+"""The objects a Tenant owns, checked as data: sizes per tier, ownership, isolation."""
+
+from __future__ import annotations
+
+import pytest
+
+from penguinmails.api.v1alpha1.tiers import TIERS, Tier
+from penguinmails.operator import tenant_resources as res
+
+
+def tenant(tier: Tier = Tier.STARTER) -> res.TenantRef:
+    return res.TenantRef(name="acme", uid="0000-uid", tier=tier)
+
+
+def by_kind(tier: Tier, replicas: int = 0) -> dict[str, res.Manifest]:
+    return {m["kind"]: m for m in res.children(tenant(tier), image="img:1", replicas=replicas)}
+
+
+def test_every_child_lives_in_the_tenant_namespace_and_is_owned_by_the_tenant() -> None:
+    for manifest in res.children(tenant(), image="img:1", replicas=0):
+        meta = manifest["metadata"]
+        assert meta["namespace"] == "tenant-acme"
+        (owner,) = meta["ownerReferences"]
+        assert owner == {
+            "apiVersion": "penguinmails.io/v1alpha1",
+            "kind": "Tenant",
+            "name": "acme",
+            "uid": "0000-uid",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        assert meta["labels"]["penguinmails.io/tenant"] == "acme"
+
+
+def test_namespace_is_owned_labelled_and_restricted() -> None:
+    ns = res.namespace(tenant(Tier.BUSINESS))
+    assert ns["metadata"]["name"] == "tenant-acme"
+    labels = ns["metadata"]["labels"]
+    assert labels["penguinmails.io/tier"] == "business"
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert "namespace" not in ns["metadata"]
+
+
+@pytest.mark.parametrize("tier", list(Tier))
+def test_quota_caps_the_penguinmails_kinds_and_compute_per_tier(tier: Tier) -> None:
+    limits = TIERS[tier]
+    hard = by_kind(tier)["ResourceQuota"]["spec"]["hard"]
+    assert hard["count/sendingdomains.penguinmails.io"] == str(limits.sending_domains)
+    assert hard["count/smtpservers.penguinmails.io"] == str(limits.smtp_servers)
+    assert hard["count/campaigns.penguinmails.io"] == str(limits.campaigns)
+    assert hard["limits.cpu"] == limits.quota_cpu
+    assert hard["pods"] == str(limits.quota_pods)
+
+
+def test_tier_change_resizes_the_sender() -> None:
+    small = by_kind(Tier.STARTER)["Deployment"]["spec"]["template"]["spec"]
+    large = by_kind(Tier.ENTERPRISE)["Deployment"]["spec"]["template"]["spec"]
+    assert small["containers"][0]["resources"] != large["containers"][0]["resources"]
+    assert small["priorityClassName"] == TIERS[Tier.STARTER].priority_class
+    assert large["priorityClassName"] == TIERS[Tier.ENTERPRISE].priority_class
+    if TIERS[Tier.ENTERPRISE].node_selector:
+        assert large["nodeSelector"] == dict(TIERS[Tier.ENTERPRISE].node_selector)
+    if not TIERS[Tier.STARTER].node_selector:
+        assert "nodeSelector" not in small
+
+
+def test_sender_runs_non_root_with_nothing_extra() -> None:
+    pod = by_kind(Tier.STARTER)["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["serviceAccountName"] == res.SENDER_NAME
+
+
+def test_network_policy_denies_all_ingress() -> None:
+    spec = by_kind(Tier.STARTER)["NetworkPolicy"]["spec"]
+    assert spec == {"podSelector": {}, "policyTypes": ["Ingress"]}
+
+
+def test_sender_role_is_read_only_on_penguinmails_kinds() -> None:
+    rules = by_kind(Tier.STARTER)["Role"]["rules"]
+    crd_rule = next(r for r in rules if r["apiGroups"] == ["penguinmails.io"])
+    assert set(crd_rule["verbs"]) == {"get", "list", "watch"}
+
+
+@pytest.mark.parametrize(
+    ("suspended", "active", "expected"),
+    [
+        (False, 0, 0),
+        (True, 3, 0),
+        (False, 1, 1),
+        (False, 10_000, TIERS[Tier.STARTER].sender_max_replicas),
+    ],
+)
+def test_sender_replicas_follow_active_campaigns(
+    suspended: bool, active: int, expected: int
+) -> None:
+    limits = TIERS[Tier.STARTER]
+    assert res.desired_replicas(limits, suspended=suspended, active_campaigns=active) == expected
+
+
+def test_only_sending_unpaused_campaigns_are_active() -> None:
+    assert res.is_active_campaign({"status": {"phase": "Sending"}, "spec": {}})
+    assert not res.is_active_campaign({"status": {"phase": "Sending"}, "spec": {"paused": True}})
+    assert not res.is_active_campaign({"status": {"phase": "Completed"}, "spec": {}})
+    assert not res.is_active_campaign({"spec": {}})
+
+
+def test_one_priority_class_per_tier_higher_tiers_first() -> None:
+    classes = res.priority_classes()
+    assert len({c["metadata"]["name"] for c in classes}) == len(Tier)
+    values = [c["value"] for c in classes]
+    assert values == sorted(values)
