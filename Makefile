@@ -1,6 +1,10 @@
 # PenguinMails: `make run` starts the local stack with the operator; `make test` proves it works.
 # Both install what they need (Debian packages, the Go build of the control plane, a virtualenv).
 
+# The top-level folder operator/ would shadow the standard library's `operator` module if the
+# working directory were on sys.path; PYTHONSAFEPATH (Python 3.11+) keeps it off.
+export PYTHONSAFEPATH := 1
+
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python

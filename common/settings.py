@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
+from penguinmails.common.db.tenants import TENANT_DATA_RETENTION
+
 
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
@@ -34,6 +36,8 @@ class OperatorSettings:
     """How long a deleted tenant's rows are kept before the purge (PM_TENANT_RETENTION_DAYS)."""
     metrics_port: int
     """Port of the Prometheus /metrics endpoint; 0 disables it (PM_METRICS_PORT)."""
+    purge_interval_seconds: float
+    """How often deleted tenants past their retention are purged (PM_PURGE_INTERVAL_SECONDS)."""
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -49,6 +53,9 @@ class OperatorSettings:
                 "PM_SENDER_IMAGE", "ghcr.io/penguinmails/penguinmails:0.1.0"
             ),
             resync_seconds=_env_float("PM_RESYNC_SECONDS", 60.0),
-            tenant_data_retention=timedelta(days=_env_float("PM_TENANT_RETENTION_DAYS", 30.0)),
+            tenant_data_retention=timedelta(
+                days=_env_float("PM_TENANT_RETENTION_DAYS", TENANT_DATA_RETENTION.days)
+            ),
             metrics_port=int(_env_float("PM_METRICS_PORT", 8080)),
+            purge_interval_seconds=_env_float("PM_PURGE_INTERVAL_SECONDS", 3600.0),
         )

@@ -129,6 +129,8 @@ class Stack:
             "KUBECONFIG": str(self.kubeconfig),
             "PM_DATABASE_URL": self.database_url,
             "PM_REDIS_URL": self.redis_url,
+            # Keep the repository's operator/ folder from shadowing the standard library.
+            "PYTHONSAFEPATH": "1",
         }
 
 

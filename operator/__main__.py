@@ -21,6 +21,7 @@ from penguinmails.common.settings import OperatorSettings
 from penguinmails.operator import tenant
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.kube import Kube, connection_info, load_config
+from penguinmails.operator.retention import purge_periodically
 
 ANNOTATION_PREFIX = "penguinmails.io"
 
@@ -56,6 +57,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         for priority_class in res.priority_classes():
             await kube.apply(priority_class)
         memo.context = tenant.Context(settings=config, kube=kube, db=db)
+        memo.purge_task = asyncio.create_task(purge_periodically(db, config.purge_interval_seconds))
         if config.metrics_port:
             start_http_server(config.metrics_port, addr="0.0.0.0")  # noqa: S104
 
@@ -67,6 +69,9 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:
+        purge_task = getattr(memo, "purge_task", None)
+        if purge_task is not None:
+            purge_task.cancel()
         context = getattr(memo, "context", None)
         if context is not None:
             await context.db.close()

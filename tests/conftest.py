@@ -26,6 +26,10 @@ from penguinmails.common.db.migrate import migrate
 from penguinmails.devstack.postgres import ExistingPostgres, PostgresServer
 from penguinmails.devstack.redis import ExistingRedis, RedisServer
 
+# Python processes the tests start run from the repository root, where the operator/ folder
+# would shadow the standard library's `operator`; PYTHONSAFEPATH keeps the root off sys.path.
+os.environ["PYTHONSAFEPATH"] = "1"
+
 
 @pytest.fixture(scope="session")
 def services_dir() -> Iterator[Path]:

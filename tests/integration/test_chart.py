@@ -517,6 +517,9 @@ FORBIDDEN = [
     ("patch", "", "nodes", "", None),
     ("create", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", None),
     ("create", "apps", "daemonsets", "", "default"),
+    ("delete", "apps", "deployments", "", "kube-system"),
+    ("delete", "rbac.authorization.k8s.io", "rolebindings", "", "kube-system"),
+    ("delete", "", "serviceaccounts", "", "kube-system"),
 ]
 # And what it needs: a sanity check that the reviews below ask the right questions.
 ALLOWED = [
