@@ -68,13 +68,13 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         return connection_info()
 
     @kopf.on.cleanup(registry=registry)
-    async def close(memo: kopf.Memo, **_: Any) -> None:
+    async def stop_background(memo: kopf.Memo, **_: Any) -> None:
         purge_task = getattr(memo, "purge_task", None)
         if purge_task is not None:
             purge_task.cancel()
-        context = getattr(memo, "context", None)
-        if context is not None:
-            await context.db.close()
+        # The database pool is left open on purpose: kopf abandons timers that are mid-reconcile
+        # at exit, and closing the pool under them would turn their last writes into errors.
+        # The process exits right after, which closes the connections.
 
     tenant.register(registry, config)
     return registry

@@ -113,8 +113,9 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def assert_no_errors(self) -> None:
+        """No handler failed and nothing crashed (kopf logs handler failures as kopf.* ERROR)."""
         text = self.log()
-        for marker in ("Traceback", "Unhandled", " ERROR "):
+        for marker in ("Traceback", "Unhandled", "ERROR kopf", "ERROR penguinmails"):
             assert marker not in text, f"operator log has {marker!r}:\n{text[-4000:]}"
 
 

@@ -171,6 +171,8 @@ def test_defaults_render_a_locked_down_single_operator(helm: Helm) -> None:
     }
     assert env["PM_SENDER_IMAGE"]["value"] == "ghcr.io/penguinmails/penguinmails:0.1.0"
     assert env["PM_RESYNC_SECONDS"]["value"] == "60"
+    assert env["PM_TENANT_RETENTION_DAYS"]["value"] == "30"
+    assert env["PM_PURGE_INTERVAL_SECONDS"]["value"] == "3600"
     assert env["PM_METRICS_PORT"]["value"] == "8080"
 
     service = one(documents, "Service")
@@ -199,6 +201,7 @@ def test_every_option_renders(helm: Helm) -> None:
     )
     assert env["PM_RESYNC_SECONDS"]["value"] == "120"
     assert env["PM_TENANT_RETENTION_DAYS"]["value"] == "7.5"
+    assert env["PM_PURGE_INTERVAL_SECONDS"]["value"] == "900"
     assert env["PM_HOSTWINDS_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "hostwinds"
     assert pod["serviceAccountName"] == "penguinmails-operator"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]

@@ -13,7 +13,8 @@ from tests.integration.conftest import GROUP, VERSION, OperatorFactory, wait_for
 
 pytestmark = pytest.mark.integration
 
-NAMES = [f"crash-{i:02d}" for i in range(12)]
+# Enough tenants that the operator is still busy when the first one turns Ready.
+NAMES = [f"crash-{i:02d}" for i in range(60)]
 
 
 def ready_names(api: client.CustomObjectsApi) -> set[str]:
@@ -62,7 +63,9 @@ def test_sigkill_mid_reconcile_then_restart_converges_without_duplicates(
         custom_objects.create_cluster_custom_object(GROUP, VERSION, "tenants", body)
 
     # Kill as soon as the first tenant is done: the rest are mid-reconcile or untouched.
-    wait_for(lambda: ready_names(custom_objects), timeout=60, what="a first Ready tenant")
+    wait_for(
+        lambda: ready_names(custom_objects), timeout=60, interval=0.05, what="a first Ready tenant"
+    )
     first.kill()
     assert ready_names(custom_objects) != set(NAMES), "killed too late to test anything"
 

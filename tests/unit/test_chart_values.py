@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -67,3 +68,12 @@ def test_no_helm_template_for_crds() -> None:
     templates = Path(CHART_DIR / "templates")
     for template in templates.glob("*.yaml"):
         assert "CustomResourceDefinition" not in template.read_text(), template.name
+
+
+def test_the_deployment_sets_every_operator_setting() -> None:
+    """A new PM_* setting in common/settings.py must get a chart value (or a decision not to)."""
+    settings = (REPO_ROOT / "common" / "settings.py").read_text()
+    names = set(re.findall(r'"(PM_[A-Z0-9_]+)"', settings))
+    deployment = (CHART_DIR / "templates" / "deployment.yaml").read_text()
+    assert names, "no PM_* settings found"
+    assert not sorted(n for n in names if f"name: {n}" not in deployment)
