@@ -10,7 +10,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck crds crds-check unit integration bench deps controlplane chart clean
+.PHONY: run test lint typecheck crds crds-check unit integration bench deps controlplane clean
 
 run: deps controlplane
 	$(PY) -m penguinmails.devstack run

@@ -111,57 +111,12 @@ def build_helm() -> Path:
     return build().binary
 
 
-def chart_crd_drift(
-    source: Path = GENERATED_CRDS, chart_crds: Path = CHART_DIR / "crds"
-) -> list[str]:
-    """How the chart's copy of the CRDs differs from the generated crds/*.yaml (empty: in sync)."""
-    generated = {path.name: path.read_bytes() for path in sorted(source.glob("*.yaml"))}
-    shipped = {path.name: path.read_bytes() for path in sorted(chart_crds.glob("*.yaml"))}
-    drift = [f"missing from the chart: {name}" for name in generated if name not in shipped]
-    drift += [f"not generated (stale): {name}" for name in shipped if name not in generated]
-    drift += [
-        f"differs: {name}"
-        for name, content in generated.items()
-        if name in shipped and shipped[name] != content
-    ]
-    return drift
-
-
-def sync_chart_crds(
-    source: Path = GENERATED_CRDS, chart_crds: Path = CHART_DIR / "crds"
-) -> list[str]:
-    """Copy crds/*.yaml into the chart's crds/ (Helm installs them before the templates)."""
-    chart_crds.mkdir(parents=True, exist_ok=True)
-    generated = {path.name for path in source.glob("*.yaml")}
-    for stale in chart_crds.glob("*.yaml"):
-        if stale.name not in generated:
-            stale.unlink()
-    for name in sorted(generated):
-        shutil.copyfile(source / name, chart_crds / name)
-    return sorted(generated)
-
-
 def main(argv: list[str] | None = None) -> None:
-    """`build` (default) prints the helm binary; `sync-crds [--check]` updates the chart's CRDs."""
+    """Print the path of the helm binary, building it first if needed."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m penguinmails.devstack.helm")
-    parser.add_argument("command", nargs="?", default="build", choices=["build", "sync-crds"])
-    parser.add_argument("--check", action="store_true", help="sync-crds: only report drift")
-    args = parser.parse_args(argv)
+    argparse.ArgumentParser(prog="python -m penguinmails.devstack.helm").parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.command == "sync-crds":
-        if args.check:
-            drift = chart_crd_drift()
-            if drift:
-                raise SystemExit(
-                    "charts/penguinmails/crds is out of date with crds/ ("
-                    + "; ".join(drift)
-                    + "): run `python -m penguinmails.devstack.helm sync-crds`"
-                )
-            return
-        print("\n".join(sync_chart_crds()))
-        return
     result = build()
     state = "cached" if result.cached else f"built in {result.seconds:.0f}s"
     print(f"{result.binary} ({state})")
