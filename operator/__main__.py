@@ -20,6 +20,7 @@ from penguinmails.common.db.migrate import migrate
 from penguinmails.common.settings import OperatorSettings
 from penguinmails.operator import tenant
 from penguinmails.operator import tenant_resources as res
+from penguinmails.operator.context import Context
 from penguinmails.operator.kube import Kube, connection_info, load_config
 from penguinmails.operator.retention import purge_periodically
 
@@ -56,7 +57,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         kube = Kube(await asyncio.to_thread(load_config))
         for priority_class in res.priority_classes():
             await kube.apply(priority_class)
-        memo.context = tenant.Context(settings=config, kube=kube, db=db)
+        memo.context = Context(settings=config, kube=kube, db=db)
         memo.purge_task = asyncio.create_task(purge_periodically(db, config.purge_interval_seconds))
         if config.metrics_port:
             start_http_server(config.metrics_port, addr="0.0.0.0")  # noqa: S104

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import kopf
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from pydantic import ValidationError
@@ -24,19 +22,11 @@ from penguinmails.common.settings import OperatorSettings
 from penguinmails.operator import conditions, metrics
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.conditions import Observed
+from penguinmails.operator.context import Context
 from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
 from penguinmails.operator.kube import Kube
 
 PLURAL = "tenants"
-
-
-@dataclass
-class Context:
-    """What handlers share, built once at startup and kept in kopf's memo."""
-
-    settings: OperatorSettings
-    kube: Kube
-    db: asyncpg.Pool
 
 
 def _status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
