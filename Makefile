@@ -49,7 +49,7 @@ integration: deps controlplane
 	$(PY) -m pytest -q -m integration tests
 
 bench: deps controlplane
-	$(PY) -m bench
+	$(PY) -m penguinmails.bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

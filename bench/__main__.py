@@ -1,4 +1,4 @@
-"""Run every benchmark against a fresh local stack: `python -m bench`."""
+"""Run every benchmark against a fresh local stack: `python -m penguinmails.bench`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import tenants
+from penguinmails.bench import tenants
 from penguinmails.devstack.stack import Stack
 
 
