@@ -79,7 +79,7 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def run(stack: Stack, base: Path) -> None:
-    api_client = api_client_for(stack.kubeconfig)
+    api_client = api_client_for(stack.kubeconfig, connections=THREADS)
     api = client.CustomObjectsApi(api_client)
 
     baseline_names = [f"baseline-{i:04d}" for i in range(200)]

@@ -28,8 +28,12 @@ CRD_DIR = REPO_ROOT / "crds"
 FIELD_MANAGER = "penguinmails-dev"
 
 
-def api_client_for(kubeconfig: Path) -> client.ApiClient:
-    return config.new_client_from_config(config_file=str(kubeconfig))
+def api_client_for(kubeconfig: Path, connections: int = 10) -> client.ApiClient:
+    """An admin client; `connections` bounds the HTTP pool (one per concurrent thread)."""
+    configuration = client.Configuration()
+    configuration.connection_pool_maxsize = connections
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    return client.ApiClient(configuration)
 
 
 def load_documents(paths: list[Path]) -> list[dict[str, Any]]:
