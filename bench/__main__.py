@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from penguinmails.bench import tenants
+from penguinmails.bench import sending, sendingdomains, smtpservers, tenants
 from penguinmails.devstack.stack import Stack
 
 
@@ -17,7 +17,11 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="penguinmails-bench-"))
     try:
         with Stack(base) as stack:
+            # Before tenants: its 1,000 Tenants would otherwise be resumed by this operator too.
+            sendingdomains.run(stack, base)
+            smtpservers.run(stack, base)
             tenants.run(stack, base)
+            sending.run(stack, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return 0

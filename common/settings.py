@@ -30,6 +30,9 @@ class OperatorSettings:
     """PostgreSQL DSN (PM_DATABASE_URL); required: tenants are recorded there."""
     sender_image: str
     """Image of the sender pods (PM_SENDER_IMAGE)."""
+    sender_secret: str
+    """`namespace/name` of the platform Secret whose PM_* keys every tenant's sender gets
+    (PM_SENDER_SECRET); empty: no copy is made (the local stack runs no sender pods)."""
     resync_seconds: float
     """How often a timer re-checks each object for drift (PM_RESYNC_SECONDS)."""
     tenant_data_retention: timedelta
@@ -49,6 +52,7 @@ class OperatorSettings:
             )
         return cls(
             database_url=database_url,
+            sender_secret=os.environ.get("PM_SENDER_SECRET", ""),
             sender_image=os.environ.get(
                 "PM_SENDER_IMAGE", "ghcr.io/penguinmails/penguinmails:0.1.0"
             ),
@@ -58,4 +62,99 @@ class OperatorSettings:
             ),
             metrics_port=int(_env_float("PM_METRICS_PORT", 8080)),
             purge_interval_seconds=_env_float("PM_PURGE_INTERVAL_SECONDS", 3600.0),
+        )
+
+
+def _env_str(name: str, default: str) -> str:
+    raw = os.environ.get(name)
+    return default if raw is None or raw == "" else raw
+
+
+@dataclass(frozen=True)
+class SmtpServerSettings:
+    """Settings of the SmtpServer controller: providers, polling, probes."""
+
+    hostwinds_url: str
+    """Hostwinds cloud API endpoint (PM_HOSTWINDS_URL); tests point it at the stand-in."""
+    hostwinds_requests_per_second: float
+    """Request rate per API key (PM_HOSTWINDS_RPS); Hostwinds tolerates about 2/s."""
+    hostwinds_retry_base_seconds: float
+    """First retry delay of a transient Hostwinds failure, doubled each time
+    (PM_HOSTWINDS_RETRY_BASE_SECONDS)."""
+    hostwinds_timeout_seconds: float
+    """Timeout of one Hostwinds request (PM_HOSTWINDS_TIMEOUT_SECONDS)."""
+    hostwinds_firewall_profile: str
+    """Firewall profile opening the SMTP ports, set on every VPS (PM_HOSTWINDS_FIREWALL)."""
+    poll_seconds: float
+    """How often an SmtpServer is re-checked, e.g. while its VPS is being built
+    (PM_SMTP_POLL_SECONDS; Hostwinds practice: 30 s)."""
+    probe_seconds: float
+    """Minimum time between two health probes of one server; 0 disables probes
+    (PM_SMTP_PROBE_SECONDS)."""
+    probe_port: int
+    """SMTP port probed on provisioned servers (PM_SMTP_PROBE_PORT)."""
+    probe_timeout_seconds: float
+    """Timeout of each probe step (PM_SMTP_PROBE_TIMEOUT_SECONDS)."""
+    dns_resolver: str
+    """Resolver for rDNS and blocklist probes, `ip` or `ip:port`; empty: the system's
+    (PM_DNS_RESOLVER). Spamhaus refuses public resolvers: use your own."""
+    ip_blocklists: tuple[str, ...]
+    """DNSBL zones checked for the server's IP (PM_DNSBL_ZONES, comma-separated)."""
+    domain_blocklists: tuple[str, ...]
+    """Domain blocklists checked for the server's hostname (PM_DOMAIN_BLOCKLISTS)."""
+    ssh_port: int
+    """SSH port of a new VPS (PM_VPS_SSH_PORT)."""
+    mailu_install: bool
+    """Install MailU over SSH on a new VPS (PM_MAILU_INSTALL, true/false)."""
+    ssh_user: str = "root"
+    """User the operator logs in as on a new VPS (PM_VPS_SSH_USER)."""
+    mailu_dir: str = "/opt/mailu"
+    """Where mailu.env and docker-compose.yml go on the VPS (PM_MAILU_DIR)."""
+    mailu_start_command: str = "docker compose pull --quiet && docker compose up -d"
+    """Run in PM_MAILU_DIR on the VPS to (re)start MailU (PM_MAILU_START_COMMAND)."""
+    mailu_relaynets: tuple[str, ...] = ()
+    """Networks (the sender pods' egress) allowed to relay through MailU without AUTH
+    (PM_MAILU_RELAYNETS, comma-separated CIDRs)."""
+    mailu_api_port: int = 80
+    """Port of MailU's web front on the VPS, reached through the SSH connection so the admin
+    token never crosses the Internet in clear (PM_MAILU_API_PORT)."""
+
+    @classmethod
+    def from_env(cls) -> SmtpServerSettings:
+        return cls(
+            hostwinds_url=_env_str(
+                "PM_HOSTWINDS_URL", "https://clients.hostwinds.com/cloud/api.php"
+            ),
+            hostwinds_requests_per_second=_env_float("PM_HOSTWINDS_RPS", 2.0),
+            hostwinds_retry_base_seconds=_env_float("PM_HOSTWINDS_RETRY_BASE_SECONDS", 1.0),
+            hostwinds_timeout_seconds=_env_float("PM_HOSTWINDS_TIMEOUT_SECONDS", 30.0),
+            hostwinds_firewall_profile=_env_str("PM_HOSTWINDS_FIREWALL", "penguinmails-smtp"),
+            poll_seconds=_env_float("PM_SMTP_POLL_SECONDS", 30.0),
+            probe_seconds=_env_float("PM_SMTP_PROBE_SECONDS", 300.0),
+            probe_port=int(_env_float("PM_SMTP_PROBE_PORT", 25)),
+            probe_timeout_seconds=_env_float("PM_SMTP_PROBE_TIMEOUT_SECONDS", 10.0),
+            dns_resolver=_env_str("PM_DNS_RESOLVER", ""),
+            ip_blocklists=tuple(
+                z.strip()
+                for z in _env_str(
+                    "PM_DNSBL_ZONES", "zen.spamhaus.org,bl.spamcop.net,b.barracudacentral.org"
+                ).split(",")
+                if z.strip()
+            ),
+            domain_blocklists=tuple(
+                z.strip()
+                for z in _env_str("PM_DOMAIN_BLOCKLISTS", "dbl.spamhaus.org").split(",")
+                if z.strip()
+            ),
+            ssh_port=int(_env_float("PM_VPS_SSH_PORT", 22)),
+            mailu_install=_env_str("PM_MAILU_INSTALL", "true").lower() in ("1", "true", "yes"),
+            ssh_user=_env_str("PM_VPS_SSH_USER", "root"),
+            mailu_dir=_env_str("PM_MAILU_DIR", "/opt/mailu"),
+            mailu_start_command=_env_str(
+                "PM_MAILU_START_COMMAND", "docker compose pull --quiet && docker compose up -d"
+            ),
+            mailu_relaynets=tuple(
+                n.strip() for n in _env_str("PM_MAILU_RELAYNETS", "").split(",") if n.strip()
+            ),
+            mailu_api_port=int(_env_float("PM_MAILU_API_PORT", 80)),
         )

@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from penguinmails.devstack import controlplane
+from penguinmails.devstack import controlplane, dns_examples
+from penguinmails.devstack.knot import KnotServer
 from penguinmails.devstack.stack import (
     REPO_ROOT,
     Stack,
@@ -52,10 +53,17 @@ def _run(keep: bool) -> int:
         with Stack(base) as stack:
             for step, seconds in stack.timings.items():
                 print(f"  {step}: {seconds:.1f}s")
+            # A private authoritative DNS server the example SendingDomain publishes to.
+            knot = KnotServer(base / "dns", zones=dns_examples.ZONES).start()
             operator_log = (base / "operator.log").open("ab")
             operator = subprocess.Popen(
                 [sys.executable, "-m", "penguinmails.operator", "--liveness", ""],
-                env={**os.environ, **stack.env(), "PM_METRICS_PORT": "0"},
+                env={
+                    **os.environ,
+                    **stack.env(),
+                    **dns_examples.operator_env(knot),
+                    "PM_METRICS_PORT": "0",
+                },
                 stdout=operator_log,
                 stderr=subprocess.STDOUT,
             )
@@ -63,6 +71,7 @@ def _run(keep: bool) -> int:
                 examples = sorted((REPO_ROOT / "examples").glob("*.yaml"))
                 with api_client_for(stack.kubeconfig) as api:
                     apply_documents(api, load_documents(examples))
+                    dns_examples.publish_examples(api, knot)
                 kubectl = (
                     stack.control_plane.build_result.bin_dir / "kubectl"
                     if stack.control_plane and stack.control_plane.build_result
@@ -73,6 +82,8 @@ def _run(keep: bool) -> int:
                     f"  kubeconfig:   {stack.kubeconfig}\n"
                     f"  database:     {stack.database_url}\n"
                     f"  redis:        {stack.redis_url}\n"
+                    f"  dns:          {knot.address}:{knot.port} (zone {dns_examples.ZONE}, "
+                    f"TSIG key {knot.tsig.name})\n"
                     f"  operator log: {base / 'operator.log'}\n\n"
                     f"Watch it with:\n"
                     f"  export KUBECONFIG={stack.kubeconfig}\n"
@@ -92,6 +103,7 @@ def _run(keep: bool) -> int:
                     except subprocess.TimeoutExpired:
                         operator.kill()
                 operator_log.close()
+                knot.stop()
     except KeyboardInterrupt:
         pass
     finally:

@@ -2,7 +2,7 @@
 # Installs the Debian packages the local stack runs (PostgreSQL, Redis), only when missing.
 set -euo pipefail
 
-packages=(postgresql redis-server)
+packages=(postgresql redis-server knot pdns-server pdns-backend-sqlite3 postfix openssh-server spamassassin)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
@@ -18,3 +18,7 @@ DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recomme
 # The packages start system-wide services; the stack runs private instances instead.
 $SUDO service postgresql stop >/dev/null 2>&1 || true
 $SUDO service redis-server stop >/dev/null 2>&1 || true
+$SUDO service knot stop >/dev/null 2>&1 || true
+$SUDO service pdns stop >/dev/null 2>&1 || true
+$SUDO service postfix stop >/dev/null 2>&1 || true
+$SUDO service ssh stop >/dev/null 2>&1 || true

@@ -20,7 +20,6 @@ can reach it, as is any directory of ours between the system temp dir and `base_
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import pwd
@@ -30,15 +29,11 @@ import signal
 import stat
 import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
 
-from penguinmails.devstack.ports import LOOPBACK, free_port
+from penguinmails.devstack.process import PrivateService, as_user, log_tail
 
 PG_BIN_ENV = "PM_PG_BIN"
 SUPERUSER = "postgres"
@@ -59,7 +54,6 @@ FAST_SETTINGS: Mapping[str, str] = {
     "log_min_messages": "warning",
 }
 
-_PORT_ATTEMPTS = 3
 _SOCKET_NAME_LEN = len("/.s.PGSQL.65535")
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 _BIND_FAILURE = re.compile(r"could not bind|could not create listen socket|Address already in use")
@@ -102,22 +96,19 @@ def find_pg_bin() -> Path:
     )
 
 
-def _log_tail(path: Path, offset: int = 0, lines: int = 30) -> str:
-    try:
-        with path.open("rb") as log:
-            log.seek(offset)
-            text = log.read().decode("utf-8", "replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
-
-
-class PostgresServer:
+class PostgresServer(PrivateService):
     """One private PostgreSQL instance; see the module docstring.
 
     Use it as a context manager or call `start()` / `stop()`. `stop()` is idempotent and also runs
     at interpreter exit for any server still running; a failed `start()` stops what it started.
     """
+
+    display_name = "PostgreSQL"
+    error = PostgresError
+    bind_failure = _BIND_FAILURE
+    # Fast shutdown (SIGINT) and wait; escalate to immediate (SIGQUIT), then SIGKILL.
+    stop_steps = ((signal.SIGINT, None), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0))
+    stop_timeout = 30.0
 
     def __init__(
         self,
@@ -132,30 +123,17 @@ class PostgresServer:
         if not _DATABASE_NAME.match(database):
             raise ValueError(f"database name {database!r} must match {_DATABASE_NAME.pattern}")
         self.base_dir = Path(base_dir).absolute()
-        self.root = self.base_dir / "postgres"
+        root = self.base_dir / "postgres"
+        super().__init__(root, root / "postgres.log", port=port, start_timeout=start_timeout)
         self.data_dir = self.root / "data"
-        self.log_path = self.root / "postgres.log"
         self.database = database
-        self.host = LOOPBACK
-        self.start_timeout = start_timeout
-        self.started_in: float = 0.0
-        self._requested_port = port
-        self._port: int | None = None
         self._settings = {**FAST_SETTINGS, **(settings or {})}
         self._bin_dir = bin_dir
+        self._bin: Path | None = None
         self._socket_dir = self.root / "run"
         self._own_short_socket_dir = False
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self._uid_gid: tuple[int, int] | None = None
 
     # -- public surface ---------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise PostgresError("PostgreSQL is not started")
-        return self._port
 
     @property
     def dsn(self) -> str:
@@ -169,64 +147,49 @@ class PostgresServer:
     def socket_dir(self) -> Path:
         return self._socket_dir
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+    # -- hooks ------------------------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+    def _prepare(self) -> None:
+        """Find the binaries, set up directories, initdb the first time."""
+        self._bin = self._bin_dir or find_pg_bin()
+        self._prepare_directories()
+        if not (self.data_dir / "PG_VERSION").is_file():
+            self._initdb(self._bin)
 
-    def __enter__(self) -> PostgresServer:
-        return self.start()
+    def _command(self, port: int) -> list[str]:
+        assert self._bin is not None
+        settings = {
+            **self._settings,
+            "listen_addresses": self.host,
+            "port": str(port),
+            "unix_socket_directories": str(self._socket_dir),
+        }
+        command = [str(self._bin / "postgres"), "-D", str(self.data_dir)]
+        for key, value in settings.items():
+            command += ["-c", f"{key}={value}"]
+        return command
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _ready(self) -> bool:
+        with contextlib.suppress(OSError):
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            # Line 1 is the postmaster pid, line 8 its state (what pg_ctl -w waits for).
+            return len(lines) >= 8 and lines[0] == str(self.pid) and lines[7].strip() == "ready"
+        return False
 
-    def start(self) -> PostgresServer:
-        """initdb (first time only), start, wait until ready, create the database. Returns self."""
-        if self.running:
-            return self
-        began = time.monotonic()
-        _register(self)
-        try:
-            bin_dir = self._bin_dir or find_pg_bin()
-            self._prepare_directories()
-            if not (self.data_dir / "PG_VERSION").is_file():
-                self._initdb(bin_dir)
-            self._launch(bin_dir)
-            self._create_database(bin_dir)
-        except BaseException:
-            self.stop()
-            raise
-        self.started_in = time.monotonic() - began
-        return self
+    def _finish(self) -> None:
+        assert self._bin is not None
+        self._create_database(self._bin)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Fast shutdown (SIGINT) and wait; escalate to immediate (SIGQUIT), then SIGKILL."""
-        process, self._process = self._process, None
-        try:
-            if process is not None:
-                _terminate(process, timeout)
-        finally:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
-            if self._own_short_socket_dir:
-                shutil.rmtree(self._socket_dir, ignore_errors=True)
-                self._own_short_socket_dir = False
-            _unregister(self)
+    def _cleanup(self) -> None:
+        if self._own_short_socket_dir:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._own_short_socket_dir = False
 
     # -- steps ------------------------------------------------------------------------------
 
     def _prepare_directories(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._uid_gid = _service_user()
+        self._user = _service_user()
         if len(str(self.root / "run")) + _SOCKET_NAME_LEN > _SUN_PATH_MAX:
             # A unix socket path is limited to 107 bytes; deep base dirs get a short one in /tmp.
             self._socket_dir = Path(tempfile.mkdtemp(prefix="pm-pg-"))
@@ -234,9 +197,9 @@ class PostgresServer:
         else:
             self._socket_dir = self.root / "run"
             self._socket_dir.mkdir(exist_ok=True)
-        if self._uid_gid is None:
+        if self._user is None:
             return
-        uid, gid = self._uid_gid
+        uid, gid = self._user
         _make_searchable(self.base_dir)
         # Private temporary directories above base_dir (e.g. a mkdtemp() the stack lives in,
         # 0700) get the same o+x; anything outside the temp dir is left for the error below.
@@ -281,12 +244,12 @@ class PostgresServer:
                 env=self._env(),
                 timeout=self.start_timeout,
                 check=False,
-                **self._as_service_user(),
+                **as_user(self._user),
             )
         if result.returncode != 0:
             raise PostgresError(
                 f"initdb failed (exit code {result.returncode}); last lines of {self.log_path}:\n"
-                + _log_tail(self.log_path, offset)
+                + log_tail(self.log_path, offset)
             )
         # Trust only the superuser, only over the private socket and loopback; anyone else
         # (login roles created by tests or by hand) needs a password.
@@ -295,68 +258,6 @@ class PostgresServer:
             f"local all {SUPERUSER}              trust\n"
             f"host  all {SUPERUSER} 127.0.0.1/32 trust\n"
             "host  all all       127.0.0.1/32 scram-sha-256\n"
-        )
-
-    def _launch(self, bin_dir: Path) -> None:
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            # A restart keeps the port it had, so DSNs handed out before stay valid.
-            reuse = self._port if attempt == 1 else None
-            self._port = self._requested_port or reuse or free_port(self.host)
-            settings = {
-                **self._settings,
-                "listen_addresses": self.host,
-                "port": str(self._port),
-                "unix_socket_directories": str(self._socket_dir),
-            }
-            command = [str(bin_dir / "postgres"), "-D", str(self.data_dir)]
-            for key, value in settings.items():
-                command += ["-c", f"{key}={value}"]
-            self._log = self.log_path.open("ab")
-            offset = self._log.tell()
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                env=self._env(),
-                start_new_session=True,
-                **self._as_service_user(),
-            )
-            exit_code = self._wait_ready(self._process)
-            if exit_code is None:
-                return
-            self._process = None
-            self._log.close()
-            self._log = None
-            tail = _log_tail(self.log_path, offset)
-            if (
-                self._requested_port is None
-                and attempt < _PORT_ATTEMPTS
-                and _BIND_FAILURE.search(tail)
-            ):
-                continue  # somebody took the port between free_port() and bind: try another
-            raise PostgresError(
-                f"PostgreSQL exited with code {exit_code} while starting on port {self._port}; "
-                f"last lines of {self.log_path}:\n{tail}"
-            )
-
-    def _wait_ready(self, process: subprocess.Popen[bytes]) -> int | None:
-        """None once the postmaster reports `ready`; its exit code if it died first."""
-        deadline = time.monotonic() + self.start_timeout
-        pid_file = self.data_dir / "postmaster.pid"
-        while time.monotonic() < deadline:
-            exit_code = process.poll()
-            if exit_code is not None:
-                return exit_code
-            with contextlib.suppress(OSError):
-                lines = pid_file.read_text().splitlines()
-                # Line 1 is the postmaster pid, line 8 its state (what pg_ctl -w waits for).
-                if len(lines) >= 8 and lines[0] == str(process.pid) and lines[7].strip() == "ready":
-                    return None
-            time.sleep(0.02)
-        raise PostgresError(
-            f"PostgreSQL did not accept connections within {self.start_timeout:.0f}s; "
-            f"last lines of {self.log_path}:\n{_log_tail(self.log_path)}"
         )
 
     def _create_database(self, bin_dir: Path) -> None:
@@ -397,15 +298,9 @@ class PostgresServer:
     def _env(self) -> dict[str, str]:
         # A clean environment: no inherited PG* variables (PGDATABASE, PGSERVICE, ...).
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
-        if self._uid_gid is not None:
+        if self._user is not None:
             env["HOME"] = str(self.root)
         return env
-
-    def _as_service_user(self) -> dict[str, Any]:
-        if self._uid_gid is None:
-            return {}
-        uid, gid = self._uid_gid
-        return {"user": uid, "group": gid, "extra_groups": []}
 
 
 def _service_user() -> tuple[int, int] | None:
@@ -442,38 +337,3 @@ def _first_unsearchable(path: Path, uid: int, gid: int) -> Path | None:
         if not st.st_mode & bit:
             return directory
     return None
-
-
-def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
-    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
-        if process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(wait)
-    if process.poll() is None:
-        raise PostgresError(f"PostgreSQL (pid {process.pid}) did not exit")
-
-
-_running: set[PostgresServer] = set()
-_running_lock = threading.Lock()
-
-
-def _register(server: PostgresServer) -> None:
-    with _running_lock:
-        _running.add(server)
-
-
-def _unregister(server: PostgresServer) -> None:
-    with _running_lock:
-        _running.discard(server)
-
-
-@atexit.register
-def _stop_all() -> None:
-    with _running_lock:
-        servers = list(_running)
-    for server in servers:
-        with contextlib.suppress(Exception):
-            server.stop(timeout=10.0)

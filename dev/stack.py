@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client, config
+from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from penguinmails.devstack.controlplane import ControlPlane
@@ -54,22 +55,46 @@ def apply_documents(api: client.ApiClient, documents: list[dict[str, Any]]) -> N
 
 
 def install_crds(api: client.ApiClient, timeout: float = 60.0) -> list[str]:
-    """Apply crds/*.yaml and wait until the API server serves every kind."""
+    """Apply crds/*.yaml and wait until the API server serves every kind.
+
+    Established is not enough: until the API server's watch cache for a new CRD is ready it
+    answers 429 "storage is (re)initializing", so each kind is also listed once successfully.
+    """
     documents = load_documents(sorted(CRD_DIR.glob("*.yaml")))
     apply_documents(api, documents)
     extensions = client.ApiextensionsV1Api(api)
-    names = [d["metadata"]["name"] for d in documents]
+    custom = client.CustomObjectsApi(api)
     deadline = time.monotonic() + timeout
-    for name in names:
-        while True:
-            crd = extensions.read_custom_resource_definition(name)
-            conditions = {c.type: c.status for c in (crd.status.conditions or [])}
-            if conditions.get("Established") == "True":
-                break
+    for document in documents:
+        name = document["metadata"]["name"]
+        group, plural = document["spec"]["group"], document["spec"]["names"]["plural"]
+        version = document["spec"]["versions"][0]["name"]
+        while not _served(extensions, custom, name, group, version, plural):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"CRD {name} not established: {conditions}")
+                raise TimeoutError(f"CRD {name} is not served after {timeout:.0f}s")
             time.sleep(0.2)
-    return names
+    return [d["metadata"]["name"] for d in documents]
+
+
+def _served(
+    extensions: client.ApiextensionsV1Api,
+    custom: client.CustomObjectsApi,
+    name: str,
+    group: str,
+    version: str,
+    plural: str,
+) -> bool:
+    crd = extensions.read_custom_resource_definition(name)
+    conditions = {c.type: c.status for c in (crd.status.conditions or [])}
+    if conditions.get("Established") != "True":
+        return False
+    try:
+        custom.list_cluster_custom_object(group, version, plural, limit=1)
+    except ApiException as error:
+        if error.status in (404, 429):
+            return False
+        raise
+    return True
 
 
 @dataclass

@@ -18,7 +18,7 @@ from prometheus_client import start_http_server
 
 from penguinmails.common.db.migrate import migrate
 from penguinmails.common.settings import OperatorSettings
-from penguinmails.operator import tenant
+from penguinmails.operator import campaign, sendingdomain, smtpserver, tenant
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.context import Context
 from penguinmails.operator.kube import Kube, connection_info, load_config
@@ -78,6 +78,9 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         # The process exits right after, which closes the connections.
 
     tenant.register(registry, config)
+    smtpserver.register(registry, config)
+    sendingdomain.register(registry, config)
+    campaign.register(registry, config)
     return registry
 
 

@@ -43,8 +43,19 @@ def _api_message(error: ApiException) -> str:
         return str(error.reason)
 
 
+class ConfigurationError(Exception):
+    """Something the platform team must fix (a missing Secret, a bad setting): reason + message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
 def describe(error: BaseException) -> Failure:
     """Turn any reconcile failure into a condition reason and a message that says what to do."""
+    if isinstance(error, ConfigurationError):
+        return Failure(error.reason, error.message)
     if isinstance(error, ApiException):
         detail = _api_message(error)
         if error.status == 403:

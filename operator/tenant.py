@@ -23,8 +23,14 @@ from penguinmails.operator import conditions, metrics
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
-from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
+from penguinmails.operator.errors import (
+    ConfigurationError,
+    backoff_seconds,
+    describe,
+    describe_validation_error,
+)
 from penguinmails.operator.kube import Kube
+from penguinmails.operator.secret_access import apply_secret
 
 PLURAL = "tenants"
 
@@ -57,6 +63,26 @@ async def _count_active_campaigns(kube: Kube, namespace: str) -> int:
     except ResourceNotFoundError:
         return 0
     return sum(1 for campaign in campaigns if res.is_active_campaign(campaign))
+
+
+async def _copy_sender_secret(ctx: Context, tenant: res.TenantRef) -> None:
+    """Give the tenant's sender the platform's connection settings, in its own namespace."""
+    namespace, _, name = ctx.settings.sender_secret.partition("/")
+    source = await ctx.kube.get("v1", "Secret", name, namespace or None)
+    if source is None:
+        raise ConfigurationError(
+            "SenderSecretMissing",
+            f"PM_SENDER_SECRET names the Secret {ctx.settings.sender_secret}, which does not "
+            f"exist: create it with the keys {', '.join(res.SENDER_SECRET_KEYS)}",
+        )
+    data = source.get("data") or {}
+    missing = [key for key in res.SENDER_SECRET_KEYS if key not in data]
+    if missing:
+        raise ConfigurationError(
+            "SenderSecretIncomplete",
+            f"the Secret {ctx.settings.sender_secret} lacks {', '.join(missing)}: add them",
+        )
+    await apply_secret(ctx.kube, res.sender_secret(tenant, data))
 
 
 async def reconcile(
@@ -95,6 +121,8 @@ async def reconcile(
         replicas = res.desired_replicas(limits, suspended=spec.suspended, active_campaigns=active)
         for manifest in res.children(tenant, image=ctx.settings.sender_image, replicas=replicas):
             await ctx.kube.apply(manifest)
+        if ctx.settings.sender_secret:
+            await _copy_sender_secret(ctx, tenant)
         await upsert_tenant(
             ctx.db,
             name=name,

@@ -18,6 +18,8 @@ VERSION = "v1alpha1"
 TENANT_API_VERSION = f"{GROUP}/{VERSION}"
 NAMESPACE_PREFIX = "tenant-"
 SENDER_NAME = "penguinmails-sender"
+# What a sender pod needs besides PM_TENANT, copied from the platform's sender Secret.
+SENDER_SECRET_KEYS = ("PM_DATABASE_URL", "PM_REDIS_URL", "PM_SUPPRESSION_KEY")
 SENDER_COMMAND = ["penguinmails-sender"]
 MANAGED_BY = {"app.kubernetes.io/managed-by": "penguinmails"}
 TENANT_LABEL = f"{GROUP}/tenant"
@@ -197,6 +199,7 @@ def sender_deployment(tenant: TenantRef, *, image: str, replicas: int) -> Manife
                 "image": image,
                 "command": SENDER_COMMAND,
                 "env": [{"name": "PM_TENANT", "value": tenant.name}],
+                "envFrom": [{"secretRef": {"name": SENDER_NAME}}],
                 "resources": {
                     "requests": {
                         "cpu": limits.sender_cpu_request,
@@ -228,6 +231,17 @@ def sender_deployment(tenant: TenantRef, *, image: str, replicas: int) -> Manife
             "selector": {"matchLabels": selector},
             "template": {"metadata": {"labels": tenant.labels() | selector}, "spec": pod_spec},
         },
+    }
+
+
+def sender_secret(tenant: TenantRef, data: Mapping[str, str]) -> Manifest:
+    """The sender's copy of the platform Secret (base64 values kept as they are)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": tenant.metadata(SENDER_NAME),
+        "type": "Opaque",
+        "data": {key: data[key] for key in SENDER_SECRET_KEYS},
     }
 
 

@@ -40,9 +40,13 @@ class SmtpServerConditionType(StrEnum):
     """Condition types of an SmtpServer."""
 
     READY = "Ready"
-    """Provisioned, reachable, rDNS verified and not listed: campaigns may use it."""
+    """Provisioned, mail stack ready, reachable, rDNS verified and not listed: campaigns may
+    use it."""
     PROVISIONED = "Provisioned"
     """The VPS / in-cluster deployment exists (always True for a relay)."""
+    MAIL_STACK_READY = "MailStackReady"
+    """MailU is installed and configured (VPS) or its Deployments are available (in-cluster);
+    True for a relay, which runs its own."""
     REACHABLE = "Reachable"
     """The last probe got an SMTP banner and (unless tls is none) a working STARTTLS/TLS."""
     REVERSE_DNS_VERIFIED = "ReverseDNSVerified"

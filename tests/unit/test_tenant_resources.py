@@ -112,3 +112,21 @@ def test_one_priority_class_per_tier_higher_tiers_first() -> None:
     assert len({c["metadata"]["name"] for c in classes}) == len(Tier)
     values = [c["value"] for c in classes]
     assert values == sorted(values)
+
+
+def test_sender_gets_its_connection_settings_from_its_own_secret() -> None:
+    container = by_kind(Tier.STARTER)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": res.SENDER_NAME}}]
+
+
+def test_sender_secret_copies_only_what_the_sender_needs() -> None:
+    platform = {
+        "PM_DATABASE_URL": "ZGI=",
+        "PM_REDIS_URL": "cg==",
+        "PM_SUPPRESSION_KEY": "aw==",
+        "STRIPE_API_KEY": "c2s=",
+    }
+    secret = res.sender_secret(tenant(), platform)
+    assert secret["metadata"]["namespace"] == "tenant-acme"
+    assert secret["data"] == {k: platform[k] for k in res.SENDER_SECRET_KEYS}
+    assert "STRIPE_API_KEY" not in secret["data"]

@@ -1,0 +1,105 @@
+"""The `penguinmails` command: operator-side tasks on the platform database.
+
+    penguinmails contacts import --tenant acme --list leads contacts.csv
+    penguinmails unsubscribe serve --port 8088
+
+Reads `PM_DATABASE_URL` and `PM_SUPPRESSION_KEY` (and `PM_UNSUBSCRIBE_KEY` for serving).
+Exit status: 0 when every row was imported, 2 when some rows were skipped (they are listed
+with their line numbers on stderr), 1 when nothing could be done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import asyncpg
+
+from penguinmails.common.db import tenant_connection
+from penguinmails.common.db.contacts import ImportReport, import_contacts
+from penguinmails.common.db.tenants import get_tenant
+from penguinmails.common.suppression import suppression_key
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal; silent when stderr is not one."""
+
+    def __init__(self, stream: TextIO, label: str, width: int = 30) -> None:
+        self.stream = stream
+        self.label = label
+        self.width = width
+        self.enabled = stream.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total == 0:
+            return
+        filled = self.width * done // total
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r{self.label} [{bar}] {done}/{total} ({100 * done // total}%)")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+async def _import(dsn: str, tenant: str, list_name: str, path: Path, data: bytes) -> ImportReport:
+    key = suppression_key()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    try:
+        row = await get_tenant(pool, tenant)
+        if row is None or row.deleted:
+            raise LookupError(f"no tenant named {tenant!r}: create the Tenant resource first")
+        async with tenant_connection(pool, row.id) as conn:
+            return await import_contacts(
+                conn,
+                list_name,
+                data,
+                key,
+                progress=ProgressBar(sys.stderr, f"importing {path.name}"),
+            )
+    finally:
+        await pool.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="penguinmails", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    contacts = commands.add_parser("contacts", help="contact lists").add_subparsers(
+        dest="action", required=True
+    )
+    importing = contacts.add_parser("import", help="import a CSV file into a contact list")
+    importing.add_argument("--tenant", required=True, help="tenant name")
+    importing.add_argument("--list", required=True, dest="list_name", help="contact list name")
+    importing.add_argument("file", type=Path, help="CSV with a header row and an email column")
+    unsubscribe = commands.add_parser("unsubscribe", help="the unsubscribe endpoint")
+    unsubscribe.add_subparsers(dest="action", required=True).add_parser(
+        "serve", help="serve the unsubscribe endpoint"
+    ).add_argument("--port", type=int, default=8088)
+    args = parser.parse_args(argv)
+    dsn = os.environ.get("PM_DATABASE_URL", "")
+    if not dsn:
+        print("PM_DATABASE_URL is not set: point it at the platform database", file=sys.stderr)
+        return 1
+    if args.command == "unsubscribe":
+        from penguinmails.api.unsubscribe import serve
+
+        asyncio.run(serve(dsn, port=args.port))
+        return 0
+    try:
+        data = args.file.read_bytes()
+        report = asyncio.run(_import(dsn, args.tenant, args.list_name, args.file, data))
+    except (OSError, ValueError, LookupError, asyncpg.PostgresError) as error:
+        print(f"import failed: {error}", file=sys.stderr)
+        return 1
+    for row_error in report.errors:
+        print(f"{args.file}: {row_error}", file=sys.stderr)
+    print(f"imported {report.imported} contacts into {args.list_name}, skipped {report.skipped}")
+    return 2 if report.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""500 SendingDomains applied at once until all are DNSVerified, against a local Knot server.
+
+Baseline, measured in the same run against the same server: a plain dnspython loop sending one
+TSIG-signed UPDATE per record, one after another. The operator's rate counts every record it
+published (each with its ownership marker) over the whole time from apply to all verified, so it
+includes key generation, API writes and verification on top of the DNS updates themselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import dns.query
+import dns.tsig
+import dns.update
+from kubernetes import client
+
+from penguinmails.devstack.knot import KnotServer, minimal_zone
+from penguinmails.devstack.stack import Stack, api_client_for
+
+GROUP, VERSION, PLURAL = "penguinmails.io", "v1alpha1", "sendingdomains"
+ZONE = "bench.test"
+NAMESPACE = "bench-sendingdomains"
+COUNT = 500
+BASELINE_UPDATES = 2000
+THREADS = 16
+
+
+def body(index: int, knot: KnotServer) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SendingDomain",
+        "metadata": {"name": f"d-{index:04d}"},
+        "spec": {
+            "domain": f"d{index:04d}.{ZONE}",
+            "zone": ZONE,
+            "dnsProvider": {
+                "type": "rfc2136",
+                "rfc2136": {
+                    "server": knot.address,
+                    "port": knot.port,
+                    "tsigKeyName": knot.tsig.name,
+                },
+                "credentialsSecretRef": {"name": "tsig", "key": "secret"},
+            },
+            "mx": {"enabled": False},
+            "verifyInterval": "10m",
+        },
+    }
+
+
+def baseline_updates_per_second(knot: KnotServer) -> float:
+    """One signed UPDATE per record, sequentially: what a naive publisher achieves."""
+    keyring = knot.tsig.keyring()
+    started = time.perf_counter()
+    for i in range(BASELINE_UPDATES):
+        update = dns.update.UpdateMessage(
+            ZONE + ".",
+            keyring=keyring,
+            keyname=knot.tsig.key_name,
+            keyalgorithm=dns.tsig.HMAC_SHA256,
+        )
+        update.add(f"baseline-{i}", 60, "TXT", f'"v=spf1 ip4:192.0.2.{i % 250} ~all"')
+        response = dns.query.tcp(update, knot.address, port=knot.port, timeout=5)
+        if response.rcode() != 0:
+            raise RuntimeError(f"baseline update refused: rcode {response.rcode()}")
+    return BASELINE_UPDATES / (time.perf_counter() - started)
+
+
+def verified_and_records(api: client.CustomObjectsApi) -> tuple[int, int]:
+    items = api.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
+    verified = records = 0
+    for item in items:
+        status = item.get("status") or {}
+        conditions = status.get("conditions") or []
+        if any(c["type"] == "DNSVerified" and c["status"] == "True" for c in conditions):
+            verified += 1
+            records += sum(1 for r in status.get("records") or [] if r.get("published"))
+    return verified, records
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(stack: Stack, base: Path) -> None:
+    with KnotServer(base / "bench-dns", zones={ZONE: minimal_zone(ZONE)}) as knot:
+        baseline = baseline_updates_per_second(knot)
+
+        api_client = api_client_for(stack.kubeconfig, connections=THREADS)
+        core = client.CoreV1Api(api_client)
+        api = client.CustomObjectsApi(api_client)
+        core.create_namespace({"metadata": {"name": NAMESPACE}})
+        secret = base64.b64encode(knot.tsig.secret.encode()).decode()
+        core.create_namespaced_secret(
+            NAMESPACE, {"metadata": {"name": "tsig"}, "data": {"secret": secret}}
+        )
+
+        log = (base / "bench-sendingdomain-operator.log").open("ab")
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "penguinmails.operator", "--liveness", ""],
+            env={
+                **os.environ,
+                **stack.env(),
+                "PM_METRICS_PORT": "0",
+                "PM_RESYNC_SECONDS": "300",
+                "PM_DNS_RESOLVER": f"{knot.address}:{knot.port}",
+                "PM_DNS_NAMESERVER_PORT": str(knot.port),
+                "PM_DNS_TTL_SECONDS": "60",
+                "PM_DNS_TICK_SECONDS": "30",
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            started = time.perf_counter()
+            with ThreadPoolExecutor(THREADS) as pool:
+                list(
+                    pool.map(
+                        lambda i: api.create_namespaced_custom_object(
+                            GROUP, VERSION, NAMESPACE, PLURAL, body(i, knot)
+                        ),
+                        range(COUNT),
+                    )
+                )
+            while True:
+                verified, records = verified_and_records(api)
+                if verified >= COUNT:
+                    break
+                if time.perf_counter() - started > 1800:
+                    raise TimeoutError(f"only {verified}/{COUNT} DNSVerified after 1800 s")
+                time.sleep(1.0)
+            elapsed = time.perf_counter() - started
+            rss = peak_rss_mib(operator.pid)
+        finally:
+            operator.terminate()
+            operator.wait(timeout=30)
+            log.close()
+
+    # Every published record went out with its ownership marker: two RR additions each.
+    rate = records * 2 / elapsed
+    print("benchmark: sendingdomains")
+    print(f"  baseline: dnspython, one UPDATE per record        {baseline:8.1f} updates/s")
+    print(f"  operator: {COUNT} SendingDomains -> all DNSVerified {elapsed:8.2f} s")
+    print(
+        f"  operator: {records} records + {records} markers published "
+        f"{rate:8.1f} RRs/s ({rate / baseline:.2f}x baseline)"
+    )
+    print(f"  operator peak RSS                                 {rss:8.1f} MiB")

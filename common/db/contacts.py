@@ -1,0 +1,179 @@
+"""Contact import: CSV in, COPY into PostgreSQL, malformed rows reported by line and skipped.
+
+The CSV has a header row with an `email` column (any case); every other column becomes a
+contact field (`fields` jsonb) available to the templates. A row is skipped, with its line
+number and the reason, when its address is malformed, its bytes are not UTF-8, it has the wrong
+number of columns, or its address is already in the file or in the list. Everything else is
+imported: each chunk is copied into a temporary table with COPY, then inserted into `contacts`
+with `ON CONFLICT DO NOTHING`, so rows already in the list are found by the database itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from penguinmails.common.db import AnyConnection
+from penguinmails.common.suppression import address_hash, normalize_address
+
+__all__ = ["ImportReport", "RowError", "import_contacts", "parse_contacts"]
+
+CHUNK_ROWS = 5000
+
+# Deliberately plain: one @, no spaces or angle brackets, a dotted domain. Receivers decide the
+# rest; this only keeps obvious garbage (typos, names in the address column) out of the ledger.
+_ADDRESS = re.compile(
+    r"^[^@\s<>(),;:\"\[\]]{1,64}@[A-Za-z0-9\u00a0-\uffff]"
+    r"([-A-Za-z0-9\u00a0-\uffff]*[A-Za-z0-9\u00a0-\uffff])?"
+    r"(\.[A-Za-z0-9\u00a0-\uffff]([-A-Za-z0-9\u00a0-\uffff]*[A-Za-z0-9\u00a0-\uffff])?)+$"
+)
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ParsedContact:
+    line: int
+    email: str
+    address_hash: bytes
+    fields: dict[str, str]
+
+
+@dataclass
+class ImportReport:
+    imported: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.errors)
+
+
+def _has_bad_bytes(values: list[str]) -> bool:
+    # surrogateescape turns undecodable bytes into lone surrogates U+DC80..U+DCFF.
+    return any(any("\udc80" <= ch <= "\udcff" for ch in value) for value in values)
+
+
+def parse_contacts(data: bytes, key: bytes) -> tuple[list[ParsedContact], list[RowError]]:
+    """Validate a CSV file's rows; returns the good contacts and the line-numbered errors."""
+    text = data.decode(
+        "utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8", "surrogateescape"
+    )
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        return [], [RowError(1, "the file is empty: expected a header row with an email column")]
+    names = [name.strip() for name in header]
+    lowered = [name.lower() for name in names]
+    if "email" not in lowered:
+        return [], [RowError(1, f"no email column in the header (columns: {', '.join(names)})")]
+    email_index = lowered.index("email")
+    good: list[ParsedContact] = []
+    errors: list[RowError] = []
+    first_line: dict[str, int] = {}
+    line = reader.line_num
+    for row in reader:
+        start, line = line + 1, reader.line_num
+        if not row or all(not value.strip() for value in row):
+            continue
+        if _has_bad_bytes(row):
+            errors.append(RowError(start, "not valid UTF-8: save the file as UTF-8"))
+            continue
+        if len(row) != len(names):
+            errors.append(RowError(start, f"{len(row)} columns, the header has {len(names)}"))
+            continue
+        email = row[email_index].strip()
+        if not _ADDRESS.match(email) or len(email) > 254:
+            errors.append(RowError(start, f"malformed address {email!r}"))
+            continue
+        try:
+            normalized = normalize_address(email)
+        except ValueError:
+            errors.append(RowError(start, f"malformed address {email!r}"))
+            continue
+        if normalized in first_line:
+            errors.append(RowError(start, f"duplicate of line {first_line[normalized]} ({email})"))
+            continue
+        first_line[normalized] = start
+        fields = {
+            name: value
+            for i, (name, value) in enumerate(zip(names, row, strict=True))
+            if i != email_index and name
+        }
+        good.append(ParsedContact(start, email, address_hash(key, email), fields))
+    return good, errors
+
+
+def _chunks(items: list[ParsedContact], size: int) -> Iterator[list[ParsedContact]]:
+    for index in range(0, len(items), size):
+        yield items[index : index + size]
+
+
+async def import_contacts(
+    conn: AnyConnection,
+    list_name: str,
+    data: bytes,
+    key: bytes,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
+    """Import into `list_name` (created if missing) within the caller's tenant scope."""
+    contacts, errors = parse_contacts(data, key)
+    report = ImportReport(errors=errors)
+    list_id: uuid.UUID = await conn.fetchval(
+        """
+        WITH created AS (
+            INSERT INTO contact_lists (name) VALUES ($1)
+            ON CONFLICT (tenant_id, name) DO NOTHING RETURNING id
+        )
+        SELECT id FROM created UNION ALL SELECT id FROM contact_lists WHERE name = $1
+        LIMIT 1
+        """,
+        list_name,
+    )
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS contact_import "
+        "(line integer, email text, address_hash bytea, fields jsonb) ON COMMIT DROP"
+    )
+    done = 0
+    for chunk in _chunks(contacts, CHUNK_ROWS):
+        await conn.execute("TRUNCATE contact_import")
+        await conn.copy_records_to_table(
+            "contact_import",
+            records=[(c.line, c.email, c.address_hash, json.dumps(c.fields)) for c in chunk],
+            columns=["line", "email", "address_hash", "fields"],
+        )
+        inserted = await conn.fetch(
+            """
+            INSERT INTO contacts (list_id, email, address_hash, fields)
+            SELECT $1, email, address_hash, fields FROM contact_import ORDER BY line
+            ON CONFLICT (list_id, lower(email)) DO NOTHING
+            RETURNING lower(email) AS email
+            """,
+            list_id,
+        )
+        new = {row["email"] for row in inserted}
+        for contact in chunk:
+            if contact.email.lower() not in new:
+                report.errors.append(
+                    RowError(contact.line, f"{contact.email} is already in list {list_name}")
+                )
+        report.imported += len(inserted)
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(contacts))
+    report.errors.sort(key=lambda error: error.line)
+    return report

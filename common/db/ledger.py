@@ -1,0 +1,409 @@
+"""The delivery ledger: campaigns as the sender sees them, one row per campaign x recipient.
+
+Every function runs inside the caller's tenant scope (`tenant_scope()`), so row-level security
+keeps each tenant to its own campaigns and deliveries.
+
+Crash safety: `claim()` moves due rows to `sending` with a lease (`lease_until`). Outcomes are
+written by `record()`. A sender that dies leaves its claimed rows in `sending`; once their lease
+has passed, `claim()` hands them out again. So a crash loses nothing and re-sends at most the
+deliveries that were claimed but whose outcome was not recorded yet: those in flight plus those
+waiting in the sender's outcome batch. They keep their Message-ID, which lets receivers that
+de-duplicate on it drop the second copy.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from penguinmails.common.db import AnyConnection
+
+__all__ = [
+    "CampaignPlan",
+    "Claimed",
+    "DeliveryState",
+    "Outcome",
+    "Relay",
+    "campaign_counts",
+    "claim",
+    "clear_pause_reason",
+    "enqueue",
+    "get_campaign_plan",
+    "get_pause_reason",
+    "mark_bounced",
+    "mark_complained",
+    "mark_unsubscribed",
+    "pause_campaign",
+    "record",
+    "set_sending",
+    "suppress_deliveries",
+    "upsert_campaign",
+    "window_counts",
+]
+
+
+class Relay(BaseModel):
+    """An SMTP server to hand messages to (from an SmtpServer), without its credentials."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    host: str
+    port: int
+    tls: str = "starttls"
+    """none, starttls (required) or tls (implicit)."""
+    credentials_secret: str | None = None
+    """Secret (basic-auth: username, password) in the tenant namespace, for SMTP AUTH."""
+    ca_secret: str | None = None
+    ca_key: str | None = None
+    """Secret and key with PEM CA certificates to trust for the relay (else the system's)."""
+    daily_limit: int | None = None
+    """Warm-up allowance of the server today; None once warm-up is complete."""
+    max_per_hour: int | None = None
+
+
+class CampaignPlan(BaseModel):
+    """What the operator writes to `campaigns.spec` and the sender reads: everything needed to
+    render, sign, throttle and relay the campaign's messages. No secret values, only names."""
+
+    model_config = ConfigDict(frozen=True)
+
+    from_address: str
+    from_name: str | None = None
+    reply_to: str | None = None
+    subject: str
+    text: str | None = None
+    html: str | None = None
+    domain: str
+    """The sending domain: DKIM d=, Message-ID and return-path domain."""
+    dkim_secret: str
+    """Secret with the domain's DKIM keys (common.dkim.keys layout)."""
+    unsubscribe_url: str
+    """HTTPS base URL; the token is appended as a path segment."""
+    unsubscribe_mailto: str
+    postal_address: str
+    relays: list[Relay] = Field(min_length=1)
+    per_hour: int | None = None
+    per_day: int | None = None
+    per_mailbox_per_day: int = 50
+    campaign_daily_limit: int | None = None
+    """The campaign's own warm-up allowance today."""
+
+
+class DeliveryState(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+FINAL_STATES = frozenset(
+    {DeliveryState.SENT, DeliveryState.BOUNCED, DeliveryState.FAILED, DeliveryState.SKIPPED}
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery handed to one sender; `email` is None when the contact was erased."""
+
+    id: int
+    campaign_uid: uuid.UUID
+    attempts: int
+    email: str | None
+    fields: dict[str, Any]
+    suppressed: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to a claimed delivery. `retry_in` is set for deferrals."""
+
+    id: int
+    state: DeliveryState
+    code: int | None = None
+    status: str | None = None
+    reason: str | None = None
+    retry_in: timedelta | None = None
+    count_attempt: bool = True
+    """False for a throttle wait: no attempt was made, so it does not count towards the limit."""
+
+
+async def upsert_campaign(
+    conn: AnyConnection,
+    *,
+    uid: uuid.UUID,
+    namespace: str,
+    name: str,
+    plan: CampaignPlan,
+) -> None:
+    """Create or update the campaign's row (content and sending parameters), idempotently."""
+    await conn.execute(
+        """
+        INSERT INTO campaigns AS c (uid, namespace, name, spec) VALUES ($1, $2, $3, $4::jsonb)
+        ON CONFLICT (uid) DO UPDATE SET spec = EXCLUDED.spec
+        WHERE c.spec IS DISTINCT FROM EXCLUDED.spec
+        """,
+        uid,
+        namespace,
+        name,
+        json.dumps(plan.model_dump(mode="json"), sort_keys=True),
+    )
+
+
+async def set_sending(conn: AnyConnection, uid: uuid.UUID, sending: bool) -> None:
+    """Open or close the gate: senders claim only deliveries of campaigns with sending=true."""
+    await conn.execute(
+        "UPDATE campaigns SET sending = $2 WHERE uid = $1 AND sending IS DISTINCT FROM $2",
+        uid,
+        sending,
+    )
+
+
+async def pause_campaign(conn: AnyConnection, uid: uuid.UUID, reason: str) -> None:
+    """Close the gate for a problem on our side; the first reason given is kept."""
+    await conn.execute(
+        "UPDATE campaigns SET sending = false, pause_reason = COALESCE(pause_reason, $2) "
+        "WHERE uid = $1",
+        uid,
+        reason[:500],
+    )
+
+
+async def get_pause_reason(conn: AnyConnection, uid: uuid.UUID) -> str | None:
+    value = await conn.fetchval("SELECT pause_reason FROM campaigns WHERE uid = $1", uid)
+    return str(value) if value is not None else None
+
+
+async def clear_pause_reason(conn: AnyConnection, uid: uuid.UUID) -> None:
+    await conn.execute("UPDATE campaigns SET pause_reason = NULL WHERE uid = $1", uid)
+
+
+async def get_campaign_plan(conn: AnyConnection, uid: uuid.UUID) -> CampaignPlan | None:
+    raw = await conn.fetchval("SELECT spec FROM campaigns WHERE uid = $1", uid)
+    return CampaignPlan.model_validate_json(raw) if raw is not None else None
+
+
+async def enqueue(
+    conn: AnyConnection,
+    uid: uuid.UUID,
+    lists: Sequence[str],
+    exclude_lists: Sequence[str] = (),
+) -> int:
+    """One delivery per distinct address of the audience minus exclusions and suppressions.
+
+    Idempotent: a second call adds only contacts that joined the lists since (ON CONFLICT on
+    campaign x address). Returns the number of rows added."""
+    status = await conn.execute(
+        """
+        INSERT INTO deliveries (campaign_uid, contact_id, address_hash)
+        SELECT DISTINCT ON (c.address_hash) $1::uuid, c.id, c.address_hash
+        FROM contacts c JOIN contact_lists l ON l.id = c.list_id
+        WHERE l.name = ANY($2::text[])
+          AND c.address_hash IS NOT NULL
+          AND NOT EXISTS (SELECT FROM suppressions s WHERE s.address_hash = c.address_hash)
+          AND NOT EXISTS (
+              SELECT FROM contacts x JOIN contact_lists xl ON xl.id = x.list_id
+              WHERE xl.name = ANY($3::text[]) AND x.address_hash = c.address_hash)
+        ORDER BY c.address_hash, c.created_at
+        ON CONFLICT (campaign_uid, address_hash) DO NOTHING
+        """,
+        uid,
+        list(lists),
+        list(exclude_lists),
+    )
+    await conn.execute(
+        "UPDATE campaigns SET enqueued_at = now() WHERE uid = $1 AND enqueued_at IS NULL", uid
+    )
+    return int(status.split()[-1])
+
+
+_CLAIM = """
+WITH due AS (
+    SELECT d.id, d.contact_id FROM deliveries d JOIN campaigns c ON c.uid = d.campaign_uid
+    WHERE c.sending
+      AND ($4::uuid IS NULL OR d.campaign_uid = $4)
+      AND ((d.state IN ('queued', 'deferred') AND d.next_attempt_at <= now())
+           OR (d.state = 'sending' AND d.lease_until < now()))
+    ORDER BY d.next_attempt_at, d.id
+    LIMIT $2
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE deliveries d
+SET state = 'sending', lease_owner = $1, lease_until = now() + $3::interval,
+    attempts = d.attempts + 1, updated_at = now()
+FROM due LEFT JOIN contacts ct ON ct.id = due.contact_id
+WHERE d.id = due.id
+RETURNING d.id, d.campaign_uid, d.attempts, ct.email, ct.fields,
+    EXISTS (SELECT FROM suppressions s WHERE s.address_hash = d.address_hash) AS suppressed
+"""
+
+
+async def claim(
+    conn: AnyConnection,
+    owner: str,
+    limit: int,
+    lease: timedelta,
+    campaign_uid: uuid.UUID | None = None,
+) -> list[Claimed]:
+    """Claim up to `limit` due deliveries of sending campaigns (oldest due first)."""
+    if limit <= 0:
+        return []
+    rows = await conn.fetch(
+        _CLAIM,
+        owner,
+        limit,
+        lease,
+        campaign_uid,
+    )
+    return [
+        Claimed(
+            id=row["id"],
+            campaign_uid=row["campaign_uid"],
+            attempts=row["attempts"],
+            email=row["email"],
+            fields=json.loads(row["fields"]) if row["fields"] is not None else {},
+            suppressed=row["suppressed"],
+        )
+        for row in rows
+    ]
+
+
+async def record(conn: AnyConnection, outcomes: Sequence[Outcome]) -> None:
+    """Write a batch of outcomes in one statement; only rows still `sending` change."""
+    if not outcomes:
+        return
+    await conn.execute(
+        """
+        UPDATE deliveries d SET
+            state = o.state,
+            last_code = o.code,
+            last_status = o.status,
+            reason = o.reason,
+            next_attempt_at = CASE WHEN o.retry_seconds IS NULL THEN d.next_attempt_at
+                                   ELSE now() + make_interval(secs => o.retry_seconds) END,
+            attempts = CASE WHEN o.count_attempt THEN d.attempts ELSE d.attempts - 1 END,
+            sent_at = CASE WHEN o.state = 'sent' THEN now() ELSE d.sent_at END,
+            lease_owner = NULL,
+            lease_until = NULL,
+            updated_at = now()
+        FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[],
+                    $6::float8[], $7::bool[])
+            AS o(id, state, code, status, reason, retry_seconds, count_attempt)
+        WHERE d.id = o.id AND d.state = 'sending'
+        """,
+        [o.id for o in outcomes],
+        [o.state.value for o in outcomes],
+        [o.code for o in outcomes],
+        [o.status for o in outcomes],
+        [o.reason[:500] if o.reason else None for o in outcomes],
+        [o.retry_in.total_seconds() if o.retry_in is not None else None for o in outcomes],
+        [o.count_attempt for o in outcomes],
+    )
+    bounced = [o.id for o in outcomes if o.state == DeliveryState.BOUNCED]
+    if bounced:
+        await suppress_deliveries(conn, bounced, "hard_bounce")
+
+
+async def suppress_deliveries(
+    conn: AnyConnection, delivery_ids: Sequence[int], reason: str
+) -> None:
+    """Put the addresses of these deliveries on the suppression list (source: the campaign)."""
+    await conn.execute(
+        """
+        INSERT INTO suppressions (address_hash, reason, source)
+        SELECT DISTINCT ON (address_hash) address_hash, $2, 'campaign:' || campaign_uid::text
+        FROM deliveries WHERE id = ANY($1::bigint[])
+        ON CONFLICT (tenant_id, address_hash) DO NOTHING
+        """,
+        list(delivery_ids),
+        reason,
+    )
+
+
+async def mark_bounced(
+    conn: AnyConnection, delivery_id: int, status: str | None, reason: str | None
+) -> uuid.UUID | None:
+    """A late bounce (DSN) for a delivery the relay had accepted; returns its campaign uid."""
+    value = await conn.fetchval(
+        """
+        UPDATE deliveries SET state = 'bounced', last_status = $2, reason = $3, updated_at = now()
+        WHERE id = $1 RETURNING campaign_uid
+        """,
+        delivery_id,
+        status,
+        reason,
+    )
+    return value if isinstance(value, uuid.UUID) else None
+
+
+async def mark_unsubscribed(conn: AnyConnection, delivery_id: int) -> bytes | None:
+    """Record the unsubscribe on the delivery; returns the address hash to suppress."""
+    value = await conn.fetchval(
+        """
+        UPDATE deliveries SET unsubscribed_at = COALESCE(unsubscribed_at, now()), updated_at = now()
+        WHERE id = $1 RETURNING address_hash
+        """,
+        delivery_id,
+    )
+    return value if isinstance(value, bytes) else None
+
+
+async def mark_complained(conn: AnyConnection, delivery_id: int) -> bytes | None:
+    value = await conn.fetchval(
+        """
+        UPDATE deliveries SET complained_at = COALESCE(complained_at, now()), updated_at = now()
+        WHERE id = $1 RETURNING address_hash
+        """,
+        delivery_id,
+    )
+    return value if isinstance(value, bytes) else None
+
+
+async def window_counts(conn: AnyConnection, uid: uuid.UUID, since: datetime) -> dict[str, int]:
+    """For stop rules: messages done (accepted by the relay, or refused outright), hard bounces
+    and complaints since `since`."""
+    row = await conn.fetchrow(
+        """
+        SELECT count(*) FILTER (WHERE sent_at >= $2
+                                   OR (state = 'bounced' AND sent_at IS NULL
+                                       AND updated_at >= $2)) AS done,
+               count(*) FILTER (WHERE state = 'bounced' AND updated_at >= $2) AS bounced,
+               count(*) FILTER (WHERE complained_at >= $2) AS complained
+        FROM deliveries WHERE campaign_uid = $1
+        """,
+        uid,
+        since,
+    )
+    assert row is not None
+    return {key: int(value) for key, value in row.items()}
+
+
+async def campaign_counts(conn: AnyConnection, uid: uuid.UUID) -> dict[str, int]:
+    """Counts for Campaign.status.counts: one per state, plus unsubscribed and complained."""
+    row = await conn.fetchrow(
+        """
+        SELECT count(*) AS total,
+               count(*) FILTER (WHERE state IN ('queued', 'sending')) AS queued,
+               count(*) FILTER (WHERE state = 'sent') AS sent,
+               count(*) FILTER (WHERE state = 'deferred') AS deferred,
+               count(*) FILTER (WHERE state = 'bounced') AS bounced,
+               count(*) FILTER (WHERE state = 'failed') AS failed,
+               count(*) FILTER (WHERE state = 'skipped') AS skipped,
+               count(*) FILTER (WHERE unsubscribed_at IS NOT NULL) AS unsubscribed,
+               count(*) FILTER (WHERE complained_at IS NOT NULL) AS complained
+        FROM deliveries WHERE campaign_uid = $1
+        """,
+        uid,
+    )
+    assert row is not None
+    return {key: int(value) for key, value in row.items()}

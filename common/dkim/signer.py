@@ -1,0 +1,200 @@
+"""DKIM signing (RFC 6376) with `cryptography`: RSA-SHA256 and Ed25519-SHA256 (RFC 8463).
+
+    signer = DkimSigner("example.com", [("rsa-2026", rsa_pem), ("ed-2026", ed25519_pem)])
+    signed = signer.sign(message_bytes)          # the message with DKIM-Signature headers on top
+
+Why not dkimpy: its RSA is pure Python, about ten times slower than OpenSSL through
+`cryptography` (NOTES.md: ~110 vs ~1,100 signatures/s). Canonicalization is relaxed/relaxed,
+the one receivers recommend (it survives re-folding by relays). The signed header list always
+includes `List-Unsubscribe` and `List-Unsubscribe-Post` (RFC 8058 requires both to be covered),
+and the headers a forger would most like to add (From, Subject, Date, To, the unsubscribe pair)
+are over-signed: listed once more than present, so a second copy added later breaks the
+signature instead of being shown to the reader.
+
+Messages are bytes with CRLF line endings, as they go over SMTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+from penguinmails.common.dkim.keys import DkimKey
+
+__all__ = [
+    "OVERSIGNED_HEADERS",
+    "SIGNED_HEADERS",
+    "DkimSigner",
+    "canonicalize_body_relaxed",
+    "canonicalize_header_relaxed",
+]
+
+SIGNED_HEADERS: tuple[str, ...] = (
+    "from",
+    "to",
+    "cc",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "list-id",
+    "feedback-id",
+)
+"""Signed when present (each instance once)."""
+
+OVERSIGNED_HEADERS: frozenset[str] = frozenset(
+    {"from", "to", "subject", "date", "list-unsubscribe", "list-unsubscribe-post"}
+)
+"""Listed once more than present: nobody can add another instance without breaking the signature."""
+
+_WSP_RUN = re.compile(rb"[ \t]+")
+_TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
+_FOLD = re.compile(rb"\r\n(?=[ \t])")
+
+
+def canonicalize_body_relaxed(body: bytes) -> bytes:
+    """RFC 6376 3.4.4: collapse whitespace runs, drop trailing whitespace and empty end lines."""
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    # The regular expressions dominate signing time on long bodies; most bodies (quoted-
+    # printable encodes trailing blanks) need neither, and `in` is a fast scan.
+    if b"\t" in body or b"  " in body:
+        body = _WSP_RUN.sub(b" ", body)
+    if b" \r\n" in body:
+        body = _TRAILING_WSP.sub(b"\r\n", body)
+    body = body.rstrip(b"\r\n")
+    return body + b"\r\n" if body else b""
+
+
+def canonicalize_header_relaxed(name: bytes, value: bytes) -> bytes:
+    """RFC 6376 3.4.2: lower-case name, unfold, collapse whitespace, trim; ends with CRLF."""
+    if b"\r\n" in value:
+        value = _FOLD.sub(b"", value)
+    if b"\t" in value or b"  " in value:
+        value = _WSP_RUN.sub(b" ", value)
+    value = value.strip(b" \t\r\n")
+    return name.strip().lower() + b":" + value + b"\r\n"
+
+
+def _split(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Header fields as (name, raw value after the colon, folding kept) and the body."""
+    head, separator, body = message.partition(b"\r\n\r\n")
+    if not separator:
+        head, body = message, b""
+    fields: list[tuple[bytes, bytes]] = []
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, value + b"\r\n" + line)
+        elif line:
+            name, _, value = line.partition(b":")
+            fields.append((name, value))
+    return fields, body
+
+
+@dataclass(frozen=True)
+class _Key:
+    selector: str
+    algorithm: str  # the a= tag
+    private: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+def _load(selector: str, pem: bytes) -> _Key:
+    private = serialization.load_pem_private_key(pem, password=None)
+    if isinstance(private, rsa.RSAPrivateKey):
+        if private.key_size < 1024:
+            raise ValueError(
+                f"selector {selector}: RSA keys below 1024 bits are refused by receivers"
+            )
+        return _Key(selector, "rsa-sha256", private)
+    if isinstance(private, ed25519.Ed25519PrivateKey):
+        return _Key(selector, "ed25519-sha256", private)
+    raise ValueError(f"selector {selector}: only RSA and Ed25519 keys can sign DKIM")
+
+
+class DkimSigner:
+    """Signs for one domain with one or more keys (one DKIM-Signature header per key)."""
+
+    def __init__(
+        self,
+        domain: str,
+        keys: Sequence[tuple[str, bytes]],
+        *,
+        signed_headers: Sequence[str] = SIGNED_HEADERS,
+    ) -> None:
+        if not keys:
+            raise ValueError(f"no DKIM key to sign for {domain}")
+        self.domain = domain.rstrip(".").lower()
+        self._keys = [_load(selector, pem) for selector, pem in keys]
+        self._signed = tuple(name.lower() for name in signed_headers)
+
+    @classmethod
+    def from_dkim_keys(cls, domain: str, keys: Iterable[DkimKey]) -> DkimSigner:
+        """From the SendingDomain's Secret (`common.dkim.keys.signing_keys(...)`)."""
+        pairs = [(k.selector, k.private_key_pem) for k in keys if k.private_key_pem is not None]
+        return cls(domain, pairs)
+
+    def signature_headers(self, message: bytes, *, timestamp: int | None = None) -> bytes:
+        """The DKIM-Signature header lines (CRLF-terminated) to put on top of `message`."""
+        fields, body = _split(message)
+        body_hash = base64.b64encode(
+            hashlib.sha256(canonicalize_body_relaxed(body)).digest()
+        ).decode()
+        names, header_data = self._select(fields)
+        stamp = int(time.time()) if timestamp is None else timestamp
+        out = []
+        for key in self._keys:
+            tags = (
+                f"v=1; a={key.algorithm}; c=relaxed/relaxed; d={self.domain};"
+                f"\r\n\ts={key.selector}; t={stamp};"
+                f"\r\n\th={':'.join(names)};"
+                f"\r\n\tbh={body_hash};"
+                "\r\n\tb="
+            )
+            signed = header_data + canonicalize_header_relaxed(
+                b"dkim-signature", b" " + tags.encode("ascii")
+            ).removesuffix(b"\r\n")
+            signature = base64.b64encode(self._sign(key, signed)).decode()
+            folded = "\r\n\t ".join(signature[i : i + 72] for i in range(0, len(signature), 72))
+            out.append(f"DKIM-Signature: {tags}{folded}\r\n".encode("ascii"))
+        return b"".join(out)
+
+    def sign(self, message: bytes, *, timestamp: int | None = None) -> bytes:
+        """`message` with its DKIM-Signature headers prepended."""
+        return self.signature_headers(message, timestamp=timestamp) + message
+
+    def _select(self, fields: list[tuple[bytes, bytes]]) -> tuple[list[str], bytes]:
+        """h= names and the canonicalized header data they cover (bottom-up per name)."""
+        by_name: dict[str, list[bytes]] = {}
+        for raw_name, value in fields:
+            key = raw_name.strip().lower().decode("ascii", "replace")
+            by_name.setdefault(key, []).append(value)
+        names: list[str] = []
+        data = bytearray()
+        for name in self._signed:
+            values = by_name.get(name, [])
+            for value in reversed(values):
+                names.append(name)
+                data += canonicalize_header_relaxed(name.encode(), value)
+            if name in OVERSIGNED_HEADERS:
+                names.append(name)
+        return names, bytes(data)
+
+    @staticmethod
+    def _sign(key: _Key, data: bytes) -> bytes:
+        if isinstance(key.private, rsa.RSAPrivateKey):
+            return key.private.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        # RFC 8463: Ed25519 signs the SHA-256 digest of the canonicalized data.
+        return key.private.sign(hashlib.sha256(data).digest())

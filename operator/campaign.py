@@ -1,0 +1,703 @@
+"""The Campaign controller: preflight gate, enqueue, schedule, pause/stop, status counts.
+
+One level-based `reconcile` serves create, update, resume and the resync timer (which is also
+what bounds how often status counts are written: once per tick, and only when they changed).
+
+The operator never sends mail: it decides *whether* the tenant's senders may send a campaign and
+tells them through the `campaigns` row (`sending`, the gate) and the plan stored there (content,
+domain, DKIM Secret name, relays, throttles). The senders claim deliveries only of campaigns
+whose gate is open, so no mail leaves before preflight passes, after a pause, or outside the
+sending window. Scaling the tenant's sender Deployment stays with the Tenant controller
+(`tenant_resources.desired_replicas` over `is_active_campaign`); this controller only nudges
+the Tenant (an annotation with the active-campaign count) when a campaign starts or stops
+sending, so the Deployment follows within one reconcile instead of one resync period.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import kopf
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import ValidationError
+
+from penguinmails.api.v1alpha1 import CampaignSpec, TenantSpec
+from penguinmails.api.v1alpha1.campaign import SendWindow
+from penguinmails.api.v1alpha1.common import parse_duration
+from penguinmails.api.v1alpha1.tiers import TIERS
+from penguinmails.common.db import tenant_connection
+from penguinmails.common.db.ledger import (
+    CampaignPlan,
+    Relay,
+    campaign_counts,
+    clear_pause_reason,
+    enqueue,
+    get_pause_reason,
+    set_sending,
+    upsert_campaign,
+    window_counts,
+)
+from penguinmails.common.db.tenants import get_tenant
+from penguinmails.common.settings import OperatorSettings
+from penguinmails.common.throttle import warmup_daily_limit
+from penguinmails.operator import conditions, metrics
+from penguinmails.operator import tenant_resources as res
+from penguinmails.operator.conditions import Observed
+from penguinmails.operator.context import Context
+from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
+
+PLURAL = "campaigns"
+ACTIVE_ANNOTATION = f"{res.GROUP}/active-campaigns"
+SHARED_POOL_LABEL = f"{res.GROUP}/pool"
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class CampaignSettings:
+    unsubscribe_url: str
+    """Platform unsubscribe endpoint (PM_UNSUBSCRIBE_URL), used when a campaign sets none."""
+    platform_namespace: str
+    """Namespace of the shared server pool (PM_PLATFORM_NAMESPACE)."""
+
+    @classmethod
+    def from_env(cls) -> CampaignSettings:
+        return cls(
+            unsubscribe_url=os.environ.get(
+                "PM_UNSUBSCRIBE_URL", "https://unsubscribe.penguinmails.io/u"
+            ),
+            platform_namespace=os.environ.get("PM_PLATFORM_NAMESPACE", "penguinmails"),
+        )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A preflight rule that does not hold: `reason` names the rule, `message` the fix."""
+
+    reason: str
+    message: str
+
+
+def _condition_true(obj: Mapping[str, Any] | None, type_: str) -> bool:
+    found = conditions.find(((obj or {}).get("status") or {}).get("conditions"), type_)
+    return bool(found and found.get("status") == "True")
+
+
+def preflight(
+    spec: CampaignSpec,
+    *,
+    tenant: Mapping[str, Any] | None,
+    domain: Mapping[str, Any] | None,
+    servers: Sequence[Mapping[str, Any]],
+    server_names: Sequence[str],
+    sent_this_month: int = 0,
+) -> list[Failure]:
+    """Every rule that stops the campaign from sending, in the order a user should fix them."""
+    failures: list[Failure] = []
+    if tenant is None:
+        return [Failure("TenantNotFound", "no Tenant owns this namespace; create the Tenant first")]
+    tenant_spec = TenantSpec.model_validate(dict(tenant.get("spec") or {}))
+    if tenant_spec.suspended:
+        why = tenant_spec.suspend_reason or "no reason given"
+        failures.append(
+            Failure("TenantSuspended", f"the tenant is suspended ({why}); unset spec.suspended")
+        )
+    limit = TIERS[tenant_spec.tier].emails_per_month
+    if sent_this_month >= limit:
+        failures.append(
+            Failure(
+                "TierLimitReached",
+                f"the tenant sent {sent_this_month} of the {limit} messages its "
+                f"{tenant_spec.tier.value} tier allows this month; upgrade the tier",
+            )
+        )
+    if tenant_spec.postal_address is None:
+        failures.append(
+            Failure(
+                "PostalAddressMissing",
+                "CAN-SPAM requires a postal address in every message; set "
+                "spec.postalAddress on the Tenant",
+            )
+        )
+    domain_name = spec.sending_domain_ref.name
+    if domain is None:
+        failures.append(
+            Failure(
+                "SendingDomainNotFound",
+                f"SendingDomain {domain_name} does not exist; create it or fix "
+                "spec.sendingDomainRef",
+            )
+        )
+    else:
+        fqdn = str((domain.get("spec") or {}).get("domain", "")).lower()
+        if not _condition_true(domain, "DNSVerified"):
+            failures.append(
+                Failure(
+                    "DomainNotVerified",
+                    f"SendingDomain {domain_name} is not DNSVerified; publish its records "
+                    "(see its status.records) and wait for verification",
+                )
+            )
+        elif not _condition_true(domain, "Ready"):
+            failures.append(
+                Failure(
+                    "DomainNotReady",
+                    f"SendingDomain {domain_name} is not Ready; see its conditions",
+                )
+            )
+        from_domain = spec.from_.address.rpartition("@")[2].lower()
+        if fqdn and from_domain != fqdn:
+            failures.append(
+                Failure(
+                    "FromDomainMismatch",
+                    f"spec.from.address is at {from_domain} but the sending domain is {fqdn}; "
+                    "send from an address of the sending domain (DMARC alignment)",
+                )
+            )
+    if not server_names:
+        failures.append(
+            Failure(
+                "NoSmtpServers",
+                "no SmtpServer to send through; set spec.smtpServerRefs or the domain's "
+                "smtpServerRefs",
+            )
+        )
+    found = {str((s.get("metadata") or {}).get("name")): s for s in servers}
+    for name in server_names:
+        server = found.get(name)
+        if server is None:
+            failures.append(
+                Failure("SmtpServerNotFound", f"SmtpServer {name} does not exist; create it")
+            )
+        elif not _condition_true(server, "Ready"):
+            failures.append(
+                Failure("SmtpServerNotReady", f"SmtpServer {name} is not Ready; see its conditions")
+            )
+    failures += check_content(spec)
+    return failures
+
+
+def check_content(spec: CampaignSpec) -> list[Failure]:
+    """Templates must compile in the sandbox. The unsubscribe link and postal address are
+    guaranteed by the footer every message gets; a template may place them itself too."""
+    env = SandboxedEnvironment()
+    for field, template in (("subject", spec.subject), ("text", spec.text), ("html", spec.html)):
+        if template is None:
+            continue
+        try:
+            env.parse(template)
+        except TemplateSyntaxError as error:
+            return [
+                Failure(
+                    "TemplateInvalid",
+                    f"spec.{field} line {error.lineno}: {error.message}; fix the template",
+                )
+            ]
+    return []
+
+
+def in_window(window: SendWindow | None, now: datetime) -> bool:
+    """Whether `now` falls in the window, judged on the wall clock of its time zone (so a
+    daylight-saving change moves the window with local time, as recipients see it)."""
+    if window is None:
+        return True
+    local = now.astimezone(ZoneInfo(window.timezone))
+    return (
+        _WEEKDAYS[local.weekday()] in {day.value for day in window.days}
+        and window.start_hour <= local.hour < window.end_hour
+    )
+
+
+def phase_for(
+    *,
+    failures: Sequence[Failure],
+    paused: bool,
+    pause_reason: str | None,
+    stopped: str | None,
+    scheduled: bool,
+    counts: Mapping[str, int],
+) -> str:
+    if failures:
+        return "Pending"
+    if paused or pause_reason:
+        return "Paused"
+    if stopped:
+        return "Stopped"
+    if counts.get("total", 0) > 0 and counts["queued"] == 0 and counts["deferred"] == 0:
+        return "Completed"
+    if scheduled:
+        return "Scheduled"
+    return "Sending"
+
+
+def stop_rule(spec: CampaignSpec, window: Mapping[str, int]) -> str | None:
+    """The stop rule that fires, as a message; None when none does. `window` holds the counts
+    over spec.stopRules.window (`ledger.window_counts`): done, bounced, complained."""
+    rules = spec.stop_rules
+    done = window.get("done", 0)
+    if done < rules.min_sample:
+        return None
+    bounce_rate = window.get("bounced", 0) / done
+    if bounce_rate > rules.max_bounce_rate:
+        return (
+            f"bounce rate {bounce_rate:.1%} over {rules.window} exceeds "
+            f"stopRules.maxBounceRate {rules.max_bounce_rate:.1%}; clean the list, then raise "
+            "the limit to resume"
+        )
+    complaint_rate = window.get("complained", 0) / done
+    if complaint_rate > rules.max_complaint_rate:
+        return (
+            f"complaint rate {complaint_rate:.2%} over {rules.window} exceeds "
+            f"stopRules.maxComplaintRate {rules.max_complaint_rate:.2%}; review the content "
+            "and audience, then raise the limit to resume"
+        )
+    return None
+
+
+def build_plan(
+    spec: CampaignSpec,
+    *,
+    domain: Mapping[str, Any],
+    servers: Sequence[Mapping[str, Any]],
+    postal_address: str,
+    settings: CampaignSettings,
+    started_at: datetime | None,
+    now: datetime,
+) -> CampaignPlan:
+    fqdn = str(domain["spec"]["domain"]).lower()
+    relays = [_relay(server, now) for server in servers]
+    daily = None
+    if spec.warmup is not None and spec.warmup.enabled:
+        day = (now - started_at).days if started_at else 0
+        daily = warmup_daily_limit(
+            spec.warmup.initial_per_day,
+            spec.warmup.daily_increase_percent,
+            day,
+            spec.warmup.target_per_day,
+        )
+    return CampaignPlan(
+        from_address=spec.from_.address,
+        from_name=spec.from_.name,
+        reply_to=spec.reply_to.address if spec.reply_to else None,
+        subject=spec.subject,
+        text=spec.text,
+        html=spec.html,
+        domain=fqdn,
+        dkim_secret=f"{domain['metadata']['name']}-dkim",
+        unsubscribe_url=spec.unsubscribe.url or settings.unsubscribe_url,
+        unsubscribe_mailto=spec.unsubscribe.mailto or f"unsubscribe@{fqdn}",
+        postal_address=postal_address,
+        relays=relays,
+        per_hour=spec.throttle.per_hour,
+        per_day=spec.throttle.per_day,
+        per_mailbox_per_day=spec.throttle.per_mailbox_per_day,
+        campaign_daily_limit=daily,
+    )
+
+
+def _relay(server: Mapping[str, Any], now: datetime) -> Relay:
+    spec = server.get("spec") or {}
+    status = server.get("status") or {}
+    name = str(server["metadata"]["name"])
+    warmup = status.get("warmup") or {}
+    daily = warmup.get("dailyLimit") if not warmup.get("complete") else None
+    relay = (spec.get("provider") or {}).get("relay")
+    if relay:
+        credentials = relay.get("credentialsSecretRef") or {}
+        ca = relay.get("caSecretRef") or {}
+        return Relay(
+            name=name,
+            host=relay["host"],
+            port=int(relay.get("port", 587)),
+            tls=relay.get("tls", "starttls"),
+            credentials_secret=credentials.get("name"),
+            ca_secret=ca.get("name"),
+            ca_key=ca.get("key"),
+            daily_limit=daily,
+            max_per_hour=spec.get("maxPerHour"),
+        )
+    # Provisioned servers (Hostwinds, MailU in the cluster) take submissions on 587 with STARTTLS.
+    return Relay(
+        name=name,
+        host=status.get("ipAddress") or spec["hostname"],
+        port=587,
+        tls="starttls",
+        daily_limit=daily,
+        max_per_hour=spec.get("maxPerHour"),
+    )
+
+
+def _status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in desired.items() if current.get(key) != value}
+
+
+async def _servers(
+    ctx: Context,
+    settings: CampaignSettings,
+    namespace: str,
+    names: Sequence[str],
+    tier_shared: bool,
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Names to use and the objects found. Shared tiers send through the shared pool."""
+    if tier_shared:
+        pool = await ctx.kube.list(
+            res.TENANT_API_VERSION, "SmtpServer", settings.platform_namespace
+        )
+        chosen = [
+            s
+            for s in pool
+            if ((s.get("metadata") or {}).get("labels") or {}).get(SHARED_POOL_LABEL) == "shared"
+        ]
+        return [str(s["metadata"]["name"]) for s in chosen], chosen
+    found = []
+    for name in names:
+        server = await ctx.kube.get(res.TENANT_API_VERSION, "SmtpServer", name, namespace)
+        if server is not None:
+            found.append(server)
+    return list(names), found
+
+
+async def reconcile(
+    ctx: Context,
+    settings: CampaignSettings,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    retry: int,
+    logger: logging.Logger | kopf.Logger,
+) -> None:
+    name = body.metadata.name
+    namespace = body.metadata.namespace
+    generation = int(body.metadata.get("generation") or 0)
+    status: Mapping[str, Any] = body.status or {}
+    if not name or not namespace:
+        return
+    try:
+        spec = CampaignSpec.model_validate(dict(body.spec))
+        if spec.schedule.window is not None:
+            ZoneInfo(spec.schedule.window.timezone)
+    except (ValidationError, ZoneInfoNotFoundError, ValueError) as error:
+        message = (
+            describe_validation_error(error)
+            if isinstance(error, ValidationError)
+            else f"spec.schedule.window.timezone: unknown time zone {error}"
+        )
+        _write(
+            patch,
+            status,
+            generation,
+            [
+                Observed("Ready", "False", "InvalidSpec", f"{message}; fix the Campaign's spec"),
+                Observed("Preflight", "False", "InvalidSpec", message),
+            ],
+            phase="Pending",
+        )
+        metrics.RECONCILE_ERRORS.labels(kind="Campaign", reason="InvalidSpec").inc()
+        return
+
+    uid = uuid.UUID(str(body.metadata.uid))
+    now = datetime.now(UTC)
+    try:
+        tenant_name = namespace.removeprefix(res.NAMESPACE_PREFIX)
+        tenant = (
+            await ctx.kube.get(res.TENANT_API_VERSION, "Tenant", tenant_name)
+            if namespace.startswith(res.NAMESPACE_PREFIX)
+            else None
+        )
+        tenant_row = await get_tenant(ctx.db, tenant_name) if tenant is not None else None
+        domain = await ctx.kube.get(
+            res.TENANT_API_VERSION, "SendingDomain", spec.sending_domain_ref.name, namespace
+        )
+        names = [ref.name for ref in spec.smtp_server_refs] or [
+            ref["name"] for ref in ((domain or {}).get("spec") or {}).get("smtpServerRefs", [])
+        ]
+        tier_shared = False
+        if tenant is not None:
+            tenant_spec = TenantSpec.model_validate(dict(tenant.get("spec") or {}))
+            tier_shared = TIERS[tenant_spec.tier].dedicated_servers == 0 and not names
+        server_names, servers = await _servers(ctx, settings, namespace, names, tier_shared)
+        sent_this_month = int(((tenant or {}).get("status") or {}).get("emailsSentThisMonth") or 0)
+        failures = preflight(
+            spec,
+            tenant=tenant if tenant_row is not None else None,
+            domain=domain,
+            servers=servers,
+            server_names=server_names,
+            sent_this_month=sent_this_month,
+        )
+        counts: dict[str, int] = {}
+        window: dict[str, int] = {}
+        pause_reason = None
+        stopped = None
+        scheduled = False
+        if tenant_row is not None:
+            async with tenant_connection(ctx.db, tenant_row.id) as conn:
+                if not failures:
+                    assert domain is not None and tenant is not None
+                    postal = TenantSpec.model_validate(dict(tenant["spec"])).postal_address
+                    assert postal is not None
+                    plan = build_plan(
+                        spec,
+                        domain=domain,
+                        servers=servers,
+                        postal_address=", ".join(postal.lines()),
+                        settings=settings,
+                        started_at=_time(status.get("startedAt")),
+                        now=now,
+                    )
+                    await upsert_campaign(conn, uid=uid, namespace=namespace, name=name, plan=plan)
+                    enqueued = await conn.fetchval(
+                        "SELECT enqueued_at IS NOT NULL FROM campaigns WHERE uid = $1", uid
+                    )
+                    if not enqueued:
+                        added = await enqueue(
+                            conn, uid, spec.audience.lists, spec.audience.exclude_lists
+                        )
+                        kopf.info(body, reason="Enqueued", message=f"{added} deliveries queued")
+                if spec.paused:
+                    # Pausing acknowledges a pause the senders asked for: resuming clears it.
+                    await clear_pause_reason(conn, uid)
+                pause_reason = await get_pause_reason(conn, uid)
+                counts = await campaign_counts(conn, uid)
+                window = await window_counts(
+                    conn, uid, now - parse_duration(spec.stop_rules.window)
+                )
+                stopped = stop_rule(spec, window)
+                # Sticky until the spec changes (a raised limit, a pause and resume): a window
+                # emptied by not sending must not restart the campaign by itself.
+                if (
+                    stopped is None
+                    and status.get("phase") == "Stopped"
+                    and status.get("observedGeneration") == generation
+                ):
+                    previous = conditions.find(status.get("conditions"), "Sending") or {}
+                    stopped = str(previous.get("message") or "stopped by a stop rule")
+                start_at = spec.schedule.start_at
+                scheduled = (start_at is not None and start_at > now) or not in_window(
+                    spec.schedule.window, now
+                )
+                phase = phase_for(
+                    failures=failures,
+                    paused=spec.paused,
+                    pause_reason=pause_reason,
+                    stopped=stopped,
+                    scheduled=scheduled,
+                    counts=counts,
+                )
+                if await conn.fetchval("SELECT EXISTS (SELECT FROM campaigns WHERE uid = $1)", uid):
+                    await set_sending(conn, uid, phase == "Sending")
+        else:
+            phase = "Pending"
+    except Exception as error:
+        failure = describe(error)
+        logger.warning("Campaign %s/%s not reconciled: %s", namespace, name, failure.message)
+        _write(
+            patch, status, generation, [Observed("Ready", "False", failure.reason, failure.message)]
+        )
+        metrics.RECONCILE_ERRORS.labels(kind="Campaign", reason=failure.reason).inc()
+        raise kopf.TemporaryError(failure.message, delay=backoff_seconds(retry)) from error
+
+    observed = _conditions(failures, phase, pause_reason, stopped, counts)
+    _announce(body, status, phase, failures, pause_reason, stopped)
+    fields: dict[str, Any] = {"phase": phase}
+    if counts:
+        fields["counts"] = {k: v for k, v in counts.items() if k != "skipped"}
+        total = counts["total"]
+        final = total - counts["queued"] - counts["deferred"]
+        fields["progress"] = int(100 * final / total) if total else 0
+        done = window["done"]
+        fields["bounceRate"] = round(window["bounced"] / done, 4) if done else 0.0
+        fields["complaintRate"] = round(window["complained"] / done, 4) if done else 0.0
+    if phase == "Sending" and not status.get("startedAt"):
+        fields["startedAt"] = now.isoformat().replace("+00:00", "Z")
+    if phase == "Completed" and not status.get("finishedAt"):
+        fields["finishedAt"] = now.isoformat().replace("+00:00", "Z")
+    _write(patch, status, generation, observed, **fields)
+    was_active = status.get("phase") == "Sending"
+    if (phase == "Sending") != was_active and tenant is not None:
+        await _nudge_tenant(ctx, tenant, namespace, name, phase == "Sending")
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _conditions(
+    failures: Sequence[Failure],
+    phase: str,
+    pause_reason: str | None,
+    stopped: str | None,
+    counts: Mapping[str, int],
+) -> list[Observed]:
+    if failures:
+        first = failures[0]
+        more = f" (and {len(failures) - 1} more: {', '.join(f.reason for f in failures[1:])})"
+        message = first.message + (more if len(failures) > 1 else "")
+        return [
+            Observed("Preflight", "False", first.reason, message),
+            Observed("Ready", "False", "PreflightFailed", message),
+            Observed("Sending", "False", "PreflightFailed", "no mail leaves before preflight"),
+        ]
+    observed = [Observed("Preflight", "True", "Passed", "domain verified, servers ready")]
+    if pause_reason:
+        observed += [
+            Observed(
+                "Ready",
+                "False",
+                "SenderAuthenticationFailed",
+                f"{pause_reason}; fix DKIM/SPF/DMARC, then set spec.paused and unset it",
+            ),
+            Observed("Sending", "False", "Paused", "paused by the sender"),
+        ]
+    elif stopped:
+        observed += [
+            Observed("Ready", "False", "StopRule", stopped),
+            Observed("Sending", "False", "Stopped", stopped),
+        ]
+    elif phase == "Paused":
+        observed += [
+            Observed("Ready", "True", "Paused", "paused by spec.paused"),
+            Observed("Sending", "False", "Paused", "unset spec.paused to resume"),
+        ]
+    elif phase == "Scheduled":
+        observed += [
+            Observed("Ready", "True", "Scheduled", "waiting for startAt or the sending window"),
+            Observed("Sending", "False", "OutsideWindow", "outside the schedule"),
+        ]
+    elif phase == "Completed":
+        observed += [
+            Observed("Ready", "True", "Completed", f"{counts.get('sent', 0)} messages sent"),
+            Observed("Sending", "False", "Completed", "every delivery is final"),
+        ]
+    else:
+        observed += [
+            Observed("Ready", "True", "Sending", "the senders are sending"),
+            Observed("Sending", "True", "Sending", f"{counts.get('queued', 0)} queued"),
+        ]
+    return observed
+
+
+def _announce(
+    body: kopf.Body,
+    status: Mapping[str, Any],
+    phase: str,
+    failures: Sequence[Failure],
+    pause_reason: str | None,
+    stopped: str | None,
+) -> None:
+    previous = status.get("phase")
+    if phase == previous:
+        return
+    if failures:
+        kopf.warn(body, reason=failures[0].reason, message=failures[0].message)
+    elif pause_reason:
+        kopf.warn(body, reason="SenderAuthenticationFailed", message=pause_reason)
+    elif stopped:
+        kopf.warn(body, reason="StopRule", message=stopped)
+    else:
+        kopf.info(body, reason=phase, message=f"campaign is {phase.lower()}")
+
+
+def _write(
+    patch: kopf.Patch,
+    status: Mapping[str, Any],
+    generation: int,
+    observed: list[Observed],
+    **fields: Any,
+) -> None:
+    desired = dict(fields)
+    desired["observedGeneration"] = generation
+    desired["conditions"] = conditions.merge_conditions(
+        status.get("conditions"), observed, generation
+    )
+    for key, value in _status_patch(status, desired).items():
+        patch.status[key] = value
+
+
+async def _nudge_tenant(
+    ctx: Context, tenant: Mapping[str, Any], namespace: str, name: str, sending: bool
+) -> None:
+    """Make the Tenant controller re-count active campaigns now (it owns the sender's scale)."""
+    campaigns = await ctx.kube.list(res.TENANT_API_VERSION, "Campaign", namespace)
+    active = sum(
+        1
+        for c in campaigns
+        if (c["metadata"]["name"] == name and sending)
+        or (c["metadata"]["name"] != name and res.is_active_campaign(c))
+    )
+    await ctx.kube.apply(
+        {
+            "apiVersion": res.TENANT_API_VERSION,
+            "kind": "Tenant",
+            "metadata": {
+                "name": tenant["metadata"]["name"],
+                "annotations": {ACTIVE_ANNOTATION: str(active)},
+            },
+        }
+    )
+
+
+async def cleanup(ctx: Context, body: kopf.Body, retry: int) -> None:
+    """A deleted Campaign stops sending at once: close its gate (the ledger stays, for the
+    tenant's history; it goes with the tenant's data). The database is outside the cluster,
+    hence the finalizer this handler brings."""
+    namespace = body.metadata.namespace or ""
+    tenant = await get_tenant(ctx.db, namespace.removeprefix(res.NAMESPACE_PREFIX))
+    if tenant is None or not namespace.startswith(res.NAMESPACE_PREFIX):
+        return
+    try:
+        async with tenant_connection(ctx.db, tenant.id) as conn:
+            await set_sending(conn, uuid.UUID(str(body.metadata.uid)), False)
+    except Exception as error:
+        failure = describe(error)
+        raise kopf.TemporaryError(failure.message, delay=backoff_seconds(retry)) from error
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
+    settings = CampaignSettings.from_env()
+
+    @kopf.on.delete(res.GROUP, res.VERSION, PLURAL, registry=registry)
+    async def campaign_deleted(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
+        await cleanup(memo.context, body, retry)
+
+    @kopf.on.resume(res.GROUP, res.VERSION, PLURAL, registry=registry)
+    @kopf.on.create(res.GROUP, res.VERSION, PLURAL, registry=registry)
+    @kopf.on.update(res.GROUP, res.VERSION, PLURAL, registry=registry)
+    async def campaign_changed(
+        body: kopf.Body,
+        patch: kopf.Patch,
+        retry: int,
+        memo: kopf.Memo,
+        logger: kopf.Logger,
+        **_: Any,
+    ) -> None:
+        with metrics.observe("Campaign"):
+            await reconcile(memo.context, settings, body, patch, retry, logger)
+
+    @kopf.timer(
+        res.GROUP,
+        res.VERSION,
+        PLURAL,
+        registry=registry,
+        interval=config.resync_seconds,
+        initial_delay=config.resync_seconds,
+    )
+    async def campaign_resync(
+        *,
+        body: kopf.Body,
+        patch: kopf.Patch,
+        memo: kopf.Memo,
+        logger: kopf.Logger,
+        retry: int = 0,
+        **_: Any,
+    ) -> None:
+        with metrics.observe("Campaign"):
+            await reconcile(memo.context, settings, body, patch, retry, logger)

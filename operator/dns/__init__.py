@@ -1,0 +1,1 @@
+"""DNS for SendingDomains: record builders, providers that publish them, and verification."""

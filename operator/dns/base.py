@@ -1,0 +1,126 @@
+"""The provider interface and the ownership rules every provider shares.
+
+A provider does two things (as external-dns and cert-manager's webhook solvers do): `read` the
+records at some names, and `apply` a batch of record-level changes. Deciding WHAT to change is
+provider-independent and lives here (`plan`).
+
+Ownership: next to every record we create we publish a marker TXT at `_pm-owner.<name>` holding
+`heritage=penguinmails,owner=<namespace>/<name>,rr=<TYPE>:<hash of the value>`. A record is ours
+only when a marker of our owner names its exact type and value; everything else at the same name
+(a verification TXT at the apex, another team's MX) is foreign and never changed or deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from penguinmails.operator.dns.records import Record, normalize_value
+
+OWNER_LABEL = "_pm-owner"
+READ_TYPES = ("TXT", "MX")
+
+# (name, type) → {normalized value: rdata text exactly as the server holds it}
+Existing = Mapping[tuple[str, str], Mapping[str, str]]
+
+
+class ProviderError(Exception):
+    """A provider call failed; `reason` is the condition reason, the message says the fix."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Change:
+    action: Literal["add", "delete"]
+    record: Record
+    rdata: str | None = None
+    """For deletes: the rdata text as the server holds it (exact match needed)."""
+
+
+class DnsProvider(Protocol):
+    async def read(self, zone: str, names: Collection[str]) -> Existing:
+        """TXT and MX values at each name (absent names are simply missing from the result)."""
+        ...
+
+    async def apply(self, zone: str, changes: Sequence[Change]) -> None:
+        """Apply all changes, as one batch where the protocol allows it."""
+        ...
+
+
+def owner_name(name: str) -> str:
+    return f"{OWNER_LABEL}.{name}"
+
+
+def value_hash(record: Record) -> str:
+    return hashlib.sha256(normalize_value(record.type, record.value).encode()).hexdigest()[:16]
+
+
+def marker(record: Record, owner: str) -> Record:
+    """The ownership TXT for `record`."""
+    return Record(
+        owner_name(record.name),
+        "TXT",
+        f"heritage=penguinmails,owner={owner},rr={record.type}:{value_hash(record)}",
+        record.ttl,
+        "owner",
+    )
+
+
+def names_to_read(records: Iterable[Record], extra_names: Iterable[str] = ()) -> set[str]:
+    """Every name whose records and ownership markers a plan needs."""
+    names = {r.name for r in records} | set(extra_names)
+    return names | {owner_name(n) for n in names}
+
+
+def owned_records(existing: Existing, owner: str, names: Iterable[str]) -> list[Change]:
+    """Deletes for every record at `names` that a marker of `owner` claims (and the markers)."""
+    changes: list[Change] = []
+    for name in names:
+        markers = existing.get((owner_name(name), "TXT"), {})
+        for rtype in READ_TYPES:
+            for value, rdata in existing.get((name, rtype), {}).items():
+                record = Record(name, rtype, value)
+                mark = marker(record, owner)
+                if mark.value in markers:
+                    changes.append(Change("delete", record, rdata))
+                    changes.append(Change("delete", mark, markers[mark.value]))
+    return changes
+
+
+def plan(
+    desired: Sequence[Record], existing: Existing, owner: str, known_names: Iterable[str] = ()
+) -> list[Change]:
+    """Adds for what is missing, deletes for what we own and no longer want; foreign kept."""
+    wanted = {r.key for r in desired}
+    wanted_markers = {marker(r, owner).key for r in desired}
+    changes: list[Change] = []
+    for record in desired:
+        current = existing.get((record.name, record.type), {})
+        if normalize_value(record.type, record.value) not in current:
+            changes.append(Change("add", record))
+        mark = marker(record, owner)
+        if mark.value not in existing.get((mark.name, "TXT"), {}):
+            changes.append(Change("add", mark))
+    names = {r.name for r in desired} | set(known_names)
+    for change in owned_records(existing, owner, names):
+        if change.record.key not in wanted and change.record.key not in wanted_markers:
+            changes.append(change)
+    # Markers of ours whose record is gone and no longer wanted: stale, remove them too.
+    prefix = f"heritage=penguinmails,owner={owner},"
+    claimed = {c.record.key for c in changes if c.action == "delete"}
+    for name in names:
+        for value, rdata in existing.get((owner_name(name), "TXT"), {}).items():
+            stale = Record(owner_name(name), "TXT", value)
+            if (
+                value.startswith(prefix)
+                and stale.key not in wanted_markers
+                and stale.key not in claimed
+            ):
+                changes.append(Change("delete", stale, rdata))
+    return changes

@@ -1,0 +1,1 @@
+"""Health probes of an SmtpServer, whatever its provider: SMTP, reverse DNS, blocklists."""

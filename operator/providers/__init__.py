@@ -1,0 +1,1 @@
+"""Where an SmtpServer's machine comes from: one contract, one module per provider."""

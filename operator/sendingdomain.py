@@ -1,0 +1,745 @@
+"""The SendingDomain controller: DKIM keys, record publication, verification, rotation, cleanup.
+
+One level-based `reconcile` serves create, update, resume and the timer. Each pass: read the key
+Secret, compute every record, publish what is missing through the provider (only records we own
+are ever changed), verify everything on every authoritative nameserver, then advance the DKIM
+rotation with what was verified (see `common.dkim.rotation`) and publish again if that changed
+the records. The key Secret is written before any record that depends on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dns.asyncresolver
+import dns.exception
+import kopf
+from pydantic import ValidationError
+
+from penguinmails.api.v1alpha1.common import parse_duration
+from penguinmails.api.v1alpha1.sendingdomain import (
+    DnsProviderType,
+    SendingDomainSpec,
+)
+from penguinmails.common.dkim.keys import DkimKeyError, KeySet, KeyState, load_key_set, secret_data
+from penguinmails.common.dkim.rotation import RotationPolicy, advance, next_due
+from penguinmails.operator import conditions, metrics
+from penguinmails.operator.conditions import Observed
+from penguinmails.operator.context import Context
+from penguinmails.operator.dns import base
+from penguinmails.operator.dns.base import DnsProvider, ProviderError
+from penguinmails.operator.dns.config import DnsSettings
+from penguinmails.operator.dns.manual import ManualProvider
+from penguinmails.operator.dns.powerdns import PowerDnsProvider
+from penguinmails.operator.dns.records import (
+    Record,
+    SmtpServerInfo,
+    SpfLimitError,
+    desired_records,
+    effective_dmarc_policy,
+    spf_lookups,
+)
+from penguinmails.operator.dns.rfc2136 import Rfc2136Provider
+from penguinmails.operator.dns.verify import Nameserver, Verification, find_nameservers, verify
+from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
+from penguinmails.operator.secret_access import NotATenantNamespaceError, apply_secret
+from penguinmails.operator.tenant_resources import TENANT_LABEL
+
+GROUP, VERSION, PLURAL = "penguinmails.io", "v1alpha1", "sendingdomains"
+API_VERSION = f"{GROUP}/{VERSION}"
+ROTATE_ANNOTATION = "penguinmails.io/rotate-dkim"
+"""Set (or change) this annotation to any value to rotate the DKIM keys now."""
+
+
+def secret_name(name: str) -> str:
+    return f"{name}-dkim"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+class SendingDomainError(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+
+async def _credential(ctx: Context, spec: SendingDomainSpec, namespace: str) -> str:
+    ref = spec.dns_provider.credentials_secret_ref
+    assert ref is not None  # the model requires it for every provider but manual
+    where = f"dnsProvider.credentialsSecretRef ({ref.name}/{ref.key})"
+    secret = await ctx.kube.get("v1", "Secret", ref.name, namespace)
+    if secret is None:
+        raise SendingDomainError(
+            "CredentialsSecretMissing",
+            f"Secret {ref.name} named by {where} does not exist; create it in {namespace}",
+        )
+    raw = (secret.get("data") or {}).get(ref.key)
+    if not raw:
+        raise SendingDomainError(
+            "CredentialsSecretMalformed",
+            f"Secret {ref.name} has no key {ref.key} named by {where}; add it",
+        )
+    try:
+        return base64.b64decode(raw).decode().strip()
+    except (binascii.Error, UnicodeDecodeError):
+        raise SendingDomainError(
+            "CredentialsSecretMalformed", f"the value of {where} is not text; fix it"
+        ) from None
+
+
+async def build_provider(
+    ctx: Context, spec: SendingDomainSpec, namespace: str, settings: DnsSettings
+) -> DnsProvider:
+    config = spec.dns_provider
+    if config.type == DnsProviderType.MANUAL:
+        return ManualProvider()
+    secret = await _credential(ctx, spec, namespace)
+    if config.type == DnsProviderType.RFC2136 and config.rfc2136 is not None:
+        return Rfc2136Provider(
+            config.rfc2136.server,
+            config.rfc2136.port,
+            config.rfc2136.tsig_key_name,
+            secret,
+            config.rfc2136.tsig_algorithm.value,
+            timeout=settings.timeout,
+        )
+    assert config.powerdns is not None
+    return PowerDnsProvider(
+        config.powerdns.api_url, secret, config.powerdns.server_id, timeout=settings.timeout
+    )
+
+
+async def _close(provider: DnsProvider) -> None:
+    if isinstance(provider, PowerDnsProvider):
+        await provider.close()
+
+
+async def _smtp_servers(
+    ctx: Context, spec: SendingDomainSpec, namespace: str
+) -> tuple[list[SmtpServerInfo], list[str]]:
+    servers, missing = [], []
+    for ref in spec.smtp_server_refs:
+        server = await ctx.kube.get(API_VERSION, "SmtpServer", ref.name, namespace)
+        if server is None:
+            missing.append(ref.name)
+            continue
+        hostname = str((server.get("spec") or {}).get("hostname") or "")
+        ip = (server.get("status") or {}).get("ipAddress")
+        if hostname:
+            servers.append(SmtpServerInfo(hostname, str(ip) if ip else None))
+    return servers, missing
+
+
+async def _tenant_contact(ctx: Context, spec: SendingDomainSpec, namespace: str) -> list[str]:
+    """The owning Tenant's contact email: TLS-RPT's report address when spec.tlsRpt.rua is empty."""
+    if not spec.tls_rpt.enabled or spec.tls_rpt.rua:
+        return []
+    found = await ctx.kube.get("v1", "Namespace", namespace)
+    tenant = (((found or {}).get("metadata") or {}).get("labels") or {}).get(TENANT_LABEL)
+    if not tenant:
+        return []
+    obj = await ctx.kube.get(API_VERSION, "Tenant", str(tenant))
+    contact = ((obj or {}).get("spec") or {}).get("contactEmail")
+    return [str(contact)] if contact else []
+
+
+async def check_spf(value: str, settings: DnsSettings) -> None:
+    """Resolve the include chain, then count lookups (pure) before anything is published."""
+    resolver = dns.asyncresolver.Resolver(configure=not settings.resolvers)
+    if settings.resolvers:
+        resolver.nameservers = [host for host, _ in settings.resolvers]
+        resolver.port = settings.resolvers[0][1]
+    resolver.lifetime = settings.timeout
+    fetched: dict[str, str | None] = {}
+
+    async def fetch_all(record: str, depth: int) -> None:
+        for term in record.split()[1:]:
+            bare = term.lstrip("+-~?").lower()
+            for prefix in ("include:", "redirect="):
+                if bare.startswith(prefix) and depth < 12:
+                    name = bare[len(prefix) :]
+                    if name in fetched:
+                        continue
+                    fetched[name] = await _spf_at(resolver, name)
+                    if fetched[name]:
+                        await fetch_all(fetched[name] or "", depth + 1)
+
+    await fetch_all(value, 0)
+    try:
+        spf_lookups(value, fetched.get)
+    except SpfLimitError as error:
+        raise SendingDomainError("SPFLookupLimit", str(error)) from None
+
+
+async def _spf_at(resolver: dns.asyncresolver.Resolver, name: str) -> str | None:
+    try:
+        answer = await resolver.resolve(name.rstrip(".") + ".", "TXT")
+    except dns.exception.DNSException:
+        return None
+    for rdata in answer:
+        text = b"".join(rdata.strings).decode(errors="replace")
+        if text.lower().startswith("v=spf1"):
+            return text
+    return None
+
+
+# -- the pass -------------------------------------------------------------------------------
+
+
+def _policy(spec: SendingDomainSpec, settings: DnsSettings) -> RotationPolicy:
+    return RotationPolicy(
+        algorithms=tuple(a.value for a in spec.dkim.algorithms),
+        selector_prefix=spec.dkim.selector_prefix,
+        rotate_after=parse_duration(spec.dkim.rotate_after),
+        retire_after=parse_duration(spec.dkim.retire_after),
+        ttl=timedelta(seconds=settings.ttl),
+    )
+
+
+def _secret_manifest(body: kopf.Body, key_set: KeySet) -> dict[str, Any]:
+    name, namespace = body.metadata.name, body.metadata.namespace
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": secret_name(str(name)),
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/managed-by": "penguinmails",
+                "penguinmails.io/sendingdomain": name,
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "SendingDomain",
+                    "name": name,
+                    "uid": body.metadata.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "type": "Opaque",
+        "data": secret_data(key_set),
+    }
+
+
+async def _write_secret(ctx: Context, body: kopf.Body, key_set: KeySet) -> None:
+    try:
+        await apply_secret(ctx.kube, _secret_manifest(body, key_set))
+    except NotATenantNamespaceError as error:
+        raise SendingDomainError("NotATenantNamespace", str(error)) from None
+
+
+class Pass:
+    """One reconcile of one SendingDomain; collects what status and events need."""
+
+    def __init__(
+        self, ctx: Context, settings: DnsSettings, body: kopf.Body, spec: SendingDomainSpec
+    ) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self.body = body
+        self.spec = spec
+        self.namespace = str(body.metadata.namespace)
+        self.name = str(body.metadata.name)
+        self.owner = f"{self.namespace}/{self.name}"
+        self.zone = spec.zone or spec.domain
+        self.status: Mapping[str, Any] = body.status or {}
+        self.published: dict[tuple[str, str, str], bool] = {}
+        self.repaired: list[Record] = []
+
+    def known_names(self) -> set[str]:
+        return {str(r.get("name")) for r in self.status.get("records") or [] if r.get("name")}
+
+    def previously_verified(self) -> set[tuple[str, str, str]]:
+        return {
+            Record(str(r["name"]), str(r["type"]), str(r["value"])).key
+            for r in self.status.get("records") or []
+            if r.get("verified")
+        }
+
+    async def publish(self, provider: DnsProvider, desired: Sequence[Record]) -> None:
+        manual = isinstance(provider, ManualProvider)
+        if not manual:
+            names = base.names_to_read(desired, self.known_names())
+            existing = await provider.read(self.zone, names)
+            changes = base.plan(desired, existing, self.owner, self.known_names())
+            if changes:
+                await provider.apply(self.zone, changes)
+            was_verified = self.previously_verified()
+            self.repaired = [
+                c.record
+                for c in changes
+                if c.action == "add"
+                and c.record.key in was_verified
+                and c.record.purpose != "owner"
+            ]
+        for record in desired:
+            self.published[record.key] = not manual
+
+    async def check(
+        self, desired: Sequence[Record], nameservers: Sequence[Nameserver]
+    ) -> list[Verification]:
+        return await verify(
+            desired, nameservers, self.settings.nameserver_port, self.settings.timeout
+        )
+
+
+async def reconcile(
+    ctx: Context,
+    settings: DnsSettings,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    retry: int,
+    logger: logging.Logger | kopf.Logger,
+    now: datetime | None = None,
+) -> None:
+    now = now or _now()
+    generation = int(body.metadata.get("generation") or 0)
+    status: Mapping[str, Any] = body.status or {}
+    try:
+        spec = SendingDomainSpec.model_validate(dict(body.spec))
+    except ValidationError as error:
+        message = f"{describe_validation_error(error)}; fix the SendingDomain's spec"
+        _fail(body, patch, status, generation, "InvalidSpec", message, event=True)
+        return
+
+    work = Pass(ctx, settings, body, spec)
+    provider: DnsProvider | None = None
+    try:
+        secret = await ctx.kube.get("v1", "Secret", secret_name(work.name), work.namespace)
+        try:
+            key_set = load_key_set((secret or {}).get("data"))
+        except DkimKeyError as error:
+            raise SendingDomainError(
+                "DKIMSecretMalformed",
+                f"Secret {secret_name(work.name)} is not a DKIM key set ({error}); restore it "
+                "from a backup, or delete it to generate new keys (they must then be published)",
+            ) from None
+        policy = _policy(spec, settings)
+        provider = await build_provider(ctx, spec, work.namespace, settings)
+        servers, missing = await _smtp_servers(ctx, spec, work.namespace)
+        first_verified = _parse_time(status.get("firstVerifiedAt"))
+        dmarc_policy = effective_dmarc_policy(spec.dmarc, first_verified, now)
+
+        tls_rpt_fallback = await _tenant_contact(ctx, spec, work.namespace)
+
+        def records_for(keys: KeySet) -> list[Record]:
+            return desired_records(
+                spec,
+                keys=keys.keys,
+                servers=servers,
+                dmarc_policy=dmarc_policy,
+                ttl=settings.ttl,
+                tls_rpt_fallback=tls_rpt_fallback,
+            )
+
+        if not key_set.keys:
+            # First pass: generate keys and store them before anything is published.
+            # Key generation (RSA-2048) is CPU work: keep it off the event loop.
+            key_set, steps = await asyncio.to_thread(advance, key_set, policy, now=now, verified=())
+            await _write_secret(ctx, body, key_set)
+            _announce(body, steps)
+        desired = records_for(key_set)
+        spf = next(r for r in desired if r.purpose == "spf")
+        await check_spf(spf.value, settings)
+        nameservers = await find_nameservers(work.zone, settings.resolvers, settings.timeout)
+        await work.publish(provider, desired)
+        results = await work.check(desired, nameservers)
+
+        verified_selectors = {
+            r.record.name.split("._domainkey.")[0]
+            for r in results
+            if r.verified and r.record.purpose == "dkim"
+        }
+        token = (body.metadata.annotations or {}).get(ROTATE_ANNOTATION)
+        advanced, steps = await asyncio.to_thread(
+            advance, key_set, policy, now=now, verified=verified_selectors, rotate_token=token
+        )
+        if advanced != key_set:
+            await _write_secret(ctx, body, advanced)
+            _announce(body, steps)
+            key_set = advanced
+            again = records_for(key_set)
+            if again != desired:
+                await work.publish(provider, again)
+                results = await work.check(again, nameservers)
+                desired = again
+    except (SendingDomainError, ProviderError) as error:
+        _fail(body, patch, status, generation, error.reason, error.message, event=True)
+        metrics.RECONCILE_ERRORS.labels(kind="SendingDomain", reason=error.reason).inc()
+        logger.warning("SendingDomain %s: %s", body.metadata.name, error.message)
+        raise kopf.TemporaryError(error.message, delay=backoff_seconds(retry)) from None
+    except Exception as error:
+        failure = describe(error)
+        _fail(body, patch, status, generation, failure.reason, failure.message, event=True)
+        metrics.RECONCILE_ERRORS.labels(kind="SendingDomain", reason=failure.reason).inc()
+        raise kopf.TemporaryError(failure.message, delay=backoff_seconds(retry)) from error
+    finally:
+        if provider is not None:
+            await _close(provider)
+
+    manual = spec.dns_provider.type == DnsProviderType.MANUAL
+    for record in work.repaired:
+        kopf.warn(
+            body,
+            reason="DNSDriftRepaired",
+            message=f"{record.type} {record.name} was changed or removed outside PenguinMails; "
+            "published it again",
+        )
+    all_verified = all(r.verified for r in results)
+    if manual:
+        was = work.previously_verified()
+        for r in results:
+            if not r.verified and r.record.key in was:
+                kopf.warn(
+                    body,
+                    reason="DNSDrift",
+                    message=f"{r.record.type} {r.record.name} no longer verifies; create it "
+                    f"with the value {r.record.value!r}",
+                )
+    _write_success(
+        body,
+        patch,
+        status,
+        generation,
+        now,
+        work,
+        key_set,
+        policy,
+        results,
+        nameservers,
+        dmarc_policy,
+        all_verified,
+        missing,
+    )
+
+
+def _announce(body: kopf.Body, steps: Sequence[Any]) -> None:
+    for step in steps:
+        kopf.info(body, reason=step.reason, message=step.message)
+
+
+def _fail(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    status: Mapping[str, Any],
+    generation: int,
+    reason: str,
+    message: str,
+    *,
+    event: bool,
+) -> None:
+    previous = conditions.find(status.get("conditions"), "Ready") or {}
+    observed = [Observed("Ready", "False", reason, message)]
+    if reason not in ("InvalidSpec", "DKIMSecretMalformed"):
+        observed.append(Observed("DNSPublished", "False", reason, message))
+    _write(patch, status, generation, observed)
+    if event and previous.get("reason") != reason:
+        kopf.warn(body, reason=reason, message=message)
+
+
+def _write(
+    patch: kopf.Patch,
+    status: Mapping[str, Any],
+    generation: int,
+    observed: list[Observed],
+    **fields: Any,
+) -> None:
+    desired = dict(fields)
+    desired["observedGeneration"] = generation
+    desired["conditions"] = conditions.merge_conditions(
+        status.get("conditions"), observed, generation
+    )
+    for key, value in desired.items():
+        if status.get(key) != value:
+            patch.status[key] = value
+
+
+def _write_success(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    status: Mapping[str, Any],
+    generation: int,
+    now: datetime,
+    work: Pass,
+    key_set: KeySet,
+    policy: RotationPolicy,
+    results: Sequence[Verification],
+    nameservers: Sequence[Nameserver],
+    dmarc_policy: Any,
+    all_verified: bool,
+    missing: Sequence[str],
+) -> None:
+    spec = work.spec
+    manual = spec.dns_provider.type == DnsProviderType.MANUAL
+    records = []
+    for result in results:
+        record = result.record
+        item: dict[str, Any] = {
+            "name": record.name,
+            "type": record.type,
+            "value": record.value,
+            "purpose": record.purpose,
+            "ttl": record.ttl,
+            "published": work.published.get(record.key, False),
+            "verified": result.verified,
+            # A pass runs only when due (verifyInterval), so this is one write per interval.
+            "lastChecked": _iso(now),
+        }
+        if result.diff:
+            item["diff"] = result.diff
+        records.append(item)
+
+    algorithms = set(policy.algorithms)
+    active = {k.algorithm for k in key_set.keys if k.state == KeyState.ACTIVE}
+    keys_ready = algorithms <= active
+    selectors = [
+        {
+            "selector": k.selector,
+            "algorithm": k.algorithm,
+            "state": "Retiring" if k.state == KeyState.REVOKED else str(k.state),
+            "secretName": secret_name(work.name),
+            "createdAt": _iso(k.created_at),
+            **({"retireAt": _iso(k.retire_at)} if k.retire_at else {}),
+        }
+        for k in key_set.keys
+    ]
+    activated = [k.activated_at for k in key_set.keys if k.activated_at]
+    dkim: dict[str, Any] = {"selectors": selectors}
+    if activated:
+        dkim["lastRotation"] = _iso(max(activated))
+    due = next_due(key_set, policy)
+    if due:
+        dkim["nextRotation"] = _iso(due)
+
+    unverified = [r for r in results if not r.verified]
+    observed = [
+        Observed(
+            "DKIMKeyReady",
+            "True" if keys_ready else "False",
+            "KeysActive" if keys_ready else "WaitingForDNS",
+            f"signing with {', '.join(k.selector for k in key_set.keys if k.state == 'Active')}"
+            if keys_ready
+            else "new keys sign once their records are verified on every nameserver and one "
+            "TTL has passed",
+        ),
+        Observed(
+            "DNSPublished",
+            "True",
+            "Manual" if manual else "Published",
+            "create the records listed in status.records at your DNS host"
+            if manual
+            else f"every record is published in zone {work.zone}",
+        ),
+        Observed(
+            "DNSVerified",
+            "True" if all_verified else "False",
+            "Verified" if all_verified else "RecordsNotServed",
+            f"every record is served by {len(nameservers)} nameserver(s)"
+            if all_verified
+            else f"{len(unverified)} record(s) not served yet, e.g. {unverified[0].record.type} "
+            f"{unverified[0].record.name}: {unverified[0].diff}",
+        ),
+    ]
+    ready = keys_ready and all_verified
+    message = (
+        "the domain may send"
+        if ready
+        else "waiting for DNS verification and DKIM activation (see the other conditions)"
+    )
+    if missing:
+        message += f"; SmtpServers not found: {', '.join(missing)} (fix spec.smtpServerRefs)"
+    observed.append(
+        Observed("Ready", "True" if ready else "False", "Ready" if ready else "Pending", message)
+    )
+    fields: dict[str, Any] = {
+        "zone": work.zone,
+        "nameservers": sorted({ns.name for ns in nameservers}),
+        "records": records,
+        "dkim": dkim,
+        "dmarcPolicy": dmarc_policy.value,
+    }
+    if all_verified:
+        fields["firstVerifiedAt"] = status.get("firstVerifiedAt") or _iso(now)
+        fields["lastVerifiedAt"] = _iso(now)
+    _write(patch, status, generation, observed, **fields)
+
+
+def due(body: kopf.Body, settings: DnsSettings, now: datetime) -> bool:
+    """Whether the timer should run a pass now: something pending, or verification is due."""
+    status: Mapping[str, Any] = body.status or {}
+    ready = conditions.find(status.get("conditions"), "Ready") or {}
+    if ready.get("status") != "True":
+        return True
+    dkim = status.get("dkim") or {}
+    for selector in dkim.get("selectors") or []:
+        retire_at = _parse_time(selector.get("retireAt"))
+        if selector.get("state") == "Pending" or (retire_at is not None and now >= retire_at):
+            return True
+    next_rotation = _parse_time(dkim.get("nextRotation"))
+    if next_rotation is not None and now >= next_rotation:
+        return True
+    try:
+        spec: Mapping[str, Any] = body.spec or {}
+        interval = parse_duration(str(spec.get("verifyInterval") or "10m"))
+    except ValueError:
+        return True
+    checked = [_parse_time(r.get("lastChecked")) for r in status.get("records") or []]
+    last = max((c for c in checked if c), default=None)
+    return last is None or now - last >= interval
+
+
+async def cleanup(
+    ctx: Context,
+    settings: DnsSettings,
+    body: kopf.Body,
+    retry: int,
+    logger: logging.Logger | kopf.Logger,
+) -> None:
+    """Remove every record we own for this domain, and nothing else."""
+    try:
+        spec = SendingDomainSpec.model_validate(dict(body.spec))
+    except ValidationError:
+        return  # never valid, so never published
+    if spec.dns_provider.type == DnsProviderType.MANUAL:
+        return
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+    zone = spec.zone or spec.domain
+    status: Mapping[str, Any] = body.status or {}
+    names = {str(r["name"]) for r in status.get("records") or [] if r.get("name")}
+    # Every name we could have published at, even if status was lost: the fixed names, the
+    # optional ones, and every selector still in the key Secret (garbage-collected after us).
+    names |= {
+        spec.domain,
+        f"_dmarc.{spec.domain}",
+        f"{spec.return_path.subdomain}.{spec.domain}",
+        f"_mta-sts.{spec.domain}",
+        f"_smtp._tls.{spec.domain}",
+    }
+    provider: DnsProvider | None = None
+    try:
+        secret = await ctx.kube.get("v1", "Secret", secret_name(name), namespace)
+        with contextlib.suppress(DkimKeyError):
+            keys = load_key_set((secret or {}).get("data")).keys
+            names |= {f"{k.selector}._domainkey.{spec.domain}" for k in keys}
+        provider = await build_provider(ctx, spec, namespace, settings)
+        existing = await provider.read(zone, base.names_to_read((), names))
+        changes = base.plan((), existing, f"{namespace}/{name}", names)
+        if changes:
+            await provider.apply(zone, changes)
+    except (SendingDomainError, ProviderError) as error:
+        published = any(r.get("published") for r in status.get("records") or [])
+        if not published and error.reason.startswith("Credentials"):
+            # Without credentials we never published anything: nothing to remove.
+            logger.info("SendingDomain %s: nothing was published, nothing to remove", name)
+            return
+        if retry >= 5 and error.reason in ("CredentialsSecretMissing", "InvalidCredentials"):
+            # The credentials are gone for good (e.g. the namespace is being deleted): do not
+            # hold the object forever; the records stay and are named in the event.
+            kopf.warn(
+                body,
+                reason="RecordsLeftBehind",
+                message=f"could not remove our records from zone {zone}: {error.message}",
+            )
+            return
+        logger.warning("SendingDomain %s not cleaned up yet: %s", name, error.message)
+        raise kopf.TemporaryError(error.message, delay=backoff_seconds(retry)) from None
+    finally:
+        if provider is not None:
+            await _close(provider)
+    logger.info("SendingDomain %s: removed %d owned record(s)", name, len(changes))
+
+
+def register(registry: kopf.OperatorRegistry, config: Any) -> None:
+    """Attach the SendingDomain handlers; DNS settings come from PM_DNS_* variables."""
+    settings = DnsSettings.from_env()
+
+    # Many domains at once (an operator restart, a bulk apply) would otherwise fire hundreds of
+    # DNS queries and updates together; a bounded number of passes keeps servers answering.
+    limit = asyncio.Semaphore(16)
+
+    async def run(
+        body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, logger: Any
+    ) -> None:
+        now = _now()
+        uid = str(body.metadata.uid)
+        try:
+            async with limit:
+                with metrics.observe("SendingDomain"):
+                    await reconcile(memo.context, settings, body, patch, retry, logger, now)
+        except kopf.TemporaryError:
+            # The timer must not undo the backoff: a failing domain is retried by its handler's
+            # exponential delays, and by the timer no sooner than the same delays.
+            count = failures.get(uid, (0, now))[0] + 1
+            failures[uid] = (count, now + timedelta(seconds=backoff_seconds(count)))
+            raise
+        failures.pop(uid, None)
+
+    failures: dict[str, tuple[int, datetime]] = {}
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    async def sendingdomain_changed(
+        body: kopf.Body,
+        patch: kopf.Patch,
+        retry: int,
+        memo: kopf.Memo,
+        logger: kopf.Logger,
+        **_: Any,
+    ) -> None:
+        await run(body, patch, retry, memo, logger)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        interval=settings.tick_seconds,
+        initial_delay=settings.tick_seconds,
+    )
+    async def sendingdomain_tick(
+        *,
+        body: kopf.Body,
+        patch: kopf.Patch,
+        memo: kopf.Memo,
+        logger: kopf.Logger,
+        retry: int = 0,
+        **_: Any,
+    ) -> None:
+        now = _now()
+        not_before = failures.get(str(body.metadata.uid), (0, now))[1]
+        if now >= not_before and due(body, settings, now):
+            await run(body, patch, retry, memo, logger)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    async def sendingdomain_deleted(
+        body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
+        failures.pop(str(body.metadata.uid), None)
+        await cleanup(memo.context, settings, body, retry, logger)

@@ -1,0 +1,669 @@
+"""The SmtpServer controller: provision through a provider, configure, probe, report.
+
+One level-based ``reconcile`` serves create, update, resume and a timer (PM_SMTP_POLL_SECONDS).
+Each pass walks the provider contract (operator/providers/base.py) as far as it can get and
+writes status directly through the status subresource after every step that matters, so the
+provider's id is stored before anything else is done with the server, and a process killed at
+any point resumes from what status and the provider say, never creating a second server.
+
+Passes of one object never overlap (a lock per uid): a timer tick and a spec change cannot both
+decide that no server exists yet. Failures back off exponentially per object, in memory; a
+restart simply tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from cryptography.hazmat.primitives import serialization
+from kubernetes import client
+from pydantic import ValidationError
+
+from penguinmails.api.v1alpha1.common import SecretKeyRef
+from penguinmails.api.v1alpha1.smtpserver import (
+    ProviderType,
+    ReclaimPolicy,
+    RelayTlsMode,
+    SmtpServerConditionType,
+    SmtpServerPhase,
+    SmtpServerSpec,
+)
+from penguinmails.common.settings import OperatorSettings, SmtpServerSettings
+from penguinmails.operator import conditions, metrics
+from penguinmails.operator.conditions import Observed
+from penguinmails.operator.context import Context
+from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
+from penguinmails.operator.kube import load_config
+from penguinmails.operator.mailu.install import install_on_vps
+from penguinmails.operator.probes import dnsbl, rdns, smtp
+from penguinmails.operator.probes.resolver import make_resolver
+from penguinmails.operator.providers.base import External, Provider, ProviderError, ServerRef
+from penguinmails.operator.providers.hostwinds import HostwindsVps
+from penguinmails.operator.providers.hostwinds_api import CircuitBreaker, HostwindsClient
+from penguinmails.operator.providers.mailu_incluster import MailuInCluster
+from penguinmails.operator.providers.relay import Relay
+
+GROUP, VERSION, PLURAL = "penguinmails.io", "v1alpha1", "smtpservers"
+KIND = "SmtpServer"
+
+PROVISIONED = SmtpServerConditionType.PROVISIONED.value
+MAIL_STACK_READY = SmtpServerConditionType.MAIL_STACK_READY.value
+REACHABLE = SmtpServerConditionType.REACHABLE.value
+REVERSE_DNS = SmtpServerConditionType.REVERSE_DNS_VERIFIED.value
+NOT_LISTED = SmtpServerConditionType.NOT_LISTED.value
+READY = SmtpServerConditionType.READY.value
+PROBE_CONDITIONS = (REACHABLE, REVERSE_DNS, NOT_LISTED)
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    not_before: float = 0.0
+
+
+@dataclass
+class ControllerState:
+    """What lives for the operator's lifetime: clients (throttle, circuit), locks, backoff."""
+
+    settings: SmtpServerSettings
+    clients: dict[str, HostwindsClient] = field(default_factory=dict)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    backoff: dict[str, _Backoff] = field(default_factory=dict)
+    _custom: client.CustomObjectsApi | None = None
+
+    def lock(self, uid: str) -> asyncio.Lock:
+        return self.locks.setdefault(uid, asyncio.Lock())
+
+    def hostwinds(self, api_key: str) -> HostwindsClient:
+        # One client per key: the throttle and the circuit are per account, not per object.
+        digest = hashlib.sha256(f"{self.settings.hostwinds_url}\0{api_key}".encode()).hexdigest()
+        if digest not in self.clients:
+            self.clients[digest] = HostwindsClient(
+                api_key,
+                url=self.settings.hostwinds_url,
+                requests_per_second=self.settings.hostwinds_requests_per_second,
+                timeout=self.settings.hostwinds_timeout_seconds,
+                backoff_base=self.settings.hostwinds_retry_base_seconds,
+                breaker=CircuitBreaker(open_seconds=max(30.0, self.settings.poll_seconds)),
+            )
+        return self.clients[digest]
+
+    def custom_objects(self) -> client.CustomObjectsApi:
+        if self._custom is None:
+            self._custom = client.CustomObjectsApi(load_config())
+        return self._custom
+
+
+class StatusWriter:
+    """Writes status fields as soon as they are known, and only those that changed."""
+
+    def __init__(self, state: ControllerState, body: kopf.Body) -> None:
+        self._state = state
+        self.namespace = str(body.metadata.namespace)
+        self.name = str(body.metadata.name)
+        self.generation = int(body.metadata.get("generation") or 0)
+        self.current: dict[str, Any] = dict(body.status or {})
+        self.step = PROVISIONED
+        """The condition a failure of this pass is reported on (the step it had reached)."""
+
+    def condition(self, type_: str) -> Mapping[str, Any]:
+        return conditions.find(self.current.get("conditions"), type_) or {}
+
+    async def write(self, observed: list[Observed] | None = None, **fields: Any) -> None:
+        desired = dict(fields)
+        desired["observedGeneration"] = self.generation
+        if observed:
+            desired["conditions"] = conditions.merge_conditions(
+                self.current.get("conditions"), observed, self.generation
+            )
+        changed = {k: v for k, v in desired.items() if self.current.get(k) != v}
+        if not changed:
+            return
+        api = self._state.custom_objects()
+        await asyncio.to_thread(
+            api.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            self.name,
+            {"status": changed},
+            _content_type="application/merge-patch+json",
+        )
+        self.current.update(changed)
+
+
+async def read_secret_key(ctx: Context, namespace: str, ref: SecretKeyRef, field_path: str) -> str:
+    """One key of a Secret; a missing Secret or key names the field to fix."""
+    secret = await ctx.kube.get("v1", "Secret", ref.name, namespace)
+    if secret is None:
+        raise ProviderError(
+            "SecretNotFound",
+            f"{field_path}: Secret {namespace}/{ref.name} does not exist; create it with the "
+            f"key {ref.key}",
+            transient=True,
+        )
+    data = secret.get("data") or {}
+    if ref.key not in data:
+        raise ProviderError(
+            "SecretKeyNotFound",
+            f"{field_path}: Secret {namespace}/{ref.name} has no key {ref.key}; add it",
+            transient=True,
+        )
+    return base64.b64decode(data[ref.key]).decode()
+
+
+def public_ssh_key(private_key: str, field_path: str) -> str:
+    """The OpenSSH public line of a private key (OpenSSH or PEM format)."""
+    raw = private_key.encode()
+    try:
+        if b"OPENSSH PRIVATE KEY" in raw:
+            key: Any = serialization.load_ssh_private_key(raw, password=None)
+        else:
+            key = serialization.load_pem_private_key(raw, password=None)
+        public: bytes = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        return public.decode()
+    except (ValueError, TypeError, AttributeError):
+        raise ProviderError(
+            "InvalidSSHKey",
+            f"{field_path}: the key is not an unencrypted OpenSSH or PEM private key; "
+            "generate one with ssh-keygen -t ed25519 -N ''",
+            transient=True,
+        ) from None
+
+
+@dataclass(frozen=True)
+class Built:
+    provider: Provider
+    ssh_private_key: str | None = None
+
+
+async def build_provider(
+    ctx: Context,
+    state: ControllerState,
+    spec: SmtpServerSpec,
+    namespace: str,
+    *,
+    deleting: bool = False,
+) -> Built:
+    """The provider of a spec, with its credentials; deleting needs only the API key."""
+    hostwinds = spec.provider.hostwinds
+    if hostwinds is not None:
+        api_key = await read_secret_key(
+            ctx, namespace, hostwinds.api_key_secret_ref, "spec.provider.hostwinds.apiKeySecretRef"
+        )
+        private = public = ""
+        if not deleting:
+            ssh_field = "spec.provider.hostwinds.sshKeySecretRef"
+            private = await read_secret_key(ctx, namespace, hostwinds.ssh_key_secret_ref, ssh_field)
+            public = public_ssh_key(private, ssh_field)
+        vps = HostwindsVps(
+            state.hostwinds(api_key.strip()),
+            hostwinds,
+            ssh_public_key=public,
+            firewall_profile=state.settings.hostwinds_firewall_profile,
+        )
+        return Built(vps, private or None)
+    relay = spec.provider.relay
+    if relay is not None:
+        if relay.credentials_secret_ref is not None:
+            # Only checked here: the sender pods read the credentials themselves.
+            for key in ("username", "password"):
+                await read_secret_key(
+                    ctx,
+                    namespace,
+                    SecretKeyRef(name=relay.credentials_secret_ref.name, key=key),
+                    "spec.provider.relay.credentialsSecretRef",
+                )
+        return Built(Relay(relay))
+    return Built(MailuInCluster(ctx, spec))
+
+
+# ----------------------------------------------------------------------------------------------
+# Probes
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    status: dict[str, Any]
+    observed: list[Observed]
+
+
+async def run_probes(
+    settings: SmtpServerSettings, spec: SmtpServerSpec, ip: str, ca_pem: str | None = None
+) -> ProbeOutcome:
+    relay = spec.provider.relay
+    if relay is not None:
+        port, mode = relay.port, relay.tls.value
+    else:
+        port, mode = settings.probe_port, RelayTlsMode.STARTTLS.value
+    resolver = make_resolver(settings.dns_resolver, settings.probe_timeout_seconds)
+    smtp_result, rdns_result, listings = await asyncio.gather(
+        smtp.probe_smtp(
+            ip,
+            port,
+            mode=mode,
+            helo_name=spec.hostname,
+            server_name=spec.hostname,
+            timeout=settings.probe_timeout_seconds,
+            ca_pem=ca_pem,
+        ),
+        rdns.check_fcrdns(ip, spec.hostname, resolver),
+        _blocklists(settings, ip, spec.hostname, resolver),
+    )
+    observed = [
+        Observed(
+            REACHABLE,
+            "True" if smtp_result.reachable else "False",
+            "SmtpAnswered" if smtp_result.reachable else _smtp_reason(smtp_result),
+            smtp_result.message,
+        ),
+        Observed(
+            REVERSE_DNS,
+            "Unknown" if rdns_result.error else "True" if rdns_result.confirmed else "False",
+            "LookupFailed"
+            if rdns_result.error
+            else "ForwardConfirmed"
+            if rdns_result.confirmed
+            else "NotForwardConfirmed",
+            rdns_result.message,
+        ),
+    ]
+    listed = [r for r in listings if r.status is dnsbl.Listing.LISTED]
+    unknown = [r for r in listings if r.status is dnsbl.Listing.UNKNOWN]
+    if listed:
+        observed.append(
+            Observed(NOT_LISTED, "False", "Listed", "; ".join(r.describe() for r in listed))
+        )
+    elif unknown:
+        observed.append(
+            Observed(
+                NOT_LISTED, "Unknown", "LookupFailed", "; ".join(r.describe() for r in unknown)
+            )
+        )
+    else:
+        zones = ", ".join(r.zone for r in listings) or "no blocklist configured"
+        observed.append(Observed(NOT_LISTED, "True", "NotListed", f"not listed on {zones}"))
+    last_probe = {
+        "time": datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "banner": (smtp_result.banner or "")[:512] or None,
+        "tls": smtp_result.tls,
+        "forwardConfirmedRdns": None if rdns_result.error else rdns_result.confirmed,
+        "listedOn": [r.zone for r in listed],
+        "latencyMs": smtp_result.latency_ms,
+        "error": (smtp_result.error or "")[:1024] or None,
+    }
+    return ProbeOutcome({k: v for k, v in last_probe.items() if v is not None}, observed)
+
+
+def _smtp_reason(result: smtp.SmtpProbeResult) -> str:
+    if result.banner is None:
+        return "NoGreeting"
+    if result.tls is False:
+        return "TLSFailed" if result.certificate is None else "CertificateInvalid"
+    return "SmtpError"
+
+
+async def _blocklists(
+    settings: SmtpServerSettings, ip: str, hostname: str, resolver: Any
+) -> list[dnsbl.ListingResult]:
+    by_ip = await dnsbl.check_ip(ip, settings.ip_blocklists, resolver)
+    by_name = await dnsbl.check_domain(hostname, settings.domain_blocklists, resolver)
+    return by_ip + by_name
+
+
+def _probe_due(settings: SmtpServerSettings, writer: StatusWriter, ip: str) -> bool:
+    if settings.probe_seconds <= 0:
+        return False
+    last = writer.current.get("lastProbe") or {}
+    stamp = last.get("time")
+    if not stamp or writer.current.get("ipAddress") != ip:
+        return True
+    if any(
+        writer.condition(t).get("observedGeneration") != writer.generation for t in PROBE_CONDITIONS
+    ):
+        return True
+    taken = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    return (datetime.now(UTC) - taken).total_seconds() >= settings.probe_seconds
+
+
+# ----------------------------------------------------------------------------------------------
+# Reconcile
+# ----------------------------------------------------------------------------------------------
+
+
+def _ready(writer: StatusWriter, probes_enabled: bool) -> Observed:
+    """Ready when every other condition is True; else the first that is not, and why."""
+    needed = [PROVISIONED, MAIL_STACK_READY, *(PROBE_CONDITIONS if probes_enabled else ())]
+    for type_ in needed:
+        condition = writer.condition(type_)
+        if condition.get("status") != "True":
+            reason = str(condition.get("reason") or "Pending")
+            message = str(condition.get("message") or "not checked yet")
+            return Observed(READY, "False", reason, f"{type_}: {message}")
+    return Observed(READY, "True", "Ready", "provisioned, reachable, rDNS verified, not listed")
+
+
+def _phase(writer: StatusWriter, ready: Observed, permanent_failure: bool) -> SmtpServerPhase:
+    if permanent_failure:
+        return SmtpServerPhase.FAILED
+    if ready.status == "True":
+        return SmtpServerPhase.READY
+    if writer.condition(PROVISIONED).get("status") != "True":
+        return SmtpServerPhase.PROVISIONING
+    if writer.condition(MAIL_STACK_READY).get("status") != "True":
+        return SmtpServerPhase.CONFIGURING
+    return SmtpServerPhase.DEGRADED  # up and configured, but a probe found a problem
+
+
+def _announce(body: kopf.Body, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+    """One event per condition whose status changed; the reason is the condition's own."""
+    old = {c.get("type"): c for c in before.get("conditions") or []}
+    for condition in after.get("conditions") or []:
+        previous = old.get(condition["type"]) or {}
+        if previous.get("status") == condition["status"]:
+            continue
+        if condition["status"] == "Unknown" and not previous:
+            continue  # "not known yet" on the first pass is not news
+        event = kopf.info if condition["status"] == "True" else kopf.warn
+        event(
+            body,
+            reason=str(condition.get("reason") or condition["type"]),
+            message=f"{condition['type']}={condition['status']}: {condition.get('message', '')}"[
+                :1024
+            ],
+        )
+
+
+async def reconcile(
+    ctx: Context, state: ControllerState, body: kopf.Body, logger: logging.Logger | kopf.Logger
+) -> None:
+    uid = str(body.metadata.uid)
+    writer = StatusWriter(state, body)
+    before = dict(writer.current)
+    try:
+        spec = SmtpServerSpec.model_validate(dict(body.spec))
+    except ValidationError as error:
+        message = f"{describe_validation_error(error)}; fix the SmtpServer's spec"
+        await writer.write(
+            [Observed(READY, "False", "InvalidSpec", message)], phase=SmtpServerPhase.FAILED.value
+        )
+        _announce(body, before, writer.current)
+        return
+    backoff = state.backoff.setdefault(uid, _Backoff())
+    probes_enabled = state.settings.probe_seconds > 0
+    permanent = False
+    try:
+        await _walk(ctx, state, body, spec, writer, logger)
+        backoff.failures = 0
+        backoff.not_before = 0.0
+    except Exception as error:
+        if isinstance(error, ProviderError):
+            reason, message, permanent = error.reason, error.message, not error.transient
+        else:
+            failure = describe(error)
+            reason, message = failure.reason, failure.message
+        delay = backoff_seconds(backoff.failures, base=max(1.0, state.settings.poll_seconds / 4))
+        backoff.failures += 1
+        backoff.not_before = time.monotonic() + delay
+        logger.warning("SmtpServer %s: %s", body.metadata.name, message)
+        metrics.RECONCILE_ERRORS.labels(kind=KIND, reason=reason).inc()
+        # The failure belongs to the step the pass had reached.
+        await writer.write([Observed(writer.step, "False", reason, message)])
+    ready = _ready(writer, probes_enabled)
+    # One patch: whoever sees Ready also sees the phase that goes with it.
+    await writer.write([ready], phase=_phase(writer, ready, permanent).value)
+    _announce(body, before, writer.current)
+
+
+async def _walk(
+    ctx: Context,
+    state: ControllerState,
+    body: kopf.Body,
+    spec: SmtpServerSpec,
+    writer: StatusWriter,
+    logger: logging.Logger | kopf.Logger,
+) -> None:
+    settings = state.settings
+    namespace = writer.namespace
+    ref = ServerRef(namespace, writer.name, str(body.metadata.uid), spec.hostname)
+    kind = spec.provider.type
+    built = await build_provider(ctx, state, spec, namespace)
+    provider = built.provider
+
+    external: External | None = await provider.observe(ref, writer.current.get("providerId"))
+    if external is None:
+        await writer.write(
+            [Observed(PROVISIONED, "False", "Creating", f"ordering {ref.external_name}")],
+            provider=kind.value,
+            phase=SmtpServerPhase.PROVISIONING.value,
+        )
+        logger.info("SmtpServer %s: creating %s", writer.name, ref.external_name)
+        await provider.create(ref)
+        kopf.info(
+            body, reason="Creating", message=f"{kind.value} server {ref.external_name} ordered"
+        )
+        external = await provider.observe(ref, None)
+        if external is None:
+            await writer.write(
+                [
+                    Observed(
+                        PROVISIONED,
+                        "False",
+                        "CreateRequested",
+                        f"waiting for {kind.value} to list {ref.external_name}",
+                    )
+                ]
+            )
+            return
+    if writer.current.get("providerId") != external.provider_id:
+        # Recorded before anything else is done with it (the provider contract).
+        await writer.write(provider=kind.value, providerId=external.provider_id)
+        kopf.info(body, reason="ProviderIdRecorded", message=f"provider id {external.provider_id}")
+    if not external.ready:
+        await writer.write(
+            [
+                Observed(
+                    PROVISIONED,
+                    "False",
+                    "Provisioning",
+                    f"{kind.value} server {external.provider_id} is {external.state}; "
+                    f"checking every {settings.poll_seconds:g}s",
+                )
+            ],
+            phase=SmtpServerPhase.PROVISIONING.value,
+        )
+        return
+    assert external.ip_address is not None
+    current = writer.current
+    if external.reverse_dns is None and current.get("ipAddress") == external.ip_address:
+        # Not every answer carries the rDNS: what this operator set last time still stands.
+        external = replace(external, reverse_dns=current.get("reverseDns"))
+    await writer.write(ipAddress=external.ip_address)
+    external = await provider.update(ref, external)
+    fields: dict[str, Any] = {}
+    if external.reverse_dns:
+        fields["reverseDns"] = external.reverse_dns
+    await writer.write(
+        [
+            Observed(
+                PROVISIONED,
+                "True",
+                "Provisioned",
+                f"{kind.value} server {external.provider_id} at {external.ip_address}",
+            )
+        ],
+        **fields,
+    )
+    ip = external.ip_address
+    assert ip is not None
+    writer.step = MAIL_STACK_READY
+    await _mail_stack(ctx, state, body, spec, writer, external, built)
+    writer.step = REACHABLE
+    if _probe_due(settings, writer, ip):
+        relay = spec.provider.relay
+        ca_pem = None
+        if relay is not None and relay.ca_secret_ref is not None:
+            ca_pem = await read_secret_key(
+                ctx, namespace, relay.ca_secret_ref, "spec.provider.relay.caSecretRef"
+            )
+        outcome = await run_probes(settings, spec, ip, ca_pem)
+        await writer.write(outcome.observed, lastProbe=outcome.status)
+    elif settings.probe_seconds <= 0:
+        await writer.write(
+            [
+                Observed(t, "Unknown", "ProbesDisabled", "PM_SMTP_PROBE_SECONDS is 0")
+                for t in PROBE_CONDITIONS
+            ]
+        )
+
+
+async def _mail_stack(
+    ctx: Context,
+    state: ControllerState,
+    body: kopf.Body,
+    spec: SmtpServerSpec,
+    writer: StatusWriter,
+    external: External,
+    built: Built,
+) -> None:
+    kind = spec.provider.type
+    if kind is ProviderType.RELAY:
+        await writer.write(
+            [Observed(MAIL_STACK_READY, "True", "External", "the relay runs its own mail stack")]
+        )
+        return
+    if isinstance(built.provider, MailuInCluster):
+        ref = ServerRef(writer.namespace, writer.name, str(body.metadata.uid), spec.hostname)
+        ready, message = await built.provider.stack_ready(ref)
+        reason = "Available" if ready else "DeploymentsNotAvailable"
+        await writer.write(
+            [Observed(MAIL_STACK_READY, "True" if ready else "False", reason, message)]
+        )
+        return
+    if kind is not ProviderType.HOSTWINDS:
+        return
+    if not state.settings.mailu_install:
+        await writer.write(
+            [
+                Observed(
+                    MAIL_STACK_READY,
+                    "True",
+                    "NotManaged",
+                    "MailU install disabled (PM_MAILU_INSTALL)",
+                )
+            ]
+        )
+        return
+    done = writer.condition(MAIL_STACK_READY)
+    if done.get("status") == "True" and done.get("observedGeneration") == writer.generation:
+        return
+    await writer.write(phase=SmtpServerPhase.CONFIGURING.value)
+    assert built.ssh_private_key is not None and external.ip_address is not None
+    await install_on_vps(
+        ctx,
+        state.settings,
+        namespace=writer.namespace,
+        name=writer.name,
+        uid=str(body.metadata.uid),
+        spec=spec,
+        host=external.ip_address,
+        private_key=built.ssh_private_key,
+    )
+    await writer.write(
+        [Observed(MAIL_STACK_READY, "True", "Installed", f"MailU running on {external.ip_address}")]
+    )
+
+
+async def cleanup(
+    ctx: Context, state: ControllerState, body: kopf.Body, logger: logging.Logger | kopf.Logger
+) -> None:
+    """Terminate the VPS (unless retained) and wait until the provider confirms it is gone."""
+    try:
+        spec = SmtpServerSpec.model_validate(dict(body.spec))
+    except ValidationError:
+        logger.warning("SmtpServer %s: invalid spec, nothing to clean up", body.metadata.name)
+        return
+    hostwinds = spec.provider.hostwinds
+    if hostwinds is None or hostwinds.reclaim_policy is ReclaimPolicy.RETAIN:
+        return  # cluster children go by ownership; a relay or a retained VPS stays
+    writer = StatusWriter(state, body)
+    ref = ServerRef(writer.namespace, writer.name, str(body.metadata.uid), spec.hostname)
+    try:
+        built = await build_provider(ctx, state, spec, writer.namespace, deleting=True)
+        await writer.write(phase=SmtpServerPhase.DELETING.value)
+        gone = await built.provider.delete(ref, writer.current.get("providerId"))
+    except ProviderError as error:
+        message = error.message
+        if not error.transient:
+            # A VPS may exist that only a working key can terminate: never guess it away.
+            message += (
+                "; the VPS cannot be terminated until this is fixed (or set "
+                "spec.provider.hostwinds.reclaimPolicy: Retain to delete without terminating)"
+            )
+        kopf.warn(body, reason="CleanupBlocked", message=message)
+        raise kopf.TemporaryError(message, delay=state.settings.poll_seconds) from error
+    if not gone:
+        raise kopf.TemporaryError(
+            f"waiting for Hostwinds to confirm {ref.external_name} is terminated",
+            delay=state.settings.poll_seconds,
+        )
+    kopf.info(body, reason="Terminated", message=f"VPS {ref.external_name} terminated")
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
+    """Attach the SmtpServer handlers; provider and probe settings come from PM_* variables."""
+    state = ControllerState(SmtpServerSettings.from_env())
+
+    async def run(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, *, timer: bool) -> None:
+        uid = str(body.metadata.uid)
+        lock = state.lock(uid)
+        if timer:
+            backoff = state.backoff.get(uid)
+            if lock.locked() or (backoff and time.monotonic() < backoff.not_before):
+                return
+        async with lock:
+            with metrics.observe(KIND):
+                await reconcile(memo.context, state, body, logger)
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    async def smtpserver_changed(
+        body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
+        await run(memo, body, logger, timer=False)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        interval=state.settings.poll_seconds,
+        initial_delay=state.settings.poll_seconds,
+    )
+    async def smtpserver_poll(
+        body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
+        await run(memo, body, logger, timer=True)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    async def smtpserver_deleted(
+        body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
+        async with state.lock(str(body.metadata.uid)):
+            await cleanup(memo.context, state, body, logger)
+        state.locks.pop(str(body.metadata.uid), None)
+        state.backoff.pop(str(body.metadata.uid), None)

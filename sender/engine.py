@@ -1,0 +1,398 @@
+"""The sender's loop: claim deliveries, render, sign, throttle, relay, record outcomes.
+
+    sender = Sender(pool, config, secrets=DirSecrets(...), redis=redis)
+    await sender.run(stop_event)     # returns after `stop_event` once in-flight work is done
+
+One claimer task takes due deliveries from the ledger (with a lease) as long as fewer than
+`concurrency` are in flight; each delivery runs as its own task; outcomes go to a queue that a
+recorder writes in batches (`record_batch` rows or every `record_interval` seconds). On stop,
+nothing new is claimed, the in-flight deliveries finish and the last batch is written. A crash
+instead leaves the claimed rows to expire and be claimed again (see common.db.ledger).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import asyncpg
+from prometheus_client import Counter, Gauge, Histogram
+from redis.asyncio import Redis
+
+from penguinmails.common.db import tenant_connection
+from penguinmails.common.db.ledger import (
+    CampaignPlan,
+    Claimed,
+    DeliveryState,
+    Outcome,
+    claim,
+    get_campaign_plan,
+    pause_campaign,
+    record,
+)
+from penguinmails.common.dkim.signer import DkimSigner
+from penguinmails.common.suppression import TokenPurpose, make_token
+from penguinmails.common.throttle import Limit, TokenBuckets, provider_group
+from penguinmails.sender.bounces import Kind, classify
+from penguinmails.sender.render import MessageParts, Renderer, RenderError, return_path
+from penguinmails.sender.secrets import SecretReader, load_signer
+from penguinmails.sender.smtp import RelayPool
+
+__all__ = ["Sender", "SenderConfig"]
+
+log = logging.getLogger(__name__)
+
+MESSAGES = Counter(
+    "penguinmails_messages_total", "Deliveries finished by this sender, by outcome.", ["outcome"]
+)
+IN_FLIGHT = Gauge("penguinmails_sender_in_flight", "Deliveries claimed and not yet recorded.")
+SEND_SECONDS = Histogram(
+    "penguinmails_smtp_send_seconds",
+    "Time to hand one message to the relay.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30),
+)
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    tenant_id: uuid.UUID
+    platform_key: bytes
+    """PM_SUPPRESSION_KEY: signs the unsubscribe and bounce tokens."""
+    owner: str = field(default_factory=lambda: f"sender-{uuid.uuid4().hex[:12]}")
+    concurrency: int = 32
+    claim_batch: int = 64
+    lease: timedelta = timedelta(minutes=2)
+    record_batch: int = 100
+    record_interval: float = 0.2
+    poll_interval: float = 0.5
+    retry_base: float = 60.0
+    retry_max: float = 3600.0
+    max_attempts: int = 8
+    connections_per_relay: int = 16
+    helo: str | None = None
+    provider_rate: float = 100.0
+    """Messages per second to one destination provider, across all senders (KumoMTA's
+    shipped default per destination is 100/s)."""
+    campaign_uid: uuid.UUID | None = None
+    """Only this campaign (benchmarks); None: every sending campaign of the tenant."""
+
+
+@dataclass
+class _Campaign:
+    uid: uuid.UUID
+    plan: CampaignPlan
+    renderer: Renderer
+    signer: DkimSigner
+    relay: RelayPool
+    relay_name: str
+    loaded_at: float
+
+
+class Sender:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        config: SenderConfig,
+        *,
+        secrets: SecretReader,
+        redis: Redis | None = None,
+        mx_lookup: bool = False,
+    ) -> None:
+        self.pool = pool
+        self.config = config
+        self.secrets = secrets
+        self.buckets = TokenBuckets(redis) if redis is not None else None
+        self.mx_lookup = mx_lookup
+        self._campaigns: dict[uuid.UUID, _Campaign] = {}
+        self._campaign_locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self._relays: dict[tuple[str, int, str, str | None], RelayPool] = {}
+        self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._mx_cache: dict[str, str] = {}
+        self.sent = 0
+
+    # ---------------------------------------------------------------- main loop
+
+    async def run(self, stop: asyncio.Event, *, idle_rounds: int = 0) -> None:
+        """Send until `stop` is set (or, with `idle_rounds`, until that many claims in a row
+        found nothing due); then finish in-flight deliveries and record them."""
+        recorder = asyncio.create_task(self._record_loop(stop))
+        try:
+            await self._claim_loop(stop, idle_rounds)
+        finally:
+            if self._in_flight:
+                await asyncio.gather(*self._in_flight, return_exceptions=True)
+            stop.set()
+            await recorder
+            for relay in self._relays.values():
+                await relay.close()
+
+    async def run_until_idle(self, idle_rounds: int = 2) -> None:
+        """Send until nothing is due (benchmarks and tests of a finite batch)."""
+        await self.run(asyncio.Event(), idle_rounds=idle_rounds)
+
+    async def _claim_loop(self, stop: asyncio.Event, idle_rounds: int) -> None:
+        idle = 0
+        while not stop.is_set():
+            free = self.config.concurrency - len(self._in_flight)
+            if free <= 0:
+                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            async with tenant_connection(self.pool, self.config.tenant_id) as conn:
+                batch = await claim(
+                    conn,
+                    self.config.owner,
+                    min(free, self.config.claim_batch),
+                    self.config.lease,
+                    self.config.campaign_uid,
+                )
+            if not batch:
+                if idle_rounds and not self._in_flight:
+                    await self._outcomes.join()  # recorded, so a deferral is due again
+                    idle += 1
+                    if idle >= idle_rounds:
+                        return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.config.poll_interval)
+                continue
+            idle = 0
+            for delivery in batch:
+                task = asyncio.create_task(self._deliver(delivery))
+                self._in_flight.add(task)
+                IN_FLIGHT.set(len(self._in_flight))
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        IN_FLIGHT.set(len(self._in_flight))
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed", exc_info=task.exception())
+
+    async def _record_loop(self, stop: asyncio.Event) -> None:
+        while True:
+            batch: list[Outcome] = []
+            deadline = time.monotonic() + self.config.record_interval
+            while len(batch) < self.config.record_batch:
+                # Drain what is there without a timer per item, then wait for more.
+                while not self._outcomes.empty() and len(batch) < self.config.record_batch:
+                    batch.append(self._outcomes.get_nowait())
+                timeout = deadline - time.monotonic()
+                if timeout <= 0 or len(batch) >= self.config.record_batch:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._outcomes.get(), timeout))
+                except TimeoutError:
+                    break
+            if batch:
+                await self._write(batch)
+                for _ in batch:
+                    self._outcomes.task_done()
+            elif stop.is_set() and not self._in_flight and self._outcomes.empty():
+                return
+
+    async def _write(self, batch: list[Outcome]) -> None:
+        for attempt in range(5):
+            try:
+                async with tenant_connection(self.pool, self.config.tenant_id) as conn:
+                    await record(conn, batch)
+                return
+            except (asyncpg.PostgresError, OSError) as error:
+                # The leases protect us: if this never succeeds, the rows are claimed again.
+                log.warning("recording %d outcomes failed (%s); retrying", len(batch), error)
+                await asyncio.sleep(0.5 * 2**attempt)
+        log.error("gave up recording %d outcomes; their leases will expire", len(batch))
+
+    # ---------------------------------------------------------------- one delivery
+
+    async def _deliver(self, delivery: Claimed) -> None:
+        outcome = await self._attempt(delivery)
+        MESSAGES.labels(outcome=outcome.state.value).inc()
+        if outcome.state == DeliveryState.SENT:
+            self.sent += 1
+        self._outcomes.put_nowait(outcome)
+
+    async def _attempt(self, delivery: Claimed) -> Outcome:
+        if delivery.email is None:
+            return Outcome(delivery.id, DeliveryState.SKIPPED, reason="contact was erased")
+        if delivery.suppressed:
+            return Outcome(delivery.id, DeliveryState.SKIPPED, reason="address is suppressed")
+        try:
+            campaign = await self._campaign(delivery.campaign_uid)
+        except (KeyError, ValueError, RenderError) as error:
+            # The campaign cannot send at all (missing keys, bad template): not this contact's
+            # fault. Back off and let the operator surface it; do not burn attempts quickly.
+            return self._defer(delivery, 0, None, f"campaign not ready: {error}")
+        wait = await self._throttle(campaign, delivery.email)
+        if wait > 0:
+            return Outcome(
+                delivery.id,
+                DeliveryState.QUEUED,
+                reason="throttled",
+                retry_in=timedelta(seconds=wait),
+                count_attempt=False,
+            )
+        tenant = self.config.tenant_id
+        parts = MessageParts(
+            delivery_id=delivery.id,
+            campaign_uid=delivery.campaign_uid,
+            to=delivery.email,
+            fields=delivery.fields,
+            unsubscribe_token=make_token(
+                self.config.platform_key, TokenPurpose.UNSUBSCRIBE, tenant, delivery.id
+            ),
+            bounce_token=make_token(
+                self.config.platform_key, TokenPurpose.BOUNCE, tenant, delivery.id
+            ),
+        )
+        try:
+            message = campaign.renderer.render(parts)
+        except RenderError as error:
+            return Outcome(delivery.id, DeliveryState.FAILED, reason=str(error))
+        signed = campaign.signer.sign(message)
+        started = time.perf_counter()
+        result = await campaign.relay.send(
+            return_path(campaign.plan, parts.bounce_token), delivery.email, signed
+        )
+        SEND_SECONDS.observe(time.perf_counter() - started)
+        verdict = classify(result.code, result.text)
+        if verdict.kind == Kind.SENT:
+            return Outcome(delivery.id, DeliveryState.SENT, result.code, verdict.status)
+        if verdict.kind == Kind.DEFER:
+            return self._defer(delivery, result.code, verdict.status, result.text)
+        if verdict.kind == Kind.HARD_BOUNCE:
+            return Outcome(
+                delivery.id, DeliveryState.BOUNCED, result.code, verdict.status, result.text
+            )
+        if verdict.kind == Kind.AUTH:
+            reason = f"relay refused with {verdict.status}: {result.text}"[:300]
+            async with tenant_connection(self.pool, tenant) as conn:
+                await pause_campaign(conn, delivery.campaign_uid, reason)
+            log.warning("campaign %s paused: %s", delivery.campaign_uid, reason)
+            # Not the recipient's fault: the delivery waits for the campaign to resume.
+            return Outcome(
+                delivery.id,
+                DeliveryState.DEFERRED,
+                result.code,
+                verdict.status,
+                result.text,
+                retry_in=timedelta(seconds=self.config.retry_base),
+                count_attempt=False,
+            )
+        return Outcome(delivery.id, DeliveryState.FAILED, result.code, verdict.status, result.text)
+
+    def _defer(self, delivery: Claimed, code: int, status: str | None, text: str) -> Outcome:
+        if delivery.attempts >= self.config.max_attempts:
+            return Outcome(
+                delivery.id,
+                DeliveryState.FAILED,
+                code or None,
+                status,
+                f"gave up after {delivery.attempts} attempts: {text}",
+            )
+        delay = min(self.config.retry_max, self.config.retry_base * 2 ** (delivery.attempts - 1))
+        delay *= random.uniform(0.8, 1.2)  # noqa: S311 (jitter, not security)
+        return Outcome(
+            delivery.id,
+            DeliveryState.DEFERRED,
+            code or None,
+            status,
+            text,
+            retry_in=timedelta(seconds=delay),
+        )
+
+    async def _throttle(self, campaign: _Campaign, email: str) -> float:
+        if self.buckets is None:
+            return 0.0
+        plan = campaign.plan
+        limits: list[Limit] = [
+            Limit.per_day(f"mailbox:{plan.from_address.lower()}", plan.per_mailbox_per_day)
+        ]
+        campaign_key = f"campaign:{campaign.uid}"
+        if plan.per_hour:
+            limits.append(Limit.per_hour(f"{campaign_key}:hour", plan.per_hour))
+        if plan.per_day:
+            limits.append(Limit.per_day(f"{campaign_key}:day", plan.per_day))
+        if plan.campaign_daily_limit:
+            limits.append(Limit.per_day(f"{campaign_key}:warmup", plan.campaign_daily_limit))
+        relay = plan.relays[0]
+        if relay.daily_limit:
+            limits.append(Limit.per_day(f"server:{relay.name}:warmup", relay.daily_limit))
+        if relay.max_per_hour:
+            limits.append(Limit.per_hour(f"server:{relay.name}:hour", relay.max_per_hour))
+        group = await self._provider(email.rpartition("@")[2])
+        limits.append(Limit.per_second(f"provider:{group}", self.config.provider_rate))
+        return await self.buckets.take(limits)
+
+    async def _provider(self, domain: str) -> str:
+        domain = domain.lower()
+        if domain in self._mx_cache:
+            return self._mx_cache[domain]
+        hosts: list[str] = []
+        if self.mx_lookup:
+            import dns.asyncresolver
+            import dns.exception
+
+            try:
+                answer = await dns.asyncresolver.resolve(domain, "MX", lifetime=3.0)
+                hosts = [str(r.exchange) for r in answer]
+            except dns.exception.DNSException:
+                hosts = []
+        group = provider_group(domain, hosts)
+        self._mx_cache[domain] = group
+        return group
+
+    async def _campaign(self, uid: uuid.UUID) -> _Campaign:
+        cached = self._campaigns.get(uid)
+        if cached is not None and time.monotonic() - cached.loaded_at < 60:
+            return cached
+        lock = self._campaign_locks.setdefault(uid, asyncio.Lock())
+        async with lock:
+            cached = self._campaigns.get(uid)
+            if cached is not None and time.monotonic() - cached.loaded_at < 60:
+                return cached
+            async with tenant_connection(self.pool, self.config.tenant_id) as conn:
+                plan = await get_campaign_plan(conn, uid)
+            if plan is None:
+                raise KeyError(f"campaign {uid} has no plan")
+            signer = await load_signer(self.secrets, plan.dkim_secret, plan.domain)
+            relay = plan.relays[0]
+            username = password = None
+            if relay.credentials_secret:
+                data = await self.secrets.read(relay.credentials_secret)
+                username = data["username"].decode()
+                password = data["password"].decode()
+            tls_context = None
+            if relay.ca_secret and relay.ca_key:
+                ca = (await self.secrets.read(relay.ca_secret))[relay.ca_key]
+                tls_context = ssl.create_default_context(cadata=ca.decode())
+            pool_key = (relay.host, relay.port, relay.tls, username)
+            if pool_key not in self._relays:
+                self._relays[pool_key] = RelayPool(
+                    relay.host,
+                    relay.port,
+                    size=self.config.connections_per_relay,
+                    tls=relay.tls,
+                    username=username,
+                    password=password,
+                    tls_context=tls_context,
+                    helo=self.config.helo,
+                )
+            campaign = _Campaign(
+                uid,
+                plan,
+                Renderer(plan),
+                signer,
+                self._relays[pool_key],
+                relay.name,
+                time.monotonic(),
+            )
+            self._campaigns[uid] = campaign
+            return campaign

@@ -1,0 +1,163 @@
+"""A pool of long-lived SMTP connections to one relay (aiosmtplib has none of its own).
+
+Connections are opened lazily up to `size`, reused for up to `max_messages` messages (relays
+and receivers cap messages per connection), and replaced when the server drops them. STARTTLS
+is used when the relay's mode asks for it (and then required), AUTH when credentials are given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from dataclasses import dataclass
+
+import aiosmtplib
+
+__all__ = ["RelayPool", "SendResult"]
+
+
+@dataclass(frozen=True)
+class SendResult:
+    code: int
+    text: str
+
+
+class _Connection:
+    def __init__(self, smtp: aiosmtplib.SMTP) -> None:
+        self.smtp = smtp
+        self.sent = 0
+
+
+class RelayPool:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        size: int = 8,
+        tls: str = "none",
+        username: str | None = None,
+        password: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        max_messages: int = 100,
+        helo: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.host, self.port = host, port
+        self.size = size
+        self.tls = tls
+        self.username, self.password = username, password
+        self.tls_context = tls_context
+        self.max_messages = max_messages
+        self.helo = helo
+        self.timeout = timeout
+        self._idle: asyncio.Queue[_Connection] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(size)
+        self._open = 0
+
+    async def _connect(self) -> _Connection:
+        smtp = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            local_hostname=self.helo,
+            timeout=self.timeout,
+            use_tls=self.tls == "tls",
+            start_tls=self.tls == "starttls",
+            tls_context=self.tls_context,
+        )
+        await smtp.connect()
+        if smtp.last_ehlo_response is None:  # the transactions below do not greet by themselves
+            await smtp.ehlo()
+        if self.username is not None and self.password is not None:
+            await smtp.login(self.username, self.password)
+        self._open += 1
+        return _Connection(smtp)
+
+    async def _close(self, conn: _Connection) -> None:
+        self._open -= 1
+        with contextlib.suppress(Exception):
+            if conn.smtp.is_connected:
+                await conn.smtp.quit()
+        conn.smtp.close()
+
+    async def send(self, mail_from: str, rcpt: str, data: bytes) -> SendResult:
+        """Hand one message to the relay; returns its final reply (2xx, 4xx or 5xx).
+
+        A connection the server dropped is replaced and the message tried once more; other
+        network errors surface as a 4xx-like result (451) so the delivery is retried later."""
+        async with self._slots:
+            for attempt in (1, 2):
+                try:
+                    conn = self._idle.get_nowait()
+                except asyncio.QueueEmpty:
+                    try:
+                        conn = await self._connect()
+                    except (aiosmtplib.SMTPException, OSError) as error:
+                        return SendResult(451, f"4.4.1 cannot connect to relay: {error}")
+                try:
+                    result = await self._transaction(conn.smtp, mail_from, rcpt, data)
+                except (
+                    aiosmtplib.SMTPServerDisconnected,
+                    aiosmtplib.SMTPTimeoutError,
+                    OSError,
+                ) as error:
+                    await self._close(conn)
+                    if attempt == 2:
+                        return SendResult(451, f"4.4.2 connection to relay lost: {error}")
+                    continue
+                if result.code != 250:
+                    await self._reset_or_close(conn)
+                    return result
+                conn.sent += 1
+                if conn.sent >= self.max_messages:
+                    await self._close(conn)
+                else:
+                    self._release(conn)
+                return result
+            raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _transaction(
+        smtp: aiosmtplib.SMTP, mail_from: str, rcpt: str, data: bytes
+    ) -> SendResult:
+        """MAIL, RCPT, DATA for one recipient; the first non-success reply is the result.
+
+        The commands go out directly: aiosmtplib's `sendmail` re-parses both addresses with
+        the email package on every message, which cost more than signing the message. Our
+        addresses are already validated (import) and built by us (return-path), so they are
+        only bracketed; non-ASCII ones take `sendmail`, which handles SMTPUTF8."""
+        if not (mail_from.isascii() and rcpt.isascii()):
+            try:
+                _, response = await smtp.sendmail(mail_from, [rcpt], data)
+            except aiosmtplib.SMTPRecipientsRefused as refused:
+                return SendResult(refused.recipients[0].code, refused.recipients[0].message)
+            except aiosmtplib.SMTPResponseException as error:
+                return SendResult(error.code, error.message)
+            return SendResult(250, response)
+        reply = await smtp.execute_command(b"MAIL", b"FROM:<" + mail_from.encode() + b">")
+        if reply.code != 250:
+            return SendResult(reply.code, reply.message)
+        reply = await smtp.execute_command(b"RCPT", b"TO:<" + rcpt.encode() + b">")
+        if reply.code not in (250, 251):
+            return SendResult(reply.code, reply.message)
+        try:
+            reply = await smtp.data(data)
+        except aiosmtplib.SMTPDataError as error:
+            return SendResult(error.code, error.message)
+        return SendResult(reply.code, reply.message)
+
+    def _release(self, conn: _Connection) -> None:
+        self._idle.put_nowait(conn)
+
+    async def _reset_or_close(self, conn: _Connection) -> None:
+        try:
+            await conn.smtp.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            await self._close(conn)
+        else:
+            self._release(conn)
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            await self._close(self._idle.get_nowait())

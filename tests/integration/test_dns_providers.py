@@ -1,0 +1,173 @@
+"""Both publishing providers against real servers (Knot via RFC 2136, PowerDNS via its API).
+
+The same scenario runs on each: publish a domain's records next to foreign records at the same
+names, verify them on the server, change one, remove everything we own; plus each provider's
+failure modes, which must come back as a named reason and never leak a credential.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from penguinmails.devstack.dnszones import TsigKey, minimal_zone
+from penguinmails.devstack.knot import KnotServer
+from penguinmails.devstack.ports import free_port
+from penguinmails.devstack.powerdns import PowerDnsServer
+from penguinmails.operator.dns import base
+from penguinmails.operator.dns.base import DnsProvider, ProviderError
+from penguinmails.operator.dns.powerdns import PowerDnsProvider
+from penguinmails.operator.dns.records import Record
+from penguinmails.operator.dns.rfc2136 import Rfc2136Provider
+from penguinmails.operator.dns.verify import Nameserver, find_nameservers, verify
+
+pytestmark = pytest.mark.integration
+
+ZONE = "providers.test"
+DOMAIN = f"mail.{ZONE}"
+OWNER = "tenant-a/mail"
+FOREIGN = 'mail IN TXT "site-verification=keep-me"\nmail IN MX 50 other.example.\n'
+LONG_DKIM = "v=DKIM1; k=rsa; p=" + "M" * 392
+
+
+@pytest.fixture(scope="module")
+def servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[KnotServer, PowerDnsServer]]:
+    zone = {ZONE: minimal_zone(ZONE, extra=FOREIGN)}
+    root = tmp_path_factory.mktemp("dns")
+    with KnotServer(root, zones=zone) as knot, PowerDnsServer(root, zones=zone) as pdns:
+        yield knot, pdns
+
+
+@pytest.fixture(params=["rfc2136", "powerdns"])
+async def provider(
+    request: pytest.FixtureRequest, servers: tuple[KnotServer, PowerDnsServer]
+) -> AsyncIterator[tuple[DnsProvider, int]]:
+    knot, pdns = servers
+    if request.param == "rfc2136":
+        yield Rfc2136Provider(knot.address, knot.port, knot.tsig.name, knot.tsig.secret), knot.port
+    else:
+        api = PowerDnsProvider(pdns.api_url, pdns.api_key)
+        yield api, pdns.port
+        await api.close()
+
+
+def desired(spf: str = "v=spf1 ip4:192.0.2.1 ~all") -> list[Record]:
+    return [
+        Record(DOMAIN, "TXT", spf, 60, "spf"),
+        Record(DOMAIN, "MX", "10 smtp1.example.net", 60, "mx"),
+        Record(f"pm-rsa-1._domainkey.{DOMAIN}", "TXT", LONG_DKIM, 60, "dkim"),
+        Record(f"_dmarc.{DOMAIN}", "TXT", "v=DMARC1; p=none; adkim=r; aspf=r", 60, "dmarc"),
+    ]
+
+
+async def sync(provider: DnsProvider, records: list[Record], known: set[str]) -> int:
+    existing = await provider.read(ZONE, base.names_to_read(records, known))
+    changes = base.plan(records, existing, OWNER, known)
+    if changes:
+        await provider.apply(ZONE, changes)
+    return len(changes)
+
+
+async def test_publish_change_and_remove_only_our_records(
+    provider: tuple[DnsProvider, int],
+) -> None:
+    api, port = provider
+    nameservers = [Nameserver("ns1", "127.0.0.1")]
+    records = desired()
+    names = {r.name for r in records}
+
+    assert await sync(api, records, names) > 0
+    results = await verify(records, nameservers, port)
+    assert all(r.verified for r in results), [r.diff for r in results]
+    assert await sync(api, records, names) == 0, "a second pass must change nothing"
+
+    changed = desired("v=spf1 ip4:192.0.2.2 ~all")
+    await sync(api, changed, names)
+    after = await api.read(ZONE, {DOMAIN})
+    assert set(after[(DOMAIN, "TXT")]) == {"v=spf1 ip4:192.0.2.2 ~all", "site-verification=keep-me"}
+    assert set(after[(DOMAIN, "MX")]) == {"10 smtp1.example.net", "50 other.example"}
+
+    await sync(api, [], names)
+    left = await api.read(ZONE, base.names_to_read(records))
+    assert left == {
+        (DOMAIN, "TXT"): {
+            "site-verification=keep-me": left[(DOMAIN, "TXT")]["site-verification=keep-me"]
+        },
+        (DOMAIN, "MX"): {"50 other.example": left[(DOMAIN, "MX")]["50 other.example"]},
+    }
+
+
+async def test_nameservers_are_found_through_the_zone(
+    servers: tuple[KnotServer, PowerDnsServer],
+) -> None:
+    knot, _ = servers
+    found = await find_nameservers(ZONE, [(knot.address, knot.port)])
+    assert found == [Nameserver(f"ns1.{ZONE}", "127.0.0.1")]
+    with pytest.raises(ProviderError) as raised:
+        await find_nameservers("absent.test", [(knot.address, knot.port)], wait=2)
+    assert raised.value.reason in ("ZoneNotFound", "DNSServerUnreachable")
+
+
+async def test_wrong_tsig_secret_is_rejected_by_name(
+    servers: tuple[KnotServer, PowerDnsServer],
+) -> None:
+    knot, _ = servers
+    wrong = TsigKey.generate(knot.tsig.name)
+    api = Rfc2136Provider(knot.address, knot.port, wrong.name, wrong.secret)
+    with pytest.raises(ProviderError) as raised:
+        await api.apply(ZONE, [base.Change("add", Record(DOMAIN, "TXT", "x", 60))])
+    assert raised.value.reason == "TSIGRejected"
+    assert wrong.secret not in raised.value.message
+    assert "x" not in {v for vals in (await api.read(ZONE, {DOMAIN})).values() for v in vals}
+
+
+async def test_unknown_tsig_key_name_is_rejected(
+    servers: tuple[KnotServer, PowerDnsServer],
+) -> None:
+    knot, _ = servers
+    api = Rfc2136Provider(knot.address, knot.port, "nobody", knot.tsig.secret)
+    with pytest.raises(ProviderError) as raised:
+        await api.apply(ZONE, [base.Change("add", Record(DOMAIN, "TXT", "x", 60))])
+    assert raised.value.reason == "TSIGRejected"
+
+
+async def test_unreachable_server_is_named() -> None:
+    api = Rfc2136Provider(
+        "127.0.0.1", free_port(), "k", base64.b64encode(b"k" * 32).decode(), timeout=1
+    )
+    with pytest.raises(ProviderError) as raised:
+        await api.apply(ZONE, [base.Change("add", Record(DOMAIN, "TXT", "x", 60))])
+    assert raised.value.reason == "DNSServerUnreachable"
+
+
+async def test_powerdns_wrong_api_key_and_missing_zone(
+    servers: tuple[KnotServer, PowerDnsServer],
+) -> None:
+    _, pdns = servers
+    wrong = PowerDnsProvider(pdns.api_url, "not-the-key")
+    try:
+        with pytest.raises(ProviderError) as raised:
+            await wrong.read(ZONE, {DOMAIN})
+        assert raised.value.reason == "InvalidCredentials"
+        assert "not-the-key" not in raised.value.message
+    finally:
+        await wrong.close()
+    right = PowerDnsProvider(pdns.api_url, pdns.api_key)
+    try:
+        with pytest.raises(ProviderError) as raised:
+            await right.read("absent.test", {"absent.test"})
+        assert raised.value.reason == "ZoneNotFound"
+    finally:
+        await right.close()
+
+
+def test_launchers_keep_secrets_out_of_reprs(servers: tuple[KnotServer, PowerDnsServer]) -> None:
+    knot, pdns = servers
+    assert knot.tsig.secret not in repr(knot.tsig)
+    assert (Path(knot.config_path).stat().st_mode & 0o077) == 0
+    assert (Path(pdns.root) / "pdns.conf").stat().st_mode & 0o077 == 0

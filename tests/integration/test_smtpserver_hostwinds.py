@@ -1,0 +1,262 @@
+"""SmtpServers on Hostwinds, against the stand-in: provisioning, bad input, crashes, deletion."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.integration.conftest import GROUP, VERSION, OperatorFactory, OperatorProcess, wait_for
+from tests.integration.smtpserver_helpers import (
+    PLURAL,
+    condition,
+    delete_and_wait_gone,
+    ensure_namespace,
+    get,
+    hostwinds_body,
+    put_secret,
+    ssh_private_key,
+    wait_condition,
+)
+from tests.standins.hostwinds import HostwindsStandIn
+
+pytestmark = pytest.mark.integration
+
+NS = "smtp-hostwinds"
+KEY = "hw-test-key"
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[HostwindsStandIn]:
+    with HostwindsStandIn({KEY}, provision_seconds=1.0, timeout_delay=3.0) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def namespace(core: client.CoreV1Api, crds_installed: list[str]) -> str:
+    ensure_namespace(core, NS)
+    put_secret(core, NS, "hostwinds", {"apiKey": KEY})
+    put_secret(core, NS, "vps-ssh", {"id_ed25519": ssh_private_key()})
+    return NS
+
+
+def start_operator(factory: OperatorFactory, standin: HostwindsStandIn) -> OperatorProcess:
+    return factory(
+        PM_HOSTWINDS_URL=standin.url,
+        PM_HOSTWINDS_RPS="50",
+        PM_HOSTWINDS_TIMEOUT_SECONDS="2",
+        PM_HOSTWINDS_RETRY_BASE_SECONDS="0.1",
+        PM_SMTP_POLL_SECONDS="0.5",
+        PM_SMTP_PROBE_SECONDS="0",
+        PM_MAILU_INSTALL="false",
+    )
+
+
+@pytest.fixture(scope="module")
+def operator(
+    operator_process: OperatorFactory, standin: HostwindsStandIn, namespace: str
+) -> Iterator[OperatorProcess]:
+    handle = start_operator(operator_process, standin)
+    yield handle
+    handle.stop()
+
+
+def create(api: client.CustomObjectsApi, body: dict[str, Any]) -> None:
+    api.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
+
+
+def live_for(standin: HostwindsStandIn, obj: dict[str, Any]) -> list[Any]:
+    name = f"pm-{obj['metadata']['uid'].replace('-', '')[:20]}"
+    return [i for i in standin.live() if i.srvrname == name]
+
+
+def test_provisions_one_vps_with_rdns_and_firewall_then_terminates_it(
+    operator: OperatorProcess, custom_objects: client.CustomObjectsApi, standin: HostwindsStandIn
+) -> None:
+    create(custom_objects, hostwinds_body("mx-happy", "mx-happy.example.com"))
+    obj = wait_condition(custom_objects, NS, "mx-happy", "Provisioned", "True")
+    (instance,) = live_for(standin, obj)
+    status = obj["status"]
+    assert status["providerId"] == instance.serviceid
+    assert status["provider"] == "hostwinds"
+    assert status["ipAddress"] == instance.main_ip
+    assert status["reverseDns"] == "mx-happy.example.com"
+    assert instance.rdns == {instance.main_ip: "mx-happy.example.com"}
+    assert instance.firewall == "penguinmails-smtp"
+    assert instance.keys and instance.keys[0].startswith("ssh-ed25519 ")
+    assert instance.password not in str(obj)
+
+    delete_and_wait_gone(custom_objects, NS, "mx-happy")
+    assert live_for(standin, obj) == []
+
+
+def test_unknown_location_names_the_field_and_creates_nothing(
+    operator: OperatorProcess, custom_objects: client.CustomObjectsApi, standin: HostwindsStandIn
+) -> None:
+    create(custom_objects, hostwinds_body("mx-badloc", "mx-badloc.example.com", locationId=99))
+    obj = wait_condition(
+        custom_objects, NS, "mx-badloc", "Provisioned", "False", reason="UnknownLocation"
+    )
+    assert "spec.provider.hostwinds.locationId" in condition(obj, "Provisioned")["message"]
+    assert condition(obj, "Ready")["status"] == "False"
+    wait_for(
+        lambda: (
+            (get(custom_objects, NS, "mx-badloc") or {}).get("status", {}).get("phase") == "Failed"
+        ),
+        timeout=30,
+        what="phase Failed",
+    )
+    assert live_for(standin, obj) == []
+    delete_and_wait_gone(custom_objects, NS, "mx-badloc")
+
+
+def test_wrong_api_key_names_the_secret_to_fix(
+    operator: OperatorProcess,
+    custom_objects: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    standin: HostwindsStandIn,
+) -> None:
+    put_secret(core, NS, "hw-wrong", {"apiKey": "not-the-key"})
+    body = hostwinds_body(
+        "mx-wrongkey",
+        "mx-wrongkey.example.com",
+        apiKeySecretRef={"name": "hw-wrong", "key": "apiKey"},
+    )
+    create(custom_objects, body)
+    obj = wait_condition(
+        custom_objects, NS, "mx-wrongkey", "Provisioned", "False", reason="InvalidAPIKey"
+    )
+    assert "apiKeySecretRef" in condition(obj, "Provisioned")["message"]
+    assert "not-the-key" not in str(obj) and "not-the-key" not in operator.log()
+    assert live_for(standin, obj) == []
+    # Deleting waits: only a working key could terminate a VPS that might exist. The way out
+    # without fixing the key is to keep whatever exists.
+    custom_objects.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "mx-wrongkey")
+    wait_for(
+        lambda: "CleanupBlocked" in {e.reason for e in core.list_namespaced_event(NS).items},
+        timeout=30,
+        what="a CleanupBlocked event",
+    )
+    assert get(custom_objects, NS, "mx-wrongkey") is not None
+    custom_objects.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        NS,
+        PLURAL,
+        "mx-wrongkey",
+        {"spec": {"provider": {"hostwinds": {"reclaimPolicy": "Retain"}}}},
+    )
+    wait_for(lambda: get(custom_objects, NS, "mx-wrongkey") is None, timeout=60, what="deleted")
+
+
+def test_missing_api_key_secret_names_the_field_then_recovers(
+    operator: OperatorProcess,
+    custom_objects: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    standin: HostwindsStandIn,
+) -> None:
+    body = hostwinds_body(
+        "mx-nokey", "mx-nokey.example.com", apiKeySecretRef={"name": "hw-later", "key": "apiKey"}
+    )
+    create(custom_objects, body)
+    obj = wait_condition(
+        custom_objects, NS, "mx-nokey", "Provisioned", "False", reason="SecretNotFound"
+    )
+    message = condition(obj, "Provisioned")["message"]
+    assert "spec.provider.hostwinds.apiKeySecretRef" in message and "hw-later" in message
+    assert KEY not in str(obj)
+    put_secret(core, NS, "hw-later", {"apiKey": KEY})
+    obj = wait_condition(custom_objects, NS, "mx-nokey", "Provisioned", "True", timeout=90)
+    assert len(live_for(standin, obj)) == 1
+    delete_and_wait_gone(custom_objects, NS, "mx-nokey")
+    assert live_for(standin, obj) == []
+
+
+def test_transient_api_failures_and_a_create_that_answers_an_error_make_one_vps(
+    operator: OperatorProcess, custom_objects: client.CustomObjectsApi, standin: HostwindsStandIn
+) -> None:
+    standin.inject("get_instances", "5xx", times=2)
+    standin.inject("add_instance", "done_but_error")
+    create(custom_objects, hostwinds_body("mx-flaky", "mx-flaky.example.com"))
+    obj = wait_condition(custom_objects, NS, "mx-flaky", "Provisioned", "True", timeout=90)
+    assert len(live_for(standin, obj)) == 1
+    delete_and_wait_gone(custom_objects, NS, "mx-flaky")
+    assert live_for(standin, obj) == []
+
+
+# -- SIGKILL at each step of provisioning ---------------------------------------------------------
+
+
+def _kill_before_create(standin: HostwindsStandIn, wait: Callable[[], dict[str, Any]]) -> None:
+    standin.hold("get_instances")  # the lookup that precedes the create
+
+
+def _kill_after_create(standin: HostwindsStandIn, wait: Callable[[], dict[str, Any]]) -> None:
+    standin.hold("add_instance", after=True)  # created; the answer (and status) never arrive
+
+
+def _kill_during_rdns(standin: HostwindsStandIn, wait: Callable[[], dict[str, Any]]) -> None:
+    standin.hold("set_rdns")
+
+
+STEPS = {
+    "before-create": ("get_instances", _kill_before_create),
+    "after-create-before-status": ("add_instance", _kill_after_create),
+    "during-rdns": ("set_rdns", _kill_during_rdns),
+}
+
+
+@pytest.mark.parametrize("step", [*STEPS, "during-polling"])
+def test_sigkill_at_each_provisioning_step_leaves_exactly_one_vps(
+    step: str,
+    operator_process: OperatorFactory,
+    namespace: str,
+    custom_objects: client.CustomObjectsApi,
+    standin: HostwindsStandIn,
+    operator: OperatorProcess,
+) -> None:
+    operator.stop()  # the module's operator must not race the one killed here
+    name = f"mx-kill-{step}"[:40].rstrip("-")
+    first = start_operator(operator_process, standin)
+    if step == "during-polling":
+        standin.provision_seconds = 4.0
+        create(custom_objects, hostwinds_body(name, f"{name}.example.com"))
+        wait_for(
+            lambda: ((get(custom_objects, NS, name) or {}).get("status") or {}).get("providerId"),
+            timeout=60,
+            what="the provider id recorded while the VPS builds",
+        )
+        obj = get(custom_objects, NS, name)
+        assert condition(obj, "Provisioned").get("reason") == "Provisioning"
+        first.kill()
+    else:
+        action, arm = STEPS[step]
+        arm(standin, lambda: {})
+        create(custom_objects, hostwinds_body(name, f"{name}.example.com"))
+        assert standin.wait_held(action, timeout=60), f"operator never called {action}"
+        first.kill()
+        standin.release(action)
+    obj = get(custom_objects, NS, name)
+    assert obj is not None
+    second = start_operator(operator_process, standin)
+    try:
+        obj = wait_condition(custom_objects, NS, name, "Provisioned", "True", timeout=90)
+        assert len(live_for(standin, obj)) == 1, standin.live()
+        assert obj["status"]["reverseDns"] == f"{name}.example.com"
+        delete_and_wait_gone(custom_objects, NS, name)
+        assert live_for(standin, obj) == []
+    finally:
+        standin.provision_seconds = 1.0
+        second.stop()
+    operator.start()
+
+
+def test_hostname_that_is_not_an_fqdn_is_refused_by_the_api_server(
+    custom_objects: client.CustomObjectsApi, namespace: str
+) -> None:
+    with pytest.raises(ApiException) as raised:
+        create(custom_objects, hostwinds_body("mx-badname", "mailserver"))
+    assert raised.value.status == 422 and "spec.hostname" in str(raised.value.body)
