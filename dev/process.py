@@ -4,9 +4,9 @@ A launcher (PostgreSQL, Redis, Knot, PowerDNS, Postfix) subclasses `PrivateServi
 only what is specific to its daemon:
 
     class RedisServer(PrivateService):
-        display_name = "Redis"
-        error = RedisError
-        bind_failure = re.compile(r"Address already in use")
+        display_name = "redis-server"                        # for messages
+        error = RedisError                                    # raised for every failure
+        bind_failure = re.compile(r"Address already in use")  # retry with another port
 
         def _command(self, port: int) -> list[str]: ...   # argv (may write a config first)
         def _ready(self) -> bool: ...                       # polled until True

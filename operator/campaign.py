@@ -53,6 +53,7 @@ from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
 from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
+from penguinmails.operator.handlers import register_controller
 
 PLURAL = "campaigns"
 ACTIVE_ANNOTATION = f"{res.GROUP}/active-campaigns"
@@ -334,10 +335,6 @@ def _relay(server: Mapping[str, Any], now: datetime) -> Relay:
     )
 
 
-def _status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in desired.items() if current.get(key) != value}
-
-
 async def _servers(
     ctx: Context,
     settings: CampaignSettings,
@@ -388,7 +385,7 @@ async def reconcile(
             if isinstance(error, ValidationError)
             else f"spec.schedule.window.timezone: unknown time zone {error}"
         )
-        _write(
+        conditions.write_status(
             patch,
             status,
             generation,
@@ -497,7 +494,7 @@ async def reconcile(
     except Exception as error:
         failure = describe(error)
         logger.warning("Campaign %s/%s not reconciled: %s", namespace, name, failure.message)
-        _write(
+        conditions.write_status(
             patch, status, generation, [Observed("Ready", "False", failure.reason, failure.message)]
         )
         metrics.RECONCILE_ERRORS.labels(kind="Campaign", reason=failure.reason).inc()
@@ -518,7 +515,7 @@ async def reconcile(
         fields["startedAt"] = now.isoformat().replace("+00:00", "Z")
     if phase == "Completed" and not status.get("finishedAt"):
         fields["finishedAt"] = now.isoformat().replace("+00:00", "Z")
-    _write(patch, status, generation, observed, **fields)
+    conditions.write_status(patch, status, generation, observed, **fields)
     was_active = status.get("phase") == "Sending"
     if (phase == "Sending") != was_active and tenant is not None:
         await _nudge_tenant(ctx, tenant, namespace, name, phase == "Sending")
@@ -606,22 +603,6 @@ def _announce(
         kopf.info(body, reason=phase, message=f"campaign is {phase.lower()}")
 
 
-def _write(
-    patch: kopf.Patch,
-    status: Mapping[str, Any],
-    generation: int,
-    observed: list[Observed],
-    **fields: Any,
-) -> None:
-    desired = dict(fields)
-    desired["observedGeneration"] = generation
-    desired["conditions"] = conditions.merge_conditions(
-        status.get("conditions"), observed, generation
-    )
-    for key, value in _status_patch(status, desired).items():
-        patch.status[key] = value
-
-
 async def _nudge_tenant(
     ctx: Context, tenant: Mapping[str, Any], namespace: str, name: str, sending: bool
 ) -> None:
@@ -664,40 +645,21 @@ async def cleanup(ctx: Context, body: kopf.Body, retry: int) -> None:
 def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     settings = CampaignSettings.from_env()
 
-    @kopf.on.delete(res.GROUP, res.VERSION, PLURAL, registry=registry)
-    async def campaign_deleted(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
-        await cleanup(memo.context, body, retry)
-
-    @kopf.on.resume(res.GROUP, res.VERSION, PLURAL, registry=registry)
-    @kopf.on.create(res.GROUP, res.VERSION, PLURAL, registry=registry)
-    @kopf.on.update(res.GROUP, res.VERSION, PLURAL, registry=registry)
-    async def campaign_changed(
+    async def run(
+        *,
         body: kopf.Body,
         patch: kopf.Patch,
         retry: int,
         memo: kopf.Memo,
         logger: kopf.Logger,
-        **_: Any,
+        timer: bool,
     ) -> None:
         with metrics.observe("Campaign"):
             await reconcile(memo.context, settings, body, patch, retry, logger)
 
-    @kopf.timer(
-        res.GROUP,
-        res.VERSION,
-        PLURAL,
-        registry=registry,
-        interval=config.resync_seconds,
-        initial_delay=config.resync_seconds,
+    async def delete(*, body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger) -> None:
+        await cleanup(memo.context, body, retry)
+
+    register_controller(
+        registry, plural=PLURAL, interval=config.resync_seconds, reconcile=run, cleanup=delete
     )
-    async def campaign_resync(
-        *,
-        body: kopf.Body,
-        patch: kopf.Patch,
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        retry: int = 0,
-        **_: Any,
-    ) -> None:
-        with metrics.observe("Campaign"):
-            await reconcile(memo.context, settings, body, patch, retry, logger)

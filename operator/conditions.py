@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import kopf
 from pydantic import ValidationError
 
 from penguinmails.api.v1alpha1 import Condition, ConditionStatus, set_condition
@@ -58,3 +59,23 @@ def merge_conditions(
 
 def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
     return next((c for c in conditions or () if c.get("type") == type_), None)
+
+
+def write_status(
+    patch: kopf.Patch,
+    status: Mapping[str, Any],
+    generation: int,
+    observed: Sequence[Observed],
+    **fields: Any,
+) -> None:
+    """Put into `patch.status` only what differs from `status`: an idle reconcile writes nothing.
+
+    `fields` are the other status fields (camelCase); observedGeneration and conditions are
+    always part of the desired status.
+    """
+    desired = dict(fields)
+    desired["observedGeneration"] = generation
+    desired["conditions"] = merge_conditions(status.get("conditions"), observed, generation)
+    for key, value in desired.items():
+        if status.get(key) != value:
+            patch.status[key] = value

@@ -49,6 +49,7 @@ from penguinmails.operator.dns.records import (
 from penguinmails.operator.dns.rfc2136 import Rfc2136Provider
 from penguinmails.operator.dns.verify import Nameserver, Verification, find_nameservers, verify
 from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
+from penguinmails.operator.handlers import register_controller
 from penguinmails.operator.secret_access import NotATenantNamespaceError, apply_secret
 from penguinmails.operator.tenant_resources import TENANT_LABEL
 
@@ -458,26 +459,9 @@ def _fail(
     observed = [Observed("Ready", "False", reason, message)]
     if reason not in ("InvalidSpec", "DKIMSecretMalformed"):
         observed.append(Observed("DNSPublished", "False", reason, message))
-    _write(patch, status, generation, observed)
+    conditions.write_status(patch, status, generation, observed)
     if event and previous.get("reason") != reason:
         kopf.warn(body, reason=reason, message=message)
-
-
-def _write(
-    patch: kopf.Patch,
-    status: Mapping[str, Any],
-    generation: int,
-    observed: list[Observed],
-    **fields: Any,
-) -> None:
-    desired = dict(fields)
-    desired["observedGeneration"] = generation
-    desired["conditions"] = conditions.merge_conditions(
-        status.get("conditions"), observed, generation
-    )
-    for key, value in desired.items():
-        if status.get(key) != value:
-            patch.status[key] = value
 
 
 def _write_success(
@@ -587,7 +571,7 @@ def _write_success(
     if all_verified:
         fields["firstVerifiedAt"] = status.get("firstVerifiedAt") or _iso(now)
         fields["lastVerifiedAt"] = _iso(now)
-    _write(patch, status, generation, observed, **fields)
+    conditions.write_status(patch, status, generation, observed, **fields)
 
 
 def due(body: kopf.Body, settings: DnsSettings, now: datetime) -> bool:
@@ -702,44 +686,32 @@ def register(registry: kopf.OperatorRegistry, config: Any) -> None:
 
     failures: dict[str, tuple[int, datetime]] = {}
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
-    async def sendingdomain_changed(
+    async def changed_or_due(
+        *,
         body: kopf.Body,
         patch: kopf.Patch,
         retry: int,
         memo: kopf.Memo,
         logger: kopf.Logger,
-        **_: Any,
+        timer: bool,
     ) -> None:
+        if timer:
+            # The tick is frequent; a domain is re-checked only when its verify interval,
+            # a rotation step or its failure backoff says so.
+            now = _now()
+            not_before = failures.get(str(body.metadata.uid), (0, now))[1]
+            if now < not_before or not due(body, settings, now):
+                return
         await run(body, patch, retry, memo, logger)
 
-    @kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        interval=settings.tick_seconds,
-        initial_delay=settings.tick_seconds,
-    )
-    async def sendingdomain_tick(
-        *,
-        body: kopf.Body,
-        patch: kopf.Patch,
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        retry: int = 0,
-        **_: Any,
-    ) -> None:
-        now = _now()
-        not_before = failures.get(str(body.metadata.uid), (0, now))[1]
-        if now >= not_before and due(body, settings, now):
-            await run(body, patch, retry, memo, logger)
-
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
-    async def sendingdomain_deleted(
-        body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger, **_: Any
-    ) -> None:
+    async def delete(*, body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger) -> None:
         failures.pop(str(body.metadata.uid), None)
         await cleanup(memo.context, settings, body, retry, logger)
+
+    register_controller(
+        registry,
+        plural=PLURAL,
+        interval=settings.tick_seconds,
+        reconcile=changed_or_due,
+        cleanup=delete,
+    )

@@ -42,6 +42,7 @@ from penguinmails.operator import conditions, metrics
 from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
 from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
+from penguinmails.operator.handlers import register_controller
 from penguinmails.operator.kube import load_config
 from penguinmails.operator.mailu.install import install_on_vps
 from penguinmails.operator.probes import dnsbl, rdns, smtp
@@ -638,32 +639,27 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             with metrics.observe(KIND):
                 await reconcile(memo.context, state, body, logger)
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
-    async def smtpserver_changed(
-        body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    async def changed_or_poll(
+        *,
+        body: kopf.Body,
+        patch: kopf.Patch,
+        retry: int,
+        memo: kopf.Memo,
+        logger: kopf.Logger,
+        timer: bool,
     ) -> None:
-        await run(memo, body, logger, timer=False)
+        await run(memo, body, logger, timer=timer)
 
-    @kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        interval=state.settings.poll_seconds,
-        initial_delay=state.settings.poll_seconds,
-    )
-    async def smtpserver_poll(
-        body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
-    ) -> None:
-        await run(memo, body, logger, timer=True)
-
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
-    async def smtpserver_deleted(
-        body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
-    ) -> None:
+    async def delete(*, body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger) -> None:
         async with state.lock(str(body.metadata.uid)):
             await cleanup(memo.context, state, body, logger)
         state.locks.pop(str(body.metadata.uid), None)
         state.backoff.pop(str(body.metadata.uid), None)
+
+    register_controller(
+        registry,
+        plural=PLURAL,
+        interval=state.settings.poll_seconds,
+        reconcile=changed_or_poll,
+        cleanup=delete,
+    )

@@ -29,32 +29,11 @@ from penguinmails.operator.errors import (
     describe,
     describe_validation_error,
 )
+from penguinmails.operator.handlers import register_controller
 from penguinmails.operator.kube import Kube
 from penguinmails.operator.secret_access import apply_secret
 
 PLURAL = "tenants"
-
-
-def _status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-    """Only the status fields that differ: an idle reconcile writes nothing."""
-    return {key: value for key, value in desired.items() if current.get(key) != value}
-
-
-def _write_status(
-    patch: kopf.Patch,
-    status: Mapping[str, Any],
-    generation: int,
-    observed: list[Observed],
-    **fields: Any,
-) -> None:
-    desired = dict(fields)
-    desired["observedGeneration"] = generation
-    desired["conditions"] = conditions.merge_conditions(
-        status.get("conditions"), observed, generation
-    )
-    # Keep lastTransitionTime stable when nothing changed, so the comparison below is exact.
-    for key, value in _status_patch(status, desired).items():
-        patch.status[key] = value
 
 
 async def _count_active_campaigns(kube: Kube, namespace: str) -> int:
@@ -101,7 +80,7 @@ async def reconcile(
         spec = TenantSpec.model_validate(dict(body.spec))
     except ValidationError as error:
         message = describe_validation_error(error)
-        _write_status(
+        conditions.write_status(
             patch,
             status,
             generation,
@@ -135,7 +114,7 @@ async def reconcile(
     except Exception as error:
         failure = describe(error)
         logger.warning("Tenant %s not reconciled: %s", name, failure.message)
-        _write_status(
+        conditions.write_status(
             patch, status, generation, [Observed("Ready", "False", failure.reason, failure.message)]
         )
         kopf.warn(body, reason=failure.reason, message=failure.message)
@@ -157,7 +136,7 @@ async def reconcile(
         observed.append(Observed("Suspended", "False", "Active", "the tenant may send"))
 
     _announce_changes(body, status, spec_tier=spec.tier.value, suspended=spec.suspended)
-    _write_status(
+    conditions.write_status(
         patch,
         status,
         generation,
@@ -211,42 +190,21 @@ async def cleanup(
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
     """Attach the Tenant handlers; the resync interval comes from the settings."""
 
-    @kopf.on.resume(res.GROUP, res.VERSION, PLURAL, registry=registry)
-    @kopf.on.create(res.GROUP, res.VERSION, PLURAL, registry=registry)
-    @kopf.on.update(res.GROUP, res.VERSION, PLURAL, registry=registry)
-    async def tenant_changed(
+    async def run(
+        *,
         body: kopf.Body,
         patch: kopf.Patch,
         retry: int,
         memo: kopf.Memo,
         logger: kopf.Logger,
-        **_: Any,
+        timer: bool,
     ) -> None:
         with metrics.observe("Tenant"):
             await reconcile(memo.context, body, patch, retry, logger)
 
-    @kopf.timer(
-        res.GROUP,
-        res.VERSION,
-        PLURAL,
-        registry=registry,
-        interval=settings.resync_seconds,
-        initial_delay=settings.resync_seconds,
-    )
-    async def tenant_resync(
-        *,
-        body: kopf.Body,
-        patch: kopf.Patch,
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        retry: int = 0,
-        **_: Any,
-    ) -> None:
-        with metrics.observe("Tenant"):
-            await reconcile(memo.context, body, patch, retry, logger)
-
-    @kopf.on.delete(res.GROUP, res.VERSION, PLURAL, registry=registry)
-    async def tenant_deleted(
-        body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger, **_: Any
-    ) -> None:
+    async def delete(*, body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger) -> None:
         await cleanup(memo.context, body, retry, logger)
+
+    register_controller(
+        registry, plural=PLURAL, interval=settings.resync_seconds, reconcile=run, cleanup=delete
+    )

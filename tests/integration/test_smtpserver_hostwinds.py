@@ -224,13 +224,15 @@ def test_sigkill_at_each_provisioning_step_leaves_exactly_one_vps(
     if step == "during-polling":
         standin.provision_seconds = 4.0
         create(custom_objects, hostwinds_body(name, f"{name}.example.com"))
-        wait_for(
-            lambda: ((get(custom_objects, NS, name) or {}).get("status") or {}).get("providerId"),
-            timeout=60,
-            what="the provider id recorded while the VPS builds",
-        )
-        obj = get(custom_objects, NS, name)
-        assert condition(obj, "Provisioned").get("reason") == "Provisioning"
+
+        # The provider id is written first, then the condition moves on to Provisioning
+        # (polling): wait for both, so the kill lands while the VPS is being polled.
+        def polling() -> bool:
+            obj = get(custom_objects, NS, name) or {}
+            has_id = bool((obj.get("status") or {}).get("providerId"))
+            return has_id and condition(obj, "Provisioned").get("reason") == "Provisioning"
+
+        wait_for(polling, timeout=60, what="the provider id recorded while the VPS builds")
         first.kill()
     else:
         action, arm = STEPS[step]
