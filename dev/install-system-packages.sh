@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the local stack runs (PostgreSQL, Redis), only when missing.
+# Installs the Debian packages the local stack and the tests run (PostgreSQL, Redis, Knot DNS,
+# PowerDNS, Postfix, OpenSSH, SpamAssassin), only when missing.
 set -euo pipefail
 
 packages=(postgresql redis-server knot pdns-server pdns-backend-sqlite3 postfix openssh-server spamassassin)

@@ -11,21 +11,17 @@ openssh-server (the system-wide service is not used).
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import getpass
 import os
-import shutil
-import signal
+import re
 import subprocess
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO
 
-from penguinmails.devstack.ports import LOOPBACK, free_port, is_listening
+from penguinmails.devstack.process import PrivateService, find_binary
+
+# "Bind to port N on 127.0.0.1 failed: Address already in use." then "Cannot bind any address."
+_BIND_FAILURE = re.compile(r"Address already in use|Cannot bind any address")
 
 
 class SshServerError(RuntimeError):
@@ -33,13 +29,20 @@ class SshServerError(RuntimeError):
 
 
 def find_sshd() -> str:
-    found = shutil.which("sshd") or shutil.which("sshd", path="/usr/sbin:/usr/local/sbin")
-    if found is None:
-        raise SshServerError("sshd not found: apt-get install openssh-server")
-    return found
+    """`sshd` from PATH (or /usr/sbin)."""
+    return find_binary(
+        "sshd", env=None, install="Debian: apt-get install openssh-server", error=SshServerError
+    )
 
 
-class SshServer:
+class SshServer(PrivateService):
+    """One private sshd; context manager or `start()` / `stop()` (idempotent)."""
+
+    display_name = "sshd"
+    error = SshServerError
+    bind_failure = _BIND_FAILURE
+    poll_interval = 0.05
+
     def __init__(
         self,
         base_dir: Path,
@@ -48,51 +51,27 @@ class SshServer:
         port: int | None = None,
         start_timeout: float = 15.0,
     ) -> None:
-        self.root = Path(base_dir).absolute() / "sshd"
-        self.host = LOOPBACK
+        root = Path(base_dir).absolute() / "sshd"
+        super().__init__(root, root / "sshd.log", port=port, start_timeout=start_timeout)
         self.user = getpass.getuser()
-        self.start_timeout = start_timeout
         self._authorized = list(authorized_keys)
-        self._requested_port = port
-        self._port: int | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise SshServerError("sshd is not started")
-        return self._port
+        self._binary: str | None = None
 
     @property
     def host_key_path(self) -> Path:
         return self.root / "ssh_host_ed25519_key"
-
-    @property
-    def log_path(self) -> Path:
-        return self.root / "sshd.log"
-
-    def __enter__(self) -> SshServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def authorize(self, public_key: str) -> None:
         """Allow one more key (read by sshd at each login, so no restart is needed)."""
         self._authorized.append(public_key)
         self._write_authorized_keys()
 
-    def start(self) -> SshServer:
-        if self._process is not None and self._process.poll() is None:
-            return self
-        sshd = find_sshd()
-        self.root.mkdir(parents=True, exist_ok=True)
+    # -- hooks ------------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """Host key and authorized_keys; the config names the port, so `_command` writes it."""
+        self._binary = find_sshd()
+        super()._prepare()
         if os.geteuid() == 0:
             # sshd insists on its privilege-separation directory when started as root.
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
@@ -103,10 +82,12 @@ class SshServer:
                 capture_output=True,
             )
         self._write_authorized_keys()
-        self._port = self._requested_port or free_port(self.host)
+
+    def _command(self, port: int) -> list[str]:
+        assert self._binary is not None
         config = self.root / "sshd_config"
         config.write_text(
-            f"Port {self._port}\n"
+            f"Port {port}\n"
             f"ListenAddress {self.host}\n"
             f"HostKey {self.host_key_path}\n"
             f"PidFile {self.root / 'sshd.pid'}\n"
@@ -118,66 +99,13 @@ class SshServer:
             "StrictModes no\n"
             "Subsystem sftp internal-sftp\n"
         )
-        _register(self)
-        self._log = self.log_path.open("ab")
-        self._process = subprocess.Popen(
-            [sshd, "-D", "-e", "-f", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                self.stop()
-                raise SshServerError(f"sshd exited while starting:\n{tail}")
-            if is_listening(self._port, self.host):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise SshServerError(f"sshd did not listen on {self.host}:{self._port}")
+        return [self._binary, "-D", "-e", "-f", str(config)]
 
-    def stop(self, timeout: float = 10.0) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        _unregister(self)
+    def _ready(self) -> bool:
+        """sshd logged that it listens: a bare connect would also accept whoever holds the port."""
+        return f"Server listening on {self.host} port {self.port}." in self.log_tail(lines=200)
 
     def _write_authorized_keys(self) -> None:
         path = self.root / "authorized_keys"
         path.write_text("".join(f"{line.strip()}\n" for line in self._authorized))
         path.chmod(0o600)
-
-
-_running: set[SshServer] = set()
-_lock = threading.Lock()
-
-
-def _register(server: SshServer) -> None:
-    with _lock:
-        _running.add(server)
-
-
-def _unregister(server: SshServer) -> None:
-    with _lock:
-        _running.discard(server)
-
-
-@atexit.register
-def _stop_all() -> None:
-    with _lock:
-        servers = list(_running)
-    for server in servers:
-        with contextlib.suppress(Exception):
-            server.stop()
