@@ -30,9 +30,10 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs
+
+from penguinmails.devstack.process import Startable
 
 PATH = "/cloud/api.php"
 
@@ -81,7 +82,7 @@ class _Hold:
     released: threading.Event = field(default_factory=threading.Event)
 
 
-class HostwindsStandIn:
+class HostwindsStandIn(Startable):
     def __init__(
         self,
         api_keys: set[str] | None = None,
@@ -116,7 +117,7 @@ class HostwindsStandIn:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> HostwindsStandIn:
+    def start(self) -> Self:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -151,17 +152,6 @@ class HostwindsStandIn:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-
-    def __enter__(self) -> HostwindsStandIn:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
