@@ -3,7 +3,7 @@
     penguinmails contacts import --tenant acme --list leads contacts.csv
     penguinmails unsubscribe serve --port 8088
 
-Reads `PM_DATABASE_URL` and `PM_SUPPRESSION_KEY` (and `PM_UNSUBSCRIBE_KEY` for serving).
+Reads `PM_DATABASE_URL` and `PM_SUPPRESSION_KEY`.
 Exit status: 0 when every row was imported, 2 when some rows were skipped (they are listed
 with their line numbers on stderr), 1 when nothing could be done.
 """

@@ -117,16 +117,25 @@ def make_app(pool: asyncpg.Pool, key: bytes) -> web.Application:
 
 
 async def serve(dsn: str, *, host: str = "0.0.0.0", port: int = 8088) -> None:  # noqa: S104
-    """Serve until cancelled (SIGINT/SIGTERM end `asyncio.run`)."""
-    import asyncio
+    """Serve until SIGTERM or SIGINT, then finish open requests and close the pool.
 
+    The handler is explicit because as PID 1 in a container the process gets no default
+    SIGTERM action: without it the pod would only die when its grace period runs out.
+    """
+    import asyncio
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
     runner = web.AppRunner(make_app(pool, suppression_key()))
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     log.info("unsubscribe endpoint on %s:%d", host, port)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await runner.cleanup()
         await pool.close()

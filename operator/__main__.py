@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import asyncpg
@@ -21,7 +22,7 @@ from penguinmails.common.settings import OperatorSettings
 from penguinmails.operator import campaign, sendingdomain, smtpserver, tenant
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.context import Context
-from penguinmails.operator.kube import Kube, connection_info, load_config
+from penguinmails.operator.kube import KUBE_WORKERS, Kube, connection_info, load_config
 from penguinmails.operator.retention import purge_periodically
 
 ANNOTATION_PREFIX = "penguinmails.io"
@@ -49,6 +50,10 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
         )
         settings.execution.max_workers = 32
+        # asyncio.to_thread (every Kubernetes call) uses the loop's default executor.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=KUBE_WORKERS, thread_name_prefix="kube")
+        )
 
         applied = await migrate(config.database_url)
         if applied:

@@ -20,6 +20,9 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ApiException, NotFoundError
 
 FIELD_MANAGER = "penguinmails-operator"
+# Calls run in worker threads (the client is synchronous): as many threads as HTTP connections,
+# so hundreds of objects reconciled at once neither queue behind a few threads nor reconnect.
+KUBE_WORKERS = 32
 
 Manifest = Mapping[str, Any]
 
@@ -27,6 +30,7 @@ Manifest = Mapping[str, Any]
 def client_configuration() -> client.Configuration:
     """In-cluster credentials when running in a pod, else PM_KUBECONFIG, else KUBECONFIG."""
     configuration = client.Configuration()
+    configuration.connection_pool_maxsize = KUBE_WORKERS
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=configuration)
     else:

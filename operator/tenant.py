@@ -7,6 +7,7 @@ anything deleted behind our back (a quota, the sender Deployment) comes back on 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -98,8 +99,9 @@ async def reconcile(
         await ctx.kube.apply(res.namespace(tenant))
         active = await _count_active_campaigns(ctx.kube, tenant.namespace)
         replicas = res.desired_replicas(limits, suspended=spec.suspended, active_campaigns=active)
-        for manifest in res.children(tenant, image=ctx.settings.sender_image, replicas=replicas):
-            await ctx.kube.apply(manifest)
+        # The children reference each other only by name, so they are applied concurrently.
+        children = res.children(tenant, image=ctx.settings.sender_image, replicas=replicas)
+        await asyncio.gather(*(ctx.kube.apply(manifest) for manifest in children))
         if ctx.settings.sender_secret:
             await _copy_sender_secret(ctx, tenant)
         await upsert_tenant(

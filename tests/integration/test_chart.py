@@ -118,6 +118,16 @@ def one(documents: list[Document], kind: str) -> Document:
     return found
 
 
+def of_component(documents: list[Document], kind: str, component: str) -> Document:
+    """The one object of `kind` whose app.kubernetes.io/component label is `component`."""
+    (found,) = [
+        d
+        for d in by_kind(documents, kind)
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == component
+    ]
+    return found
+
+
 def operator_cluster_role(documents: list[Document]) -> Document:
     """The operator's ClusterRole (not <release>-secret-writer, bound per namespace)."""
     (found,) = [
@@ -152,6 +162,10 @@ def test_defaults_render_a_locked_down_single_operator(helm: Helm) -> None:
         "ServiceAccount",
     ]
     assert not by_kind(documents, "Secret"), "the chart must never carry a secret value"
+    # The unsubscribe endpoint and the intake need sender.secretName, empty by default.
+    assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in documents} == {
+        "operator"
+    }
 
     deployment = one(documents, "Deployment")
     spec = deployment["spec"]
@@ -185,6 +199,7 @@ def test_defaults_render_a_locked_down_single_operator(helm: Helm) -> None:
     assert env["PM_TENANT_RETENTION_DAYS"]["value"] == "30"
     assert env["PM_PURGE_INTERVAL_SECONDS"]["value"] == "3600"
     assert env["PM_METRICS_PORT"]["value"] == "8080"
+    assert "PM_UNSUBSCRIBE_URL" not in env  # the operator's built-in default
 
     service = one(documents, "Service")
     assert service["spec"]["ports"] == [
@@ -197,7 +212,7 @@ def test_defaults_render_a_locked_down_single_operator(helm: Helm) -> None:
 
 def test_every_option_renders(helm: Helm) -> None:
     documents = helm.template("pm", "platform", OPTIONS)
-    deployment = one(documents, "Deployment")
+    deployment = of_component(documents, "Deployment", "operator")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert deployment["metadata"]["name"] == "pm"
@@ -214,6 +229,7 @@ def test_every_option_renders(helm: Helm) -> None:
     assert env["PM_TENANT_RETENTION_DAYS"]["value"] == "7.5"
     assert env["PM_PURGE_INTERVAL_SECONDS"]["value"] == "900"
     assert env["PM_HOSTWINDS_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "hostwinds"
+    assert env["PM_UNSUBSCRIBE_URL"]["value"] == "https://unsubscribe.example.com/u"
     assert pod["serviceAccountName"] == "penguinmails-operator"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert pod["priorityClassName"] == "system-cluster-critical"
@@ -225,7 +241,7 @@ def test_every_option_renders(helm: Helm) -> None:
     }
 
     monitor = one(documents, "ServiceMonitor")
-    service = one(documents, "Service")
+    service = of_component(documents, "Service", "operator")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= (
         service["metadata"]["labels"].items()
@@ -236,6 +252,148 @@ def test_every_option_renders(helm: Helm) -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "penguinmails-operator", "namespace": "platform"}
     ]
+
+
+def _locked_down(pod: Mapping[str, Any], container: Mapping[str, Any]) -> None:
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    # Secret values only from Secrets: every variable is a secretKeyRef.
+    for item in container["env"]:
+        assert set(item) == {"name", "valueFrom"}, item
+        assert set(item["valueFrom"]) == {"secretKeyRef"}, item
+
+
+def test_unsubscribe_and_intake_render_with_every_option(helm: Helm) -> None:
+    documents = helm.template("pm", "platform", OPTIONS)
+    for component, port_name, port in (("unsubscribe", "http", 8089), ("intake", "smtp", 2526)):
+        account = of_component(documents, "ServiceAccount", component)
+        assert account["metadata"]["name"] == f"pm-{component}"
+        assert account["automountServiceAccountToken"] is False
+        deployment = of_component(documents, "Deployment", component)
+        assert deployment["metadata"]["name"] == f"pm-{component}"
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == f"pm-{component}"
+        (container,) = pod["containers"]
+        _locked_down(pod, container)
+        assert container["ports"] == [{"name": port_name, "containerPort": port, "protocol": "TCP"}]
+        assert container["args"][-2:] == ["--port", str(port)]
+        assert container["imagePullPolicy"] == "Always"
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        assert pod["tolerations"][0]["key"] == "edge"
+        assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+        assert "example.com/tier" in deployment["spec"]["template"]["metadata"]["labels"]
+        assert deployment["spec"]["template"]["metadata"]["annotations"] == {
+            "example.com/owner": "deliverability"
+        }
+        env = env_of(container)
+        assert env["PM_SUPPRESSION_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "penguinmails-sender",
+            "key": "PM_SUPPRESSION_KEY",
+        }
+        service = of_component(documents, "Service", component)
+        assert service["spec"]["ports"][0]["targetPort"] == port_name
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        operator_labels = of_component(documents, "Deployment", "operator")["spec"]["template"]
+        assert (
+            not service["spec"]["selector"].items() <= operator_labels["metadata"]["labels"].items()
+        )
+
+    unsubscribe = of_component(documents, "Deployment", "unsubscribe")
+    assert unsubscribe["spec"]["replicas"] == 3
+    pod = unsubscribe["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["penguinmails"]
+    assert container["args"][:2] == ["unsubscribe", "serve"]
+    assert container["image"].startswith("registry.example.com/platform/penguinmails@sha256:")
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert env_of(container)["PM_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "pg-app",
+        "key": "uri",
+    }
+    assert pod["terminationGracePeriodSeconds"] == 5
+    service = of_component(documents, "Service", "unsubscribe")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"][0]["port"] == 8080
+    ingress = one(documents, "Ingress")
+    assert ingress["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [
+        {"hosts": ["unsubscribe.example.com"], "secretName": "unsubscribe-example-com-tls"}
+    ]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "unsubscribe.example.com"
+    assert rule["http"]["paths"] == [
+        {
+            "path": "/u",
+            "pathType": "Prefix",
+            "backend": {"service": {"name": "pm-unsubscribe", "port": {"name": "http"}}},
+        }
+    ]
+
+    intake = of_component(documents, "Deployment", "intake")
+    assert intake["spec"]["replicas"] == 2
+    pod = intake["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["penguinmails-sender"]
+    assert container["args"][0] == "intake"
+    assert container["image"] == "registry.example.com/platform/penguinmails-sender:0.1.0-rc.2"
+    # No health endpoint in the intake: the probes only check that the SMTP port accepts.
+    assert container["livenessProbe"]["tcpSocket"] == {"port": "smtp"}
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "smtp"}
+    assert env_of(container)["PM_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "penguinmails-sender",
+        "key": "PM_DATABASE_URL",
+    }
+    assert pod["terminationGracePeriodSeconds"] == 45
+    service = of_component(documents, "Service", "intake")
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["ports"][0]["port"] == 25
+    assert service["metadata"]["annotations"] == {
+        "service.beta.kubernetes.io/aws-load-balancer-type": "nlb"
+    }
+
+
+def test_unsubscribe_url_follows_the_ingress_host(helm: Helm) -> None:
+    documents = helm.template(
+        "pm",
+        "ns",
+        sets=(
+            "sender.secretName=pm-sender",
+            "unsubscribe.enabled=true",
+            "unsubscribe.ingress.enabled=true",
+            "unsubscribe.ingress.host=u.example.org",
+            "unsubscribe.ingress.tlsSecretName=u-tls",
+        ),
+    )
+    operator = of_component(documents, "Deployment", "operator")
+    env = env_of(operator["spec"]["template"]["spec"]["containers"][0])
+    assert env["PM_UNSUBSCRIBE_URL"]["value"] == "https://u.example.org/u"
+    unsubscribe = of_component(documents, "Deployment", "unsubscribe")
+    container = unsubscribe["spec"]["template"]["spec"]["containers"][0]
+    # The default: the components' database login from the sender Secret.
+    assert env_of(container)["PM_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "pm-sender",
+        "key": "PM_DATABASE_URL",
+    }
+    assert container["ports"][0]["containerPort"] == 8088
+    # No permissions: nothing binds a role to the components' ServiceAccounts.
+    bound = {
+        subject["name"]
+        for kind in ("ClusterRoleBinding", "RoleBinding")
+        for binding in by_kind(documents, kind)
+        for subject in binding["subjects"]
+    }
+    assert bound == {"pm-penguinmails"}
 
 
 def test_the_sender_image_follows_the_operator_image_unless_set(helm: Helm) -> None:
@@ -258,6 +416,20 @@ def test_the_sender_image_follows_the_operator_image_unless_set(helm: Helm) -> N
         ("metrics: {port: 0}", "/metrics/port"),
         ("operator: {resyncSeconds: 0}", "/operator/resyncSeconds"),
         ("operator: {extraEnv: [{name: PM_DATABASE_URL, value: x}]}", "/operator/extraEnv/0/name"),
+        # The components need PM_SUPPRESSION_KEY, which only the sender Secret holds.
+        ("unsubscribe: {enabled: true}", "/sender/secretName"),
+        ("intake: {enabled: true}", "/sender/secretName"),
+        ("unsubscribe: {databaseUrlFrom: inline}", "/unsubscribe/databaseUrlFrom"),
+        ("unsubscribe: {publicUrl: 'http://u.example.com/u'}", "/unsubscribe/publicUrl"),
+        ("unsubscribe: {port: 80}", "/unsubscribe/port"),
+        ("unsubscribe: {ingress: {enabled: true, tlsSecretName: t}}", "/unsubscribe/ingress"),
+        ("unsubscribe: {ingress: {enabled: true, host: u.example.com}}", "/unsubscribe/ingress"),
+        ("unsubscribe: {ingress: {host: 'https://u.example.com'}}", "/unsubscribe/ingress/host"),
+        ("unsubscribe: {token: x}", "token"),
+        ("intake: {replicas: -1}", "/intake/replicas"),
+        ("intake: {service: {type: ExternalName}}", "/intake/service/type"),
+        ("intake: {service: {port: 0}}", "/intake/service/port"),
+        ("intake: {resources: {limits: {memory: lots}}}", "/intake/resources/limits/memory"),
     ],
 )
 def test_schema_rejects_bad_values_naming_the_field(
@@ -287,6 +459,18 @@ def test_inconsistent_options_fail_with_a_message(helm: Helm) -> None:
     )
     assert result.returncode != 0
     assert "metrics.service.enabled" in result.stderr
+    result = helm.run(
+        "template",
+        "pm",
+        str(CHART_DIR),
+        "--set",
+        "unsubscribe.ingress.enabled=true,unsubscribe.ingress.host=u.example.com",
+        "--set",
+        "unsubscribe.ingress.tlsSecretName=u-tls",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "unsubscribe.ingress.enabled needs unsubscribe.enabled" in result.stderr
 
 
 def _covers(rules: list[Mapping[str, Any]], group: str, resource: str, verb: str) -> bool:
@@ -323,7 +507,12 @@ def test_cluster_role_holds_everything_the_sender_role_grants(helm: Helm) -> Non
 @pytest.fixture(scope="module")
 def release_namespace(core: client.CoreV1Api) -> Iterator[str]:
     name = f"pm-chart-{suffix()}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    # The `restricted` Pod Security Standard: the API server warns about any pod template of the
+    # chart that would violate it (enforcement itself applies to pods, which a dry run has none).
+    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn")}
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+    )
     yield name
     core.delete_namespace(name)
 
@@ -348,6 +537,7 @@ def kubectl_dry_run(cluster: Cluster, documents: list[Document]) -> str:
         check=False,
     )
     assert result.returncode == 0, f"server-side dry-run refused the chart:\n{result.stderr}"
+    assert "PodSecurity" not in result.stderr, f"violates the restricted standard:\n{result.stderr}"
     return result.stdout
 
 
@@ -364,12 +554,24 @@ def test_api_server_accepts_the_rendered_chart_in_a_dry_run(
     documents = helm.template(f"dry-{suffix()}", release_namespace, *values, include_crds=True)
     assert len(by_kind(documents, "CustomResourceDefinition")) == len(crds_installed)
     served = [d for d in documents if d["kind"] not in FOREIGN_KINDS]
+    components = {
+        (d["kind"], d["metadata"]["labels"]["app.kubernetes.io/component"])
+        for d in served
+        if d["kind"] != "CustomResourceDefinition"
+    }
+    if with_options:  # the unsubscribe endpoint and the intake are in the dry run
+        for component in ("unsubscribe", "intake"):
+            for kind in ("ServiceAccount", "Deployment", "Service"):
+                assert (kind, component) in components, (kind, component)
+        assert ("Ingress", "unsubscribe") in components
     output = kubectl_dry_run(cluster, served)
     for document in served:
-        name = document["metadata"]["name"]
-        assert re.search(rf"/{re.escape(name)} serverside-applied \(server dry run\)", output), (
-            f"{document['kind']} {name} not in:\n{output}"
+        # kind and name: the Deployment, Service and Ingress of a component share a name.
+        kind, name = document["kind"].lower(), document["metadata"]["name"]
+        applied = (
+            rf"(?m)^{kind}(\.[a-z0-9.-]+)?/{re.escape(name)} serverside-applied \(server dry run\)"
         )
+        assert re.search(applied, output), f"{document['kind']} {name} not in:\n{output}"
     rbac = client.RbacAuthorizationV1Api(api_client)
     cluster_role = by_kind(served, "ClusterRole")[0]["metadata"]["name"]
     with pytest.raises(ApiException) as raised:  # a dry run leaves nothing behind

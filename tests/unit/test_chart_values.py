@@ -47,8 +47,39 @@ def test_schema_is_strict_and_declares_every_default() -> None:
     assert SCHEMA["additionalProperties"] is False
     assert not _undeclared(VALUES, SCHEMA, "")
     assert SCHEMA["properties"]["replicas"]["type"] == "integer"
-    for section in ("image", "operator", "database", "metrics", "serviceAccount", "rbac"):
+    for section in (
+        "image",
+        "operator",
+        "database",
+        "metrics",
+        "serviceAccount",
+        "rbac",
+        "unsubscribe",
+        "intake",
+    ):
         assert SCHEMA["properties"][section]["additionalProperties"] is False, section
+    ingress = SCHEMA["properties"]["unsubscribe"]["properties"]["ingress"]
+    assert ingress["additionalProperties"] is False
+
+
+def test_the_components_are_off_until_they_can_start() -> None:
+    """The unsubscribe endpoint and the intake need PM_SUPPRESSION_KEY, which only the Secret
+    named in sender.secretName holds: with its default (empty) neither could start."""
+    assert VALUES["sender"]["secretName"] == ""
+    for component in ("unsubscribe", "intake"):
+        assert VALUES[component]["enabled"] is False, component
+        assert VALUES[component]["databaseUrlFrom"] == "sender", component
+    assert VALUES["unsubscribe"]["ingress"]["enabled"] is False
+
+
+def test_the_components_take_secrets_only_from_secrets() -> None:
+    """No value of the unsubscribe endpoint or the intake can carry a secret or a URL with one."""
+    for component in ("unsubscribe", "intake"):
+        properties = SCHEMA["properties"][component]["properties"]
+        suspects = {k for k in properties if re.search(r"(?i)password|secret|dsn|key$|url$", k)}
+        assert suspects <= {"publicUrl"}, suspects
+        # Which Secret the database URL comes from is a choice between two, never a URL.
+        assert properties["databaseUrlFrom"]["enum"] == ["sender", "database"]
 
 
 def test_every_option_in_the_ci_values_is_declared() -> None:

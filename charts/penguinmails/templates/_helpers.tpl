@@ -75,3 +75,65 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- include "penguinmails.imageRef" (list $repository $tag $digest) }}
 {{- end }}
+
+{{/*
+The unsubscribe endpoint and the bounce intake: labels of one component, called with
+(dict "root" $ "component" "unsubscribe"). Their selectors differ from the operator's by
+app.kubernetes.io/component, so no Service selects another program's pods.
+*/}}
+{{- define "penguinmails.componentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "penguinmails.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "penguinmails.componentLabels" -}}
+helm.sh/chart: {{ include "penguinmails.chart" .root }}
+{{ include "penguinmails.componentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: penguinmails
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* <fullname>-<component>, within the 63 characters a Service name allows. */}}
+{{- define "penguinmails.componentName" -}}
+{{- printf "%s-%s" (include "penguinmails.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The environment both components need, called with
+(dict "root" $ "component" "unsubscribe" "values" .Values.unsubscribe):
+the database URL and the suppression key, from Secrets only. PM_SUPPRESSION_KEY must be the key
+the senders sign tokens with, so it always comes from sender.secretName.
+*/}}
+{{- define "penguinmails.componentSecretEnv" -}}
+{{- $sender := required (printf "sender.secretName is required when %s.enabled is true: it holds PM_SUPPRESSION_KEY, which checks the tokens" .component) .root.Values.sender.secretName -}}
+- name: PM_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+{{- if eq .values.databaseUrlFrom "database" }}
+      name: {{ .root.Values.database.secretName | quote }}
+      key: {{ .root.Values.database.secretKey | quote }}
+{{- else }}
+      name: {{ $sender | quote }}
+      key: PM_DATABASE_URL
+{{- end }}
+- name: PM_SUPPRESSION_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $sender | quote }}
+      key: PM_SUPPRESSION_KEY
+{{- end }}
+
+{{/* The public base URL of unsubscribe links (the operator's PM_UNSUBSCRIBE_URL); empty: unset. */}}
+{{- define "penguinmails.unsubscribeUrl" -}}
+{{- $u := .Values.unsubscribe }}
+{{- if $u.publicUrl }}
+{{- $u.publicUrl }}
+{{- else if and $u.enabled $u.ingress.enabled $u.ingress.host }}
+{{- printf "https://%s/u" $u.ingress.host }}
+{{- end }}
+{{- end }}
