@@ -30,6 +30,7 @@ from typing import Protocol
 import aiosmtplib
 import asyncpg
 
+from penguinmails.bench.measure import peak_rss_mib
 from penguinmails.common.db import tenant_connection, tenant_scope
 from penguinmails.common.db.contacts import import_contacts
 from penguinmails.common.db.ledger import (
@@ -188,13 +189,6 @@ async def sent_count(dsn: str, tenant_id: uuid.UUID, uid: uuid.UUID) -> int:
         return counts["sent"]
     finally:
         await conn.close()
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def run_sender(stack: _Services, base: Path, port: int) -> tuple[float, float]:

@@ -22,6 +22,7 @@ import dns.tsig
 import dns.update
 from kubernetes import client
 
+from penguinmails.bench.measure import peak_rss_mib
 from penguinmails.devstack.knot import KnotServer, minimal_zone
 from penguinmails.devstack.stack import Stack, api_client_for
 
@@ -84,13 +85,6 @@ def verified_and_records(api: client.CustomObjectsApi) -> tuple[int, int]:
             verified += 1
             records += sum(1 for r in status.get("records") or [] if r.get("published"))
     return verified, records
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run(stack: Stack, base: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from kubernetes import client
 
+from penguinmails.bench.measure import peak_rss_mib
 from penguinmails.devstack.stack import Stack, api_client_for
 
 GROUP, VERSION, PLURAL = "penguinmails.io", "v1alpha1", "tenants"
@@ -69,13 +70,6 @@ def wait_ready(api: client.CustomObjectsApi, prefix: str, expected: int, timeout
             raise TimeoutError(f"only {count_ready(api, prefix)}/{expected} Ready after {timeout}s")
         time.sleep(0.5)
     return time.perf_counter() - started
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run(stack: Stack, base: Path) -> None:
