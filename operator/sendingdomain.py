@@ -47,7 +47,13 @@ from penguinmails.operator.dns.records import (
     spf_lookups,
 )
 from penguinmails.operator.dns.rfc2136 import Rfc2136Provider
-from penguinmails.operator.dns.verify import Nameserver, Verification, find_nameservers, verify
+from penguinmails.operator.dns.verify import (
+    Nameserver,
+    Verification,
+    find_nameservers,
+    served,
+    verify,
+)
 from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
 from penguinmails.operator.handlers import register_controller
 from penguinmails.operator.secret_access import NotATenantNamespaceError, apply_secret
@@ -283,11 +289,22 @@ class Pass:
             if r.get("verified")
         }
 
-    async def publish(self, provider: DnsProvider, desired: Sequence[Record]) -> None:
+    async def publish(
+        self, provider: DnsProvider, desired: Sequence[Record], nameservers: Sequence[Nameserver]
+    ) -> None:
         manual = isinstance(provider, ManualProvider)
-        if not manual:
+        if manual:
+            # Nothing to list through the provider: ask the nameservers what the SPF names hold.
+            spf_names = [r.name for r in desired if r.type == "TXT" and base.is_spf(r.value)]
+            found = await served(
+                spf_names, "TXT", nameservers, self.settings.nameserver_port, self.settings.timeout
+            )
+            self.refuse_spf_conflicts(desired, found)
+        else:
             names = base.names_to_read(desired, self.known_names())
             existing = await provider.read(self.zone, names)
+            # Checked before planning: with a foreign SPF record present, nothing is changed.
+            self.refuse_spf_conflicts(desired, existing)
             changes = base.plan(desired, existing, self.owner, self.known_names())
             if changes:
                 await provider.apply(self.zone, changes)
@@ -301,6 +318,11 @@ class Pass:
             ]
         for record in desired:
             self.published[record.key] = not manual
+
+    def refuse_spf_conflicts(self, desired: Sequence[Record], existing: base.Existing) -> None:
+        conflicts = base.spf_conflicts(desired, existing, self.owner)
+        if conflicts:
+            raise SendingDomainError("SPFConflict", base.spf_conflict_message(conflicts))
 
     async def check(
         self, desired: Sequence[Record], nameservers: Sequence[Nameserver]
@@ -369,7 +391,7 @@ async def reconcile(
         spf = next(r for r in desired if r.purpose == "spf")
         await check_spf(spf.value, settings)
         nameservers = await find_nameservers(work.zone, settings.resolvers, settings.timeout)
-        await work.publish(provider, desired)
+        await work.publish(provider, desired, nameservers)
         results = await work.check(desired, nameservers)
 
         verified_selectors = {
@@ -387,7 +409,7 @@ async def reconcile(
             key_set = advanced
             again = records_for(key_set)
             if again != desired:
-                await work.publish(provider, again)
+                await work.publish(provider, again, nameservers)
                 results = await work.check(again, nameservers)
                 desired = again
     except (SendingDomainError, ProviderError) as error:

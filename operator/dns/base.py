@@ -8,6 +8,9 @@ Ownership: next to every record we create we publish a marker TXT at `_pm-owner.
 `heritage=penguinmails,owner=<namespace>/<name>,rr=<TYPE>:<hash of the value>`. A record is ours
 only when a marker of our owner names its exact type and value; everything else at the same name
 (a verification TXT at the apex, another team's MX) is foreign and never changed or deleted.
+
+The one foreign record we cannot simply publish beside is SPF: two `v=spf1` records at one name
+make every SPF check a permerror (RFC 7208 4.5), so `spf_conflicts` finds them before `plan` runs.
 """
 
 from __future__ import annotations
@@ -91,6 +94,58 @@ def owned_records(existing: Existing, owner: str, names: Iterable[str]) -> list[
                     changes.append(Change("delete", record, rdata))
                     changes.append(Change("delete", mark, markers[mark.value]))
     return changes
+
+
+def is_spf(value: str) -> bool:
+    """RFC 7208 4.5: an SPF record's text is "v=spf1" (any case) ended by a space or the end."""
+    version = value.split(" ", 1)[0]
+    return version.lower() == "v=spf1"
+
+
+@dataclass(frozen=True)
+class SpfConflict:
+    """A foreign SPF record at a name where we want to publish ours."""
+
+    name: str
+    existing: str
+    ours: str
+
+
+def spf_conflicts(desired: Iterable[Record], existing: Existing, owner: str) -> list[SpfConflict]:
+    """Foreign SPF records at the names of our SPF records (the domain, the return path).
+
+    Not foreign: a record a marker of `owner` claims (ours, maybe an older value we will replace),
+    and a record whose value is exactly ours: it is the record we want, so `plan` adopts it by
+    adding our marker (from then on a spec change updates it in place and deletion removes it).
+    """
+    conflicts: list[SpfConflict] = []
+    for record in desired:
+        if record.type != "TXT" or not is_spf(record.value):
+            continue
+        ours = normalize_value("TXT", record.value)
+        markers = existing.get((owner_name(record.name), "TXT"), {})
+        for value in sorted(existing.get((record.name, "TXT"), {})):
+            if not is_spf(value) or value == ours:
+                continue
+            if marker(Record(record.name, "TXT", value), owner).value in markers:
+                continue
+            conflicts.append(SpfConflict(record.name, value, record.value))
+    return conflicts
+
+
+def spf_conflict_message(conflicts: Sequence[SpfConflict]) -> str:
+    """What the condition says: the record found, the two ways out, and why we stopped."""
+    parts = [
+        f'TXT {c.name} already holds an SPF record PenguinMails does not own: "{c.existing}". '
+        f'Fix: replace it with exactly "{c.ours}" (PenguinMails then manages it), or, if it '
+        "authorises other senders, add their include: domains to spec.spf.includes and then "
+        "delete it"
+        for c in conflicts
+    ]
+    return (
+        ". ".join(parts) + ". Two SPF records at one name make every SPF check fail (permerror, "
+        "RFC 7208 4.5), so PenguinMails changes nothing in DNS until only one is left"
+    )
 
 
 def plan(

@@ -164,10 +164,15 @@ class Rfc2136Provider:
                 "ZoneNotFound",
                 f"{where} is not authoritative for zone {zone}; fix spec.zone",
             )
+        # The signature was accepted (that would be NOTAUTH), so the server's own policy or
+        # limits refused this change; it does not say which, so name both and its log.
         raise ProviderError(
             "DNSUpdateRefused",
-            f"{where} refused the update to zone {zone} with {dns.rcode.to_text(rcode)}; "
-            "allow dynamic updates for this zone and key on the server",
+            f"{where} refused the update to zone {zone} with {dns.rcode.to_text(rcode)}: its "
+            f"update policy does not allow this change for TSIG key "
+            f"{self._key_name.to_text(omit_final_dot=True)} "
+            "or a server limit was hit (e.g. the zone's maximum size); the server's log names "
+            "the cause: allow the update or raise the limit for this zone there",
         )
 
 

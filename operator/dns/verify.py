@@ -21,7 +21,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-from penguinmails.operator.dns.base import ProviderError
+from penguinmails.operator.dns.base import Existing, ProviderError
 from penguinmails.operator.dns.records import Record, normalize_value
 from penguinmails.operator.dns.rfc2136 import rdata_value
 
@@ -133,6 +133,27 @@ async def _ask(
         rdata_value(rdata) for rrset in response.answer if rrset.rdtype == wanted for rdata in rrset
     }
     return values, ""
+
+
+async def served(
+    names: Sequence[str],
+    rtype: str,
+    nameservers: Sequence[Nameserver],
+    port: int = 53,
+    wait: float = 5.0,
+) -> Existing:
+    """Every value any nameserver serves at `names`, shaped like a provider's `read`.
+
+    For providers that cannot list records (manual): a nameserver that does not answer is left
+    out here, since verification reports it anyway.
+    """
+    asks = [(ns, name) for ns in nameservers for name in sorted(set(names))]
+    answers = await asyncio.gather(*(_ask(ns, port, name, rtype, wait) for ns, name in asks))
+    existing: dict[tuple[str, str], dict[str, str]] = {}
+    for (_, name), (values, _why) in zip(asks, answers, strict=True):
+        for value in values or ():
+            existing.setdefault((name, rtype), {})[value] = value
+    return existing
 
 
 async def verify(

@@ -8,7 +8,7 @@ failure modes, which must come back as a named reason and never leak a credentia
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -29,8 +29,38 @@ pytestmark = pytest.mark.integration
 ZONE = "providers.test"
 DOMAIN = f"mail.{ZONE}"
 OWNER = "tenant-a/mail"
-FOREIGN = 'mail IN TXT "site-verification=keep-me"\nmail IN MX 50 other.example.\n'
+FOREIGN = (
+    'mail IN TXT "site-verification=keep-me"\nmail IN MX 50 other.example.\n'
+    'legacy IN TXT "v=spf1 a mx -all"\n'
+)
 LONG_DKIM = "v=DKIM1; k=rsa; p=" + "M" * 392
+# A zone capped just above its own size: Knot answers REFUSED to an update that would exceed it.
+TINY = "tiny.test"
+TINY_MAX_BYTES = 600
+
+
+class SizeLimitedKnot(KnotServer):
+    """Knot with `zone-max-size` on some zones.
+
+    Exceeding it is the one refusal Knot gives a correctly signed, ACL-allowed update (REFUSED);
+    an ACL that does not cover the key or zone comes back as NOTAUTH/BADKEY (`TSIGRejected`).
+    The launcher has no option for it, so the limit is added to the config it writes.
+    """
+
+    def __init__(
+        self, base_dir: Path, zones: Mapping[str, str], max_bytes: Mapping[str, int]
+    ) -> None:
+        super().__init__(base_dir, zones=zones)
+        self.max_bytes = dict(max_bytes)
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        text = self.config_path.read_text()
+        for zone, size in self.max_bytes.items():
+            entry = f"  - domain: {zone}\n    acl: pm_update\n"
+            assert entry in text, "the launcher's zone entry changed; update this subclass"
+            text = text.replace(entry, f"{entry}    zone-max-size: {size}\n")
+        self.config_path.write_text(text)  # same file, so its 0600 mode is kept
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +69,11 @@ def servers(
 ) -> Iterator[tuple[KnotServer, PowerDnsServer]]:
     zone = {ZONE: minimal_zone(ZONE, extra=FOREIGN)}
     root = tmp_path_factory.mktemp("dns")
-    with KnotServer(root, zones=zone) as knot, PowerDnsServer(root, zones=zone) as pdns:
+    knot_zones = {**zone, TINY: minimal_zone(TINY)}
+    with (
+        SizeLimitedKnot(root, knot_zones, {TINY: TINY_MAX_BYTES}) as knot,
+        PowerDnsServer(root, zones=zone) as pdns,
+    ):
         yield knot, pdns
 
 
@@ -65,11 +99,13 @@ def desired(spf: str = "v=spf1 ip4:192.0.2.1 ~all") -> list[Record]:
     ]
 
 
-async def sync(provider: DnsProvider, records: list[Record], known: set[str]) -> int:
-    existing = await provider.read(ZONE, base.names_to_read(records, known))
+async def sync(
+    provider: DnsProvider, records: list[Record], known: set[str], zone: str = ZONE
+) -> int:
+    existing = await provider.read(zone, base.names_to_read(records, known))
     changes = base.plan(records, existing, OWNER, known)
     if changes:
-        await provider.apply(ZONE, changes)
+        await provider.apply(zone, changes)
     return len(changes)
 
 
@@ -100,6 +136,16 @@ async def test_publish_change_and_remove_only_our_records(
         },
         (DOMAIN, "MX"): {"50 other.example": left[(DOMAIN, "MX")]["50 other.example"]},
     }
+
+
+async def test_foreign_spf_is_seen_through_every_provider(
+    provider: tuple[DnsProvider, int],
+) -> None:
+    api, _ = provider
+    ours = Record(f"legacy.{ZONE}", "TXT", "v=spf1 ip4:192.0.2.1 ~all", 60, "spf")
+    existing = await api.read(ZONE, base.names_to_read([ours]))
+    conflicts = base.spf_conflicts([ours], existing, OWNER)
+    assert conflicts == [base.SpfConflict(ours.name, "v=spf1 a mx -all", ours.value)]
 
 
 async def test_nameservers_are_found_through_the_zone(
@@ -134,6 +180,27 @@ async def test_unknown_tsig_key_name_is_rejected(
     with pytest.raises(ProviderError) as raised:
         await api.apply(ZONE, [base.Change("add", Record(DOMAIN, "TXT", "x", 60))])
     assert raised.value.reason == "TSIGRejected"
+
+
+async def test_update_refused_by_the_server_is_named_and_changes_nothing(
+    servers: tuple[KnotServer, PowerDnsServer],
+) -> None:
+    knot, _ = servers
+    api = Rfc2136Provider(knot.address, knot.port, knot.tsig.name, knot.tsig.secret)
+    spf = Record(f"mail.{TINY}", "TXT", "v=spf1 -all", 60, "spf")
+    assert await sync(api, [spf], set(), TINY) == 2  # fits: the record and its marker
+    before = await api.read(TINY, base.names_to_read([spf]))
+
+    dkim = Record(f"pm-rsa-1._domainkey.mail.{TINY}", "TXT", LONG_DKIM, 60, "dkim")
+    with pytest.raises(ProviderError) as raised:
+        await sync(api, [spf, dkim], set(), TINY)
+    error = raised.value
+    assert error.reason == "DNSUpdateRefused"
+    assert f"zone {TINY} with REFUSED" in error.message
+    assert knot.tsig.name in error.message and "maximum size" in error.message
+    assert knot.tsig.secret not in error.message
+    # One UPDATE is atomic: what was published stays, nothing of the refused batch appeared.
+    assert await api.read(TINY, base.names_to_read([spf, dkim])) == before
 
 
 async def test_unreachable_server_is_named() -> None:

@@ -31,6 +31,7 @@ from penguinmails.common.dkim.keys import load_keys_from_secret, signing_keys
 from penguinmails.devstack.knot import KnotServer, minimal_zone
 from penguinmails.operator.dns.records import txt_rdata_text
 from tests.integration.conftest import GROUP, VERSION, OperatorFactory, OperatorProcess, wait_for
+from tests.integration.test_dns_providers import TINY, TINY_MAX_BYTES, SizeLimitedKnot
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +50,9 @@ def knot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnotServer]:
         # A chain of includes 12 deep: over SPF's 10-lookup limit.
         + "".join(f'chain{i} IN TXT "v=spf1 include:chain{i + 1}.{ZONE} -all"\n' for i in range(12))
     )
-    with KnotServer(
-        tmp_path_factory.mktemp("knot"), zones={ZONE: minimal_zone(ZONE, extra=extra)}
-    ) as server:
+    zones = {ZONE: minimal_zone(ZONE, extra=extra), TINY: minimal_zone(TINY)}
+    # TINY is too small for a domain's records: Knot refuses the update (DNSUpdateRefused).
+    with SizeLimitedKnot(tmp_path_factory.mktemp("knot"), zones, {TINY: TINY_MAX_BYTES}) as server:
         yield server
 
 
@@ -430,3 +431,93 @@ def test_missing_credentials_secret_is_named(
     ready = wait_reason(custom_objects, namespace, "nocreds", "CredentialsSecretMissing")
     assert "tsig" in ready["message"] and namespace in ready["message"]
     assert txt(knot, domain) == []
+
+
+def spf_records(knot: KnotServer, name: str) -> list[str]:
+    return [v for v in txt(knot, name) if v.lower().startswith("v=spf1")]
+
+
+def test_foreign_spf_is_reported_not_doubled(
+    operator: OperatorProcess,
+    knot: KnotServer,
+    custom_objects: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    namespace: str,
+) -> None:
+    domain = f"{namespace}.{ZONE}"
+    tsig_secret(core, namespace, knot.tsig.secret)
+    foreign = "v=spf1 ip4:198.51.100.7 -all"
+    add_foreign_txt(knot, domain, foreign)
+    custom_objects.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, domain_body("spfdup", domain, knot)
+    )
+    ready = wait_reason(custom_objects, namespace, "spfdup", "SPFConflict")
+    assert ready["status"] == "False"
+    assert foreign in ready["message"] and "include:relay.example.test" in ready["message"]
+    published = condition(get(custom_objects, namespace, "spfdup"), "DNSPublished")
+    assert (published["status"], published["reason"]) == ("False", "SPFConflict")
+    assert txt(knot, domain) == [foreign]  # untouched, and still the only SPF record
+    assert txt(knot, f"_pm-owner.{domain}") == []
+
+    # The customer removes their record: the next pass publishes ours.
+    delete_txt_behind_our_back(knot, domain)
+    obj = wait_ready(custom_objects, namespace, "spfdup")
+    spf = next(r["value"] for r in obj["status"]["records"] if r["purpose"] == "spf")
+    assert spf_records(knot, domain) == [spf]
+    # Retried several times while it lasted, announced once.
+    events = core.list_namespaced_event(namespace).items
+    assert [e.reason for e in events].count("SPFConflict") == 1
+
+
+def test_update_refused_by_the_server_is_a_condition(
+    operator: OperatorProcess,
+    knot: KnotServer,
+    custom_objects: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    namespace: str,
+) -> None:
+    domain = f"{namespace}.{TINY}"
+    tsig_secret(core, namespace, knot.tsig.secret)
+    update = dns.update.UpdateMessage(
+        TINY + ".", keyring=knot.tsig.keyring(), keyname=knot.tsig.key_name
+    )
+    update.add(domain + ".", 60, "TXT", f'"{FOREIGN_TXT}"')
+    assert dns.query.tcp(update, knot.address, port=knot.port, timeout=3).rcode() == 0
+    body = domain_body("refused", domain, knot, zone=TINY)
+    custom_objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    ready = wait_reason(custom_objects, namespace, "refused", "DNSUpdateRefused")
+    assert ready["status"] == "False"
+    assert f"zone {TINY} with REFUSED" in ready["message"]
+    assert "maximum size" in ready["message"] and knot.tsig.secret not in ready["message"]
+    published = condition(get(custom_objects, namespace, "refused"), "DNSPublished")
+    assert (published["status"], published["reason"]) == ("False", "DNSUpdateRefused")
+    assert txt(knot, domain) == [FOREIGN_TXT]  # the refused batch changed nothing
+
+
+def test_manual_domain_with_a_foreign_spf_is_told_to_replace_it(
+    operator: OperatorProcess,
+    knot: KnotServer,
+    custom_objects: client.CustomObjectsApi,
+    namespace: str,
+) -> None:
+    domain = f"{namespace}.{ZONE}"
+    add_foreign_txt(knot, domain, "v=spf1 mx -all")
+    body = domain_body("manualspf", domain, knot, dnsProvider={"type": "manual"})
+    body["spec"]["dkim"] = {"algorithms": ["ed25519"]}
+    custom_objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    ready = wait_reason(custom_objects, namespace, "manualspf", "SPFConflict")
+    assert '"v=spf1 mx -all"' in ready["message"]
+
+    # The customer does what the message says: replaces it with exactly our value.
+    ours = ready["message"].split('replace it with exactly "', 1)[1].split('"', 1)[0]
+    assert ours == "v=spf1 include:relay.example.test ~all"
+    delete_txt_behind_our_back(knot, domain)
+    add_foreign_txt(knot, domain, ours)
+
+    def listed() -> dict[str, Any] | None:
+        obj = get(custom_objects, namespace, "manualspf")
+        return obj if condition(obj, "DNSPublished").get("reason") == "Manual" else None
+
+    obj = wait_for(listed, timeout=90, what="the manual domain past the conflict")
+    spf = next(r for r in obj["status"]["records"] if r["purpose"] == "spf")
+    assert spf["value"] == ours and spf["verified"]

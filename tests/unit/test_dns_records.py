@@ -180,3 +180,57 @@ def test_plan_is_empty_when_everything_is_in_place() -> None:
     ours = Record("example.com", "MX", "10 mx.example.net")
     current = existing(Record("example.com", "MX", "10 mx.example.net"), base.marker(ours, OWNER))
     assert base.plan([ours], current, OWNER) == []
+
+
+OURS_SPF = Record(
+    "example.com", "TXT", "v=spf1 ip4:192.0.2.1 include:relay.example ~all", 300, "spf"
+)
+
+
+def test_is_spf_follows_the_version_rule() -> None:
+    assert base.is_spf("v=spf1 -all") and base.is_spf("V=SPF1") and base.is_spf("v=spf1")
+    assert not base.is_spf("v=spf10 -all") and not base.is_spf("google-site-verification=x")
+
+
+def test_foreign_spf_at_our_name_is_a_conflict_naming_both_values() -> None:
+    foreign = Record("example.com", "TXT", "v=spf1 ip4:198.51.100.7 -all")
+    others = Record("example.com", "TXT", "google-site-verification=x")
+    conflicts = base.spf_conflicts([OURS_SPF], existing(foreign, others), OWNER)
+    assert conflicts == [base.SpfConflict("example.com", foreign.value, OURS_SPF.value)]
+    message = base.spf_conflict_message(conflicts)
+    assert f'"{foreign.value}"' in message and f'"{OURS_SPF.value}"' in message
+    assert "spec.spf.includes" in message and "RFC 7208" in message
+
+
+def test_another_owners_spf_is_foreign_too() -> None:
+    theirs = Record("example.com", "TXT", "v=spf1 ip4:198.51.100.7 -all")
+    current = existing(theirs, base.marker(theirs, "other-ns/other"))
+    assert [c.existing for c in base.spf_conflicts([OURS_SPF], current, OWNER)] == [theirs.value]
+
+
+def test_our_own_spf_old_or_current_is_no_conflict() -> None:
+    old = Record("example.com", "TXT", "v=spf1 ip4:192.0.2.9 ~all")
+    assert base.spf_conflicts([OURS_SPF], existing(old, base.marker(old, OWNER)), OWNER) == []
+    current = existing(OURS_SPF, base.marker(OURS_SPF, OWNER))
+    assert base.spf_conflicts([OURS_SPF], current, OWNER) == []
+
+
+def test_a_foreign_spf_with_exactly_our_value_is_adopted() -> None:
+    # Identical to what we want: no second record; plan only adds our marker, so it is ours now.
+    current = existing(Record("example.com", "TXT", OURS_SPF.value))
+    assert base.spf_conflicts([OURS_SPF], current, OWNER) == []
+    changes = base.plan([OURS_SPF], current, OWNER)
+    assert [(c.action, c.record) for c in changes] == [("add", base.marker(OURS_SPF, OWNER))]
+
+
+def test_spf_conflicts_only_look_at_our_spf_names() -> None:
+    # The return path has its own SPF record; a foreign SPF elsewhere is none of our business.
+    bounce = Record("bounce.example.com", "TXT", "v=spf1 ip4:192.0.2.1 ~all", 300, "returnPath")
+    dmarc = Record("_dmarc.example.com", "TXT", "v=DMARC1; p=none")
+    current = existing(
+        Record("bounce.example.com", "TXT", "v=spf1 -all"),
+        Record("other.example.com", "TXT", "v=spf1 -all"),
+        Record("_dmarc.example.com", "TXT", "v=spf1 -all"),
+    )
+    conflicts = base.spf_conflicts([OURS_SPF, bounce, dmarc], current, OWNER)
+    assert [(c.name, c.existing) for c in conflicts] == [("bounce.example.com", "v=spf1 -all")]
