@@ -20,6 +20,7 @@ from pathlib import Path
 from penguinmails.devstack import controlplane, dns_examples
 from penguinmails.devstack.knot import KnotServer
 from penguinmails.devstack.stack import (
+    OPERATOR_COMMAND,
     REPO_ROOT,
     Stack,
     api_client_for,
@@ -57,7 +58,7 @@ def _run(keep: bool) -> int:
             knot = KnotServer(base / "dns", zones=dns_examples.ZONES).start()
             operator_log = (base / "operator.log").open("ab")
             operator = subprocess.Popen(
-                [sys.executable, "-m", "penguinmails.operator", "--liveness", ""],
+                list(OPERATOR_COMMAND),
                 env={
                     **os.environ,
                     **stack.env(),

@@ -22,6 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -117,9 +118,10 @@ def _write_private_key(path: Path) -> None:
 
 
 def write_kubeconfig(path: Path, server: str, token: str, ca_file: Path | None) -> None:
-    """A kubeconfig for one user authenticated by a bearer token."""
-    import yaml
+    """A kubeconfig for one user authenticated by a bearer token, trusting `ca_file`.
 
+    Without a CA file (an existing cluster whose CA the tests do not know) TLS is not verified.
+    """
     cluster: dict[str, object] = {"server": server}
     if ca_file is not None:
         cluster["certificate-authority"] = str(ca_file)
@@ -230,10 +232,9 @@ class ControlPlane:
             # Without the token controller, the ServiceAccount admission plugin would refuse pods.
             apiserver_args.append("--disable-admission-plugins=ServiceAccount")
         self._spawn("kube-apiserver", apiserver_args)
-        write_kubeconfig(base / "admin.kubeconfig", self.server, self.admin_token, None)
-        self.kubeconfig = base / "admin.kubeconfig"
         self._wait_ready()
-        # Only now does the self-signed certificate exist; pin it for clients.
+        # Only now does the self-signed certificate exist, so the kubeconfig can pin it.
+        self.kubeconfig = base / "admin.kubeconfig"
         write_kubeconfig(self.kubeconfig, self.server, self.admin_token, self.ca_file)
 
         if self.with_controller_manager:

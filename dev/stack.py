@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO_ROOT / "crds"
 FIELD_MANAGER = "penguinmails-dev"
+# The operator as a separate process (killable like in production), with no liveness endpoint:
+# several may run one after another on one machine. Its environment comes from `Stack.env()`.
+OPERATOR_COMMAND = (sys.executable, "-m", "penguinmails.operator", "--liveness", "")
 
 
 def api_client_for(kubeconfig: Path, connections: int = 10) -> client.ApiClient:
@@ -161,9 +164,3 @@ class Stack:
             # Keep the repository's operator/ folder from shadowing the standard library.
             "PYTHONSAFEPATH": "1",
         }
-
-
-@contextlib.contextmanager
-def running(base_dir: Path) -> Iterator[Stack]:
-    with Stack(base_dir) as stack:
-        yield stack

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import pytest
 from kubernetes import client
 
 from penguinmails.devstack.controlplane import ControlPlane, build
-from penguinmails.devstack.stack import api_client_for, install_crds
+from penguinmails.devstack.stack import OPERATOR_COMMAND, api_client_for, install_crds
 
 GROUP, VERSION = "penguinmails.io", "v1alpha1"
 
@@ -152,7 +151,7 @@ def operator_process(
         }
         env.pop("KUBERNETES_SERVICE_HOST", None)
         handle = OperatorProcess(
-            [sys.executable, "-m", "penguinmails.operator", "--liveness", ""],
+            list(OPERATOR_COMMAND),
             env,
             logs / f"operator-{len(started)}.log",
         ).start()
