@@ -7,7 +7,6 @@ response body: bodies can echo what was sent, and what was sent can hold secrets
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kubernetes.client.rest import ApiException
@@ -72,7 +71,3 @@ def describe(error: BaseException) -> Failure:
     if isinstance(error, (ConnectionError, TimeoutError, OSError)):
         return Failure("Unreachable", f"{type(error).__name__}: {error}; retrying")
     return Failure("ReconcileError", f"{type(error).__name__}: {error}; retrying")
-
-
-def join_messages(parts: Iterable[str]) -> str:
-    return "; ".join(p for p in parts if p)

@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import ApiException, NotFoundError
+from kubernetes.dynamic.exceptions import NotFoundError
 
 FIELD_MANAGER = "penguinmails-operator"
 # Calls run in worker threads (the client is synchronous): as many threads as HTTP connections,
@@ -121,10 +121,3 @@ class Kube:
     ) -> bool:
         """Request deletion; False when the object was already gone."""
         return await asyncio.to_thread(self._delete_sync, api_version, kind, name, namespace)
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether retrying later can help: throttling, server errors, conflicts, lost connections."""
-    if isinstance(error, ApiException):
-        return error.status in (409, 429) or error.status >= 500
-    return isinstance(error, (ConnectionError, TimeoutError, OSError))

@@ -51,6 +51,7 @@ from penguinmails.operator.dns.verify import (
     Nameserver,
     Verification,
     find_nameservers,
+    resolver_for,
     served,
     verify,
 )
@@ -175,11 +176,7 @@ async def _tenant_contact(ctx: Context, spec: SendingDomainSpec, namespace: str)
 
 async def check_spf(value: str, settings: DnsSettings) -> None:
     """Resolve the include chain, then count lookups (pure) before anything is published."""
-    resolver = dns.asyncresolver.Resolver(configure=not settings.resolvers)
-    if settings.resolvers:
-        resolver.nameservers = [host for host, _ in settings.resolvers]
-        resolver.port = settings.resolvers[0][1]
-    resolver.lifetime = settings.timeout
+    resolver = resolver_for(settings.resolvers, settings.timeout)
     fetched: dict[str, str | None] = {}
 
     async def fetch_all(record: str, depth: int) -> None:

@@ -18,7 +18,7 @@ import base64
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -143,24 +143,33 @@ class StatusWriter:
         self.current.update(changed)
 
 
-async def read_secret_key(ctx: Context, namespace: str, ref: SecretKeyRef, field_path: str) -> str:
-    """One key of a Secret; a missing Secret or key names the field to fix."""
-    secret = await ctx.kube.get("v1", "Secret", ref.name, namespace)
+async def read_secret_keys(
+    ctx: Context, namespace: str, name: str, keys: Sequence[str], field_path: str
+) -> list[str]:
+    """Keys of one Secret, read once; a missing Secret or key names the field to fix."""
+    secret = await ctx.kube.get("v1", "Secret", name, namespace)
     if secret is None:
         raise ProviderError(
             "SecretNotFound",
-            f"{field_path}: Secret {namespace}/{ref.name} does not exist; create it with the "
-            f"key {ref.key}",
+            f"{field_path}: Secret {namespace}/{name} does not exist; create it with the "
+            f"key {keys[0]}",
             transient=True,
         )
     data = secret.get("data") or {}
-    if ref.key not in data:
-        raise ProviderError(
-            "SecretKeyNotFound",
-            f"{field_path}: Secret {namespace}/{ref.name} has no key {ref.key}; add it",
-            transient=True,
-        )
-    return base64.b64decode(data[ref.key]).decode()
+    for key in keys:
+        if key not in data:
+            raise ProviderError(
+                "SecretKeyNotFound",
+                f"{field_path}: Secret {namespace}/{name} has no key {key}; add it",
+                transient=True,
+            )
+    return [base64.b64decode(data[key]).decode() for key in keys]
+
+
+async def read_secret_key(ctx: Context, namespace: str, ref: SecretKeyRef, field_path: str) -> str:
+    """One key of a Secret; a missing Secret or key names the field to fix."""
+    (value,) = await read_secret_keys(ctx, namespace, ref.name, (ref.key,), field_path)
+    return value
 
 
 def public_ssh_key(private_key: str, field_path: str) -> str:
@@ -220,13 +229,13 @@ async def build_provider(
     if relay is not None:
         if relay.credentials_secret_ref is not None:
             # Only checked here: the sender pods read the credentials themselves.
-            for key in ("username", "password"):
-                await read_secret_key(
-                    ctx,
-                    namespace,
-                    SecretKeyRef(name=relay.credentials_secret_ref.name, key=key),
-                    "spec.provider.relay.credentialsSecretRef",
-                )
+            await read_secret_keys(
+                ctx,
+                namespace,
+                relay.credentials_secret_ref.name,
+                ("username", "password"),
+                "spec.provider.relay.credentialsSecretRef",
+            )
         return Built(Relay(relay))
     return Built(MailuInCluster(ctx, spec))
 

@@ -84,6 +84,30 @@ class SenderConfig:
     """Only this campaign (benchmarks); None: every sending campaign of the tenant."""
 
 
+_CAMPAIGN_TTL = 60.0
+"""Seconds a loaded campaign (plan, compiled templates, DKIM keys) is used before a reload."""
+
+
+def _campaign_limits(uid: uuid.UUID, plan: CampaignPlan) -> tuple[Limit, ...]:
+    """The buckets every message of a campaign takes from, but for its provider's."""
+    limits: list[Limit] = [
+        Limit.per_day(f"mailbox:{plan.from_address.lower()}", plan.per_mailbox_per_day)
+    ]
+    campaign_key = f"campaign:{uid}"
+    if plan.per_hour:
+        limits.append(Limit.per_hour(f"{campaign_key}:hour", plan.per_hour))
+    if plan.per_day:
+        limits.append(Limit.per_day(f"{campaign_key}:day", plan.per_day))
+    if plan.campaign_daily_limit:
+        limits.append(Limit.per_day(f"{campaign_key}:warmup", plan.campaign_daily_limit))
+    relay = plan.relays[0]
+    if relay.daily_limit:
+        limits.append(Limit.per_day(f"server:{relay.name}:warmup", relay.daily_limit))
+    if relay.max_per_hour:
+        limits.append(Limit.per_hour(f"server:{relay.name}:hour", relay.max_per_hour))
+    return tuple(limits)
+
+
 @dataclass
 class _Campaign:
     uid: uuid.UUID
@@ -91,8 +115,11 @@ class _Campaign:
     renderer: Renderer
     signer: DkimSigner
     relay: RelayPool
-    relay_name: str
+    limits: tuple[Limit, ...]
     loaded_at: float
+
+    def fresh(self) -> bool:
+        return time.monotonic() - self.loaded_at < _CAMPAIGN_TTL
 
 
 class Sender:
@@ -311,25 +338,9 @@ class Sender:
     async def _throttle(self, campaign: _Campaign, email: str) -> float:
         if self.buckets is None:
             return 0.0
-        plan = campaign.plan
-        limits: list[Limit] = [
-            Limit.per_day(f"mailbox:{plan.from_address.lower()}", plan.per_mailbox_per_day)
-        ]
-        campaign_key = f"campaign:{campaign.uid}"
-        if plan.per_hour:
-            limits.append(Limit.per_hour(f"{campaign_key}:hour", plan.per_hour))
-        if plan.per_day:
-            limits.append(Limit.per_day(f"{campaign_key}:day", plan.per_day))
-        if plan.campaign_daily_limit:
-            limits.append(Limit.per_day(f"{campaign_key}:warmup", plan.campaign_daily_limit))
-        relay = plan.relays[0]
-        if relay.daily_limit:
-            limits.append(Limit.per_day(f"server:{relay.name}:warmup", relay.daily_limit))
-        if relay.max_per_hour:
-            limits.append(Limit.per_hour(f"server:{relay.name}:hour", relay.max_per_hour))
         group = await self._provider(email.rpartition("@")[2])
-        limits.append(Limit.per_second(f"provider:{group}", self.config.provider_rate))
-        return await self.buckets.take(limits)
+        provider = Limit.per_second(f"provider:{group}", self.config.provider_rate)
+        return await self.buckets.take([*campaign.limits, provider])
 
     async def _provider(self, domain: str) -> str:
         domain = domain.lower()
@@ -351,12 +362,12 @@ class Sender:
 
     async def _campaign(self, uid: uuid.UUID) -> _Campaign:
         cached = self._campaigns.get(uid)
-        if cached is not None and time.monotonic() - cached.loaded_at < 60:
+        if cached is not None and cached.fresh():
             return cached
         lock = self._campaign_locks.setdefault(uid, asyncio.Lock())
         async with lock:
             cached = self._campaigns.get(uid)
-            if cached is not None and time.monotonic() - cached.loaded_at < 60:
+            if cached is not None and cached.fresh():
                 return cached
             async with tenant_connection(self.pool, self.config.tenant_id) as conn:
                 plan = await get_campaign_plan(conn, uid)
@@ -391,7 +402,7 @@ class Sender:
                 Renderer(plan),
                 signer,
                 self._relays[pool_key],
-                relay.name,
+                _campaign_limits(uid, plan),
                 time.monotonic(),
             )
             self._campaigns[uid] = campaign

@@ -280,36 +280,27 @@ def set_condition(
     """
     if isinstance(status, bool):
         status = ConditionStatus.TRUE if status else ConditionStatus.FALSE
+    state: ConditionStatus = status
     stamp = (now or datetime.now(UTC)).replace(microsecond=0)
-    result: list[Condition] = []
-    found = False
-    for cond in conditions:
-        if cond.type != type_:
-            result.append(cond)
-            continue
-        found = True
-        transition = cond.last_transition_time if cond.status == status else stamp
-        result.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=transition,
-                observed_generation=observed_generation,
-            )
+
+    def updated(transition: datetime) -> Condition:
+        return Condition(
+            type=type_,
+            status=state,
+            reason=reason,
+            message=message,
+            last_transition_time=transition,
+            observed_generation=observed_generation,
         )
-    if not found:
-        result.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=stamp,
-                observed_generation=observed_generation,
-            )
-        )
+
+    result = [
+        cond
+        if cond.type != type_
+        else updated(cond.last_transition_time if cond.status == state else stamp)
+        for cond in conditions
+    ]
+    if all(cond.type != type_ for cond in conditions):
+        result.append(updated(stamp))
     return result
 
 

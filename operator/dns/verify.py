@@ -39,7 +39,10 @@ class Verification:
     diff: str | None
 
 
-def _resolver(resolvers: Sequence[tuple[str, int]], timeout: float) -> dns.asyncresolver.Resolver:
+def resolver_for(
+    resolvers: Sequence[tuple[str, int]], timeout: float
+) -> dns.asyncresolver.Resolver:
+    """The system's resolver when `resolvers` is empty, else those servers (PM_DNS_RESOLVER)."""
     if not resolvers:
         resolver = dns.asyncresolver.Resolver()
     else:
@@ -75,7 +78,7 @@ async def find_nameservers(
 async def _lookup_nameservers(
     zone: str, resolvers: Sequence[tuple[str, int]], wait: float
 ) -> list[Nameserver]:
-    resolver = _resolver(resolvers, wait)
+    resolver = resolver_for(resolvers, wait)
     try:
         answer = await resolver.resolve(zone + ".", "NS")
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):

@@ -86,8 +86,7 @@ async def ensure_mailu_secrets(ctx: Context, namespace: str, server: str, uid: s
             relay_password=random.token_urlsafe(24),
         )
         # Only in a tenant's namespace under the chart (operator/secret_access.py).
-        await apply_secret(ctx.kube, _secret(namespace, server, uid, _values(generated)))
-        existing = await ctx.kube.get("v1", "Secret", secret_name(server), namespace)
+        existing = await apply_secret(ctx.kube, _secret(namespace, server, uid, _values(generated)))
     data = (existing or {}).get("data") or {}
 
     def text(key: str) -> str:

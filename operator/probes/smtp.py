@@ -11,7 +11,7 @@ import asyncio
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import aiosmtplib
@@ -226,15 +226,8 @@ async def probe_smtp(
         ca_pem=None,
     )
     if seen.tls:
-        return SmtpProbeResult(
-            seen.host,
-            seen.port,
-            seen.banner,
-            seen.latency_ms,
-            seen.extensions,
-            True,
-            seen.tls_version,
-            seen.certificate,
+        return replace(
+            seen,
             certificate_verified=False,
             certificate_problem=f"does not verify for {name}: {reason}",
         )
