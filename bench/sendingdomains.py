@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,8 +22,9 @@ import dns.update
 from kubernetes import client
 
 from penguinmails.bench.measure import peak_rss_mib
+from penguinmails.devstack.dns_examples import rfc2136_provider
 from penguinmails.devstack.knot import KnotServer, minimal_zone
-from penguinmails.devstack.stack import Stack, api_client_for
+from penguinmails.devstack.stack import OPERATOR_COMMAND, Stack, api_client_for
 
 GROUP, VERSION, PLURAL = "penguinmails.io", "v1alpha1", "sendingdomains"
 ZONE = "bench.test"
@@ -42,15 +42,7 @@ def body(index: int, knot: KnotServer) -> dict[str, Any]:
         "spec": {
             "domain": f"d{index:04d}.{ZONE}",
             "zone": ZONE,
-            "dnsProvider": {
-                "type": "rfc2136",
-                "rfc2136": {
-                    "server": knot.address,
-                    "port": knot.port,
-                    "tsigKeyName": knot.tsig.name,
-                },
-                "credentialsSecretRef": {"name": "tsig", "key": "secret"},
-            },
+            "dnsProvider": rfc2136_provider(knot),
             "mx": {"enabled": False},
             "verifyInterval": "10m",
         },
@@ -102,7 +94,7 @@ def run(stack: Stack, base: Path) -> None:
 
         log = (base / "bench-sendingdomain-operator.log").open("ab")
         operator = subprocess.Popen(
-            [sys.executable, "-m", "penguinmails.operator", "--liveness", ""],
+            list(OPERATOR_COMMAND),
             env={
                 **os.environ,
                 **stack.env(),

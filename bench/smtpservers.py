@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -24,7 +23,7 @@ from penguinmails.api.v1alpha1.smtpserver import SmtpServerSpec
 from penguinmails.common.settings import SmtpServerSettings
 from penguinmails.devstack.knot import KnotServer, minimal_zone
 from penguinmails.devstack.postfix import PostfixServer
-from penguinmails.devstack.stack import Stack, api_client_for
+from penguinmails.devstack.stack import OPERATOR_COMMAND, Stack, api_client_for
 from penguinmails.operator.smtpserver import run_probes
 
 GROUP, VERSION, PLURAL = "penguinmails.io", "v1alpha1", "smtpservers"
@@ -145,7 +144,7 @@ def run(stack: Stack, base: Path) -> None:
 
         log = (base / "bench-smtp-operator.log").open("ab")
         operator = subprocess.Popen(
-            [sys.executable, "-m", "penguinmails.operator", "--liveness", ""],
+            list(OPERATOR_COMMAND),
             env={
                 **os.environ,
                 **stack.env(),

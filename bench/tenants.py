@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from kubernetes import client
 
 from penguinmails.bench.measure import peak_rss_mib
-from penguinmails.devstack.stack import Stack, api_client_for
+from penguinmails.devstack.stack import OPERATOR_COMMAND, Stack, api_client_for
 
 GROUP, VERSION, PLURAL = "penguinmails.io", "v1alpha1", "tenants"
 TIERS = ("starter", "professional", "business", "enterprise")
@@ -89,7 +88,7 @@ def run(stack: Stack, base: Path) -> None:
 
     log = (base / "bench-operator.log").open("ab")
     operator = subprocess.Popen(
-        [sys.executable, "-m", "penguinmails.operator", "--liveness", ""],
+        list(OPERATOR_COMMAND),
         env={**os.environ, **stack.env(), "PM_METRICS_PORT": "0", "PM_RESYNC_SECONDS": "300"},
         stdout=log,
         stderr=subprocess.STDOUT,

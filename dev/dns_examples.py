@@ -33,6 +33,16 @@ def operator_env(knot: KnotServer) -> dict[str, str]:
     }
 
 
+def rfc2136_provider(knot: KnotServer, ref: str = "tsig") -> dict[str, Any]:
+    """A SendingDomain's `dnsProvider` publishing to `knot` with the TSIG key in Secret
+    `ref` (key `secret`)."""
+    return {
+        "type": "rfc2136",
+        "rfc2136": {"server": knot.address, "port": knot.port, "tsigKeyName": knot.tsig.name},
+        "credentialsSecretRef": {"name": ref, "key": "secret"},
+    }
+
+
 def documents(knot: KnotServer, namespace: str = TENANT_NAMESPACE) -> list[dict[str, Any]]:
     secret = base64.b64encode(knot.tsig.secret.encode()).decode()
     return [
@@ -50,15 +60,7 @@ def documents(knot: KnotServer, namespace: str = TENANT_NAMESPACE) -> list[dict[
             "spec": {
                 "domain": f"mail.{ZONE}",
                 "zone": ZONE,
-                "dnsProvider": {
-                    "type": "rfc2136",
-                    "rfc2136": {
-                        "server": knot.address,
-                        "port": knot.port,
-                        "tsigKeyName": knot.tsig.name,
-                    },
-                    "credentialsSecretRef": {"name": "dns-tsig", "key": "secret"},
-                },
+                "dnsProvider": rfc2136_provider(knot, "dns-tsig"),
                 "dmarc": {"policy": "none", "rua": [f"dmarc@{ZONE}"]},
                 "mx": {"enabled": False},
                 "verifyInterval": "1m",

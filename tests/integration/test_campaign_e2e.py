@@ -28,6 +28,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from kubernetes import client
 
+from penguinmails.devstack.dns_examples import rfc2136_provider
 from penguinmails.devstack.knot import KnotServer, minimal_zone
 from penguinmails.devstack.ports import free_port
 from penguinmails.devstack.postfix import PostfixServer
@@ -220,15 +221,7 @@ def test_campaign_from_apply_to_inbox(
                     "metadata": {"name": "acme"},
                     "spec": {
                         "domain": ZONE,
-                        "dnsProvider": {
-                            "type": "rfc2136",
-                            "rfc2136": {
-                                "server": knot.address,
-                                "port": knot.port,
-                                "tsigKeyName": knot.tsig.name,
-                            },
-                            "credentialsSecretRef": {"name": "tsig", "key": "secret"},
-                        },
+                        "dnsProvider": rfc2136_provider(knot),
                         "smtpServerRefs": [{"name": "relay"}],
                         "mx": {"enabled": False},
                         "dmarc": {"policy": "none"},

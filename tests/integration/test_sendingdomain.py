@@ -28,6 +28,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from penguinmails.common.dkim.keys import load_keys_from_secret, signing_keys
+from penguinmails.devstack.dns_examples import rfc2136_provider
 from penguinmails.devstack.knot import KnotServer, minimal_zone
 from penguinmails.operator.dns.records import txt_rdata_text
 from tests.integration.conftest import GROUP, VERSION, OperatorFactory, OperatorProcess, wait_for
@@ -110,15 +111,7 @@ def domain_body(name: str, domain: str, knot: KnotServer, **spec: Any) -> dict[s
         "spec": {
             "domain": domain,
             "zone": ZONE,
-            "dnsProvider": {
-                "type": "rfc2136",
-                "rfc2136": {
-                    "server": knot.address,
-                    "port": knot.port,
-                    "tsigKeyName": knot.tsig.name,
-                },
-                "credentialsSecretRef": {"name": "tsig", "key": "secret"},
-            },
+            "dnsProvider": rfc2136_provider(knot),
             "spf": {"includes": ["relay.example.test"]},
             "dmarc": {"policy": "none", "rua": ["dmarc@example.test"]},
             "mx": {"enabled": False},

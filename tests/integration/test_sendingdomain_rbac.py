@@ -19,6 +19,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from penguinmails.devstack.controlplane import write_kubeconfig
+from penguinmails.devstack.dns_examples import rfc2136_provider
 from penguinmails.devstack.dnszones import minimal_zone
 from penguinmails.devstack.helm import build_helm
 from penguinmails.devstack.knot import KnotServer
@@ -104,15 +105,7 @@ def domain(name: str, namespace: str, knot: KnotServer) -> dict[str, Any]:
         "spec": {
             "domain": f"{name}.{ZONE}",
             "zone": ZONE,
-            "dnsProvider": {
-                "type": "rfc2136",
-                "rfc2136": {
-                    "server": knot.address,
-                    "port": knot.port,
-                    "tsigKeyName": knot.tsig.name,
-                },
-                "credentialsSecretRef": {"name": "tsig", "key": "secret"},
-            },
+            "dnsProvider": rfc2136_provider(knot),
             "mx": {"enabled": False},
             "tlsRpt": {"enabled": True},
         },
