@@ -26,6 +26,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from penguinmails.devstack.buildlock import exclusive
 from penguinmails.devstack.ports import free_port
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,13 @@ def build() -> BuildResult:
     bin_dir = cache_root() / "controlplane" / _inputs_digest()
     if all((bin_dir / name).is_file() for name in BINARIES):
         return BuildResult(bin_dir, 0.0, cached=True)
+    with exclusive(bin_dir):
+        if all((bin_dir / name).is_file() for name in BINARIES):
+            return BuildResult(bin_dir, 0.0, cached=True)  # another process built it meanwhile
+        return _build_into(bin_dir)
+
+
+def _build_into(bin_dir: Path) -> BuildResult:
     started = time.monotonic()
     staging = bin_dir.with_name(bin_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)

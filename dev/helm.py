@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from penguinmails.devstack.buildlock import exclusive
 from penguinmails.devstack.controlplane import cache_root
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,14 @@ def build(version: str = HELM_VERSION) -> HelmBuild:
     binary = target / "helm"
     if binary.is_file() and os.access(binary, os.X_OK):
         return HelmBuild(binary, 0.0, cached=True)
+    with exclusive(target):
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return HelmBuild(binary, 0.0, cached=True)  # another process built it meanwhile
+        return _build_into(target, version)
+
+
+def _build_into(target: Path, version: str) -> HelmBuild:
+    binary = target / "helm"
     started = time.monotonic()
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
