@@ -19,7 +19,7 @@ from prometheus_client import start_http_server
 
 from penguinmails.common.db.migrate import migrate
 from penguinmails.common.settings import OperatorSettings
-from penguinmails.operator import campaign, sendingdomain, smtpserver, tenant
+from penguinmails.operator import bookkeeping, campaign, sendingdomain, smtpserver, tenant
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.context import Context
 from penguinmails.operator.kube import KUBE_WORKERS, Kube, connection_info, load_config
@@ -42,13 +42,10 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         settings.watching.connect_timeout = 30
         settings.networking.request_timeout = 60
         settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/cleanup"
-        # Our status schema is strict: keep kopf's bookkeeping in annotations, not in status.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-            prefix=ANNOTATION_PREFIX
-        )
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
-        )
+        # Our status schema is strict: keep kopf's bookkeeping in annotations, not in status,
+        # under a prefix of its own (kopf hides its prefix from change detection) and small.
+        settings.persistence.progress_storage = bookkeeping.progress_storage()
+        settings.persistence.diffbase_storage = bookkeeping.DigestDiffBaseStorage()
         settings.execution.max_workers = 32
         # asyncio.to_thread (every Kubernetes call) uses the loop's default executor.
         asyncio.get_running_loop().set_default_executor(
