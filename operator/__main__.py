@@ -18,7 +18,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from penguinmails.common.db.migrate import migrate
-from penguinmails.common.settings import OperatorSettings
+from penguinmails.common.settings import KubeClientSettings, OperatorSettings
 from penguinmails.operator import bookkeeping, campaign, sendingdomain, smtpserver, tenant
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.context import Context
@@ -30,6 +30,7 @@ ANNOTATION_PREFIX = "penguinmails.io"
 
 def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    kube_settings = KubeClientSettings.from_env()
 
     @kopf.on.startup(registry=registry)
     async def configure(
@@ -40,7 +41,9 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 270
         settings.watching.client_timeout = 300
         settings.watching.connect_timeout = 30
-        settings.networking.request_timeout = 60
+        # kopf's own calls (patches, events) get the same timeouts as the operator's client.
+        settings.networking.connect_timeout = kube_settings.connect_timeout_seconds
+        settings.networking.request_timeout = kube_settings.read_timeout_seconds
         settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/cleanup"
         # Our status schema is strict: keep kopf's bookkeeping in annotations, not in status,
         # under a prefix of its own (kopf hides its prefix from change detection) and small.
@@ -56,7 +59,8 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         if applied:
             logger.info("database migrations applied: %s", ", ".join(applied))
         db = await asyncpg.create_pool(config.database_url, min_size=1, max_size=10)
-        kube = Kube(await asyncio.to_thread(load_config))
+        # API discovery happens in the constructor: off the event loop too.
+        kube = await asyncio.to_thread(lambda: Kube(load_config(kube_settings)))
         for priority_class in res.priority_classes():
             await kube.apply(priority_class)
         memo.context = Context(settings=config, kube=kube, db=db)
