@@ -23,6 +23,7 @@ from penguinmails.operator import bookkeeping, campaign, sendingdomain, smtpserv
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.context import Context
 from penguinmails.operator.kube import KUBE_WORKERS, Kube, connection_info, load_config
+from penguinmails.operator.leader import LeaderElector, LeaseSettings, StandbyLiveness
 from penguinmails.operator.retention import purge_periodically
 
 ANNOTATION_PREFIX = "penguinmails.io"
@@ -102,14 +103,28 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     registry = build_registry(OperatorSettings.from_env())
-    # One active operator per cluster is enforced by the Deployment (replicas 1, Recreate);
-    # standalone mode skips kopf's peering objects, which would need extra RBAC and a CRD.
-    kopf.run(
-        registry=registry,
-        clusterwide=True,
-        standalone=True,
-        liveness_endpoint=args.liveness or None,
-    )
+    liveness = args.liveness or None
+    # With PM_LEADER_LEASE set (the chart sets it), replicas elect one leader on a Lease and
+    # only the leader runs kopf; kopf itself stays standalone (no peering objects).
+    lease = LeaseSettings.from_env()
+    elector = LeaderElector(lease) if lease else None
+    if elector is not None:
+        standby = StandbyLiveness(liveness)
+        try:
+            elector.acquire()
+        finally:
+            standby.stop()
+        elector.keep_renewing()
+    try:
+        kopf.run(
+            registry=registry,
+            clusterwide=True,
+            standalone=True,
+            liveness_endpoint=liveness,
+        )
+    finally:
+        if elector is not None:
+            elector.release()
 
 
 if __name__ == "__main__":
