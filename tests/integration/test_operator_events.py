@@ -41,9 +41,11 @@ def knot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnotServer]:
 @pytest.fixture(scope="module")
 def operator(operator_process: OperatorFactory, knot: KnotServer) -> Iterator[OperatorProcess]:
     # Default DNS tick and verify interval; a resync ten times production's, so a timer can
-    # never be what made a test pass.
+    # never be what made a test pass. A 1 s record TTL only shortens how long new DKIM keys
+    # wait in DNS before they sign (not a timer of the paths under test).
     handle = operator_process(
         PM_RESYNC_SECONDS=str(PRODUCTION_RESYNC_SECONDS * 10),
+        PM_DNS_TTL_SECONDS="1",
         PM_DNS_RESOLVER=f"{knot.address}:{knot.port}",
         PM_DNS_NAMESERVER_PORT=str(knot.port),
     )
