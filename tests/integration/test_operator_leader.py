@@ -76,7 +76,12 @@ def test_one_leader_reconciles_and_a_standby_takes_over_after_sigkill(
         assert defaults is not None
 
         def holder() -> str:
-            lease = coordination.read_namespaced_lease(lease_name, lease_namespace)
+            try:
+                lease = coordination.read_namespaced_lease(lease_name, lease_namespace)
+            except client.ApiException as error:
+                if error.status == 404:
+                    return ""  # not created yet
+                raise
             return str(lease.spec.holder_identity or "")
 
         wait_for(lambda: holder() == "replica-a", timeout=60, what="replica-a leading")
