@@ -42,9 +42,11 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 270
         settings.watching.client_timeout = 300
         settings.watching.connect_timeout = 30
-        # kopf's own calls (patches, events) get the same timeouts as the operator's client.
+        # kopf's own calls get the same connect timeout as the operator's client; their total
+        # timeout stays at least 60 s, because kopf lists every object of a kind at start
+        # (10,000 Tenants are one large response).
         settings.networking.connect_timeout = kube_settings.connect_timeout_seconds
-        settings.networking.request_timeout = kube_settings.read_timeout_seconds
+        settings.networking.request_timeout = max(60.0, kube_settings.read_timeout_seconds)
         settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/cleanup"
         # Our status schema is strict: keep kopf's bookkeeping in annotations, not in status,
         # under a prefix of its own (kopf hides its prefix from change detection) and small.
