@@ -19,7 +19,14 @@ from prometheus_client import start_http_server
 
 from penguinmails.common.db.migrate import migrate
 from penguinmails.common.settings import KubeClientSettings, OperatorSettings
-from penguinmails.operator import bookkeeping, campaign, sendingdomain, smtpserver, tenant
+from penguinmails.operator import (
+    bookkeeping,
+    campaign,
+    handlers,
+    sendingdomain,
+    smtpserver,
+    tenant,
+)
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.context import Context
 from penguinmails.operator.kube import KUBE_WORKERS, Kube, connection_info, load_config
@@ -87,6 +94,14 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         # The process exits right after, which closes the connections.
 
     tenant.register(registry, config)
+    # A deleted sender Deployment or quota is back within seconds, not at the next resync.
+    handlers.repair_deleted_children(
+        registry,
+        owner_kind="Tenant",
+        label=res.TENANT_LABEL,
+        nudge_annotation=f"{ANNOTATION_PREFIX}/child-deleted",
+        children=(("apps", "v1", "deployments"), ("v1", "resourcequotas")),
+    )
     smtpserver.register(registry, config)
     sendingdomain.register(registry, config)
     campaign.register(registry, config)

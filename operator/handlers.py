@@ -127,3 +127,42 @@ def register_controller(
         async with locks.hold(uid):
             await cleanup(body=body, retry=retry, memo=memo, logger=logger)
         locks.forget(uid)
+
+
+def repair_deleted_children(
+    registry: kopf.OperatorRegistry,
+    *,
+    owner_kind: str,
+    label: str,
+    nudge_annotation: str,
+    children: tuple[tuple[str, str] | tuple[str, str, str], ...],
+) -> None:
+    """Re-run the owner's reconcile within seconds of one of its children being deleted.
+
+    Children are watched by `label` (a server-side label selector: only our children are listed
+    and streamed, not every Deployment of the cluster); the label's value names the owner. A
+    deleted child makes the owner's change handler run by setting `nudge_annotation` on the
+    owner (our annotations are changes for kopf: operator/bookkeeping.py), instead of waiting
+    for the resync timer. Edits are repaired by the resync (server-side apply of our fields).
+    """
+
+    @kopf.on.startup(registry=registry)
+    def select_children(settings: kopf.OperatorSettings, **_: Any) -> None:
+        for child in children:
+            settings.watching.label_selectors[child] = label
+
+    async def child_deleted(
+        *, type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
+        owner = body.metadata.labels.get(label)
+        if type != "DELETED" or not owner:
+            return
+        kind, name = body.get("kind", "object"), body.metadata.name
+        logger.info("%s %s deleted; reconciling %s %s", kind, name, owner_kind, owner)
+        # The value names the deleted child by uid: every deletion is a change for kopf.
+        value = f"{kind}/{name}/{body.metadata.uid}"
+        nudge = {"metadata": {"annotations": {nudge_annotation: value}}}
+        await memo.context.kube.merge_patch(f"{API_GROUP}/{API_VERSION}", owner_kind, owner, nudge)
+
+    for child in children:
+        kopf.on.event(*child, registry=registry, labels={label: kopf.PRESENT})(child_deleted)

@@ -149,3 +149,31 @@ class Kube:
     ) -> bool:
         """Request deletion; False when the object was already gone."""
         return await asyncio.to_thread(self._delete_sync, api_version, kind, name, namespace)
+
+    def _merge_patch_sync(
+        self, api_version: str, kind: str, name: str, patch: Manifest, namespace: str | None
+    ) -> bool:
+        resource = self._resource(api_version, kind)
+        try:
+            resource.patch(
+                body=dict(patch),
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+            )
+        except NotFoundError:
+            return False
+        return True
+
+    async def merge_patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        patch: Manifest,
+        namespace: str | None = None,
+    ) -> bool:
+        """A JSON merge patch (for a field another writer also manages); False when gone."""
+        return await asyncio.to_thread(
+            self._merge_patch_sync, api_version, kind, name, patch, namespace
+        )

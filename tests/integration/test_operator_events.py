@@ -285,3 +285,58 @@ def test_largest_campaign_the_crd_allows_is_handled(
     second = wait_for(lambda: observed(2), timeout=60, what="the big Campaign's second status")
     annotations = second["metadata"].get("annotations") or {}
     assert sum(len(k) + len(v) for k, v in annotations.items()) < 1024, json.dumps(annotations)
+
+
+def test_deleted_sender_and_quota_come_back_without_a_resync(
+    operator: OperatorProcess,
+    custom_objects: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    name = f"repair-{secrets.token_hex(3)}"
+    namespace = f"tenant-{name}"
+    custom_objects.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "tenants",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Tenant",
+            "metadata": {"name": name},
+            "spec": {"tier": "starter", "contactEmail": f"ops@{name}.example.com"},
+        },
+    )
+
+    def uids() -> tuple[str, str] | None:
+        try:
+            deployment = apps.read_namespaced_deployment("penguinmails-sender", namespace)
+            quota = core.read_namespaced_resource_quota("penguinmails-tier", namespace)
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return str(deployment.metadata.uid), str(quota.metadata.uid)
+
+    try:
+        before = wait_for(uids, timeout=60, what="the Tenant's sender and quota")
+        apps.delete_namespaced_deployment("penguinmails-sender", namespace)
+        core.delete_namespaced_resource_quota("penguinmails-tier", namespace)
+        # Both recreated (new uids), sooner than the production resync would have.
+        after = wait_for(
+            lambda: (u := uids()) and u[0] != before[0] and u[1] != before[1] and u,
+            timeout=PRODUCTION_RESYNC_SECONDS,
+            what="the deleted sender Deployment and quota recreated",
+        )
+        assert after
+    finally:
+        custom_objects.delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
+        wait_for(
+            lambda: all(
+                t["metadata"]["name"] != name
+                for t in custom_objects.list_cluster_custom_object(GROUP, VERSION, "tenants")[
+                    "items"
+                ]
+            ),
+            timeout=60,
+            what=f"Tenant {name} deleted",
+        )
