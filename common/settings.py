@@ -158,3 +158,24 @@ class SmtpServerSettings:
             ),
             mailu_api_port=int(_env_float("PM_MAILU_API_PORT", 80)),
         )
+
+
+@dataclass(frozen=True)
+class KubeClientSettings:
+    """Timeouts of every Kubernetes API call the operator makes (its client and kopf's)."""
+
+    connect_timeout_seconds: float
+    """Time to establish a connection to the API server (PM_KUBE_CONNECT_TIMEOUT_SECONDS)."""
+    read_timeout_seconds: float
+    """Time to wait for the API server's answer (PM_KUBE_READ_TIMEOUT_SECONDS): a hung
+    connection fails after it and is retried, instead of holding a worker thread forever."""
+    retries: int
+    """Retries of a failed or timed-out call, with exponential backoff (PM_KUBE_RETRIES)."""
+
+    @classmethod
+    def from_env(cls) -> KubeClientSettings:
+        return cls(
+            connect_timeout_seconds=_env_float("PM_KUBE_CONNECT_TIMEOUT_SECONDS", 10.0),
+            read_timeout_seconds=_env_float("PM_KUBE_READ_TIMEOUT_SECONDS", 30.0),
+            retries=int(_env_float("PM_KUBE_RETRIES", 3)),
+        )

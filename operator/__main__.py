@@ -18,11 +18,19 @@ import kopf
 from prometheus_client import start_http_server
 
 from penguinmails.common.db.migrate import migrate
-from penguinmails.common.settings import OperatorSettings
-from penguinmails.operator import campaign, sendingdomain, smtpserver, tenant
+from penguinmails.common.settings import KubeClientSettings, OperatorSettings
+from penguinmails.operator import (
+    bookkeeping,
+    campaign,
+    handlers,
+    sendingdomain,
+    smtpserver,
+    tenant,
+)
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.context import Context
 from penguinmails.operator.kube import KUBE_WORKERS, Kube, connection_info, load_config
+from penguinmails.operator.leader import LeaderElector, LeaseSettings, StandbyLiveness
 from penguinmails.operator.retention import purge_periodically
 
 ANNOTATION_PREFIX = "penguinmails.io"
@@ -30,6 +38,7 @@ ANNOTATION_PREFIX = "penguinmails.io"
 
 def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    kube_settings = KubeClientSettings.from_env()
 
     @kopf.on.startup(registry=registry)
     async def configure(
@@ -40,15 +49,16 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 270
         settings.watching.client_timeout = 300
         settings.watching.connect_timeout = 30
-        settings.networking.request_timeout = 60
+        # kopf's own calls get the same connect timeout as the operator's client; their total
+        # timeout stays at least 60 s, because kopf lists every object of a kind at start
+        # (10,000 Tenants are one large response).
+        settings.networking.connect_timeout = kube_settings.connect_timeout_seconds
+        settings.networking.request_timeout = max(60.0, kube_settings.read_timeout_seconds)
         settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/cleanup"
-        # Our status schema is strict: keep kopf's bookkeeping in annotations, not in status.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-            prefix=ANNOTATION_PREFIX
-        )
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
-        )
+        # Our status schema is strict: keep kopf's bookkeeping in annotations, not in status,
+        # under a prefix of its own (kopf hides its prefix from change detection) and small.
+        settings.persistence.progress_storage = bookkeeping.progress_storage()
+        settings.persistence.diffbase_storage = bookkeeping.DigestDiffBaseStorage()
         settings.execution.max_workers = 32
         # asyncio.to_thread (every Kubernetes call) uses the loop's default executor.
         asyncio.get_running_loop().set_default_executor(
@@ -59,7 +69,8 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         if applied:
             logger.info("database migrations applied: %s", ", ".join(applied))
         db = await asyncpg.create_pool(config.database_url, min_size=1, max_size=10)
-        kube = Kube(await asyncio.to_thread(load_config))
+        # API discovery happens in the constructor: off the event loop too.
+        kube = await asyncio.to_thread(lambda: Kube(load_config(kube_settings)))
         for priority_class in res.priority_classes():
             await kube.apply(priority_class)
         memo.context = Context(settings=config, kube=kube, db=db)
@@ -83,6 +94,14 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         # The process exits right after, which closes the connections.
 
     tenant.register(registry, config)
+    # A deleted sender Deployment or quota is back within seconds, not at the next resync.
+    handlers.repair_deleted_children(
+        registry,
+        owner_kind="Tenant",
+        label=res.TENANT_LABEL,
+        nudge_annotation=f"{ANNOTATION_PREFIX}/child-deleted",
+        children=(("apps", "v1", "deployments"), ("v1", "resourcequotas")),
+    )
     smtpserver.register(registry, config)
     sendingdomain.register(registry, config)
     campaign.register(registry, config)
@@ -101,14 +120,28 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     registry = build_registry(OperatorSettings.from_env())
-    # One active operator per cluster is enforced by the Deployment (replicas 1, Recreate);
-    # standalone mode skips kopf's peering objects, which would need extra RBAC and a CRD.
-    kopf.run(
-        registry=registry,
-        clusterwide=True,
-        standalone=True,
-        liveness_endpoint=args.liveness or None,
-    )
+    liveness = args.liveness or None
+    # With PM_LEADER_LEASE set (the chart sets it), replicas elect one leader on a Lease and
+    # only the leader runs kopf; kopf itself stays standalone (no peering objects).
+    lease = LeaseSettings.from_env()
+    elector = LeaderElector(lease) if lease else None
+    if elector is not None:
+        standby = StandbyLiveness(liveness)
+        try:
+            elector.acquire()
+        finally:
+            standby.stop()
+        elector.keep_renewing()
+    try:
+        kopf.run(
+            registry=registry,
+            clusterwide=True,
+            standalone=True,
+            liveness_endpoint=liveness,
+        )
+    finally:
+        if elector is not None:
+            elector.release()
 
 
 if __name__ == "__main__":

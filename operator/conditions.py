@@ -61,6 +61,41 @@ def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[
     return next((c for c in conditions or () if c.get("type") == type_), None)
 
 
+def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `current` into `desired`, field by field.
+
+    Only the keys of `desired` are managed (other writers' fields are left alone); inside them a
+    nested key that is no longer desired becomes None, which a merge patch deletes, so a field
+    such as `lastProbe.error` disappears once the server recovers. Equal values are left out:
+    an idle reconcile patches nothing.
+    """
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        old = current.get(key)
+        if old == value:
+            continue
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            nested = status_patch(old, value)
+            nested.update({k: None for k in old if k not in value})
+            patch[key] = nested
+        else:
+            patch[key] = value
+    return patch
+
+
+def apply_patch(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """What the API server stores after a JSON merge patch: None deletes, objects merge."""
+    result = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = apply_patch(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
 def write_status(
     patch: kopf.Patch,
     status: Mapping[str, Any],
@@ -68,14 +103,13 @@ def write_status(
     observed: Sequence[Observed],
     **fields: Any,
 ) -> None:
-    """Put into `patch.status` only what differs from `status`: an idle reconcile writes nothing.
+    """Put into `patch.status` what turns `status` into the desired one (see `status_patch`).
 
-    `fields` are the other status fields (camelCase); observedGeneration and conditions are
-    always part of the desired status.
+    `fields` are the other status fields (camelCase), each stated in full; a field given as None
+    is removed. observedGeneration and conditions are always part of the desired status.
     """
     desired = dict(fields)
     desired["observedGeneration"] = generation
     desired["conditions"] = merge_conditions(status.get("conditions"), observed, generation)
-    for key, value in desired.items():
-        if status.get(key) != value:
-            patch.status[key] = value
+    for key, value in status_patch(status, desired).items():
+        patch.status[key] = value

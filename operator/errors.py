@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
+from urllib3.exceptions import HTTPError as TransportError
 
 MAX_BACKOFF_SECONDS = 600.0
 
@@ -70,4 +71,10 @@ def describe(error: BaseException) -> Failure:
         )
     if isinstance(error, (ConnectionError, TimeoutError, OSError)):
         return Failure("Unreachable", f"{type(error).__name__}: {error}; retrying")
+    if isinstance(error, TransportError):
+        # A timed-out or refused call to the API server, after the client's own retries.
+        return Failure(
+            "Unreachable",
+            f"the Kubernetes API server did not answer ({type(error).__name__}); retrying",
+        )
     return Failure("ReconcileError", f"{type(error).__name__}: {error}; retrying")

@@ -3,10 +3,19 @@
 Every kind is reconciled the same way: one function serves create, update, resume and a resync
 timer (level-based: it states the whole desired state every time), and one cleans up on delete
 (kopf adds the finalizer). Controllers differ only in what those two functions do.
+
+kopf runs an object's timer and its change handlers in separate tasks, so without a lock two
+passes of one object can overlap (two SendingDomain passes generating keys under the same dated
+selector, two SmtpServer passes ordering a server). One lock per object (by uid) serialises the
+change handler, the timer and the delete handler; a timer tick that finds a pass running skips,
+since the running pass already states the whole desired state.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import kopf
@@ -35,6 +44,28 @@ class Cleanup(Protocol):
     ) -> None: ...
 
 
+class ObjectLocks:
+    """One asyncio lock per object uid, dropped when the object's cleanup is done."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def locked(self, uid: str) -> bool:
+        lock = self._locks.get(uid)
+        return lock is not None and lock.locked()
+
+    @asynccontextmanager
+    async def hold(self, uid: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(uid, asyncio.Lock())
+        async with lock:
+            yield
+
+    def forget(self, uid: str) -> None:
+        lock = self._locks.get(uid)
+        if lock is not None and not lock.locked():
+            del self._locks[uid]
+
+
 def register_controller(
     registry: kopf.OperatorRegistry,
     *,
@@ -45,6 +76,7 @@ def register_controller(
 ) -> None:
     """Attach `reconcile` (changes, resume, every `interval` seconds) and `cleanup` (delete)."""
     resource = (API_GROUP, API_VERSION, plural)
+    locks = ObjectLocks()
 
     @kopf.on.resume(*resource, registry=registry, id=f"{plural}-changed")
     @kopf.on.create(*resource, registry=registry, id=f"{plural}-changed")
@@ -58,7 +90,10 @@ def register_controller(
         retry: int = 0,
         **_: Any,
     ) -> None:
-        await reconcile(body=body, patch=patch, retry=retry, memo=memo, logger=logger, timer=False)
+        async with locks.hold(str(body.metadata.uid)):
+            await reconcile(
+                body=body, patch=patch, retry=retry, memo=memo, logger=logger, timer=False
+            )
 
     @kopf.timer(
         *resource,
@@ -76,10 +111,58 @@ def register_controller(
         retry: int = 0,
         **_: Any,
     ) -> None:
-        await reconcile(body=body, patch=patch, retry=retry, memo=memo, logger=logger, timer=True)
+        uid = str(body.metadata.uid)
+        if locks.locked(uid):
+            return  # a pass of this object is running; the next tick re-checks
+        async with locks.hold(uid):
+            await reconcile(
+                body=body, patch=patch, retry=retry, memo=memo, logger=logger, timer=True
+            )
 
     @kopf.on.delete(*resource, registry=registry, id=f"{plural}-deleted")
     async def deleted(
         *, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, retry: int = 0, **_: Any
     ) -> None:
-        await cleanup(body=body, retry=retry, memo=memo, logger=logger)
+        uid = str(body.metadata.uid)
+        async with locks.hold(uid):
+            await cleanup(body=body, retry=retry, memo=memo, logger=logger)
+        locks.forget(uid)
+
+
+def repair_deleted_children(
+    registry: kopf.OperatorRegistry,
+    *,
+    owner_kind: str,
+    label: str,
+    nudge_annotation: str,
+    children: tuple[tuple[str, str] | tuple[str, str, str], ...],
+) -> None:
+    """Re-run the owner's reconcile within seconds of one of its children being deleted.
+
+    Children are watched by `label` (a server-side label selector: only our children are listed
+    and streamed, not every Deployment of the cluster); the label's value names the owner. A
+    deleted child makes the owner's change handler run by setting `nudge_annotation` on the
+    owner (our annotations are changes for kopf: operator/bookkeeping.py), instead of waiting
+    for the resync timer. Edits are repaired by the resync (server-side apply of our fields).
+    """
+
+    @kopf.on.startup(registry=registry)
+    def select_children(settings: kopf.OperatorSettings, **_: Any) -> None:
+        for child in children:
+            settings.watching.label_selectors[child] = label
+
+    async def child_deleted(
+        *, type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
+        owner = body.metadata.labels.get(label)
+        if type != "DELETED" or not owner:
+            return
+        kind, name = body.get("kind", "object"), body.metadata.name
+        logger.info("%s %s deleted; reconciling %s %s", kind, name, owner_kind, owner)
+        # The value names the deleted child by uid: every deletion is a change for kopf.
+        value = f"{kind}/{name}/{body.metadata.uid}"
+        nudge = {"metadata": {"annotations": {nudge_annotation: value}}}
+        await memo.context.kube.merge_patch(f"{API_GROUP}/{API_VERSION}", owner_kind, owner, nudge)
+
+    for child in children:
+        kopf.on.event(*child, registry=registry, labels={label: kopf.PRESENT})(child_deleted)

@@ -5,6 +5,9 @@ desired object, the API server merges it with what others own (replicas set by a
 labels added by a platform team) and brings back anything deleted or edited behind our back.
 
 The official client is synchronous; calls run in worker threads so the kopf event loop never blocks.
+Every call has a connect and a read timeout (`KubeClientSettings`) and is retried with
+exponential backoff: a hung connection fails instead of holding a worker thread forever, and the
+reconcile that made it becomes a transient failure that kopf retries.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import kopf
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
+from urllib3.util.retry import Retry
+
+from penguinmails.common.settings import KubeClientSettings
 
 FIELD_MANAGER = "penguinmails-operator"
 # Calls run in worker threads (the client is synchronous): as many threads as HTTP connections,
@@ -27,10 +33,18 @@ KUBE_WORKERS = 32
 Manifest = Mapping[str, Any]
 
 
-def client_configuration() -> client.Configuration:
+def client_configuration(settings: KubeClientSettings | None = None) -> client.Configuration:
     """In-cluster credentials when running in a pod, else PM_KUBECONFIG, else KUBECONFIG."""
+    settings = settings or KubeClientSettings.from_env()
     configuration = client.Configuration()
     configuration.connection_pool_maxsize = KUBE_WORKERS
+    # Every verb is retried: the operator's writes are server-side apply, merge patches and
+    # deletes, all idempotent. Backoff 0.5 s, 1 s, 2 s ... between attempts.
+    configuration.retries = Retry(
+        total=settings.retries,
+        backoff_factor=0.5,
+        allowed_methods=None,
+    )
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=configuration)
     else:
@@ -39,8 +53,22 @@ def client_configuration() -> client.Configuration:
     return configuration
 
 
-def load_config() -> client.ApiClient:
-    return client.ApiClient(client_configuration())
+class TimeoutApiClient(client.ApiClient):  # type: ignore[misc]
+    """An ApiClient whose every call, discovery included, has a connect and a read timeout."""
+
+    def __init__(self, configuration: client.Configuration, settings: KubeClientSettings) -> None:
+        super().__init__(configuration)
+        self.request_timeout = (settings.connect_timeout_seconds, settings.read_timeout_seconds)
+
+    def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return super().call_api(
+            *args, _request_timeout=_request_timeout or self.request_timeout, **kwargs
+        )
+
+
+def load_config(settings: KubeClientSettings | None = None) -> client.ApiClient:
+    settings = settings or KubeClientSettings.from_env()
+    return TimeoutApiClient(client_configuration(settings), settings)
 
 
 def connection_info() -> kopf.ConnectionInfo:
@@ -121,3 +149,31 @@ class Kube:
     ) -> bool:
         """Request deletion; False when the object was already gone."""
         return await asyncio.to_thread(self._delete_sync, api_version, kind, name, namespace)
+
+    def _merge_patch_sync(
+        self, api_version: str, kind: str, name: str, patch: Manifest, namespace: str | None
+    ) -> bool:
+        resource = self._resource(api_version, kind)
+        try:
+            resource.patch(
+                body=dict(patch),
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+            )
+        except NotFoundError:
+            return False
+        return True
+
+    async def merge_patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        patch: Manifest,
+        namespace: str | None = None,
+    ) -> bool:
+        """A JSON merge patch (for a field another writer also manages); False when gone."""
+        return await asyncio.to_thread(
+            self._merge_patch_sync, api_version, kind, name, patch, namespace
+        )

@@ -6,9 +6,9 @@ writes status directly through the status subresource after every step that matt
 provider's id is stored before anything else is done with the server, and a process killed at
 any point resumes from what status and the provider say, never creating a second server.
 
-Passes of one object never overlap (a lock per uid): a timer tick and a spec change cannot both
-decide that no server exists yet. Failures back off exponentially per object, in memory; a
-restart simply tries again.
+Passes of one object never overlap (register_controller's lock per uid): a timer tick and a spec
+change cannot both decide that no server exists yet. Failures back off exponentially per object,
+in memory; a restart simply tries again.
 """
 
 from __future__ import annotations
@@ -73,16 +73,12 @@ class _Backoff:
 
 @dataclass
 class ControllerState:
-    """What lives for the operator's lifetime: clients (throttle, circuit), locks, backoff."""
+    """What lives for the operator's lifetime: clients (throttle, circuit), backoff."""
 
     settings: SmtpServerSettings
     clients: dict[str, HostwindsClient] = field(default_factory=dict)
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     backoff: dict[str, _Backoff] = field(default_factory=dict)
     _custom: client.CustomObjectsApi | None = None
-
-    def lock(self, uid: str) -> asyncio.Lock:
-        return self.locks.setdefault(uid, asyncio.Lock())
 
     def hostwinds(self, api_key: str) -> HostwindsClient:
         # One client per key: the throttle and the circuit are per account, not per object.
@@ -126,7 +122,7 @@ class StatusWriter:
             desired["conditions"] = conditions.merge_conditions(
                 self.current.get("conditions"), observed, self.generation
             )
-        changed = {k: v for k, v in desired.items() if self.current.get(k) != v}
+        changed = conditions.status_patch(self.current, desired)
         if not changed:
             return
         api = self._state.custom_objects()
@@ -140,7 +136,7 @@ class StatusWriter:
             {"status": changed},
             _content_type="application/merge-patch+json",
         )
-        self.current.update(changed)
+        self.current = conditions.apply_patch(self.current, changed)
 
 
 async def read_secret_keys(
@@ -639,14 +635,13 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
 
     async def run(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, *, timer: bool) -> None:
         uid = str(body.metadata.uid)
-        lock = state.lock(uid)
+        # Passes of one object never overlap: register_controller holds the object's lock.
         if timer:
             backoff = state.backoff.get(uid)
-            if lock.locked() or (backoff and time.monotonic() < backoff.not_before):
+            if backoff and time.monotonic() < backoff.not_before:
                 return
-        async with lock:
-            with metrics.observe(KIND):
-                await reconcile(memo.context, state, body, logger)
+        with metrics.observe(KIND):
+            await reconcile(memo.context, state, body, logger)
 
     async def changed_or_poll(
         *,
@@ -660,9 +655,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         await run(memo, body, logger, timer=timer)
 
     async def delete(*, body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger) -> None:
-        async with state.lock(str(body.metadata.uid)):
-            await cleanup(memo.context, state, body, logger)
-        state.locks.pop(str(body.metadata.uid), None)
+        await cleanup(memo.context, state, body, logger)
         state.backoff.pop(str(body.metadata.uid), None)
 
     register_controller(

@@ -34,7 +34,7 @@ from tests.integration.conftest import GROUP, VERSION, Cluster, OperatorFactory,
 pytestmark = pytest.mark.integration
 
 OPTIONS = CHART_DIR / "ci" / "all-options-values.yaml"
-RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
+RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 # Kinds whose CRDs come from elsewhere (the Prometheus Operator); not served by the test cluster.
 FOREIGN_KINDS = {"ServiceMonitor"}
 
@@ -158,6 +158,9 @@ def test_defaults_render_a_locked_down_single_operator(helm: Helm) -> None:
         "ClusterRole",  # <release>-secret-writer, bound only per tenant namespace
         "ClusterRoleBinding",
         "Deployment",
+        "PodDisruptionBudget",
+        "Role",  # the leader-election Lease
+        "RoleBinding",
         "Service",
         "ServiceAccount",
     ]
@@ -169,8 +172,22 @@ def test_defaults_render_a_locked_down_single_operator(helm: Helm) -> None:
 
     deployment = one(documents, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # Two replicas, one leading on a Lease; a rollout adds a standby before removing a pod.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    budget = one(documents, "PodDisruptionBudget")["spec"]
+    assert budget["minAvailable"] == 1
+    assert budget["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    (lease_rule, named_rule) = one(documents, "Role")["rules"]
+    assert lease_rule == {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["create"],
+    }
+    assert named_rule["resourceNames"] == ["pm-penguinmails-leader"]
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == one(documents, "ServiceAccount")["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -200,6 +217,10 @@ def test_defaults_render_a_locked_down_single_operator(helm: Helm) -> None:
     assert env["PM_PURGE_INTERVAL_SECONDS"]["value"] == "3600"
     assert env["PM_METRICS_PORT"]["value"] == "8080"
     assert "PM_UNSUBSCRIBE_URL" not in env  # the operator's built-in default
+    assert env["PM_LEADER_LEASE"]["value"] == "penguinmails-system/pm-penguinmails-leader"
+    assert env["PM_LEADER_IDENTITY"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["PM_LEADER_LEASE_SECONDS"]["value"] == "15"
+    assert env["PM_KUBE_READ_TIMEOUT_SECONDS"]["value"] == "30"
 
     service = one(documents, "Service")
     assert service["spec"]["ports"] == [
@@ -408,7 +429,10 @@ def test_the_sender_image_follows_the_operator_image_unless_set(helm: Helm) -> N
     ("values", "field"),
     [
         ('replicas: "two"', "/replicas"),
-        ("replicas: 2", "/replicas"),
+        ("replicas: -1", "/replicas"),
+        ("leaderElection: {leaseDurationSeconds: 1}", "/leaderElection/leaseDurationSeconds"),
+        ("podDisruptionBudget: {minAvailable: one}", "/podDisruptionBudget/minAvailable"),
+        ("operator: {kubeClient: {readTimeoutSeconds: 0}}", "/operator/kubeClient"),
         ("replicass: 1", "replicass"),
         ("database: {url: postgresql://u:p@db/pm}", "url"),
         ("image: {pullPolicy: Sometimes}", "/image/pullPolicy"),
@@ -471,6 +495,11 @@ def test_inconsistent_options_fail_with_a_message(helm: Helm) -> None:
     )
     assert result.returncode != 0
     assert "unsubscribe.ingress.enabled needs unsubscribe.enabled" in result.stderr
+    result = helm.run(
+        "template", "pm", str(CHART_DIR), "--set", "leaderElection.enabled=false", check=False
+    )
+    assert result.returncode != 0
+    assert "replicas > 1 needs leaderElection.enabled" in result.stderr
 
 
 def _covers(rules: list[Mapping[str, Any]], group: str, resource: str, verb: str) -> bool:
@@ -584,6 +613,8 @@ class ChartIdentity:
     namespace: str
     service_account: str
     kubeconfig: Path
+    lease: str
+    """The leader-election Lease the chart's Deployment names (`namespace/name`)."""
 
 
 @pytest.fixture(scope="module")
@@ -608,8 +639,14 @@ def chart_identity(
     assert issued.status is not None and issued.status.token
     kubeconfig = private_dir / "operator.kubeconfig"
     write_kubeconfig(kubeconfig, cluster.server, str(issued.status.token), cluster.ca_file)
-    yield ChartIdentity(release_namespace, account, kubeconfig)
+    deployment = one(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    lease = env_of(deployment)["PM_LEADER_LEASE"]["value"]
+    yield ChartIdentity(release_namespace, account, kubeconfig, lease)
     rbac = client.RbacAuthorizationV1Api(api_client)
+    for binding in by_kind(rbac_documents, "RoleBinding"):
+        rbac.delete_namespaced_role_binding(binding["metadata"]["name"], release_namespace)
+    for role in by_kind(rbac_documents, "Role"):
+        rbac.delete_namespaced_role(role["metadata"]["name"], release_namespace)
     for binding in by_kind(rbac_documents, "ClusterRoleBinding"):
         rbac.delete_cluster_role_binding(binding["metadata"]["name"])
     for role in by_kind(rbac_documents, "ClusterRole"):
@@ -624,8 +661,11 @@ def test_operator_reconciles_a_tenant_with_only_the_chart_rbac(
 ) -> None:
     # KUBECONFIG as well as PM_KUBECONFIG: kopf's own login reads KUBECONFIG, and every request
     # the operator makes must carry the ServiceAccount's token, or the test proves nothing.
+    # With the chart's leader election too: its Role must let the operator take the Lease.
     operator = operator_process(
-        kubeconfig=chart_identity.kubeconfig, KUBECONFIG=str(chart_identity.kubeconfig)
+        kubeconfig=chart_identity.kubeconfig,
+        KUBECONFIG=str(chart_identity.kubeconfig),
+        PM_LEADER_LEASE=chart_identity.lease,
     )
     assert operator.env["PM_KUBECONFIG"] == operator.env["KUBECONFIG"]
     assert "KUBERNETES_SERVICE_HOST" not in operator.env

@@ -54,6 +54,8 @@ def test_schema_is_strict_and_declares_every_default() -> None:
         "metrics",
         "serviceAccount",
         "rbac",
+        "leaderElection",
+        "podDisruptionBudget",
         "unsubscribe",
         "intake",
     ):

@@ -6,7 +6,13 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ValidationError
 
-from penguinmails.operator.conditions import Observed, find, merge_conditions
+from penguinmails.operator.conditions import (
+    Observed,
+    apply_patch,
+    find,
+    merge_conditions,
+    status_patch,
+)
 from penguinmails.operator.errors import backoff_seconds, describe_validation_error
 
 T1 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -68,3 +74,24 @@ def test_validation_errors_name_the_yaml_field() -> None:
     except ValidationError as error:
         message = describe_validation_error(error)
     assert message.startswith("spec.tier: ")
+
+
+def test_status_patch_removes_nested_fields_that_are_no_longer_desired() -> None:
+    current = {
+        "lastProbe": {"time": "t1", "banner": "220 hi", "error": "connection refused"},
+        "phase": "Ready",
+        "owner": "someone else",
+    }
+    desired = {"lastProbe": {"time": "t2", "banner": "220 hi"}, "phase": "Ready"}
+    patch = status_patch(current, desired)
+    # Equal fields are left out; fields nobody asked about are left alone.
+    assert patch == {"lastProbe": {"time": "t2", "error": None}}
+    assert apply_patch(current, patch) == {**desired, "owner": "someone else"}
+
+
+def test_status_patch_is_empty_when_nothing_changed_and_deletes_none_fields() -> None:
+    current = {"a": {"b": {"c": 1, "d": 2}}, "e": [1, 2], "f": "x"}
+    assert status_patch(current, dict(current)) == {}
+    patch = status_patch(current, {"a": {"b": {"c": 1}}, "e": [1], "f": None})
+    assert patch == {"a": {"b": {"d": None}}, "e": [1], "f": None}
+    assert apply_patch(current, patch) == {"a": {"b": {"c": 1}}, "e": [1]}
