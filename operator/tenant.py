@@ -29,6 +29,7 @@ from penguinmails.common.db.tenant_logins import (
     with_login,
 )
 from penguinmails.common.db.tenants import mark_tenant_deleted, upsert_tenant
+from penguinmails.common.keys import MasterKeys
 from penguinmails.common.settings import OperatorSettings
 from penguinmails.common.tenant_redis import ensure_tenant_redis_user
 from penguinmails.operator import conditions, metrics
@@ -57,7 +58,8 @@ async def _count_active_campaigns(kube: Kube, namespace: str) -> int:
 
 
 async def _issue_sender_secret(ctx: Context, tenant: res.TenantRef, tenant_id: uuid.UUID) -> None:
-    """Give the tenant's sender its own database and Redis logins, in its own namespace.
+    """Give the tenant's sender its own database and Redis logins and token key, in its own
+    namespace.
 
     The platform Secret (PM_SENDER_SECRET) says where senders connect, and its logins are the
     platform's (the Redis one must be allowed ACL SETUSER); the logins in the tenant's copy are
@@ -95,6 +97,14 @@ async def _issue_sender_secret(ctx: Context, tenant: res.TenantRef, tenant_id: u
         await admin.aclose()
     data["PM_DATABASE_URL"] = _b64(with_login(_decode(data["PM_DATABASE_URL"]), role, db_password))
     data["PM_REDIS_URL"] = _b64(with_login(platform_redis, role, redis_password))
+    try:
+        master = MasterKeys.parse(_decode(data["PM_SUPPRESSION_KEY"]))
+    except ValueError as error:
+        raise ConfigurationError(
+            "SenderSecretInvalid", f"the Secret {ctx.settings.sender_secret}: {error}"
+        ) from None
+    # Its own token key, derived: never the platform's master secret (common.keys).
+    data["PM_TOKEN_KEY"] = _b64(master.token_key(tenant_id).encode())
     await apply_secret(ctx.kube, res.sender_secret(tenant, data))
 
 

@@ -38,6 +38,7 @@ from penguinmails.common.db.ledger import (
     record,
 )
 from penguinmails.common.dkim.signer import DkimSigner
+from penguinmails.common.keys import TokenKey
 from penguinmails.common.suppression import TokenPurpose, make_token
 from penguinmails.common.tenant_redis import tenant_key_prefix
 from penguinmails.common.throttle import Limit, TokenBuckets, provider_group
@@ -64,8 +65,8 @@ SEND_SECONDS = Histogram(
 @dataclass(frozen=True)
 class SenderConfig:
     tenant_id: uuid.UUID
-    platform_key: bytes
-    """PM_SUPPRESSION_KEY: signs the unsubscribe and bounce tokens."""
+    token_key: TokenKey
+    """PM_TOKEN_KEY: the tenant's own key for unsubscribe and bounce tokens (common.keys)."""
     owner: str = field(default_factory=lambda: f"sender-{uuid.uuid4().hex[:12]}")
     concurrency: int = 32
     claim_batch: int = 64
@@ -276,10 +277,10 @@ class Sender:
             to=delivery.email,
             fields=delivery.fields,
             unsubscribe_token=make_token(
-                self.config.platform_key, TokenPurpose.UNSUBSCRIBE, tenant, delivery.id
+                self.config.token_key, TokenPurpose.UNSUBSCRIBE, tenant, delivery.id
             ),
             bounce_token=make_token(
-                self.config.platform_key, TokenPurpose.BOUNCE, tenant, delivery.id
+                self.config.token_key, TokenPurpose.BOUNCE, tenant, delivery.id
             ),
         )
         try:

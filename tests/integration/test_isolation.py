@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import copy
 import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -89,11 +88,11 @@ class Attempts:
 
 def service_account_client(admin: client.ApiClient, token: str) -> client.ApiClient:
     """An API client that authenticates only with `token`, as a pod would."""
-    config = copy.copy(admin.configuration)
-    config.cert_file = None
-    config.key_file = None
+    # A new Configuration, not a copy: the admin's may carry a hook that re-applies its token.
+    config = client.Configuration(host=admin.configuration.host)
+    config.ssl_ca_cert = admin.configuration.ssl_ca_cert
+    config.verify_ssl = admin.configuration.verify_ssl
     config.api_key = {"authorization": f"Bearer {token}"}
-    config.api_key_prefix = {}
     return client.ApiClient(config)
 
 

@@ -52,6 +52,7 @@ from penguinmails.common.dkim.keys import (
     generate_private_key,
     secret_data,
 )
+from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import (
     SuppressionReason,
     TokenPurpose,
@@ -69,6 +70,7 @@ from penguinmails.sender.intake import IntakeHandler, IntakeResult
 pytestmark = pytest.mark.integration
 
 KEY = b"test-platform-key-0123456789abcdef"
+KEYS = MasterKeys.parse(KEY.decode())
 DOMAIN = "sender.example"
 RECIPIENT_DOMAIN = "dest.test"
 CONTACTS = 1000
@@ -102,7 +104,7 @@ class Stack:
 def stack(services_dir: Path, postgres_dsn: str) -> Iterator[Stack]:
     """Postfix relays to the recipients' server, and mail for the sending domain (bounces to
     the return-path) to the product's bounce intake, as the domain's MX would."""
-    intake = IntakeHandler(postgres_dsn, KEY)
+    intake = IntakeHandler(postgres_dsn, KEYS)
     controller = Controller(intake, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
@@ -216,7 +218,7 @@ def start_sender(campaign: Campaign, tenant: str) -> subprocess.Popen[bytes]:
         "PM_TENANT": tenant,
         "PM_DATABASE_URL": campaign.dsn,
         "PM_REDIS_URL": campaign.redis_url,
-        "PM_SUPPRESSION_KEY": KEY.decode(),
+        "PM_TOKEN_KEY": KEYS.token_key(campaign.tenant_id).encode(),
         "PM_SECRETS_DIR": str(campaign.secrets_dir),
         "PM_LEASE_SECONDS": "3",
         "PM_RETRY_BASE_SECONDS": "1",
@@ -355,9 +357,9 @@ async def test_campaign_delivered_exactly_once_through_postfix_despite_sigkill(
     first = email.message_from_bytes(stack.recipients.messages[0].data)
     url = first["List-Unsubscribe"].split("<", 1)[1].split(">", 1)[0]
     token = url.rsplit("/", 1)[1]
-    assert read_token(KEY, TokenPurpose.UNSUBSCRIBE, token) is not None
+    assert read_token(KEYS, TokenPurpose.UNSUBSCRIBE, token) is not None
     address = stack.recipients.messages[0].rcpt_tos[0]
-    async with TestClient(TestServer(make_app(db_pool, KEY))) as http:
+    async with TestClient(TestServer(make_app(db_pool, KEYS))) as http:
         page = await http.get(f"/u/{token}")
         assert page.status == 200 and "Unsubscribe" in await page.text()
         for _ in range(2):  # a repeat is harmless

@@ -13,6 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from penguinmails.common.keys import TokenKey
 from tests.integration.conftest import GROUP, VERSION, OperatorFactory, wait_for
 
 pytestmark = pytest.mark.integration
@@ -103,8 +104,11 @@ async def test_sender_secret_is_issued_once_the_platform_secret_exists(
     decoded = tenant_secret(core)
     assert decoded is not None
     dsn = decoded.pop("PM_DATABASE_URL")
+    # Its own token key, derived from the platform's master secret, which it never gets.
+    token_key = TokenKey.decode(decoded.pop("PM_TOKEN_KEY"))
+    assert token_key.kid == 1
     tenant_redis = urlsplit(decoded.pop("PM_REDIS_URL"))
-    assert decoded == VALUES
+    assert decoded == {}  # nothing else: not the platform's master secret
     # The tenant's own login at the platform's database, never the platform's login.
     login, platform = urlsplit(dsn), urlsplit(postgres_dsn)
     assert (login.hostname, login.port, login.path) == (
