@@ -103,3 +103,45 @@ def test_powerdns_api_on_loopback_is_refused_with_a_condition_naming_the_field(
     core.delete_namespace(namespace)
     operator.stop()
     operator.assert_no_errors()
+
+
+def test_relay_on_loopback_is_refused_with_a_condition_naming_the_field(
+    operator_process: OperatorFactory,
+    custom_objects: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    listener: tuple[int, list[object]],
+) -> None:
+    port, accepted = listener
+    operator = operator_process(PM_EGRESS_ALLOW="", PM_SMTP_PROBE_SECONDS="1")
+    namespace = f"egress-{secrets.token_hex(3)}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SmtpServer",
+        "metadata": {"name": "inside"},
+        "spec": {
+            "hostname": "relay.example.com",
+            "provider": {"relay": {"host": "127.0.0.1", "port": port, "tls": "starttls"}},
+        },
+    }
+    custom_objects.create_namespaced_custom_object(GROUP, VERSION, namespace, "smtpservers", body)
+
+    def refused() -> dict[str, Any] | None:
+        obj = custom_objects.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "smtpservers", "inside"
+        )
+        for condition in (obj.get("status") or {}).get("conditions") or []:
+            if condition["reason"] == "DestinationNotAllowed":
+                return dict(condition)
+        return None
+
+    condition = wait_for(refused, timeout=60, what="a DestinationNotAllowed condition")
+    assert condition["status"] == "False"
+    assert condition["message"].startswith("spec.provider.relay.host: 127.0.0.1 is a loopback")
+    assert accepted == []  # never probed
+    custom_objects.delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, "smtpservers", "inside"
+    )
+    core.delete_namespace(namespace)
+    operator.stop()
+    operator.assert_no_errors()
