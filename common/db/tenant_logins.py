@@ -4,8 +4,10 @@ Row-level security (migration 0003) maps the session's login to its tenant throu
 `tenant_roles`: a session authenticated as a tenant's login sees and writes only that tenant's
 rows whatever it sets or runs. The login is:
 
-- `LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE`, re-asserted on every call, so a
-  role altered by hand is brought back;
+- `LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION`, re-asserted on every
+  call, so a role altered by hand is brought back (the platform's login needs only
+  `CREATEROLE`; undoing a SUPERUSER/BYPASSRLS/REPLICATION someone added needs a superuser, and
+  without one the call fails rather than hand out such a login);
 - a member of `penguinmails_app` only (the grants of tenant-owned tables; `tenant_scope()` can
   still `SET LOCAL ROLE` to it): any other membership it gained, with which it could `SET ROLE`
   to some other role, is revoked;
@@ -88,9 +90,17 @@ async def ensure_tenant_login(pool: asyncpg.Pool, tenant_id: uuid.UUID, password
         # Utility statements take no parameters: the verifier is quoted as a literal. It is a
         # hash, and base64 plus `$:` never contains a quote.
         await conn.execute(
-            f"ALTER ROLE {quoted} WITH LOGIN INHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB "
-            f"NOCREATEROLE NOREPLICATION PASSWORD '{verifier}'"
+            f"ALTER ROLE {quoted} WITH LOGIN INHERIT NOCREATEDB NOCREATEROLE PASSWORD '{verifier}'"
         )
+        # Only a superuser may even name these attributes, and a new role has none of them:
+        # touch them only if someone gave one. A platform login that is no superuser then
+        # fails here, and the tenant is not handed a login that bypasses row-level security.
+        widened = await conn.fetchval(
+            "SELECT rolsuper OR rolbypassrls OR rolreplication FROM pg_roles WHERE rolname = $1",
+            role,
+        )
+        if widened:
+            await conn.execute(f"ALTER ROLE {quoted} NOSUPERUSER NOBYPASSRLS NOREPLICATION")
         others = await conn.fetch(
             "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
             "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = $1 AND g.rolname <> $2",
