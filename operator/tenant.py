@@ -82,6 +82,12 @@ async def _issue_sender_secret(ctx: Context, tenant: res.TenantRef, tenant_id: u
             "SenderSecretIncomplete",
             f"the Secret {ctx.settings.sender_secret} lacks {', '.join(missing)}: add them",
         )
+    try:
+        master = MasterKeys.parse(_decode(data["PM_SUPPRESSION_KEY"]))
+    except ValueError as error:
+        raise ConfigurationError(
+            "SenderSecretInvalid", f"the Secret {ctx.settings.sender_secret}: {error}"
+        ) from None
     current = ((await ctx.kube.get("v1", "Secret", res.SENDER_NAME, tenant.namespace)) or {}).get(
         "data"
     ) or {}
@@ -97,12 +103,6 @@ async def _issue_sender_secret(ctx: Context, tenant: res.TenantRef, tenant_id: u
         await admin.aclose()
     data["PM_DATABASE_URL"] = _b64(with_login(_decode(data["PM_DATABASE_URL"]), role, db_password))
     data["PM_REDIS_URL"] = _b64(with_login(platform_redis, role, redis_password))
-    try:
-        master = MasterKeys.parse(_decode(data["PM_SUPPRESSION_KEY"]))
-    except ValueError as error:
-        raise ConfigurationError(
-            "SenderSecretInvalid", f"the Secret {ctx.settings.sender_secret}: {error}"
-        ) from None
     # Its own token key, derived: never the platform's master secret (common.keys).
     data["PM_TOKEN_KEY"] = _b64(master.token_key(tenant_id).encode())
     await apply_secret(ctx.kube, res.sender_secret(tenant, data))
