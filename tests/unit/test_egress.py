@@ -6,7 +6,9 @@ import ipaddress
 
 import pytest
 
+from penguinmails.api.v1alpha1 import CampaignSpec
 from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
+from penguinmails.operator.campaign import unsubscribe_destination
 
 FIELD = "spec.dnsProvider.powerdns.apiUrl"
 
@@ -55,3 +57,28 @@ def test_policy_from_env_names_a_bad_cidr(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("PM_CLUSTER_CIDRS", "10.96.0.0/12,not-a-cidr")
     with pytest.raises(ValueError, match="PM_CLUSTER_CIDRS: 'not-a-cidr'"):
         EgressPolicy.from_env()
+
+
+async def test_campaign_unsubscribe_url_inside_is_a_preflight_failure_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PM_EGRESS_ALLOW", raising=False)
+    monkeypatch.delenv("PM_CLUSTER_CIDRS", raising=False)
+
+    def spec(url: str | None) -> CampaignSpec:
+        return CampaignSpec.model_validate(
+            {
+                "sendingDomainRef": {"name": "acme"},
+                "from": {"address": "jane@acme.example"},
+                "subject": "Hi",
+                "text": "Hello",
+                "audience": {"lists": ["leads"]},
+                "unsubscribe": {"url": url} if url else {},
+            }
+        )
+
+    [failure] = await unsubscribe_destination(spec("https://169.254.169.254/latest/u"))
+    assert failure.reason == "DestinationNotAllowed"
+    assert failure.message.startswith("spec.unsubscribe.url: 169.254.169.254 is a link-local")
+    assert await unsubscribe_destination(spec("https://93.184.216.34/u")) == []
+    assert await unsubscribe_destination(spec(None)) == []
