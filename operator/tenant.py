@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from penguinmails.api.v1alpha1 import TenantSpec
 from penguinmails.api.v1alpha1.tiers import TIERS
 from penguinmails.common.db.tenant_logins import (
+    connection_limit,
     ensure_tenant_login,
     new_password,
     tenant_login_name,
@@ -93,7 +94,8 @@ async def _issue_sender_secret(ctx: Context, tenant: res.TenantRef, tenant_id: u
     ) or {}
     role = await tenant_login_name(ctx.db, tenant_id)
     db_password = _password_for(role, current.get("PM_DATABASE_URL")) or new_password()
-    role = await ensure_tenant_login(ctx.db, tenant_id, db_password)
+    limit = connection_limit(TIERS[tenant.tier].sender_max_replicas)
+    role = await ensure_tenant_login(ctx.db, tenant_id, db_password, connections=limit)
     redis_password = _password_for(role, current.get("PM_REDIS_URL")) or new_password()
     platform_redis = _decode(data["PM_REDIS_URL"])
     admin = Redis.from_url(platform_redis)

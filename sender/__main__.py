@@ -26,6 +26,7 @@ import asyncpg
 from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
+from penguinmails.common.db.tenant_logins import SENDER_POOL_SIZE
 from penguinmails.common.db.tenants import get_tenant
 from penguinmails.common.keys import MasterKeys, TokenKey
 from penguinmails.sender.engine import Sender, SenderConfig
@@ -48,7 +49,7 @@ async def run() -> int:
     if not tenant_name or not dsn:
         log.error("PM_TENANT and PM_DATABASE_URL must be set")
         return 1
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=SENDER_POOL_SIZE)
     tenant = await get_tenant(pool, tenant_name)
     if tenant is None or tenant.deleted:
         log.error("no tenant %s in the database", tenant_name)

@@ -31,6 +31,8 @@ import asyncpg
 
 __all__ = [
     "ROLE_PREFIX",
+    "SENDER_POOL_SIZE",
+    "connection_limit",
     "disable_tenant_login",
     "ensure_tenant_login",
     "new_password",
@@ -40,6 +42,8 @@ __all__ = [
 ]
 
 ROLE_PREFIX = "pm_tenant_"
+SENDER_POOL_SIZE = 4
+"""Connections one sender process opens at most (its asyncpg pool's max_size)."""
 _APP_ROLE = "penguinmails_app"
 _SCRAM_ITERATIONS = 4096
 
@@ -63,15 +67,25 @@ def scram_verifier(password: str, *, salt: bytes | None = None) -> str:
     return f"SCRAM-SHA-256${_SCRAM_ITERATIONS}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
+def connection_limit(sender_replicas: int) -> int:
+    """Connections a tenant's login may hold: its senders' pools, one more pod for a rolling
+    update, two to spare. A hostile tenant cannot exhaust the server's max_connections."""
+    return (sender_replicas + 1) * SENDER_POOL_SIZE + 2
+
+
 async def tenant_login_name(pool: asyncpg.Pool, tenant_id: uuid.UUID) -> str | None:
     name = await pool.fetchval("SELECT role_name FROM tenant_roles WHERE tenant_id = $1", tenant_id)
     return str(name) if name is not None else None
 
 
-async def ensure_tenant_login(pool: asyncpg.Pool, tenant_id: uuid.UUID, password: str) -> str:
-    """Create the tenant's login if it has none, (re)set its password and attributes; return
-    the role name. Idempotent; setting the password the tenant's Secret already holds changes
-    nothing for running senders, setting a new one is the rotation."""
+async def ensure_tenant_login(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID, password: str, *, connections: int | None = None
+) -> str:
+    """Create the tenant's login if it has none, (re)set its password, attributes and
+    connection limit (default: `connection_limit(1)`); return the role name. Idempotent;
+    setting the password the tenant's Secret already holds changes nothing for running
+    senders, setting a new one is the rotation."""
+    connections = connection_limit(1) if connections is None else connections
     verifier = scram_verifier(password)
     async with pool.acquire() as conn, conn.transaction():
         # One tenant, one login, also when two operator replicas race.
@@ -90,7 +104,8 @@ async def ensure_tenant_login(pool: asyncpg.Pool, tenant_id: uuid.UUID, password
         # Utility statements take no parameters: the verifier is quoted as a literal. It is a
         # hash, and base64 plus `$:` never contains a quote.
         await conn.execute(
-            f"ALTER ROLE {quoted} WITH LOGIN INHERIT NOCREATEDB NOCREATEROLE PASSWORD '{verifier}'"
+            f"ALTER ROLE {quoted} WITH LOGIN INHERIT NOCREATEDB NOCREATEROLE "
+            f"CONNECTION LIMIT {int(connections)} PASSWORD '{verifier}'"
         )
         # Only a superuser may even name these attributes, and a new role has none of them:
         # touch them only if someone gave one. A platform login that is no superuser then

@@ -30,8 +30,10 @@ from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ResponseError as RedisResponseError
 
+from penguinmails.api.v1alpha1.tiers import TIERS, Tier
 from penguinmails.common.db.contacts import import_contacts
 from penguinmails.common.db.ledger import CampaignPlan, Relay, enqueue, upsert_campaign
+from penguinmails.common.db.tenant_logins import connection_limit
 from penguinmails.common.suppression import SuppressionReason, address_hash, suppress
 from tests.integration.conftest import GROUP, VERSION, OperatorFactory, wait_for
 
@@ -555,6 +557,14 @@ async def sql_attempts(attempts: Attempts, a: Tenant, b: Tenant, seeded_b: Seede
         assert a_list is not None
     finally:
         await conn.close()
+    # Exhausting the server's connections for everybody: the login's limit stops it first.
+    limit = connection_limit(TIERS[Tier.STARTER].sender_max_replicas)
+    held = [await asyncpg.connect(a.dsn) for _ in range(limit)]
+    try:
+        await attempts.refused("one connection over its limit", asyncpg.connect(a.dsn))
+    finally:
+        for extra in held:
+            await extra.close()
     again = await asyncpg.connect(a.dsn)
     try:
         await attempts.sees_nothing_of(

@@ -12,7 +12,12 @@ import pytest
 import pytest_asyncio
 
 from penguinmails.common.db.migrate import migrate
-from penguinmails.common.db.tenant_logins import ensure_tenant_login, new_password, with_login
+from penguinmails.common.db.tenant_logins import (
+    connection_limit,
+    ensure_tenant_login,
+    new_password,
+    with_login,
+)
 from penguinmails.common.db.tenants import mark_tenant_deleted, purge_expired_tenants, upsert_tenant
 
 pytestmark = pytest.mark.integration
@@ -43,11 +48,11 @@ async def test_login_is_reasserted_and_loses_what_was_added_by_hand(
     await db_pool.execute(f'ALTER ROLE "{role}" BYPASSRLS CREATEROLE')
     assert await ensure_tenant_login(db_pool, tenant_id, password) == role  # the next reconcile
     row = await db_pool.fetchrow(
-        "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcanlogin FROM pg_roles "
+        "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcanlogin, rolconnlimit FROM pg_roles "
         "WHERE rolname = $1",
         role,
     )
-    assert row is not None and tuple(row) == (False, False, False, True)
+    assert row is not None and tuple(row) == (False, False, False, True, connection_limit(1))
     groups = await db_pool.fetch(
         "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
         "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = $1",
