@@ -35,7 +35,13 @@ from penguinmails.common.db.contacts import import_contacts
 from penguinmails.common.db.ledger import CampaignPlan, Relay, enqueue, upsert_campaign
 from penguinmails.common.db.tenant_logins import connection_limit
 from penguinmails.common.suppression import SuppressionReason, address_hash, suppress
-from tests.integration.conftest import GROUP, VERSION, OperatorFactory, wait_for
+from tests.integration.conftest import (
+    GROUP,
+    VERSION,
+    OperatorFactory,
+    OperatorProcess,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +66,13 @@ class Tenant:
     @property
     def role(self) -> str:
         return str(urlsplit(self.dsn).username)
+
+
+@dataclass(frozen=True)
+class Tenants:
+    a: Tenant
+    b: Tenant
+    operator: OperatorProcess
 
 
 @dataclass
@@ -120,7 +133,7 @@ def tenants(
     api_client: client.ApiClient,
     postgres_dsn: str,
     redis_url: str,
-) -> Iterator[tuple[Tenant, Tenant]]:
+) -> Iterator[Tenants]:
     try:
         core.create_namespace({"metadata": {"name": PLATFORM}})
     except ApiException as error:
@@ -169,7 +182,7 @@ def tenants(
             secret = client.CoreV1Api(pod_api).read_namespaced_secret(SENDER, namespace)
         data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
         found.append(Tenant(name, namespace, data, token))
-    yield found[0], found[1]
+    yield Tenants(found[0], found[1], operator)
     for name in names:
         custom_objects.delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
     operator.stop()
@@ -203,9 +216,9 @@ async def snapshot(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def seeded_b(tenants: tuple[Tenant, Tenant]) -> AsyncIterator[Seeded]:
+async def seeded_b(tenants: Tenants) -> AsyncIterator[Seeded]:
     """Tenant B's data, written with B's own login (its rows default to its own tenant)."""
-    _, b = tenants
+    b = tenants.b
     conn = await asyncpg.connect(b.dsn)
     try:
         tenant_id = await conn.fetchval("SELECT id FROM tenants")
@@ -244,11 +257,11 @@ async def seeded_b(tenants: tuple[Tenant, Tenant]) -> AsyncIterator[Seeded]:
 
 
 async def test_tenant_a_cannot_reach_tenant_b(
-    tenants: tuple[Tenant, Tenant],
+    tenants: Tenants,
     seeded_b: Seeded,
     api_client: client.ApiClient,
 ) -> None:
-    a, b = tenants
+    a, b = tenants.a, tenants.b
     assert a.role != b.role and a.role.startswith("pm_tenant_")
     attempts = Attempts()
     a_id = await sql_attempts(attempts, a, b, seeded_b)
@@ -319,11 +332,9 @@ async def redis_attempts(
         await b_redis.aclose()
 
 
-async def test_b_still_works_with_its_own_login(
-    tenants: tuple[Tenant, Tenant], seeded_b: Seeded
-) -> None:
+async def test_b_still_works_with_its_own_login(tenants: Tenants, seeded_b: Seeded) -> None:
     """The control: the same queries that showed A nothing show B its rows."""
-    _, b = tenants
+    b = tenants.b
     conn = await asyncpg.connect(b.dsn)
     try:
         rows = await conn.fetch(
@@ -625,3 +636,31 @@ def kube_attempts(attempts: Attempts, api_client: client.ApiClient, a: Tenant, b
                 },
             ),
         )
+
+
+def test_no_credential_in_a_log_event_or_status(
+    tenants: Tenants, custom_objects: client.CustomObjectsApi, core: client.CoreV1Api
+) -> None:
+    """What the operator issued (passwords, token keys) and the platform's master secret
+    appear nowhere but in the tenants' Secrets."""
+    secrets = [KEY.decode()]
+    for tenant in (tenants.a, tenants.b):
+        secrets += [
+            str(urlsplit(tenant.secret["PM_DATABASE_URL"]).password),
+            str(urlsplit(tenant.secret["PM_REDIS_URL"]).password),
+            tenant.secret["PM_TOKEN_KEY"],
+            tenant.secret["PM_TOKEN_KEY"].partition(":")[2],
+        ]
+    places = {"operator log": tenants.operator.log()}
+    for tenant in (tenants.a, tenants.b):
+        obj = custom_objects.get_cluster_custom_object(GROUP, VERSION, "tenants", tenant.name)
+        places[f"{tenant.name} status"] = str(obj.get("status"))
+        events = core.list_namespaced_event(tenant.namespace).items
+        events += core.list_event_for_all_namespaces(
+            field_selector=f"involvedObject.name={tenant.name}"
+        ).items
+        places[f"{tenant.name} events"] = " ".join(str(e.message) for e in events)
+    assert len(places["operator log"]) > 0
+    for where, text in places.items():
+        for secret in secrets:
+            assert len(secret) >= 16 and secret not in text, f"a credential in the {where}"
