@@ -88,8 +88,10 @@ async def ensure_tenant_login(
     connections = connection_limit(1) if connections is None else connections
     verifier = scram_verifier(password)
     async with pool.acquire() as conn, conn.transaction():
-        # One tenant, one login, also when two operator replicas race.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('tenant_roles'), 0)")
+        # One tenant, one login, also when two operator replicas race. A row lock, not an
+        # advisory one: a tenant's login could hold an advisory lock forever, but it cannot
+        # lock a row it may not update.
+        await conn.execute("SELECT FROM tenants WHERE id = $1 FOR UPDATE", tenant_id)
         role = await conn.fetchval(
             "SELECT role_name FROM tenant_roles WHERE tenant_id = $1", tenant_id
         )

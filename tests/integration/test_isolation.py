@@ -12,6 +12,7 @@ counts them. No superuser connection is used on a tenant's behalf.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import functools
@@ -33,6 +34,7 @@ from redis.exceptions import ResponseError as RedisResponseError
 from penguinmails.api.v1alpha1.tiers import TIERS, Tier
 from penguinmails.common.db.contacts import import_contacts
 from penguinmails.common.db.ledger import CampaignPlan, Relay, enqueue, upsert_campaign
+from penguinmails.common.db.migrate import MIGRATION_LOCK_KEY, migrate
 from penguinmails.common.db.tenant_logins import connection_limit
 from penguinmails.common.suppression import SuppressionReason, address_hash, suppress
 from tests.integration.conftest import (
@@ -260,11 +262,13 @@ async def test_tenant_a_cannot_reach_tenant_b(
     tenants: Tenants,
     seeded_b: Seeded,
     api_client: client.ApiClient,
+    postgres_dsn: str,
 ) -> None:
     a, b = tenants.a, tenants.b
     assert a.role != b.role and a.role.startswith("pm_tenant_")
     attempts = Attempts()
     a_id = await sql_attempts(attempts, a, b, seeded_b)
+    await lock_attempts(attempts, a, postgres_dsn)
     await redis_attempts(attempts, a, b, a_id, seeded_b.tenant_id)
     kube_attempts(attempts, api_client, a, b)
 
@@ -343,6 +347,28 @@ async def test_b_still_works_with_its_own_login(tenants: Tenants, seeded_b: Seed
         assert len(rows) == B_CONTACTS
         assert await conn.fetchval("SELECT count(*) FROM deliveries") == B_CONTACTS
         assert await conn.fetchval("SELECT name FROM tenants") == b.name
+    finally:
+        await conn.close()
+
+
+async def lock_attempts(attempts: Attempts, a: Tenant, platform_dsn: str) -> None:
+    """Locks that would stall the platform for everybody (operator start-up, reconciles)."""
+    conn = await asyncpg.connect(a.dsn)
+    try:
+        for what, statement in {
+            "lock the migrations table": "LOCK TABLE schema_migrations IN SHARE ROW EXCLUSIVE MODE",
+            "lock its own tenant row": "SELECT FROM tenants FOR UPDATE",
+        }.items():
+            transaction = conn.transaction()
+            await transaction.start()
+            await attempts.refused(what, conn.execute(statement))
+            await transaction.rollback()
+        # Any login may take an advisory lock: holding the one migrations used to queue on
+        # must not keep the operator from migrating (it now locks the table instead).
+        attempts.made.append("hold the migration advisory lock")
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        async with asyncio.timeout(30):
+            assert await migrate(platform_dsn) == []
     finally:
         await conn.close()
 
