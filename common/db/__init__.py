@@ -60,8 +60,12 @@ async def tenant_scope(conn: _Conn, tenant_id: uuid.UUID | str) -> AsyncIterator
             "tenant_scope() must start its own transaction; it was entered inside one"
         )
     async with conn.transaction():
+        # A platform login switches to the app role; a tenant's own login stays itself (it may
+        # not become penguinmails_app, and its rows are its own whatever the setting says).
         await conn.execute(
-            "SELECT set_config('role', $1, true), set_config($2, $3, true)",
+            "SELECT set_config('role', CASE WHEN pg_has_role(session_user, "
+            "'penguinmails_platform', 'MEMBER') THEN $1 ELSE 'none' END, true), "
+            "set_config($2, $3, true)",
             APP_ROLE,
             TENANT_SETTING,
             str(tenant),

@@ -8,9 +8,9 @@ rows whatever it sets or runs. The login is:
   call, so a role altered by hand is brought back (the platform's login needs only
   `CREATEROLE`; undoing a SUPERUSER/BYPASSRLS/REPLICATION someone added needs a superuser, and
   without one the call fails rather than hand out such a login);
-- a member of `penguinmails_app` only (the grants of tenant-owned tables; `tenant_scope()` can
-  still `SET LOCAL ROLE` to it): any other membership it gained, with which it could `SET ROLE`
-  to some other role, is revoked;
+- a member of `penguinmails_tenant` only (what a sender needs, without the table-level
+  UPDATE/DELETE that would let it LOCK a table for everybody): any other membership it gained,
+  with which it could `SET ROLE` to some other role, is revoked;
 - named opaquely (`pm_tenant_<random>`), since `pg_roles` is readable by every login.
 
 The password is sent as a SCRAM-SHA-256 verifier computed here, never in clear, so it cannot
@@ -44,7 +44,7 @@ __all__ = [
 ROLE_PREFIX = "pm_tenant_"
 SENDER_POOL_SIZE = 4
 """Connections one sender process opens at most (its asyncpg pool's max_size)."""
-_APP_ROLE = "penguinmails_app"
+_GROUP = "penguinmails_tenant"
 _SCRAM_ITERATIONS = 4096
 
 
@@ -122,7 +122,7 @@ async def ensure_tenant_login(
             "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
             "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = $1 AND g.rolname <> $2",
             role,
-            _APP_ROLE,
+            _GROUP,
         )
         for other in others:
             await conn.execute(f"REVOKE {_quote_ident(other['rolname'])} FROM {quoted}")
@@ -130,10 +130,10 @@ async def ensure_tenant_login(
             "SELECT EXISTS (SELECT FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
             "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = $1 AND g.rolname = $2)",
             role,
-            _APP_ROLE,
+            _GROUP,
         )
         if not is_member:
-            await conn.execute(f"GRANT {_APP_ROLE} TO {quoted}")
+            await conn.execute(f"GRANT {_GROUP} TO {quoted}")
     return role
 
 

@@ -358,6 +358,8 @@ async def lock_attempts(attempts: Attempts, a: Tenant, platform_dsn: str) -> Non
         for what, statement in {
             "lock the migrations table": "LOCK TABLE schema_migrations IN SHARE ROW EXCLUSIVE MODE",
             "lock its own tenant row": "SELECT FROM tenants FOR UPDATE",
+            "lock the contacts of everybody": "LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE",
+            "lock the ledger of everybody": "LOCK TABLE deliveries IN SHARE MODE",
         }.items():
             transaction = conn.transaction()
             await transaction.start()
@@ -406,16 +408,14 @@ async def sql_attempts(attempts: Attempts, a: Tenant, b: Tenant, seeded_b: Seede
         async with conn.transaction():
             await conn.execute(f"SET LOCAL penguinmails.tenant_id = '{b_id}'")
             await attempts.sees_nothing_of("SET LOCAL then read", conn.fetch(b_contacts, b_id))
-        # The role tenant_scope() switches to, with B's id set.
-        async with conn.transaction():
-            await conn.execute(
-                "SELECT set_config('role', 'penguinmails_app', true), "
-                "set_config('penguinmails.tenant_id', $1, true)",
-                b_id,
-            )
-            await attempts.sees_nothing_of(
-                "SET ROLE penguinmails_app + B's id", conn.fetch(b_contacts, b_id)
-            )
+        # The role tenant_scope() switches platform logins to: not for a tenant's login.
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute("SELECT set_config('penguinmails.tenant_id', $1, true)", b_id)
+        await attempts.refused(
+            "SET ROLE penguinmails_app + B's id", conn.execute("SET LOCAL ROLE penguinmails_app")
+        )
+        await transaction.rollback()
         await conn.execute("RESET ROLE")
         await attempts.sees_nothing_of("RESET ROLE then read", conn.fetch(b_contacts, b_id))
         await conn.execute("RESET ALL")
@@ -575,7 +575,10 @@ async def sql_attempts(attempts: Attempts, a: Tenant, b: Tenant, seeded_b: Seede
         }
         for what, statement in changes.items():
             attempts.made.append(what)
-            status = await conn.execute(statement, b_id)
+            try:  # refused outright (a tenant may not DELETE), or touching none of B's rows
+                status = await conn.execute(statement, b_id)
+            except asyncpg.InsufficientPrivilegeError:
+                continue
             assert status.endswith(" 0"), f"{what}: {status}"
 
         # Another tenant's sessions stay opaque.

@@ -58,7 +58,7 @@ async def test_login_is_reasserted_and_loses_what_was_added_by_hand(
         "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = $1",
         role,
     )
-    assert [g["rolname"] for g in groups] == ["penguinmails_app"]
+    assert [g["rolname"] for g in groups] == ["penguinmails_tenant"]
     conn = await asyncpg.connect(with_login(postgres_dsn, role, password))
     try:
         assert await conn.fetchval("SELECT current_tenant_id()") == tenant_id

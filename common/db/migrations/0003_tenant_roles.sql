@@ -22,6 +22,19 @@ EXCEPTION WHEN duplicate_object OR unique_violation THEN
 END
 $$;
 
+-- The group of the tenants' logins: what a sender needs, and no table-level UPDATE, DELETE or
+-- TRUNCATE, the privileges that would let a login LOCK a whole table (ACCESS EXCLUSIVE) and
+-- stall every tenant. Column-level UPDATE grants do not allow that.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'penguinmails_tenant') THEN
+        CREATE ROLE penguinmails_tenant NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+    END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
+END
+$$;
+
 DO $$
 BEGIN
     IF NOT pg_has_role(current_user, 'penguinmails_platform', 'MEMBER') THEN
@@ -53,7 +66,19 @@ CREATE OR REPLACE FUNCTION current_tenant_id() RETURNS uuid
     END
 $$;
 REVOKE ALL ON FUNCTION current_tenant_id() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION current_tenant_id() TO penguinmails_app, penguinmails_platform;
+GRANT EXECUTE ON FUNCTION current_tenant_id()
+    TO penguinmails_app, penguinmails_platform, penguinmails_tenant;
+
+GRANT SELECT ON tenants TO penguinmails_tenant;
+GRANT SELECT, INSERT ON tenant_audit_events, contact_lists, contacts, suppressions, campaigns,
+    deliveries TO penguinmails_tenant;
+GRANT UPDATE (name) ON contact_lists TO penguinmails_tenant;
+GRANT UPDATE (list_id, email, fields, address_hash) ON contacts TO penguinmails_tenant;
+GRANT UPDATE (reason, source) ON suppressions TO penguinmails_tenant;
+GRANT UPDATE (spec, sending, enqueued_at, pause_reason) ON campaigns TO penguinmails_tenant;
+GRANT UPDATE (contact_id, state, attempts, next_attempt_at, lease_owner, lease_until, last_code,
+              last_status, reason, sent_at, unsubscribed_at, complained_at, updated_at)
+    ON deliveries TO penguinmails_tenant;
 
 -- The policies again, with the function in a sub-select: a SECURITY DEFINER function cannot be
 -- inlined, and as an InitPlan it runs once per statement instead of once per row.
@@ -73,7 +98,7 @@ BEGIN
 END
 $$;
 DROP POLICY tenants_own_row ON tenants;
-CREATE POLICY tenants_own_row ON tenants FOR SELECT TO penguinmails_app
+CREATE POLICY tenants_own_row ON tenants FOR SELECT TO penguinmails_app, penguinmails_tenant
     USING (id = (SELECT current_tenant_id()));
 
 -- Nobody but the platform creates objects in the schema (the default since PostgreSQL 15; an
