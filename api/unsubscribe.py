@@ -6,7 +6,9 @@
                       `List-Unsubscribe=One-Click`) or the page's button
     GET  /healthz     liveness
 
-Tokens are HMAC-signed (common.suppression.make_token) and name a delivery, never an address;
+Tokens (common.suppression.make_token) name a delivery, never an address, and hide its tenant;
+they are checked with the platform's key ring (common.keys), so tokens of a retired key id
+still work while that id stays in the ring;
 an invalid token gets the same neutral page as an unknown one. Repeating a POST is harmless.
 """
 
@@ -21,12 +23,12 @@ from aiohttp import web
 
 from penguinmails.common.db import tenant_connection
 from penguinmails.common.db.ledger import mark_unsubscribed
+from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import (
     SuppressionReason,
     TokenPurpose,
     read_token,
     suppress,
-    suppression_key,
 )
 
 __all__ = ["make_app", "serve", "unsubscribe"]
@@ -34,7 +36,7 @@ __all__ = ["make_app", "serve", "unsubscribe"]
 log = logging.getLogger(__name__)
 
 _POOL = web.AppKey("pool", asyncpg.Pool)
-_KEY = web.AppKey("key", bytes)
+_KEYS = web.AppKey("keys", MasterKeys)
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -73,7 +75,7 @@ def _not_found() -> web.Response:
 
 async def _confirm(request: web.Request) -> web.Response:
     token = request.match_info["token"]
-    if read_token(request.app[_KEY], TokenPurpose.UNSUBSCRIBE, token) is None:
+    if read_token(request.app[_KEYS], TokenPurpose.UNSUBSCRIBE, token) is None:
         return _not_found()
     return _page(
         "Unsubscribe",
@@ -85,7 +87,7 @@ async def _confirm(request: web.Request) -> web.Response:
 
 async def _post(request: web.Request) -> web.Response:
     token = request.match_info["token"]
-    found = read_token(request.app[_KEY], TokenPurpose.UNSUBSCRIBE, token)
+    found = read_token(request.app[_KEYS], TokenPurpose.UNSUBSCRIBE, token)
     if found is None:
         return _not_found()
     # RFC 8058: the body is List-Unsubscribe=One-Click; a form post from our page sends the same.
@@ -106,10 +108,10 @@ async def _healthz(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def make_app(pool: asyncpg.Pool, key: bytes) -> web.Application:
+def make_app(pool: asyncpg.Pool, keys: MasterKeys) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[_POOL] = pool
-    app[_KEY] = key
+    app[_KEYS] = keys
     app.router.add_get("/u/{token}", _confirm)
     app.router.add_post("/u/{token}", _post)
     app.router.add_get("/healthz", _healthz)
@@ -130,7 +132,7 @@ async def serve(dsn: str, *, host: str = "0.0.0.0", port: int = 8088) -> None:  
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
-    runner = web.AppRunner(make_app(pool, suppression_key()))
+    runner = web.AppRunner(make_app(pool, MasterKeys.from_env()))
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     log.info("unsubscribe endpoint on %s:%d", host, port)

@@ -50,6 +50,7 @@ from penguinmails.common.dkim.keys import (
     generate_private_key,
     secret_data,
 )
+from penguinmails.common.keys import MasterKeys
 from penguinmails.devstack.ports import free_port, is_listening
 
 
@@ -63,7 +64,7 @@ class _Services(Protocol):
 MESSAGES = 3000
 NAIVE_MESSAGES = 300
 CONNECTIONS = 16
-KEY = "bench-platform-key"
+KEY = "bench-platform-master-key"
 BODY = ("We help teams like {{ company }} send mail that lands. " * 8 + "\n") * 10  # ~5 KB
 
 
@@ -200,7 +201,7 @@ def run_sender(stack: _Services, base: Path, port: int) -> tuple[float, float]:
         "PM_TENANT": name,
         "PM_DATABASE_URL": stack.database_url,
         "PM_REDIS_URL": stack.redis_url,
-        "PM_SUPPRESSION_KEY": KEY,
+        "PM_TOKEN_KEY": MasterKeys.parse(KEY).token_key(tenant_id).encode(),
         "PM_SECRETS_DIR": str(secrets),
         "PM_METRICS_PORT": "0",
         "PM_SENDER_CONCURRENCY": "64",

@@ -1,7 +1,8 @@
 """The suppression list's keyed hash, and adding to / checking the list.
 
 An address is never stored on the suppression list, only `address_hash(key, address)`: an
-HMAC-SHA256 of the normalized address under a platform secret (`PM_SUPPRESSION_KEY`). The list
+HMAC-SHA256 of the normalized address under the suppression hash key, derived from the platform's
+master secret and separate from every token key (`common.keys`). The list
 therefore survives a GDPR erasure of the contact (nothing personal remains, yet the address is
 still recognised if it is imported again), and a leaked table cannot be reversed by hashing a
 dictionary of addresses without the key.
@@ -12,14 +13,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import uuid
 from enum import StrEnum
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from penguinmails.common.db import AnyConnection
+from penguinmails.common.keys import MASTER_KEYS_ENV, MasterKeys, TokenKey
 
 __all__ = [
     "SUPPRESSION_KEY_ENV",
+    "TOKEN_LENGTH",
     "SuppressionReason",
     "TokenPurpose",
     "address_hash",
@@ -31,7 +35,7 @@ __all__ = [
     "suppression_key",
 ]
 
-SUPPRESSION_KEY_ENV = "PM_SUPPRESSION_KEY"
+SUPPRESSION_KEY_ENV = MASTER_KEYS_ENV
 
 
 class SuppressionReason(StrEnum):
@@ -61,14 +65,8 @@ def address_hash(key: bytes, address: str) -> bytes:
 
 
 def suppression_key() -> bytes:
-    """`PM_SUPPRESSION_KEY` (any string; 32+ random bytes recommended)."""
-    raw = os.environ.get(SUPPRESSION_KEY_ENV, "")
-    if not raw:
-        raise ValueError(
-            f"{SUPPRESSION_KEY_ENV} is not set: set it to a long random secret shared by the "
-            "operator, the API and the sender (e.g. `openssl rand -hex 32`)"
-        )
-    return raw.encode("utf-8")
+    """The suppression hash key, derived from the platform's master keys (`common.keys`)."""
+    return MasterKeys.from_env().suppression_key()
 
 
 async def suppress(
@@ -108,10 +106,18 @@ async def is_suppressed(conn: AnyConnection, hashed: bytes) -> bool:
 # Tokens in unsubscribe URLs and return-path addresses
 # --------------------------------------------------------------------------------------------
 #
-# A token names one delivery (tenant id + delivery id) and carries an 80-bit HMAC under the
-# platform key, bound to its purpose: it reveals no address, cannot be forged or enumerated,
-# and an unsubscribe token is not accepted as a bounce token. Base32 in lower case, because
-# local parts of return-path addresses may be case-folded on the way back.
+# A token names one delivery and reveals nothing in clear:
+#
+#     key id (1 byte) | encrypted (tenant id 16 + delivery id 8) | tag (10 bytes)   = 35 bytes
+#
+# tag = HMAC-SHA256(tenant's token MAC key, purpose | key id | payload), 80 bits; the payload is
+# encrypted with AES-256-CTR under the key id's encryption key, the tag as its IV (a synthetic
+# IV: deterministic, and any change to the token changes what the tag must be). The reader
+# decrypts with the platform key of that id, then checks the tag with the MAC key of the tenant
+# it found: a tenant's sender, which holds only its own MAC key, cannot mint a token for another
+# tenant, and an unsubscribe token is not a bounce token. 35 bytes are 56 base32 characters, no
+# padding: `bounces+<token>` is exactly the 64 characters a local part may have. Lower case,
+# because local parts of return-path addresses may be case-folded on the way back.
 
 
 class TokenPurpose(StrEnum):
@@ -120,27 +126,47 @@ class TokenPurpose(StrEnum):
 
 
 _MAC_BYTES = 10
+_PAYLOAD_BYTES = 24
+TOKEN_LENGTH = 56
+"""Characters in a token."""
 
 
-def make_token(key: bytes, purpose: TokenPurpose, tenant_id: uuid.UUID, delivery_id: int) -> str:
+def _tag(mac_key: bytes, purpose: TokenPurpose, kid: int, payload: bytes) -> bytes:
+    message = purpose.value.encode() + bytes([kid]) + payload
+    return hmac.new(mac_key, message, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def _crypt(encryption_key: bytes, tag: bytes, data: bytes) -> bytes:
+    """AES-256-CTR with the tag as IV; the same call encrypts and decrypts."""
+    iv = tag + bytes(16 - len(tag))
+    cipher = Cipher(algorithms.AES(encryption_key), modes.CTR(iv)).encryptor()
+    return cipher.update(data) + cipher.finalize()
+
+
+def make_token(key: TokenKey, purpose: TokenPurpose, tenant_id: uuid.UUID, delivery_id: int) -> str:
     payload = tenant_id.bytes + delivery_id.to_bytes(8, "big")
-    mac = hmac.new(key, purpose.value.encode() + payload, hashlib.sha256).digest()[:_MAC_BYTES]
-    return base64.b32encode(payload + mac).decode("ascii").rstrip("=").lower()
+    tag = _tag(key.mac, purpose, key.kid, payload)
+    raw = bytes([key.kid]) + _crypt(key.encryption, tag, payload) + tag
+    return base64.b32encode(raw).decode("ascii").lower()
 
 
-def read_token(key: bytes, purpose: TokenPurpose, token: str) -> tuple[uuid.UUID, int] | None:
-    """(tenant id, delivery id), or None for anything that is not a valid token."""
+def read_token(keys: MasterKeys, purpose: TokenPurpose, token: str) -> tuple[uuid.UUID, int] | None:
+    """(tenant id, delivery id), or None for anything that is not a valid token: malformed,
+    forged, of the other purpose, or under a key id no longer in the ring."""
     text = token.strip().upper()
-    if len(text) != 55 or not text.isalnum():
+    if len(text) != TOKEN_LENGTH or not text.isalnum():
         return None
     try:
-        raw = base64.b32decode(text + "=" * (-len(text) % 8))
+        raw = base64.b32decode(text)
     except ValueError:
         return None
-    if base64.b32encode(raw).decode("ascii").rstrip("=") != text:
-        return None  # a non-canonical spelling (spare bits set): one token, one spelling
-    payload, mac = raw[:24], raw[24:]
-    expected = hmac.new(key, purpose.value.encode() + payload, hashlib.sha256).digest()
-    if not hmac.compare_digest(mac, expected[:_MAC_BYTES]):
+    kid, sealed, tag = raw[0], raw[1 : 1 + _PAYLOAD_BYTES], raw[1 + _PAYLOAD_BYTES :]
+    encryption = keys.token_encryption(kid)
+    if encryption is None:
         return None
-    return uuid.UUID(bytes=payload[:16]), int.from_bytes(payload[16:], "big")
+    payload = _crypt(encryption, tag, sealed)
+    tenant_id = uuid.UUID(bytes=payload[:16])
+    mac_key = keys.token_mac(kid, tenant_id)
+    if mac_key is None or not hmac.compare_digest(tag, _tag(mac_key, purpose, kid, payload)):
+        return None
+    return tenant_id, int.from_bytes(payload[16:], "big")

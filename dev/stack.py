@@ -161,6 +161,9 @@ class Stack:
             "KUBECONFIG": str(self.kubeconfig),
             "PM_DATABASE_URL": self.database_url,
             "PM_REDIS_URL": self.redis_url,
+            # The local DNS servers and relays are on loopback, which tenants may not use in
+            # production (common/egress.py).
+            "PM_EGRESS_ALLOW": "127.0.0.0/8",
             # Keep the repository's operator/ folder from shadowing the standard library.
             "PYTHONSAFEPATH": "1",
         }

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import kopf
@@ -46,6 +47,7 @@ from penguinmails.common.db.ledger import (
     window_counts,
 )
 from penguinmails.common.db.tenants import get_tenant
+from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
 from penguinmails.common.settings import OperatorSettings
 from penguinmails.common.throttle import warmup_daily_limit
 from penguinmails.operator import conditions, metrics
@@ -89,6 +91,19 @@ class Failure:
 def _condition_true(obj: Mapping[str, Any] | None, type_: str) -> bool:
     found = conditions.find(((obj or {}).get("status") or {}).get("conditions"), type_)
     return bool(found and found.get("status") == "True")
+
+
+async def unsubscribe_destination(spec: CampaignSpec) -> list[Failure]:
+    """Recipients (and the mail providers that pre-fetch links) are sent to the tenant's
+    unsubscribe URL: never to the cluster's own services or a private network."""
+    if not spec.unsubscribe.url:
+        return []
+    host = urlsplit(spec.unsubscribe.url).hostname or ""
+    try:
+        await EgressPolicy.from_env().check("spec.unsubscribe.url", host)
+    except DestinationNotAllowedError as error:
+        return [Failure("DestinationNotAllowed", error.message)]
+    return []
 
 
 def preflight(
@@ -428,6 +443,7 @@ async def reconcile(
             server_names=server_names,
             sent_this_month=sent_this_month,
         )
+        failures += await unsubscribe_destination(spec)
         counts: dict[str, int] = {}
         window: dict[str, int] = {}
         pause_reason = None

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import dns.asyncresolver
 import dns.exception
@@ -30,6 +31,7 @@ from penguinmails.api.v1alpha1.sendingdomain import (
 )
 from penguinmails.common.dkim.keys import DkimKeyError, KeySet, KeyState, load_key_set, secret_data
 from penguinmails.common.dkim.rotation import RotationPolicy, advance, next_due
+from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
 from penguinmails.operator import conditions, metrics
 from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
@@ -118,12 +120,28 @@ async def _credential(ctx: Context, spec: SendingDomainSpec, namespace: str) -> 
         ) from None
 
 
+async def _check_destination(spec: SendingDomainSpec) -> None:
+    """The tenant's DNS server or API must not be inside the cluster or on a private network."""
+    config = spec.dns_provider
+    if config.powerdns is not None:
+        field, host = "spec.dnsProvider.powerdns.apiUrl", urlsplit(config.powerdns.api_url).hostname
+    elif config.rfc2136 is not None:
+        field, host = "spec.dnsProvider.rfc2136.server", config.rfc2136.server
+    else:
+        return
+    try:
+        await EgressPolicy.from_env().check(field, host or "")
+    except DestinationNotAllowedError as error:
+        raise SendingDomainError("DestinationNotAllowed", error.message) from None
+
+
 async def build_provider(
     ctx: Context, spec: SendingDomainSpec, namespace: str, settings: DnsSettings
 ) -> DnsProvider:
     config = spec.dns_provider
     if config.type == DnsProviderType.MANUAL:
         return ManualProvider()
+    await _check_destination(spec)
     secret = await _credential(ctx, spec, namespace)
     if config.type == DnsProviderType.RFC2136 and config.rfc2136 is not None:
         return Rfc2136Provider(
@@ -657,8 +675,11 @@ async def cleanup(
             await provider.apply(zone, changes)
     except (SendingDomainError, ProviderError) as error:
         published = any(r.get("published") for r in status.get("records") or [])
-        if not published and error.reason.startswith("Credentials"):
-            # Without credentials we never published anything: nothing to remove.
+        if not published and (
+            error.reason.startswith("Credentials") or error.reason == "DestinationNotAllowed"
+        ):
+            # Without credentials, or refused the destination, we never published anything:
+            # nothing to remove.
             logger.info("SendingDomain %s: nothing was published, nothing to remove", name)
             return
         if retry >= 5 and error.reason in ("CredentialsSecretMissing", "InvalidCredentials"):

@@ -37,11 +37,17 @@ from penguinmails.api.v1alpha1.smtpserver import (
     SmtpServerPhase,
     SmtpServerSpec,
 )
+from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
 from penguinmails.common.settings import OperatorSettings, SmtpServerSettings
 from penguinmails.operator import conditions, metrics
 from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
-from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
+from penguinmails.operator.errors import (
+    ConfigurationError,
+    backoff_seconds,
+    describe,
+    describe_validation_error,
+)
 from penguinmails.operator.handlers import register_controller
 from penguinmails.operator.kube import load_config
 from penguinmails.operator.mailu.install import install_on_vps
@@ -223,6 +229,13 @@ async def build_provider(
         return Built(vps, private or None)
     relay = spec.provider.relay
     if relay is not None:
+        if not deleting:
+            # The operator probes it and the senders relay through it: never the cluster's own
+            # services or a private network the platform has not allowed (common/egress.py).
+            try:
+                await EgressPolicy.from_env().check("spec.provider.relay.host", relay.host)
+            except DestinationNotAllowedError as error:
+                raise ConfigurationError("DestinationNotAllowed", error.message) from None
         if relay.credentials_secret_ref is not None:
             # Only checked here: the sender pods read the credentials themselves.
             await read_secret_keys(

@@ -8,18 +8,31 @@ anything deleted behind our back (a quota, the sender Deployment) comes back on 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import kopf
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from penguinmails.api.v1alpha1 import TenantSpec
 from penguinmails.api.v1alpha1.tiers import TIERS
+from penguinmails.common.db.tenant_logins import (
+    connection_limit,
+    ensure_tenant_login,
+    new_password,
+    tenant_login_name,
+    with_login,
+)
 from penguinmails.common.db.tenants import mark_tenant_deleted, upsert_tenant
+from penguinmails.common.keys import MasterKeys
 from penguinmails.common.settings import OperatorSettings
+from penguinmails.common.tenant_redis import ensure_tenant_redis_user
 from penguinmails.operator import conditions, metrics
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.conditions import Observed
@@ -45,8 +58,16 @@ async def _count_active_campaigns(kube: Kube, namespace: str) -> int:
     return sum(1 for campaign in campaigns if res.is_active_campaign(campaign))
 
 
-async def _copy_sender_secret(ctx: Context, tenant: res.TenantRef) -> None:
-    """Give the tenant's sender the platform's connection settings, in its own namespace."""
+async def _issue_sender_secret(ctx: Context, tenant: res.TenantRef, tenant_id: uuid.UUID) -> None:
+    """Give the tenant's sender its own database and Redis logins and token key, in its own
+    namespace.
+
+    The platform Secret (PM_SENDER_SECRET) says where senders connect, and its logins are the
+    platform's (the Redis one must be allowed ACL SETUSER); the logins in the tenant's copy are
+    the tenant's own (`tenant_logins`, `tenant_redis`), never the platform's. Their passwords
+    live only in that copy: kept while the copy holds them for the current login, issued anew
+    when the copy is gone (the rotation, see docs/operations.md).
+    """
     namespace, _, name = ctx.settings.sender_secret.partition("/")
     source = await ctx.kube.get("v1", "Secret", name, namespace or None)
     if source is None:
@@ -55,14 +76,56 @@ async def _copy_sender_secret(ctx: Context, tenant: res.TenantRef) -> None:
             f"PM_SENDER_SECRET names the Secret {ctx.settings.sender_secret}, which does not "
             f"exist: create it with the keys {', '.join(res.SENDER_SECRET_KEYS)}",
         )
-    data = source.get("data") or {}
+    data = dict(source.get("data") or {})
     missing = [key for key in res.SENDER_SECRET_KEYS if key not in data]
     if missing:
         raise ConfigurationError(
             "SenderSecretIncomplete",
             f"the Secret {ctx.settings.sender_secret} lacks {', '.join(missing)}: add them",
         )
+    try:
+        master = MasterKeys.parse(_decode(data["PM_SUPPRESSION_KEY"]))
+    except ValueError as error:
+        raise ConfigurationError(
+            "SenderSecretInvalid", f"the Secret {ctx.settings.sender_secret}: {error}"
+        ) from None
+    current = ((await ctx.kube.get("v1", "Secret", res.SENDER_NAME, tenant.namespace)) or {}).get(
+        "data"
+    ) or {}
+    role = await tenant_login_name(ctx.db, tenant_id)
+    db_password = _password_for(role, current.get("PM_DATABASE_URL")) or new_password()
+    limit = connection_limit(TIERS[tenant.tier].sender_max_replicas)
+    role = await ensure_tenant_login(ctx.db, tenant_id, db_password, connections=limit)
+    redis_password = _password_for(role, current.get("PM_REDIS_URL")) or new_password()
+    platform_redis = _decode(data["PM_REDIS_URL"])
+    admin = Redis.from_url(platform_redis)
+    try:
+        await ensure_tenant_redis_user(admin, role, tenant_id, redis_password)
+    finally:
+        await admin.aclose()
+    data["PM_DATABASE_URL"] = _b64(with_login(_decode(data["PM_DATABASE_URL"]), role, db_password))
+    data["PM_REDIS_URL"] = _b64(with_login(platform_redis, role, redis_password))
+    # Its own token key, derived: never the platform's master secret (common.keys).
+    data["PM_TOKEN_KEY"] = _b64(master.token_key(tenant_id).encode())
     await apply_secret(ctx.kube, res.sender_secret(tenant, data))
+
+
+def _password_for(role: str | None, encoded_url: str | None) -> str | None:
+    """The password in a tenant Secret's URL (base64, as stored) if it is `role`'s login."""
+    if role is None or not encoded_url:
+        return None
+    parts = urlsplit(_decode(encoded_url))
+    if parts.username is None or unquote(parts.username) != role or not parts.password:
+        return None
+    return unquote(parts.password)
+
+
+def _decode(value: str) -> str:
+    return base64.b64decode(value).decode()
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode("ascii")
 
 
 async def reconcile(
@@ -102,9 +165,7 @@ async def reconcile(
         # The children reference each other only by name, so they are applied concurrently.
         children = res.children(tenant, image=ctx.settings.sender_image, replicas=replicas)
         await asyncio.gather(*(ctx.kube.apply(manifest) for manifest in children))
-        if ctx.settings.sender_secret:
-            await _copy_sender_secret(ctx, tenant)
-        await upsert_tenant(
+        tenant_id = await upsert_tenant(
             ctx.db,
             name=name,
             tier=spec.tier.value,
@@ -113,6 +174,8 @@ async def reconcile(
             contact_email=spec.contact_email,
             suspended=spec.suspended,
         )
+        if ctx.settings.sender_secret:
+            await _issue_sender_secret(ctx, tenant, tenant_id)
     except Exception as error:
         failure = describe(error)
         logger.warning("Tenant %s not reconciled: %s", name, failure.message)

@@ -20,6 +20,9 @@ NAMESPACE_PREFIX = "tenant-"
 SENDER_NAME = "penguinmails-sender"
 # What a sender pod needs besides PM_TENANT, copied from the platform's sender Secret.
 SENDER_SECRET_KEYS = ("PM_DATABASE_URL", "PM_REDIS_URL", "PM_SUPPRESSION_KEY")
+"""What the platform Secret (PM_SENDER_SECRET) must hold."""
+TENANT_SECRET_KEYS = ("PM_DATABASE_URL", "PM_REDIS_URL", "PM_TOKEN_KEY")
+"""What a tenant's sender gets: its own logins and token key, never the platform's (tenant.py)."""
 SENDER_COMMAND = ["penguinmails-sender"]
 MANAGED_BY = {"app.kubernetes.io/managed-by": "penguinmails"}
 TENANT_LABEL = f"{GROUP}/tenant"
@@ -235,13 +238,13 @@ def sender_deployment(tenant: TenantRef, *, image: str, replicas: int) -> Manife
 
 
 def sender_secret(tenant: TenantRef, data: Mapping[str, str]) -> Manifest:
-    """The sender's copy of the platform Secret (base64 values kept as they are)."""
+    """The sender's Secret: the tenant's own logins and token key (base64, as in `data`)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": tenant.metadata(SENDER_NAME),
         "type": "Opaque",
-        "data": {key: data[key] for key in SENDER_SECRET_KEYS},
+        "data": {key: data[key] for key in TENANT_SECRET_KEYS},
     }
 
 

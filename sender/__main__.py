@@ -1,6 +1,6 @@
 """Run the sender: `penguinmails-sender` (the program of a tenant's sender pods).
 
-Environment: PM_TENANT (tenant name), PM_DATABASE_URL, PM_SUPPRESSION_KEY, optional PM_REDIS_URL
+Environment: PM_TENANT (tenant name), PM_DATABASE_URL, PM_TOKEN_KEY, optional PM_REDIS_URL
 (throttles shared by all pods; unset: no throttles), PM_SECRETS_DIR (read Secrets from files;
 unset: from the API, namespace tenant-<name>), PM_SENDER_CONCURRENCY, PM_LEASE_SECONDS,
 PM_RETRY_BASE_SECONDS, PM_PROVIDER_RATE (messages/s per destination provider),
@@ -26,8 +26,9 @@ import asyncpg
 from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
+from penguinmails.common.db.tenant_logins import SENDER_POOL_SIZE
 from penguinmails.common.db.tenants import get_tenant
-from penguinmails.common.suppression import suppression_key
+from penguinmails.common.keys import MasterKeys, TokenKey
 from penguinmails.sender.engine import Sender, SenderConfig
 from penguinmails.sender.secrets import DirSecrets, KubeSecrets, SecretReader
 
@@ -48,7 +49,7 @@ async def run() -> int:
     if not tenant_name or not dsn:
         log.error("PM_TENANT and PM_DATABASE_URL must be set")
         return 1
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=SENDER_POOL_SIZE)
     tenant = await get_tenant(pool, tenant_name)
     if tenant is None or tenant.deleted:
         log.error("no tenant %s in the database", tenant_name)
@@ -61,7 +62,7 @@ async def run() -> int:
     redis = Redis.from_url(redis_url) if redis_url else None
     config = SenderConfig(
         tenant_id=tenant.id,
-        platform_key=suppression_key(),
+        token_key=TokenKey.from_env(),
         concurrency=int(_env_number("PM_SENDER_CONCURRENCY", 32)),
         lease=timedelta(seconds=_env_number("PM_LEASE_SECONDS", 120)),
         retry_base=_env_number("PM_RETRY_BASE_SECONDS", 60),
@@ -103,7 +104,7 @@ def intake(argv: list[str]) -> int:
         log.error("PM_DATABASE_URL must be set")
         return 1
     controller = Controller(
-        IntakeHandler(dsn, suppression_key()), hostname=args.host, port=args.port
+        IntakeHandler(dsn, MasterKeys.from_env()), hostname=args.host, port=args.port
     )
     controller.start()
     stop = threading.Event()

@@ -87,7 +87,7 @@ class Report:
     recipient: str | None
 
 
-_TOKEN = re.compile(r"(?:bounces|unsubscribe)\+([a-z2-7]{55})@", re.IGNORECASE)
+_TOKEN = re.compile(r"(?:bounces|unsubscribe)\+([a-z2-7]{56})@", re.IGNORECASE)
 
 
 def token_from_address(address: str) -> str | None:

@@ -38,7 +38,9 @@ from penguinmails.common.db.ledger import (
     record,
 )
 from penguinmails.common.dkim.signer import DkimSigner
+from penguinmails.common.keys import TokenKey
 from penguinmails.common.suppression import TokenPurpose, make_token
+from penguinmails.common.tenant_redis import tenant_key_prefix
 from penguinmails.common.throttle import Limit, TokenBuckets, provider_group
 from penguinmails.sender.bounces import Kind, classify
 from penguinmails.sender.render import MessageParts, Renderer, RenderError, return_path
@@ -63,8 +65,8 @@ SEND_SECONDS = Histogram(
 @dataclass(frozen=True)
 class SenderConfig:
     tenant_id: uuid.UUID
-    platform_key: bytes
-    """PM_SUPPRESSION_KEY: signs the unsubscribe and bounce tokens."""
+    token_key: TokenKey
+    """PM_TOKEN_KEY: the tenant's own key for unsubscribe and bounce tokens (common.keys)."""
     owner: str = field(default_factory=lambda: f"sender-{uuid.uuid4().hex[:12]}")
     concurrency: int = 32
     claim_batch: int = 64
@@ -135,7 +137,9 @@ class Sender:
         self.pool = pool
         self.config = config
         self.secrets = secrets
-        self.buckets = TokenBuckets(redis) if redis is not None else None
+        # The tenant's Redis user may touch only its own prefix (common.tenant_redis).
+        prefix = f"{tenant_key_prefix(config.tenant_id)}tb:"
+        self.buckets = TokenBuckets(redis, prefix) if redis is not None else None
         self.mx_lookup = mx_lookup
         self._campaigns: dict[uuid.UUID, _Campaign] = {}
         self._campaign_locks: dict[uuid.UUID, asyncio.Lock] = {}
@@ -273,10 +277,10 @@ class Sender:
             to=delivery.email,
             fields=delivery.fields,
             unsubscribe_token=make_token(
-                self.config.platform_key, TokenPurpose.UNSUBSCRIBE, tenant, delivery.id
+                self.config.token_key, TokenPurpose.UNSUBSCRIBE, tenant, delivery.id
             ),
             bounce_token=make_token(
-                self.config.platform_key, TokenPurpose.BOUNCE, tenant, delivery.id
+                self.config.token_key, TokenPurpose.BOUNCE, tenant, delivery.id
             ),
         )
         try:

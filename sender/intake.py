@@ -25,6 +25,7 @@ import asyncpg
 
 from penguinmails.common.db import tenant_connection
 from penguinmails.common.db.ledger import mark_bounced, mark_complained, mark_unsubscribed
+from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import (
     SuppressionReason,
     TokenPurpose,
@@ -51,20 +52,22 @@ class _Target:
     delivery_id: int
 
 
-def _target(key: bytes, token: str | None) -> _Target | None:
+def _target(keys: MasterKeys, token: str | None) -> _Target | None:
     if token is None:
         return None
     for purpose in (TokenPurpose.BOUNCE, TokenPurpose.UNSUBSCRIBE):
-        found = read_token(key, purpose, token)
+        found = read_token(keys, purpose, token)
         if found is not None:
             return _Target(*found)
     return None
 
 
-async def ingest(pool: asyncpg.Pool, key: bytes, raw: bytes, envelope_to: str) -> IntakeResult:
+async def ingest(
+    pool: asyncpg.Pool, keys: MasterKeys, raw: bytes, envelope_to: str
+) -> IntakeResult:
     local = envelope_to.partition("@")[0].lower()
     if local.startswith("unsubscribe+"):
-        target = _target(key, token_from_address(envelope_to))
+        target = _target(keys, token_from_address(envelope_to))
         if target is None:
             return IntakeResult.IGNORED
         async with tenant_connection(pool, target.tenant_id) as conn:
@@ -75,7 +78,7 @@ async def ingest(pool: asyncpg.Pool, key: bytes, raw: bytes, envelope_to: str) -
     report = parse_report(raw, envelope_to)
     if report is None:
         return IntakeResult.IGNORED
-    target = _target(key, report.token)
+    target = _target(keys, report.token)
     if target is None:
         return IntakeResult.IGNORED
     async with tenant_connection(pool, target.tenant_id) as conn:
@@ -108,9 +111,9 @@ class IntakeHandler:
     The database pool is opened on first use, in the loop aiosmtpd runs the handler in (its
     own thread), since an asyncpg pool belongs to the loop it was created in."""
 
-    def __init__(self, dsn: str, key: bytes) -> None:
+    def __init__(self, dsn: str, keys: MasterKeys) -> None:
         self.dsn = dsn
-        self.key = key
+        self.keys = keys
         self.results: list[IntakeResult] = []
         self._pool: asyncpg.Pool | None = None
 
@@ -132,7 +135,7 @@ class IntakeHandler:
         raw = envelope.original_content or b""
         for rcpt in envelope.rcpt_tos:
             try:
-                result = await ingest(await self._get_pool(), self.key, raw, rcpt)
+                result = await ingest(await self._get_pool(), self.keys, raw, rcpt)
             except (asyncpg.PostgresError, OSError) as error:
                 log.warning("intake failed, asking to retry: %s", error)
                 return "451 4.3.0 try again later"

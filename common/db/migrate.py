@@ -156,9 +156,14 @@ async def apply_migrations(
 
 
 async def _lock_and_read(conn: asyncpg.Connection) -> dict[str, str]:
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
     if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+        # The first run on this database: replicas queue on an advisory lock. Any login may
+        # take an advisory lock, but before the first migration no tenant has a login.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
         await conn.execute(_CREATE_TABLE)
+    # From then on a lock on the table itself: a tenant's login could hold the advisory lock
+    # forever and keep the operator from starting, but may not lock a table it cannot write.
+    await conn.execute("LOCK TABLE schema_migrations IN SHARE ROW EXCLUSIVE MODE")
     rows = await conn.fetch("SELECT name, checksum FROM schema_migrations")
     return {row["name"]: row["checksum"] for row in rows}
 

@@ -12,11 +12,14 @@ tenant scope: `tenants` is not forced under row-level security for its owner.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "TENANT_DATA_RETENTION",
@@ -94,9 +97,12 @@ SELECT EXISTS (SELECT FROM marked) OR EXISTS (SELECT FROM tenants WHERE name = $
 """
 
 _PURGE = """
-DELETE FROM tenants
-WHERE purge_after IS NOT NULL AND purge_after <= COALESCE($1::timestamptz, now())
-RETURNING name
+WITH purged AS (
+    DELETE FROM tenants
+    WHERE purge_after IS NOT NULL AND purge_after <= COALESCE($1::timestamptz, now())
+    RETURNING id, name
+)
+SELECT p.name, r.role_name FROM purged p LEFT JOIN tenant_roles r ON r.tenant_id = p.id
 """
 
 
@@ -135,6 +141,14 @@ async def mark_tenant_deleted(pool: asyncpg.Pool, name: str, retention: timedelt
     if retention < timedelta(0):
         raise ValueError("retention must not be negative")
     result = await pool.fetchval(_MARK_DELETED, name, retention)
+    # Its login (migration 0003) stops working at once; the rows it could reach stay.
+    role = await pool.fetchval(
+        "SELECT r.role_name FROM tenant_roles r JOIN tenants t ON t.id = r.tenant_id "
+        "WHERE t.name = $1 AND t.deleted_at IS NOT NULL",
+        name,
+    )
+    if role is not None:
+        await pool.execute(f"ALTER ROLE {_quote_ident(str(role))} NOLOGIN")
     return bool(result)
 
 
@@ -152,5 +166,19 @@ async def purge_expired_tenants(pool: asyncpg.Pool, now: datetime | None = None)
     """
     if now is not None and now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    rows = await pool.fetch(_PURGE, now)
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(_PURGE, now)
+        # tenant_roles rows went with the cascade; the logins themselves are cluster objects.
+        for role in [row["role_name"] for row in rows if row["role_name"] is not None]:
+            try:
+                async with conn.transaction():
+                    await conn.execute(f"DROP ROLE IF EXISTS {_quote_ident(role)}")
+            except asyncpg.PostgresError as error:
+                # E.g. it created a large object. Unmapped and NOLOGIN it can reach nothing;
+                # a DBA drops it with DROP OWNED BY. The purge itself must not fail for it.
+                log.warning("login %s of a purged tenant not dropped: %s", role, error)
     return sorted(row["name"] for row in rows)
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -147,6 +147,8 @@ def operator_process(
             "PM_DATABASE_URL": postgres_dsn,
             "PM_METRICS_PORT": "0",
             "PM_RESYNC_SECONDS": "3",
+            # Every test server is on loopback, which tenants may not use in production.
+            "PM_EGRESS_ALLOW": "127.0.0.0/8",
             **extra_env,
         }
         env.pop("KUBERNETES_SERVICE_HOST", None)

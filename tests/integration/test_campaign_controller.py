@@ -35,6 +35,7 @@ from penguinmails.common.dkim.keys import (
     generate_private_key,
     secret_data,
 )
+from penguinmails.common.keys import MasterKeys
 from penguinmails.common.settings import OperatorSettings
 from penguinmails.devstack.sink import SinkServer
 from penguinmails.operator import tenant_resources as res
@@ -300,7 +301,11 @@ async def test_preflight_gates_then_campaign_sends_and_completes(
         folder.mkdir()
         for key, value in secret_data(KeySet(tuple(keys))).items():
             (folder / key).write_bytes(base64.b64decode(value))
-        config = SenderConfig(tenant_id=tenant_id, platform_key=KEY, poll_interval=0.05)
+        config = SenderConfig(
+            tenant_id=tenant_id,
+            token_key=MasterKeys.parse("controller-master-key-1234").token_key(tenant_id),
+            poll_interval=0.05,
+        )
         sender = Sender(db_pool, config, secrets=DirSecrets(tmp_path))
         await sender.run_until_idle()
         assert sink.messages == []

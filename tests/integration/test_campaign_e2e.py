@@ -8,6 +8,7 @@ the Secret through the API. Contacts come in through the `penguinmails contacts 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import email
@@ -15,11 +16,13 @@ import os
 import secrets
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import dkim
 import dns.flags
 import dns.message
@@ -28,6 +31,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from kubernetes import client
 
+from penguinmails.common.keys import MasterKeys
 from penguinmails.devstack.dns_examples import rfc2136_provider
 from penguinmails.devstack.knot import KnotServer, minimal_zone
 from penguinmails.devstack.ports import free_port
@@ -47,6 +51,21 @@ pytestmark = pytest.mark.integration
 
 ZONE = "campaign.test"
 KEY = "e2e-campaign-platform-key"
+
+
+def tenant_id(dsn: str, name: str) -> uuid.UUID:
+    async def fetch() -> uuid.UUID:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return uuid.UUID(
+                str(await conn.fetchval("SELECT id FROM tenants WHERE name = $1", name))
+            )
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
 CONTACTS = 200
 
 
@@ -188,7 +207,7 @@ def test_campaign_from_apply_to_inbox(
         },
     )
 
-    intake = IntakeHandler(postgres_dsn, KEY.encode())
+    intake = IntakeHandler(postgres_dsn, MasterKeys.parse(KEY))
     intake_server = Controller(intake, hostname="127.0.0.1", port=free_port())
     intake_server.start()
     with (
@@ -280,6 +299,9 @@ def test_campaign_from_apply_to_inbox(
             env={
                 **env,
                 "PM_TENANT": name,
+                "PM_TOKEN_KEY": MasterKeys.parse(KEY)
+                .token_key(tenant_id(postgres_dsn, name))
+                .encode(),
                 "PM_REDIS_URL": redis_url,
                 "KUBECONFIG": str(cluster.kubeconfig),
                 "PM_METRICS_PORT": "0",

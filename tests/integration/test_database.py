@@ -219,6 +219,8 @@ def test_migrate_cli(fresh_database: str) -> None:
 
 # -- row-level security -----------------------------------------------------------------------
 
+PLATFORM_ONLY_TABLES = ("tenant_roles",)
+
 
 async def test_every_tenant_owned_table_is_under_forced_rls(db_pool: asyncpg.Pool) -> None:
     rows = await db_pool.fetch(
@@ -233,10 +235,17 @@ async def test_every_tenant_owned_table_is_under_forced_rls(db_pool: asyncpg.Poo
     )
     found = {row["relname"] for row in rows}
     assert set(TENANT_TABLES) <= found
+    # tenant_roles (login -> tenant, migration 0003) is the platform's alone: no grant at all.
+    for table in PLATFORM_ONLY_TABLES:
+        for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+            assert not await db_pool.fetchval(
+                "SELECT has_table_privilege($1, $2, $3)", APP_ROLE, table, privilege
+            )
     unprotected = [
         row["relname"]
         for row in rows
-        if not (row["relrowsecurity"] and row["relforcerowsecurity"] and row["policies"] > 0)
+        if row["relname"] not in PLATFORM_ONLY_TABLES
+        and not (row["relrowsecurity"] and row["relforcerowsecurity"] and row["policies"] > 0)
     ]
     assert unprotected == [], "tables with tenant_id but without forced row-level security"
 

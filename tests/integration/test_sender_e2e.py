@@ -30,6 +30,7 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from aiosmtpd.controller import Controller
+from redis.asyncio import Redis
 
 from penguinmails.api.unsubscribe import make_app
 from penguinmails.common.db import tenant_connection
@@ -42,6 +43,7 @@ from penguinmails.common.db.ledger import (
     set_sending,
     upsert_campaign,
 )
+from penguinmails.common.db.tenant_logins import ensure_tenant_login, new_password, with_login
 from penguinmails.common.db.tenants import upsert_tenant
 from penguinmails.common.dkim.keys import (
     DkimKey,
@@ -50,6 +52,7 @@ from penguinmails.common.dkim.keys import (
     generate_private_key,
     secret_data,
 )
+from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import (
     SuppressionReason,
     TokenPurpose,
@@ -58,6 +61,7 @@ from penguinmails.common.suppression import (
     read_token,
     suppress,
 )
+from penguinmails.common.tenant_redis import ensure_tenant_redis_user
 from penguinmails.devstack.ports import free_port
 from penguinmails.devstack.postfix import PostfixServer
 from penguinmails.devstack.sink import SinkServer
@@ -66,6 +70,7 @@ from penguinmails.sender.intake import IntakeHandler, IntakeResult
 pytestmark = pytest.mark.integration
 
 KEY = b"test-platform-key-0123456789abcdef"
+KEYS = MasterKeys.parse(KEY.decode())
 DOMAIN = "sender.example"
 RECIPIENT_DOMAIN = "dest.test"
 CONTACTS = 1000
@@ -99,7 +104,7 @@ class Stack:
 def stack(services_dir: Path, postgres_dsn: str) -> Iterator[Stack]:
     """Postfix relays to the recipients' server, and mail for the sending domain (bounces to
     the return-path) to the product's bounce intake, as the domain's MX would."""
-    intake = IntakeHandler(postgres_dsn, KEY)
+    intake = IntakeHandler(postgres_dsn, KEYS)
     controller = Controller(intake, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
@@ -122,6 +127,10 @@ class Campaign:
     uid: uuid.UUID
     keys: list[DkimKey]
     secrets_dir: Path
+    dsn: str
+    redis_url: str
+    """The tenant's own logins, as the operator issues them: the sender never runs as anything
+    else (tests/integration/test_isolation.py shows what they cannot reach)."""
 
 
 def csv_file() -> bytes:
@@ -142,7 +151,9 @@ def write_secret(directory: Path, name: str, data: dict[str, str]) -> None:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def campaign(db_pool: asyncpg.Pool, stack: Stack, tmp_path: Path) -> Campaign:
+async def campaign(
+    db_pool: asyncpg.Pool, postgres_dsn: str, redis_url: str, stack: Stack, tmp_path: Path
+) -> Campaign:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     tenant_id = await upsert_tenant(
         db_pool,
@@ -184,18 +195,30 @@ async def campaign(db_pool: asyncpg.Pool, stack: Stack, tmp_path: Path) -> Campa
         assert await enqueue(conn, uid, ["leads"]) == CONTACTS - len(SUPPRESSED)
         assert await enqueue(conn, uid, ["leads"]) == 0  # idempotent
         await set_sending(conn, uid, True)
-    return Campaign(tenant_id, uid, keys, tmp_path / "secrets")
+    password, redis_password = new_password(), new_password()
+    role = await ensure_tenant_login(db_pool, tenant_id, password)
+    admin = Redis.from_url(redis_url)
+    try:
+        await ensure_tenant_redis_user(admin, role, tenant_id, redis_password)
+    finally:
+        await admin.aclose()
+    return Campaign(
+        tenant_id,
+        uid,
+        keys,
+        tmp_path / "secrets",
+        with_login(postgres_dsn, role, password),
+        with_login(redis_url, role, redis_password),
+    )
 
 
-def start_sender(
-    campaign: Campaign, dsn: str, redis_url: str, tenant: str
-) -> subprocess.Popen[bytes]:
+def start_sender(campaign: Campaign, tenant: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PM_TENANT": tenant,
-        "PM_DATABASE_URL": dsn,
-        "PM_REDIS_URL": redis_url,
-        "PM_SUPPRESSION_KEY": KEY.decode(),
+        "PM_DATABASE_URL": campaign.dsn,
+        "PM_REDIS_URL": campaign.redis_url,
+        "PM_TOKEN_KEY": KEYS.token_key(campaign.tenant_id).encode(),
         "PM_SECRETS_DIR": str(campaign.secrets_dir),
         "PM_LEASE_SECONDS": "3",
         "PM_RETRY_BASE_SECONDS": "1",
@@ -224,13 +247,19 @@ def dns_for(campaign: Campaign) -> Callable[..., bytes | None]:
 
 
 async def test_campaign_delivered_exactly_once_through_postfix_despite_sigkill(
-    db_pool: asyncpg.Pool, redis_url: str, postgres_dsn: str, stack: Stack, campaign: Campaign
+    db_pool: asyncpg.Pool, redis_url: str, stack: Stack, campaign: Campaign
 ) -> None:
     for address in HARD_BOUNCES:
         stack.recipients.reply_for[address] = (550, f"5.1.1 <{address}>: no such user")
     for address in GREYLISTED:
         stack.recipients.set_reply_once(address, 451, "4.7.1 greylisted, try again")
     tenant = await db_pool.fetchval("SELECT name FROM tenants WHERE id = $1", campaign.tenant_id)
+    login = await db_pool.fetchrow(
+        "SELECT rolsuper, rolbypassrls FROM pg_roles r JOIN tenant_roles t "
+        "ON t.role_name = r.rolname WHERE t.tenant_id = $1",
+        campaign.tenant_id,
+    )
+    assert login is not None and not login["rolsuper"] and not login["rolbypassrls"]
     eligible = {f"user{i}@{RECIPIENT_DOMAIN}" for i in range(CONTACTS)} - set(SUPPRESSED)
     expected = eligible - set(HARD_BOUNCES)
 
@@ -240,7 +269,7 @@ async def test_campaign_delivered_exactly_once_through_postfix_despite_sigkill(
     # Kill the sender three times while it sends; each restart picks up what is left.
     kills = 0
     for threshold in (150, 400, 650):
-        sender = start_sender(campaign, postgres_dsn, redis_url, tenant)
+        sender = start_sender(campaign, tenant)
         try:
 
             async def reached(count: int = threshold) -> bool:
@@ -256,7 +285,7 @@ async def test_campaign_delivered_exactly_once_through_postfix_despite_sigkill(
             sender.send_signal(signal.SIGKILL)
             sender.wait(10)
             kills += 1
-    sender = start_sender(campaign, postgres_dsn, redis_url, tenant)
+    sender = start_sender(campaign, tenant)
     try:
 
         async def done() -> bool:
@@ -273,6 +302,13 @@ async def test_campaign_delivered_exactly_once_through_postfix_despite_sigkill(
     finally:
         sender.send_signal(signal.SIGTERM)
         assert sender.wait(30) == 0, sender.stderr.read().decode() if sender.stderr else ""
+
+    # Its throttle buckets are under its own prefix, written with its own Redis user.
+    admin = Redis.from_url(redis_url)
+    try:
+        assert await admin.keys(f"tenant:{campaign.tenant_id}:tb:*")
+    finally:
+        await admin.aclose()
 
     received = collections.Counter(arrived())
     # Every eligible contact got the message; suppressed ones and bounced ones none.
@@ -321,9 +357,9 @@ async def test_campaign_delivered_exactly_once_through_postfix_despite_sigkill(
     first = email.message_from_bytes(stack.recipients.messages[0].data)
     url = first["List-Unsubscribe"].split("<", 1)[1].split(">", 1)[0]
     token = url.rsplit("/", 1)[1]
-    assert read_token(KEY, TokenPurpose.UNSUBSCRIBE, token) is not None
+    assert read_token(KEYS, TokenPurpose.UNSUBSCRIBE, token) is not None
     address = stack.recipients.messages[0].rcpt_tos[0]
-    async with TestClient(TestServer(make_app(db_pool, KEY))) as http:
+    async with TestClient(TestServer(make_app(db_pool, KEYS))) as http:
         page = await http.get(f"/u/{token}")
         assert page.status == 200 and "Unsubscribe" in await page.text()
         for _ in range(2):  # a repeat is harmless

@@ -30,6 +30,7 @@ from penguinmails.common.dkim.keys import (
     generate_private_key,
     secret_data,
 )
+from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import address_hash, is_suppressed
 from penguinmails.devstack.sink import SinkServer
 from penguinmails.sender.engine import Sender, SenderConfig
@@ -38,6 +39,7 @@ from penguinmails.sender.secrets import DirSecrets
 pytestmark = pytest.mark.integration
 
 KEY = b"outcomes-test-key"
+KEYS = MasterKeys.parse("outcomes-platform-master-key")
 
 
 async def test_retry_bounce_and_authentication_failure(
@@ -88,7 +90,10 @@ async def test_retry_bounce_and_authentication_failure(
             await enqueue(conn, uid, ["l"])
             await set_sending(conn, uid, True)
         config = SenderConfig(
-            tenant_id=tenant_id, platform_key=KEY, retry_base=0.2, poll_interval=0.05
+            tenant_id=tenant_id,
+            token_key=KEYS.token_key(tenant_id),
+            retry_base=0.2,
+            poll_interval=0.05,
         )
         await Sender(db_pool, config, secrets=DirSecrets(tmp_path)).run_until_idle(idle_rounds=20)
 

@@ -1,24 +1,25 @@
-"""Each tenant's sender gets the platform's connection settings through a Secret of its own."""
+"""Each tenant's sender gets its own database login, plus the platform's other settings, through
+a Secret of its own; deleting that Secret rotates the password."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from penguinmails.common.keys import TokenKey
 from tests.integration.conftest import GROUP, VERSION, OperatorFactory, wait_for
 
 pytestmark = pytest.mark.integration
 
 PLATFORM = "penguinmails-platform"
-VALUES = {
-    "PM_DATABASE_URL": "postgresql://sender@db.example:5432/penguinmails",
-    "PM_REDIS_URL": "redis://redis.example:6379/0",
-    "PM_SUPPRESSION_KEY": "s3cr3t-suppression-key",
-}
+VALUES = {"PM_SUPPRESSION_KEY": "s3cr3t-suppression-key"}
 
 
 def ready_condition(api: client.CustomObjectsApi, name: str) -> dict[str, Any]:
@@ -29,10 +30,31 @@ def ready_condition(api: client.CustomObjectsApi, name: str) -> dict[str, Any]:
     return {}
 
 
-def test_sender_secret_is_copied_once_the_platform_secret_exists(
+def tenant_secret(core: client.CoreV1Api) -> dict[str, str] | None:
+    try:
+        copied = core.read_namespaced_secret("penguinmails-sender", "tenant-wired")
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return {k: base64.b64decode(v).decode() for k, v in copied.data.items()}
+
+
+async def can_log_in(dsn: str) -> bool:
+    try:
+        conn = await asyncpg.connect(dsn)
+    except asyncpg.InvalidPasswordError:
+        return False
+    await conn.close()
+    return True
+
+
+async def test_sender_secret_is_issued_once_the_platform_secret_exists(
     operator_process: OperatorFactory,
     custom_objects: client.CustomObjectsApi,
     core: client.CoreV1Api,
+    postgres_dsn: str,
+    redis_url: str,
 ) -> None:
     try:
         core.create_namespace({"metadata": {"name": PLATFORM}})
@@ -63,7 +85,13 @@ def test_sender_secret_is_copied_once_the_platform_secret_exists(
         PLATFORM,
         {
             "metadata": {"name": "pm-sender"},
-            "stringData": {**VALUES, "UNRELATED_KEY": "not for senders"},
+            "stringData": {
+                **VALUES,
+                # Where senders connect, with the platform's logins: the tenant gets its own.
+                "PM_DATABASE_URL": postgres_dsn,
+                "PM_REDIS_URL": redis_url,
+                "UNRELATED_KEY": "not for senders",
+            },
         },
     )
     wait_for(
@@ -72,13 +100,52 @@ def test_sender_secret_is_copied_once_the_platform_secret_exists(
         what="Tenant Ready once the Secret exists",
     )
     copied = core.read_namespaced_secret("penguinmails-sender", "tenant-wired")
-    decoded = {k: base64.b64decode(v).decode() for k, v in copied.data.items()}
-    assert decoded == VALUES
     assert copied.metadata.owner_references[0].kind == "Tenant"
+    decoded = tenant_secret(core)
+    assert decoded is not None
+    dsn = decoded.pop("PM_DATABASE_URL")
+    # Its own token key, derived from the platform's master secret, which it never gets.
+    token_key = TokenKey.decode(decoded.pop("PM_TOKEN_KEY"))
+    assert token_key.kid == 1
+    tenant_redis = urlsplit(decoded.pop("PM_REDIS_URL"))
+    assert decoded == {}  # nothing else: not the platform's master secret
+    # The tenant's own login at the platform's database, never the platform's login.
+    login, platform = urlsplit(dsn), urlsplit(postgres_dsn)
+    assert (login.hostname, login.port, login.path) == (
+        platform.hostname,
+        platform.port,
+        platform.path,
+    )
+    assert login.username and login.username.startswith("pm_tenant_")
+    assert login.password and len(login.password) >= 40
+    assert await can_log_in(dsn)
+    assert tenant_redis.username == login.username and tenant_redis.port == urlsplit(redis_url).port
+    assert tenant_redis.password and tenant_redis.password != login.password
+
+    # Later reconciles (every 3 s here) keep the password: running senders keep working.
+    await asyncio.sleep(7)
+    assert (tenant_secret(core) or {}).get("PM_DATABASE_URL") == dsn
+    assert await can_log_in(dsn)
+
+    # Rotation: without its Secret the tenant gets a new password; the old one stops working.
+    core.delete_namespaced_secret("penguinmails-sender", "tenant-wired")
+    rotated = wait_for(lambda: tenant_secret(core), timeout=60, what="a new sender Secret")
+    new_login = urlsplit(rotated["PM_DATABASE_URL"])
+    assert new_login.username == login.username
+    assert new_login.password and new_login.password != login.password
+    assert await can_log_in(rotated["PM_DATABASE_URL"])
+    assert not await can_log_in(dsn)
 
     status = str(custom_objects.get_cluster_custom_object(GROUP, VERSION, "tenants", "wired"))
-    assert VALUES["PM_SUPPRESSION_KEY"] not in status
-    assert VALUES["PM_SUPPRESSION_KEY"] not in operator.log()
+    secrets = (
+        VALUES["PM_SUPPRESSION_KEY"],
+        login.password,
+        new_login.password,
+        tenant_redis.password,
+    )
+    for secret in secrets:
+        assert secret not in status
+        assert secret not in operator.log()
     custom_objects.delete_cluster_custom_object(GROUP, VERSION, "tenants", "wired")
     operator.stop()
     operator.assert_no_errors()

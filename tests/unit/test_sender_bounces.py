@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import TokenPurpose, make_token
 from penguinmails.sender.bounces import Kind, ReportType, classify, parse_report
 
@@ -34,7 +35,7 @@ def test_auth_failure_is_never_a_hard_bounce() -> None:
     assert verdict.kind == Kind.AUTH and verdict.status == "5.7.26"
 
 
-KEY = b"k" * 32
+KEY = MasterKeys.parse("k" * 32).token_key(uuid.UUID("00000000-0000-0000-0000-000000000001"))
 TENANT = uuid.UUID("00000000-0000-0000-0000-000000000001")
 
 

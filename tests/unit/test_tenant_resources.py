@@ -123,10 +123,12 @@ def test_sender_secret_copies_only_what_the_sender_needs() -> None:
     platform = {
         "PM_DATABASE_URL": "ZGI=",
         "PM_REDIS_URL": "cg==",
+        "PM_TOKEN_KEY": "dA==",
         "PM_SUPPRESSION_KEY": "aw==",
         "STRIPE_API_KEY": "c2s=",
     }
     secret = res.sender_secret(tenant(), platform)
     assert secret["metadata"]["namespace"] == "tenant-acme"
-    assert secret["data"] == {k: platform[k] for k in res.SENDER_SECRET_KEYS}
+    assert secret["data"] == {k: platform[k] for k in res.TENANT_SECRET_KEYS}
+    assert "PM_SUPPRESSION_KEY" not in secret["data"]  # the platform's master key
     assert "STRIPE_API_KEY" not in secret["data"]
