@@ -8,12 +8,13 @@ anything deleted behind our back (a quota, the sender Deployment) comes back on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, ResourceNotFoundError
 from pydantic import ValidationError
 
 from penguinmails.api.v1alpha1 import TenantSpec
@@ -173,12 +174,20 @@ def _announce_changes(
 async def cleanup(
     ctx: Context, body: kopf.Body, retry: int, logger: kopf.Logger | logging.Logger
 ) -> None:
-    """Delete the namespace and keep the tenant's rows, marked deleted, for the retention period."""
+    """Delete the namespace and keep the tenant's rows, marked deleted, for the retention period.
+
+    A namespace already terminating (409) is progress, not a failure: a retry after the DELETE
+    was accepted must still mark the rows. What the namespace holds is cleaned up by its own
+    finalizers while it terminates; an SmtpServer keeps the Secret it needs to terminate its
+    VPS (operator/smtpserver.py, CredentialsHold).
+    """
     name = body.metadata.name
     if not name:
         return
     try:
-        await ctx.kube.delete("v1", "Namespace", res.namespace_for(name))
+        # 409: already terminating, the namespace controller is removing it.
+        with contextlib.suppress(ConflictError):
+            await ctx.kube.delete("v1", "Namespace", res.namespace_for(name))
         await mark_tenant_deleted(ctx.db, name, ctx.settings.tenant_data_retention)
     except Exception as error:
         failure = describe(error)
