@@ -229,6 +229,11 @@ def test_every_option_renders(helm: Helm) -> None:
     assert env["PM_TENANT_RETENTION_DAYS"]["value"] == "7.5"
     assert env["PM_PURGE_INTERVAL_SECONDS"]["value"] == "900"
     assert env["PM_HOSTWINDS_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "hostwinds"
+    assert env["PM_SPAMHAUS_DQS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "spamhaus-dqs",
+        "key": "key",
+    }
+    assert env["PM_HOSTWINDS_CREATE_SETTLE_SECONDS"]["value"] == "900"
     assert env["PM_UNSUBSCRIBE_URL"]["value"] == "https://unsubscribe.example.com/u"
     assert pod["serviceAccountName"] == "penguinmails-operator"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
