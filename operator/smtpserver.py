@@ -27,6 +27,7 @@ import kopf
 from cryptography.hazmat.primitives import serialization
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from kubernetes.dynamic.exceptions import ForbiddenError
 from pydantic import ValidationError
 
 from penguinmails.api.v1alpha1.common import SecretKeyRef
@@ -53,7 +54,12 @@ from penguinmails.operator.providers.hostwinds import HostwindsVps
 from penguinmails.operator.providers.hostwinds_api import CircuitBreaker, HostwindsClient
 from penguinmails.operator.providers.mailu_incluster import MailuInCluster
 from penguinmails.operator.providers.relay import Relay
-from penguinmails.operator.secret_access import NotATenantNamespaceError, ensure_secret_writer
+from penguinmails.operator.secret_access import (
+    BINDING_NAME,
+    NotATenantNamespaceError,
+    ensure_secret_writer,
+    secret_writer_binding,
+)
 
 GROUP, VERSION, PLURAL = "penguinmails.io", "v1alpha1", "smtpservers"
 KIND = "SmtpServer"
@@ -85,6 +91,7 @@ class ControllerState:
     backoff: dict[str, _Backoff] = field(default_factory=dict)
     _custom: client.CustomObjectsApi | None = None
     _core: client.CoreV1Api | None = None
+    _rbac: client.RbacAuthorizationV1Api | None = None
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
@@ -112,6 +119,11 @@ class ControllerState:
         if self._core is None:
             self._core = client.CoreV1Api(load_config())
         return self._core
+
+    def rbac(self) -> client.RbacAuthorizationV1Api:
+        if self._rbac is None:
+            self._rbac = client.RbacAuthorizationV1Api(load_config())
+        return self._rbac
 
 
 class StatusWriter:
@@ -213,7 +225,12 @@ class CredentialsHold:
     """A finalizer on the Secret holding the provider's API key, while this SmtpServer may need
     the key to terminate its server. Namespace deletion removes Secrets in no particular order;
     without it the key can go before the SmtpServer's own finalizer runs, which then cannot
-    terminate the VPS (still billed) and blocks the namespace forever."""
+    terminate the VPS (still billed) and blocks the namespace forever.
+
+    Under the chart the operator may write that Secret only through the secret-writer
+    RoleBinding in the namespace (operator/secret_access.py), which namespace deletion removes
+    too, and which cannot be created again there: the binding is held by the same finalizer,
+    and released last."""
 
     def __init__(self, ctx: Context, state: ControllerState, namespace: str, uid: str) -> None:
         self._ctx = ctx
@@ -227,23 +244,37 @@ class CredentialsHold:
             return
         if metadata.get("deletionTimestamp"):
             return  # the API refuses new finalizers on an object being deleted
-        body = {"metadata": {"finalizers": [self.finalizer]}}
-        await self._patch(str(metadata.get("name")), body)
-
-    async def release(self, name: str) -> None:
-        body = {"metadata": {"$deleteFromPrimitiveList/finalizers": [self.finalizer]}}
-        await self._patch(name, body)
-
-    async def _patch(self, name: str, body: Mapping[str, Any]) -> None:
         try:
-            # Under the chart, writing a Secret needs the secret-writer binding here.
-            await ensure_secret_writer(self._ctx.kube, self._namespace)
+            bound = await ensure_secret_writer(self._ctx.kube, self._namespace)
         except NotATenantNamespaceError:
             return  # no write access outside tenant namespaces: nothing to hold
+        add = {"metadata": {"finalizers": [self.finalizer]}}
+        if bound:
+            await self._patch(self._state.rbac().patch_namespaced_role_binding, BINDING_NAME, add)
+        await self._patch(self._state.core().patch_namespaced_secret, str(metadata["name"]), add)
+
+    async def release(self, name: str, *, binding: bool = True) -> None:
+        """Release the Secret ``name``, then (unless another Secret is still held) the binding."""
+        bound = secret_writer_binding(self._namespace) is not None
+        if bound:
+            try:
+                await ensure_secret_writer(self._ctx.kube, self._namespace)
+            except NotATenantNamespaceError:
+                return
+            except ForbiddenError:
+                pass  # a terminating namespace: the binding is still there, held by us
+        remove = {"metadata": {"$deleteFromPrimitiveList/finalizers": [self.finalizer]}}
+        await self._patch(self._state.core().patch_namespaced_secret, name, remove)
+        if bound and binding:
+            await self._patch(
+                self._state.rbac().patch_namespaced_role_binding, BINDING_NAME, remove
+            )
+
+    async def _patch(self, patch: Callable[..., Any], name: str, body: Mapping[str, Any]) -> None:
         try:
             # A strategic merge adds or removes this one finalizer, leaving others in place.
             await asyncio.to_thread(
-                self._state.core().patch_namespaced_secret,
+                patch,
                 name,
                 self._namespace,
                 body,
@@ -595,7 +626,8 @@ async def _walk(
         previous = writer.current.get("credentialsSecret")
         if previous != secret:
             if previous:
-                await hold.release(str(previous))  # the key moved to another Secret
+                # The key moved to another Secret, held above: keep the binding for it.
+                await hold.release(str(previous), binding=False)
             await writer.write(credentialsSecret=secret)
 
     external: External | None = await provider.observe(ref, writer.current.get("providerId"))
@@ -827,8 +859,10 @@ async def cleanup(
             phase=SmtpServerPhase.DELETING.value,
         )
     # Cluster children go by ownership; a relay or a retained VPS stays.
-    for name in sorted(held):
-        await hold.release(name)
+    names = sorted(held)
+    for name in names:
+        # The binding that lets us write the Secrets goes last.
+        await hold.release(name, binding=name == names[-1])
 
 
 async def _terminate(
