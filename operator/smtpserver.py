@@ -568,6 +568,10 @@ def _announce(body: kopf.Body, before: Mapping[str, Any], after: Mapping[str, An
 async def reconcile(
     ctx: Context, state: ControllerState, body: kopf.Body, logger: logging.Logger | kopf.Logger
 ) -> None:
+    if body.metadata.get("deletionTimestamp"):
+        # Being deleted: only the cleanup acts now. A pass here would find the terminated VPS
+        # gone and order a new one, or complain that the namespace's Secrets are going.
+        return
     uid = str(body.metadata.uid)
     writer = StatusWriter(state, body)
     before = dict(writer.current)

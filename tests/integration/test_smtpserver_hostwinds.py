@@ -403,6 +403,7 @@ def test_deleting_a_tenant_terminates_its_vps_removes_the_namespace_and_marks_it
     assert record is not None and record["deleted_at"] is not None
     wait_for(lambda: namespace_gone(core, namespace), timeout=120, what=f"{namespace} deleted")
     assert live_for(standin, obj) == [], "the VPS must be terminated, not left billing"
+    assert orders_for(standin, obj) == 1, "nothing may be ordered while deleting"
     assert f"Secret {namespace}/hostwinds does not exist" not in operator.log()
 
 
@@ -434,6 +435,7 @@ def test_tenant_deleted_while_its_namespace_terminates_is_not_a_retry_loop(
         standin.release("terminate")
     wait_for(lambda: namespace_gone(core, namespace), timeout=120, what=f"{namespace} deleted")
     assert live_for(standin, obj) == [], "the VPS must be terminated, not left billing"
+    assert orders_for(standin, obj) == 1, "nothing may be ordered while deleting"
     assert f"Tenant {tenant} not cleaned up yet" not in operator.log()
 
 
