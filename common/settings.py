@@ -6,7 +6,7 @@ Each setting is a `PM_*` variable; the defaults suit the local stack started by 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from penguinmails.common.db.tenants import TENANT_DATA_RETENTION
@@ -118,6 +118,14 @@ class SmtpServerSettings:
     mailu_api_port: int = 80
     """Port of MailU's web front on the VPS, reached through the SSH connection so the admin
     token never crosses the Internet in clear (PM_MAILU_API_PORT)."""
+    spamhaus_dqs_key: str = field(default="", repr=False)
+    """Spamhaus Data Query Service key (PM_SPAMHAUS_DQS_KEY, from a Secret): the *.spamhaus.org
+    lists are then queried at <key>.<list>.dq.spamhaus.net, which answers any resolver. Never
+    logged, never shown: status and events name the list as <list>.dq.spamhaus.net."""
+    hostwinds_create_settle_seconds: float = 1800.0
+    """How long a Hostwinds order may stay unlisted before the operator may order again
+    (PM_HOSTWINDS_CREATE_SETTLE_SECONDS). Hostwinds practice: poll every 30 s for up to 30 min;
+    ordering again sooner can bill two servers."""
 
     @classmethod
     def from_env(cls) -> SmtpServerSettings:
@@ -157,6 +165,10 @@ class SmtpServerSettings:
                 n.strip() for n in _env_str("PM_MAILU_RELAYNETS", "").split(",") if n.strip()
             ),
             mailu_api_port=int(_env_float("PM_MAILU_API_PORT", 80)),
+            spamhaus_dqs_key=_env_str("PM_SPAMHAUS_DQS_KEY", "").strip(),
+            hostwinds_create_settle_seconds=_env_float(
+                "PM_HOSTWINDS_CREATE_SETTLE_SECONDS", 1800.0
+            ),
         )
 
 

@@ -18,7 +18,7 @@ import base64
 import hashlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +26,8 @@ from typing import Any
 import kopf
 from cryptography.hazmat.primitives import serialization
 from kubernetes import client
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic.exceptions import ForbiddenError
 from pydantic import ValidationError
 
 from penguinmails.api.v1alpha1.common import SecretKeyRef
@@ -58,6 +60,12 @@ from penguinmails.operator.providers.hostwinds import HostwindsVps
 from penguinmails.operator.providers.hostwinds_api import CircuitBreaker, HostwindsClient
 from penguinmails.operator.providers.mailu_incluster import MailuInCluster
 from penguinmails.operator.providers.relay import Relay
+from penguinmails.operator.secret_access import (
+    BINDING_NAME,
+    NotATenantNamespaceError,
+    ensure_secret_writer,
+    secret_writer_binding,
+)
 
 GROUP, VERSION, PLURAL = "penguinmails.io", "v1alpha1", "smtpservers"
 KIND = "SmtpServer"
@@ -69,6 +77,8 @@ REVERSE_DNS = SmtpServerConditionType.REVERSE_DNS_VERIFIED.value
 NOT_LISTED = SmtpServerConditionType.NOT_LISTED.value
 READY = SmtpServerConditionType.READY.value
 PROBE_CONDITIONS = (REACHABLE, REVERSE_DNS, NOT_LISTED)
+BLOCKLIST_UNKNOWN = "LookupFailed"
+TERMINATED = "Terminated"
 
 
 @dataclass
@@ -85,6 +95,8 @@ class ControllerState:
     clients: dict[str, HostwindsClient] = field(default_factory=dict)
     backoff: dict[str, _Backoff] = field(default_factory=dict)
     _custom: client.CustomObjectsApi | None = None
+    _core: client.CoreV1Api | None = None
+    _rbac: client.RbacAuthorizationV1Api | None = None
 
     def hostwinds(self, api_key: str) -> HostwindsClient:
         # One client per key: the throttle and the circuit are per account, not per object.
@@ -104,6 +116,16 @@ class ControllerState:
         if self._custom is None:
             self._custom = client.CustomObjectsApi(load_config())
         return self._custom
+
+    def core(self) -> client.CoreV1Api:
+        if self._core is None:
+            self._core = client.CoreV1Api(load_config())
+        return self._core
+
+    def rbac(self) -> client.RbacAuthorizationV1Api:
+        if self._rbac is None:
+            self._rbac = client.RbacAuthorizationV1Api(load_config())
+        return self._rbac
 
 
 class StatusWriter:
@@ -146,9 +168,16 @@ class StatusWriter:
 
 
 async def read_secret_keys(
-    ctx: Context, namespace: str, name: str, keys: Sequence[str], field_path: str
+    ctx: Context,
+    namespace: str,
+    name: str,
+    keys: Sequence[str],
+    field_path: str,
+    *,
+    hold: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None,
 ) -> list[str]:
-    """Keys of one Secret, read once; a missing Secret or key names the field to fix."""
+    """Keys of one Secret, read once; a missing Secret or key names the field to fix.
+    ``hold`` is given the Secret as read (to keep it from being deleted while needed)."""
     secret = await ctx.kube.get("v1", "Secret", name, namespace)
     if secret is None:
         raise ProviderError(
@@ -165,13 +194,97 @@ async def read_secret_keys(
                 f"{field_path}: Secret {namespace}/{name} has no key {key}; add it",
                 transient=True,
             )
-    return [base64.b64decode(data[key]).decode() for key in keys]
+    values = [base64.b64decode(data[key]).decode() for key in keys]
+    if hold is not None:
+        await hold(secret)
+    return values
 
 
-async def read_secret_key(ctx: Context, namespace: str, ref: SecretKeyRef, field_path: str) -> str:
+async def read_secret_key(
+    ctx: Context,
+    namespace: str,
+    ref: SecretKeyRef,
+    field_path: str,
+    *,
+    hold: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None,
+) -> str:
     """One key of a Secret; a missing Secret or key names the field to fix."""
-    (value,) = await read_secret_keys(ctx, namespace, ref.name, (ref.key,), field_path)
+    (value,) = await read_secret_keys(ctx, namespace, ref.name, (ref.key,), field_path, hold=hold)
     return value
+
+
+# ----------------------------------------------------------------------------------------------
+# The provider credentials outlive the namespace's other Secrets
+# ----------------------------------------------------------------------------------------------
+
+
+def credentials_finalizer(uid: str) -> str:
+    """One finalizer per SmtpServer: two servers sharing a key each hold and release their own."""
+    return f"smtpserver.penguinmails.io/{uid}"
+
+
+class CredentialsHold:
+    """A finalizer on the Secret holding the provider's API key, while this SmtpServer may need
+    the key to terminate its server. Namespace deletion removes Secrets in no particular order;
+    without it the key can go before the SmtpServer's own finalizer runs, which then cannot
+    terminate the VPS (still billed) and blocks the namespace forever.
+
+    Under the chart the operator may write that Secret only through the secret-writer
+    RoleBinding in the namespace (operator/secret_access.py), which namespace deletion removes
+    too, and which cannot be created again there: the binding is held by the same finalizer,
+    and released last."""
+
+    def __init__(self, ctx: Context, state: ControllerState, namespace: str, uid: str) -> None:
+        self._ctx = ctx
+        self._state = state
+        self._namespace = namespace
+        self.finalizer = credentials_finalizer(uid)
+
+    async def hold(self, secret: Mapping[str, Any]) -> None:
+        metadata = secret.get("metadata") or {}
+        if self.finalizer in (metadata.get("finalizers") or []):
+            return
+        if metadata.get("deletionTimestamp"):
+            return  # the API refuses new finalizers on an object being deleted
+        try:
+            bound = await ensure_secret_writer(self._ctx.kube, self._namespace)
+        except NotATenantNamespaceError:
+            return  # no write access outside tenant namespaces: nothing to hold
+        add = {"metadata": {"finalizers": [self.finalizer]}}
+        if bound:
+            await self._patch(self._state.rbac().patch_namespaced_role_binding, BINDING_NAME, add)
+        await self._patch(self._state.core().patch_namespaced_secret, str(metadata["name"]), add)
+
+    async def release(self, name: str, *, binding: bool = True) -> None:
+        """Release the Secret ``name``, then (unless another Secret is still held) the binding."""
+        bound = secret_writer_binding(self._namespace) is not None
+        if bound:
+            try:
+                await ensure_secret_writer(self._ctx.kube, self._namespace)
+            except NotATenantNamespaceError:
+                return
+            except ForbiddenError:
+                pass  # a terminating namespace: the binding is still there, held by us
+        remove = {"metadata": {"$deleteFromPrimitiveList/finalizers": [self.finalizer]}}
+        await self._patch(self._state.core().patch_namespaced_secret, name, remove)
+        if bound and binding:
+            await self._patch(
+                self._state.rbac().patch_namespaced_role_binding, BINDING_NAME, remove
+            )
+
+    async def _patch(self, patch: Callable[..., Any], name: str, body: Mapping[str, Any]) -> None:
+        try:
+            # A strategic merge adds or removes this one finalizer, leaving others in place.
+            await asyncio.to_thread(
+                patch,
+                name,
+                self._namespace,
+                body,
+                _content_type="application/strategic-merge-patch+json",
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
 
 def public_ssh_key(private_key: str, field_path: str) -> str:
@@ -208,12 +321,18 @@ async def build_provider(
     namespace: str,
     *,
     deleting: bool = False,
+    credentials: CredentialsHold | None = None,
 ) -> Built:
-    """The provider of a spec, with its credentials; deleting needs only the API key."""
+    """The provider of a spec, with its credentials; deleting needs only the API key.
+    ``credentials`` holds the API-key Secret for as long as the server may exist."""
     hostwinds = spec.provider.hostwinds
     if hostwinds is not None:
         api_key = await read_secret_key(
-            ctx, namespace, hostwinds.api_key_secret_ref, "spec.provider.hostwinds.apiKeySecretRef"
+            ctx,
+            namespace,
+            hostwinds.api_key_secret_ref,
+            "spec.provider.hostwinds.apiKeySecretRef",
+            hold=credentials.hold if credentials is not None else None,
         )
         private = public = ""
         if not deleting:
@@ -225,6 +344,7 @@ async def build_provider(
             hostwinds,
             ssh_public_key=public,
             firewall_profile=state.settings.hostwinds_firewall_profile,
+            create_settle_seconds=state.settings.hostwinds_create_settle_seconds,
         )
         return Built(vps, private or None)
     relay = spec.provider.relay
@@ -307,9 +427,16 @@ async def run_probes(
             Observed(NOT_LISTED, "False", "Listed", "; ".join(r.describe() for r in listed))
         )
     elif unknown:
+        # A warning, not a failure: a list that would not answer (a public resolver asking
+        # Spamhaus, a timeout) says nothing about the IP, and Ready does not wait on it.
         observed.append(
             Observed(
-                NOT_LISTED, "Unknown", "LookupFailed", "; ".join(r.describe() for r in unknown)
+                NOT_LISTED,
+                "Unknown",
+                BLOCKLIST_UNKNOWN,
+                "; ".join(r.describe() for r in unknown)
+                + "; use your own resolver (PM_DNS_RESOLVER) or a Spamhaus DQS key "
+                "(PM_SPAMHAUS_DQS_KEY)",
             )
         )
     else:
@@ -338,9 +465,33 @@ def _smtp_reason(result: smtp.SmtpProbeResult) -> str:
 async def _blocklists(
     settings: SmtpServerSettings, ip: str, hostname: str, resolver: Any
 ) -> list[dnsbl.ListingResult]:
-    by_ip = await dnsbl.check_ip(ip, settings.ip_blocklists, resolver)
-    by_name = await dnsbl.check_domain(hostname, settings.domain_blocklists, resolver)
+    key = settings.spamhaus_dqs_key
+    by_ip = await dnsbl.check_ip(ip, dnsbl.blocklists(settings.ip_blocklists, key), resolver)
+    by_name = await dnsbl.check_domain(
+        hostname, dnsbl.blocklists(settings.domain_blocklists, key), resolver
+    )
     return by_ip + by_name
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def create_in_flight(
+    status: Mapping[str, Any], ref: ServerRef, settle_seconds: float, now: datetime
+) -> float | None:
+    """Seconds left before an earlier, still unlisted order for this object can be given up
+    on; None when nothing is in flight or the provider has been watched for the whole window."""
+    request = status.get("createRequested") or {}
+    if request.get("name") != ref.external_name or not request.get("requestedAt"):
+        return None
+    requested = datetime.fromisoformat(str(request["requestedAt"]).replace("Z", "+00:00"))
+    left = settle_seconds - (now - requested).total_seconds()
+    return left if left > 0 else None
 
 
 def _probe_due(settings: SmtpServerSettings, writer: StatusWriter, ip: str) -> bool:
@@ -363,15 +514,32 @@ def _probe_due(settings: SmtpServerSettings, writer: StatusWriter, ip: str) -> b
 # ----------------------------------------------------------------------------------------------
 
 
+def _warning(condition: Mapping[str, Any]) -> bool:
+    """A condition that is not True but must not hold Ready back: blocklists that could not
+    be asked (NotListed=Unknown). A listing (False) still does."""
+    return condition.get("type") == NOT_LISTED and (
+        condition.get("status") == "Unknown" and condition.get("reason") == BLOCKLIST_UNKNOWN
+    )
+
+
 def _ready(writer: StatusWriter, probes_enabled: bool) -> Observed:
-    """Ready when every other condition is True; else the first that is not, and why."""
+    """Ready when every other condition is True (or only warns); else the first that is not,
+    and why."""
     needed = [PROVISIONED, MAIL_STACK_READY, *(PROBE_CONDITIONS if probes_enabled else ())]
+    warnings = []
     for type_ in needed:
         condition = writer.condition(type_)
-        if condition.get("status") != "True":
-            reason = str(condition.get("reason") or "Pending")
-            message = str(condition.get("message") or "not checked yet")
-            return Observed(READY, "False", reason, f"{type_}: {message}")
+        if condition.get("status") == "True":
+            continue
+        if _warning(condition):
+            warnings.append(f"warning: {type_}: {condition.get('message', '')}")
+            continue
+        reason = str(condition.get("reason") or "Pending")
+        message = str(condition.get("message") or "not checked yet")
+        return Observed(READY, "False", reason, f"{type_}: {message}")
+    if warnings:
+        checked = "provisioned, reachable, rDNS verified, not listed where asked; "
+        return Observed(READY, "True", "ReadyWithWarnings", checked + "; ".join(warnings))
     return Observed(READY, "True", "Ready", "provisioned, reachable, rDNS verified, not listed")
 
 
@@ -409,6 +577,10 @@ def _announce(body: kopf.Body, before: Mapping[str, Any], after: Mapping[str, An
 async def reconcile(
     ctx: Context, state: ControllerState, body: kopf.Body, logger: logging.Logger | kopf.Logger
 ) -> None:
+    if body.metadata.get("deletionTimestamp"):
+        # Being deleted: only the cleanup acts now. A pass here would find the terminated VPS
+        # gone and order a new one, or complain that the namespace's Secrets are going.
+        return
     uid = str(body.metadata.uid)
     writer = StatusWriter(state, body)
     before = dict(writer.current)
@@ -459,18 +631,57 @@ async def _walk(
     namespace = writer.namespace
     ref = ServerRef(namespace, writer.name, str(body.metadata.uid), spec.hostname)
     kind = spec.provider.type
-    built = await build_provider(ctx, state, spec, namespace)
+    hold = CredentialsHold(ctx, state, namespace, ref.uid)
+    built = await build_provider(ctx, state, spec, namespace, credentials=hold)
     provider = built.provider
+    if spec.provider.hostwinds is not None:
+        secret = spec.provider.hostwinds.api_key_secret_ref.name
+        previous = writer.current.get("credentialsSecret")
+        if previous != secret:
+            if previous:
+                # The key moved to another Secret, held above: keep the binding for it.
+                await hold.release(str(previous), binding=False)
+            await writer.write(credentialsSecret=secret)
 
     external: External | None = await provider.observe(ref, writer.current.get("providerId"))
     if external is None:
+        left = create_in_flight(writer.current, ref, provider.create_settle_seconds, _now())
+        if left is not None:
+            ordered = writer.current["createRequested"]["requestedAt"]
+            waiting = (
+                f"{ref.external_name} was ordered at {ordered} and is not listed yet; "
+                f"not ordering again for another {left:.0f}s"
+            )
+            await writer.write(
+                [Observed(PROVISIONED, "False", "CreateRequested", waiting)],
+                phase=SmtpServerPhase.PROVISIONING.value,
+            )
+            return
+        if writer.current.get("createRequested"):
+            kopf.warn(
+                body,
+                reason="CreateNotListed",
+                message=f"{ref.external_name} was ordered but never listed within "
+                f"{provider.create_settle_seconds:g}s; ordering again",
+            )
+        # Recorded through the status subresource before the call: a pass that finds nothing
+        # listed (the listing lags, or this process was killed right after the call) must not
+        # order a second server.
         await writer.write(
             [Observed(PROVISIONED, "False", "Creating", f"ordering {ref.external_name}")],
             provider=kind.value,
             phase=SmtpServerPhase.PROVISIONING.value,
+            createRequested={"name": ref.external_name, "requestedAt": _stamp(_now())},
         )
         logger.info("SmtpServer %s: creating %s", writer.name, ref.external_name)
-        await provider.create(ref)
+        try:
+            await provider.create(ref)
+        except ProviderError as error:
+            if not error.transient:
+                # Refused outright (a bad location, plan, key): nothing was ordered, so a
+                # corrected spec may order at once.
+                await writer.write(createRequested=None)
+            raise
         kopf.info(
             body, reason="Creating", message=f"{kind.value} server {ref.external_name} ordered"
         )
@@ -487,9 +698,14 @@ async def _walk(
                 ]
             )
             return
-    if writer.current.get("providerId") != external.provider_id:
-        # Recorded before anything else is done with it (the provider contract).
-        await writer.write(provider=kind.value, providerId=external.provider_id)
+    if writer.current.get("providerId") != external.provider_id or writer.current.get(
+        "createRequested"
+    ):
+        # Recorded before anything else is done with it (the provider contract); the order is
+        # no longer in flight once its server is listed.
+        await writer.write(
+            provider=kind.value, providerId=external.provider_id, createRequested=None
+        )
         kopf.info(body, reason="ProviderIdRecorded", message=f"provider id {external.provider_id}")
     if not external.ready:
         await writer.write(
@@ -609,16 +825,66 @@ async def _mail_stack(
 async def cleanup(
     ctx: Context, state: ControllerState, body: kopf.Body, logger: logging.Logger | kopf.Logger
 ) -> None:
-    """Terminate the VPS (unless retained) and wait until the provider confirms it is gone."""
+    """Terminate the VPS (unless retained) and wait until the provider confirms it is gone; then
+    release the credentials Secret."""
+    writer = StatusWriter(state, body)
+    # kopf may run the cleanup again with the body of an event older than this cleanup's own
+    # status writes: read the status as it is now.
+    try:
+        fresh = await asyncio.to_thread(
+            state.custom_objects().get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            writer.namespace,
+            PLURAL,
+            writer.name,
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return  # already gone: nothing holds it any more
+        raise
+    writer.current = dict(fresh.get("status") or {})
+    hold = CredentialsHold(ctx, state, writer.namespace, str(body.metadata.uid))
     try:
         spec = SmtpServerSpec.model_validate(dict(body.spec))
     except ValidationError:
         logger.warning("SmtpServer %s: invalid spec, nothing to clean up", body.metadata.name)
-        return
-    hostwinds = spec.provider.hostwinds
-    if hostwinds is None or hostwinds.reclaim_policy is ReclaimPolicy.RETAIN:
-        return  # cluster children go by ownership; a relay or a retained VPS stays
-    writer = StatusWriter(state, body)
+        spec = None
+    held = (
+        {str(writer.current["credentialsSecret"])}
+        if writer.current.get("credentialsSecret")
+        else set()
+    )
+    hostwinds = spec.provider.hostwinds if spec is not None else None
+    if hostwinds is not None:
+        held.add(hostwinds.api_key_secret_ref.name)
+    if (
+        spec is not None
+        and hostwinds is not None
+        and hostwinds.reclaim_policy is not ReclaimPolicy.RETAIN
+        # Recorded before the key is released: a cleanup run again after that (kopf may) must
+        # not need the key, which is then gone with the namespace.
+        and writer.condition(PROVISIONED).get("reason") != TERMINATED
+    ):
+        await _terminate(ctx, state, body, spec, writer)
+        await writer.write(
+            [Observed(PROVISIONED, "False", TERMINATED, "the VPS is terminated")],
+            phase=SmtpServerPhase.DELETING.value,
+        )
+    # Cluster children go by ownership; a relay or a retained VPS stays.
+    names = sorted(held)
+    for name in names:
+        # The binding that lets us write the Secrets goes last.
+        await hold.release(name, binding=name == names[-1])
+
+
+async def _terminate(
+    ctx: Context,
+    state: ControllerState,
+    body: kopf.Body,
+    spec: SmtpServerSpec,
+    writer: StatusWriter,
+) -> None:
     ref = ServerRef(writer.namespace, writer.name, str(body.metadata.uid), spec.hostname)
     try:
         built = await build_provider(ctx, state, spec, writer.namespace, deleting=True)
@@ -637,6 +903,14 @@ async def cleanup(
     if not gone:
         raise kopf.TemporaryError(
             f"waiting for Hostwinds to confirm {ref.external_name} is terminated",
+            delay=state.settings.poll_seconds,
+        )
+    left = create_in_flight(writer.current, ref, built.provider.create_settle_seconds, _now())
+    if left is not None:
+        # An order not listed yet would be billed with nobody left to terminate it.
+        raise kopf.TemporaryError(
+            f"{ref.external_name} was ordered and is not listed yet; watching for it another "
+            f"{left:.0f}s so it can be terminated",
             delay=state.settings.poll_seconds,
         )
     kopf.info(body, reason="Terminated", message=f"VPS {ref.external_name} terminated")

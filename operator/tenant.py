@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import kopf
-from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, ResourceNotFoundError
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
@@ -236,12 +237,20 @@ def _announce_changes(
 async def cleanup(
     ctx: Context, body: kopf.Body, retry: int, logger: kopf.Logger | logging.Logger
 ) -> None:
-    """Delete the namespace and keep the tenant's rows, marked deleted, for the retention period."""
+    """Delete the namespace and keep the tenant's rows, marked deleted, for the retention period.
+
+    A namespace already terminating (409) is progress, not a failure: a retry after the DELETE
+    was accepted must still mark the rows. What the namespace holds is cleaned up by its own
+    finalizers while it terminates; an SmtpServer keeps the Secret it needs to terminate its
+    VPS (operator/smtpserver.py, CredentialsHold).
+    """
     name = body.metadata.name
     if not name:
         return
     try:
-        await ctx.kube.delete("v1", "Namespace", res.namespace_for(name))
+        # 409: already terminating, the namespace controller is removing it.
+        with contextlib.suppress(ConflictError):
+            await ctx.kube.delete("v1", "Namespace", res.namespace_for(name))
         await mark_tenant_deleted(ctx.db, name, ctx.settings.tenant_data_retention)
     except Exception as error:
         failure = describe(error)

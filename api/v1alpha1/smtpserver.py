@@ -305,6 +305,21 @@ class WarmupStatus(StatusModel):
     complete: bool = Field(default=False, description="Whether warm-up has finished.")
 
 
+class CreateRequest(StatusModel):
+    """A create sent to the provider and not yet seen in its listing."""
+
+    name: Name253 = Field(
+        description="The unique name the server was ordered under (Hostwinds srvrname)."
+    )
+    requested_at: datetime = Field(
+        description=(
+            "When the order was sent. Nothing is ordered again for this object until the "
+            "provider has listed the server, or has failed to for the whole settle window "
+            "(PM_HOSTWINDS_CREATE_SETTLE_SECONDS)."
+        )
+    )
+
+
 class SmtpServerStatus(ConditionedStatus):
     """Observed state of an SmtpServer."""
 
@@ -316,6 +331,20 @@ class SmtpServerStatus(ConditionedStatus):
         description=(
             "Id of the external resource (Hostwinds serviceid), recorded before anything else "
             "is done with it."
+        ),
+    )
+    create_requested: CreateRequest | None = Field(
+        default=None,
+        description=(
+            "A create in flight, written before the provider is asked, cleared once the "
+            "server is listed."
+        ),
+    )
+    credentials_secret: Name253 | None = Field(
+        default=None,
+        description=(
+            "The provider credentials Secret this object holds a finalizer on, so that deleting "
+            "the namespace cannot remove the key before the server is terminated."
         ),
     )
     ip_address: str | None = Field(

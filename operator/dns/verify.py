@@ -3,11 +3,18 @@
 The zone's NS names and their addresses come from the configured resolvers; each nameserver is
 then asked without recursion (RD clear) and must answer authoritatively (AA set). A record is
 verified when every nameserver serves its exact value; otherwise `diff` says what they answered.
+
+A nameserver is a name with one address or more (A and AAAA). It is checked through the
+addresses that answer: an address this cluster cannot reach (IPv6 from an IPv4-only cluster, the
+common case) is not a nameserver that fails to serve the record, so it is left out when another
+address of the same name answered, and a name none of whose addresses is routable from here is
+left out when another name could be checked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -110,10 +117,22 @@ async def _lookup_nameservers(
     return sorted(set(servers), key=lambda s: (s.name, s.address))
 
 
-async def _ask(
-    server: Nameserver, port: int, name: str, rtype: str, wait: float
-) -> tuple[set[str] | None, str]:
-    """(values, "") when answered authoritatively; (None, why) otherwise."""
+# The operating system's word for "this address family or network cannot be reached from here".
+_UNROUTABLE = frozenset(
+    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL}
+)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    values: set[str] | None
+    """What the nameserver serves; None when it gave no authoritative answer."""
+    why: str = ""
+    unroutable: bool = False
+    """The address cannot be reached from here at all (no route, no such address family)."""
+
+
+async def _ask(server: Nameserver, port: int, name: str, rtype: str, wait: float) -> _Answer:
     query = dns.message.make_query(name + ".", rtype)
     query.flags &= ~dns.flags.RD
     try:
@@ -125,17 +144,19 @@ async def _ask(
         if response.flags & dns.flags.TC:
             response = await dns.asyncquery.tcp(query, server.address, port=port, timeout=wait)
     except (OSError, dns.exception.DNSException) as error:
-        return None, f"{server.name} did not answer ({type(error).__name__})"
+        unroutable = isinstance(error, OSError) and error.errno in _UNROUTABLE
+        why = f"{server.name} ({server.address}) did not answer ({type(error).__name__})"
+        return _Answer(None, why, unroutable)
     if not response.flags & dns.flags.AA:
-        return None, f"{server.name} is not authoritative for {name}"
+        return _Answer(None, f"{server.name} is not authoritative for {name}")
     rcode = response.rcode()
     if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-        return None, f"{server.name} answered {dns.rcode.to_text(rcode)}"
+        return _Answer(None, f"{server.name} answered {dns.rcode.to_text(rcode)}")
     wanted = dns.rdatatype.from_text(rtype)
     values = {
         rdata_value(rdata) for rrset in response.answer if rrset.rdtype == wanted for rdata in rrset
     }
-    return values, ""
+    return _Answer(values)
 
 
 async def served(
@@ -153,8 +174,8 @@ async def served(
     asks = [(ns, name) for ns in nameservers for name in sorted(set(names))]
     answers = await asyncio.gather(*(_ask(ns, port, name, rtype, wait) for ns, name in asks))
     existing: dict[tuple[str, str], dict[str, str]] = {}
-    for (_, name), (values, _why) in zip(asks, answers, strict=True):
-        for value in values or ():
+    for (_, name), answer in zip(asks, answers, strict=True):
+        for value in answer.values or ():
             existing.setdefault((name, rtype), {})[value] = value
     return existing
 
@@ -169,19 +190,31 @@ async def verify(
     questions = sorted({(r.name, r.type) for r in records})
     asks = [(ns, name, rtype) for ns in nameservers for name, rtype in questions]
     answers = await asyncio.gather(*(_ask(ns, port, n, t, wait) for ns, n, t in asks))
-    by_question: dict[tuple[str, str], list[tuple[Nameserver, set[str] | None, str]]] = {}
-    for (ns, name, rtype), (values, why) in zip(asks, answers, strict=True):
-        by_question.setdefault((name, rtype), []).append((ns, values, why))
+    # question -> nameserver name -> (address, answer) for each of its addresses
+    by_question: dict[tuple[str, str], dict[str, list[tuple[str, _Answer]]]] = {}
+    for (ns, name, rtype), answer in zip(asks, answers, strict=True):
+        by_name = by_question.setdefault((name, rtype), {})
+        by_name.setdefault(ns.name, []).append((ns.address, answer))
     results = []
     for record in records:
         expected = normalize_value(record.type, record.value)
-        problems = []
-        for ns, values, why in by_question.get((record.name, record.type), []):
-            if values is None:
-                problems.append(why)
-            elif expected not in values:
-                seen = ", ".join(sorted(values)) or "nothing"
-                problems.append(f"{ns.name} ({ns.address}) serves {seen}")
+        problems: list[str] = []
+        checked = 0
+        by_name = by_question.get((record.name, record.type), {})
+        for ns_name, replies in by_name.items():
+            answered = [(address, a.values) for address, a in replies if a.values is not None]
+            if not answered and all(a.unroutable for _, a in replies):
+                continue  # unreachable from this cluster: says nothing about the record
+            checked += 1
+            if not answered:
+                problems += [a.why for _, a in replies if not a.unroutable]
+            for address, values in answered:
+                if expected not in values:
+                    seen = ", ".join(sorted(values)) or "nothing"
+                    problems.append(f"{ns_name} ({address}) serves {seen}")
+        if not checked and by_name:
+            unreachable = [a.why for replies in by_name.values() for _, a in replies]
+            problems.append("no nameserver is reachable from here: " + "; ".join(unreachable))
         diff = "; ".join(problems)[:4000] or None
-        results.append(Verification(record, not problems and bool(nameservers), diff))
+        results.append(Verification(record, not problems and checked > 0, diff))
     return results

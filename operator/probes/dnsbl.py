@@ -4,11 +4,17 @@ A lookup is an A query of ``<reversed ip>.<zone>`` (or ``<domain>.<zone>`` for d
 NXDOMAIN means not listed, an answer in 127.0.0.0/8 means listed with that return code. Spamhaus
 answers 127.255.255.252/254/255 when it refuses the query (a typo in the zone, a public resolver,
 too many queries): those say nothing about the IP and are reported as "unknown", never "listed".
+
+Spamhaus' Data Query Service (DQS) serves the same lists to any resolver, public ones included,
+under ``<key>.<list>.dq.spamhaus.net``. With a DQS key configured, the ``*.spamhaus.org`` lists
+are queried there instead; the key is part of the queried name only, never of a zone name shown
+in a status, an event or a log (``Blocklist.name``).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -55,6 +61,36 @@ ERROR_CODES = {
 _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 
+SPAMHAUS_PUBLIC_SUFFIX = ".spamhaus.org"
+SPAMHAUS_DQS_SUFFIX = ".dq.spamhaus.net"
+
+
+@dataclass(frozen=True)
+class Blocklist:
+    """One list: the zone shown to people, and the zone queried (which may hold a secret)."""
+
+    name: str
+    query_zone: str = field(default="", repr=False)
+
+    @property
+    def zone(self) -> str:
+        return self.query_zone or self.name
+
+
+def blocklists(zones: Sequence[str], dqs_key: str = "") -> tuple[Blocklist, ...]:
+    """The configured zones; with a DQS key, Spamhaus' public zones become their DQS zones
+    (zen.spamhaus.org -> <key>.zen.dq.spamhaus.net, shown as zen.dq.spamhaus.net)."""
+    lists = []
+    for zone in zones:
+        zone = zone.strip().rstrip(".").lower()
+        if dqs_key and zone.endswith(SPAMHAUS_PUBLIC_SUFFIX):
+            shown = zone.removesuffix(SPAMHAUS_PUBLIC_SUFFIX) + SPAMHAUS_DQS_SUFFIX
+            lists.append(Blocklist(shown, f"{dqs_key}.{shown}"))
+        elif zone:
+            lists.append(Blocklist(zone))
+    return tuple(lists)
+
+
 @dataclass(frozen=True)
 class ListingResult:
     zone: str
@@ -91,25 +127,29 @@ def decode(zone: str, codes: list[str]) -> ListingResult:
     return ListingResult(zone, Listing.LISTED, codes, meanings)
 
 
-async def _lookup(resolver: dns.asyncresolver.Resolver, query: str, zone: str) -> ListingResult:
+async def _lookup(
+    resolver: dns.asyncresolver.Resolver, name: str, blocklist: Blocklist
+) -> ListingResult:
+    shown = blocklist.name
     try:
-        answer = await resolver.resolve(query, "A", search=False)
+        answer = await resolver.resolve(f"{name}.{blocklist.zone}", "A", search=False)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return ListingResult(zone, Listing.NOT_LISTED)
+        return ListingResult(shown, Listing.NOT_LISTED)
     except dns.exception.DNSException as error:
-        return ListingResult(zone, Listing.UNKNOWN, detail=f"{type(error).__name__}")
-    return decode(zone, sorted(r.address for r in answer))
+        # Only the type: dnspython's messages name the query, which may hold a DQS key.
+        return ListingResult(shown, Listing.UNKNOWN, detail=f"{type(error).__name__}")
+    return decode(shown, sorted(r.address for r in answer))
 
 
 async def check_ip(
-    ip: str, zones: tuple[str, ...] | list[str], resolver: dns.asyncresolver.Resolver
+    ip: str, lists: Sequence[Blocklist], resolver: dns.asyncresolver.Resolver
 ) -> list[ListingResult]:
     reversed_ip = dns.reversename.from_address(ip).to_text(omit_final_dot=True)
     label = reversed_ip.removesuffix(".in-addr.arpa").removesuffix(".ip6.arpa")
-    return [await _lookup(resolver, f"{label}.{zone}", zone) for zone in zones]
+    return [await _lookup(resolver, label, blocklist) for blocklist in lists]
 
 
 async def check_domain(
-    domain: str, zones: tuple[str, ...] | list[str], resolver: dns.asyncresolver.Resolver
+    domain: str, lists: Sequence[Blocklist], resolver: dns.asyncresolver.Resolver
 ) -> list[ListingResult]:
-    return [await _lookup(resolver, f"{domain.rstrip('.')}.{zone}", zone) for zone in zones]
+    return [await _lookup(resolver, domain.rstrip("."), blocklist) for blocklist in lists]

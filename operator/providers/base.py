@@ -4,7 +4,9 @@ The controller drives each provider the same way, one level-based pass at a time
 
 1. ``observe`` finds the external resource, by the id recorded in status or, when none is
    recorded yet, by the unique name derived from the SmtpServer's uid;
-2. nothing found: ``create`` asks for it (which may return before it exists), then observe again;
+2. nothing found: unless a create sent earlier is still within ``create_settle_seconds`` (recorded
+   in status before the call), ``create`` asks for it (which may return before it exists), then
+   observe again;
 3. the id of what was found is written to status before anything else is done with it;
 4. ``update`` brings it to the spec (reverse DNS, firewall...), idempotently;
 5. on deletion, ``delete`` until it reports the resource gone.
@@ -65,6 +67,11 @@ class ProviderError(Exception):
 
 class Provider(Protocol):
     """One kind of SmtpServer backend. Every method is idempotent."""
+
+    create_settle_seconds: float
+    """How long a create may stay unobservable before it may be sent again. Zero when what
+    ``create`` makes is observable as soon as it returns; a provider whose listing lags (Hostwinds)
+    says how long the controller must keep looking before it can be sure nothing was made."""
 
     async def observe(self, ref: ServerRef, provider_id: str | None) -> External | None:
         """The resource recorded as ``provider_id``, else the one named for ``ref``; None if

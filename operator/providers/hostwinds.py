@@ -57,7 +57,11 @@ class HostwindsVps:
         *,
         ssh_public_key: str,
         firewall_profile: str,
+        create_settle_seconds: float,
     ) -> None:
+        # add_instance answers before the server is listed, and the listing can lag: until it
+        # has been watched this long, an unlisted order may still appear.
+        self.create_settle_seconds = create_settle_seconds
         self._client = client
         self._spec = spec
         self._ssh_public_key = ssh_public_key

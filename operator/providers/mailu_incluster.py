@@ -35,6 +35,8 @@ def _address(service: dict[str, Any]) -> str | None:
 
 
 class MailuInCluster:
+    create_settle_seconds = 0.0  # applied objects are readable as soon as the apply returns
+
     def __init__(self, ctx: Context, spec: SmtpServerSpec) -> None:
         self._ctx = ctx
         self._spec = spec

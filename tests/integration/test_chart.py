@@ -30,6 +30,13 @@ from penguinmails.devstack.helm import CHART_DIR, build_helm
 from penguinmails.devstack.stack import api_client_for, apply_documents
 from penguinmails.operator import tenant_resources as res
 from tests.integration.conftest import GROUP, VERSION, Cluster, OperatorFactory, wait_for
+from tests.integration.smtpserver_helpers import (
+    hostwinds_body,
+    put_secret,
+    ssh_private_key,
+    wait_condition,
+)
+from tests.standins.hostwinds import HostwindsStandIn
 
 pytestmark = pytest.mark.integration
 
@@ -250,6 +257,11 @@ def test_every_option_renders(helm: Helm) -> None:
     assert env["PM_TENANT_RETENTION_DAYS"]["value"] == "7.5"
     assert env["PM_PURGE_INTERVAL_SECONDS"]["value"] == "900"
     assert env["PM_HOSTWINDS_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "hostwinds"
+    assert env["PM_SPAMHAUS_DQS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "spamhaus-dqs",
+        "key": "key",
+    }
+    assert env["PM_HOSTWINDS_CREATE_SETTLE_SECONDS"]["value"] == "900"
     assert env["PM_UNSUBSCRIBE_URL"]["value"] == "https://unsubscribe.example.com/u"
     assert pod["serviceAccountName"] == "penguinmails-operator"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
@@ -744,6 +756,81 @@ def test_operator_reconciles_a_tenant_with_only_the_chart_rbac(
     for marker in ("Forbidden", "forbidden", "Not enough permissions"):
         assert marker not in log, f"operator log has {marker!r}:\n{log[-4000:]}"
     operator.assert_no_errors()
+
+
+def test_tenant_with_a_hostwinds_vps_is_deleted_with_only_the_chart_rbac(
+    chart_identity: ChartIdentity,
+    operator_process: OperatorFactory,
+    api_client: client.ApiClient,
+    custom_objects: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+) -> None:
+    """The SmtpServer holds its API-key Secret through the secret-writer binding, which namespace
+    deletion removes as well: the VPS is terminated and the namespace still goes."""
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    (writer_role,) = [
+        r.metadata.name
+        for r in rbac.list_cluster_role().items
+        if r.metadata.name.startswith("pm-rbac-") and r.metadata.name.endswith("-secret-writer")
+    ]
+    with HostwindsStandIn({"chart-key"}, provision_seconds=0.5) as standin:
+        operator = operator_process(
+            kubeconfig=chart_identity.kubeconfig,
+            KUBECONFIG=str(chart_identity.kubeconfig),
+            PM_SECRET_WRITER_CLUSTERROLE=writer_role,
+            PM_OPERATOR_SERVICE_ACCOUNT=f"{chart_identity.namespace}/{chart_identity.service_account}",
+            PM_HOSTWINDS_URL=standin.url,
+            PM_HOSTWINDS_RPS="50",
+            PM_SMTP_POLL_SECONDS="0.5",
+            PM_SMTP_PROBE_SECONDS="0",
+            PM_MAILU_INSTALL="false",
+        )
+        name = f"chart-hw-{suffix()}"
+        namespace = res.namespace_for(name)
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Tenant",
+            "metadata": {"name": name},
+            "spec": {"tier": "starter", "contactEmail": f"ops@{name}.example.com"},
+        }
+        try:
+            custom_objects.create_cluster_custom_object(GROUP, VERSION, "tenants", body)
+            wait_for(lambda: namespace_exists(core, namespace), timeout=90, what=f"{namespace}")
+            put_secret(core, namespace, "hostwinds", {"apiKey": "chart-key"})
+            put_secret(core, namespace, "vps-ssh", {"id_ed25519": ssh_private_key()})
+            server = hostwinds_body("mx", "mx.chart.example.com")
+            server["spec"]["provider"]["hostwinds"]["apiKeySecretRef"]["name"] = "hostwinds"
+            custom_objects.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "smtpservers", server
+            )
+            try:
+                wait_condition(custom_objects, namespace, "mx", "Provisioned", "True", timeout=90)
+            except AssertionError as error:
+                raise AssertionError(f"{error}\n{operator.log()[-6000:]}") from None
+            assert len(standin.live()) == 1
+            custom_objects.delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
+            try:
+                wait_for(
+                    lambda: not namespace_exists(core, namespace),
+                    timeout=120,
+                    what=f"{namespace} deleted",
+                )
+            except AssertionError as error:
+                raise AssertionError(f"{error}\n{operator.log()[-6000:]}") from None
+            assert standin.live() == [], "the VPS must be terminated, not left billing"
+        finally:
+            operator.stop()
+    assert "Not enough permissions" not in operator.log()
+
+
+def namespace_exists(core: client.CoreV1Api, name: str) -> bool:
+    try:
+        core.read_namespace(name)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
 
 
 # (verb, group, resource, subresource, namespace): what the operator must never be able to do.

@@ -39,6 +39,7 @@ pytestmark = pytest.mark.integration
 ZONE = "example.test"
 FOREIGN_TXT = "google-site-verification=foreign-record"
 PLURAL = "sendingdomains"
+DUAL_STACK = "dualstack.test"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,13 @@ def knot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnotServer]:
         # A chain of includes 12 deep: over SPF's 10-lookup limit.
         + "".join(f'chain{i} IN TXT "v=spf1 include:chain{i + 1}.{ZONE} -all"\n' for i in range(12))
     )
-    zones = {ZONE: minimal_zone(ZONE, extra=extra), TINY: minimal_zone(TINY)}
+    zones = {
+        ZONE: minimal_zone(ZONE, extra=extra),
+        TINY: minimal_zone(TINY),
+        # ns1 also has an IPv6 address nothing answers on (::1 never leaves the machine), as a
+        # dual-stack nameserver looks from an IPv4-only cluster.
+        DUAL_STACK: minimal_zone(DUAL_STACK, extra="ns1 IN AAAA ::1\n"),
+    }
     # TINY is too small for a domain's records: Knot refuses the update (DNSUpdateRefused).
     with SizeLimitedKnot(tmp_path_factory.mktemp("knot"), zones, {TINY: TINY_MAX_BYTES}) as server:
         yield server
@@ -319,6 +326,22 @@ def test_publish_verify_repair_rotate_delete(
     for name in verified:
         assert txt(knot, f"{name}._domainkey.{domain}") == []
     assert FOREIGN_TXT in txt(knot, ZONE)
+
+
+def test_nameserver_with_an_unreachable_ipv6_address_still_verifies(
+    operator: OperatorProcess,
+    knot: KnotServer,
+    custom_objects: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    namespace: str,
+) -> None:
+    domain = f"{namespace}.{DUAL_STACK}"
+    tsig_secret(core, namespace, knot.tsig.secret)
+    body = domain_body("dual", domain, knot, zone=DUAL_STACK)
+    custom_objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    obj = wait_ready(custom_objects, namespace, "dual")
+    assert condition(obj, "DNSVerified")["status"] == "True"
+    assert all(r["verified"] for r in obj["status"]["records"]), obj["status"]["records"]
 
 
 def test_wrong_tsig_key_is_a_condition(

@@ -21,6 +21,7 @@ from tests.integration.smtpserver_helpers import (
     ssh_private_key,
     wait_condition,
 )
+from tests.integration.test_tenant_operator import tenant_body, tenant_row, wait_ready
 from tests.standins.hostwinds import HostwindsStandIn
 
 pytestmark = pytest.mark.integration
@@ -43,16 +44,20 @@ def namespace(core: client.CoreV1Api, crds_installed: list[str]) -> str:
     return NS
 
 
-def start_operator(factory: OperatorFactory, standin: HostwindsStandIn) -> OperatorProcess:
-    return factory(
-        PM_HOSTWINDS_URL=standin.url,
-        PM_HOSTWINDS_RPS="50",
-        PM_HOSTWINDS_TIMEOUT_SECONDS="2",
-        PM_HOSTWINDS_RETRY_BASE_SECONDS="0.1",
-        PM_SMTP_POLL_SECONDS="0.5",
-        PM_SMTP_PROBE_SECONDS="0",
-        PM_MAILU_INSTALL="false",
-    )
+def start_operator(
+    factory: OperatorFactory, standin: HostwindsStandIn, **overrides: str
+) -> OperatorProcess:
+    env = {
+        "PM_HOSTWINDS_URL": standin.url,
+        "PM_HOSTWINDS_RPS": "50",
+        "PM_HOSTWINDS_TIMEOUT_SECONDS": "2",
+        "PM_HOSTWINDS_RETRY_BASE_SECONDS": "0.1",
+        "PM_SMTP_POLL_SECONDS": "0.5",
+        "PM_SMTP_PROBE_SECONDS": "0",
+        "PM_MAILU_INSTALL": "false",
+        **overrides,
+    }
+    return factory(**{k: v for k, v in env.items() if v})
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +73,20 @@ def create(api: client.CustomObjectsApi, body: dict[str, Any]) -> None:
     api.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
 
 
+def srvrname(obj: dict[str, Any]) -> str:
+    return f"pm-{obj['metadata']['uid'].replace('-', '')[:20]}"
+
+
 def live_for(standin: HostwindsStandIn, obj: dict[str, Any]) -> list[Any]:
-    name = f"pm-{obj['metadata']['uid'].replace('-', '')[:20]}"
-    return [i for i in standin.live() if i.srvrname == name]
+    return [i for i in standin.live() if i.srvrname == srvrname(obj)]
+
+
+def orders_for(standin: HostwindsStandIn, obj: dict[str, Any]) -> int:
+    with standin._lock:
+        calls = list(standin.calls)
+    return sum(
+        1 for action, f in calls if action == "add_instance" and f.get("srvrname") == srvrname(obj)
+    )
 
 
 def test_provisions_one_vps_with_rdns_and_firewall_then_terminates_it(
@@ -254,6 +270,173 @@ def test_sigkill_at_each_provisioning_step_leaves_exactly_one_vps(
         standin.provision_seconds = 1.0
         second.stop()
     operator.start()
+
+
+def test_order_listed_late_after_a_sigkill_is_not_ordered_again(
+    operator_process: OperatorFactory,
+    namespace: str,
+    custom_objects: client.CustomObjectsApi,
+    standin: HostwindsStandIn,
+    operator: OperatorProcess,
+) -> None:
+    """add_instance answers before the server is listed; the operator dies right after the call
+    and its successor finds nothing listed. It must wait for the listing, not order again.
+
+    Production timers: the default poll (30 s) and settle window (30 min); the listing lags less
+    than one poll, so the restarted operator's first pass (on resume) sees nothing listed and the
+    timer's first tick sees the server.
+    """
+    operator.stop()
+    name = "mx-lagging"
+    first = start_operator(operator_process, standin, PM_SMTP_POLL_SECONDS="")
+    standin.listing_lag_seconds = 8.0
+    standin.hold("add_instance", after=True)
+    try:
+        create(custom_objects, hostwinds_body(name, f"{name}.example.com"))
+        assert standin.wait_held("add_instance", timeout=60), "operator never ordered"
+        first.kill()
+        standin.release("add_instance")
+        killed = get(custom_objects, NS, name)
+        assert killed is not None
+        assert len(standin.live(srvrname(killed))) == 1  # ordered once so far, not listed yet
+        second = start_operator(operator_process, standin, PM_SMTP_POLL_SECONDS="")
+        try:
+            obj = wait_condition(custom_objects, NS, name, "Provisioned", "True", timeout=120)
+            assert orders_for(standin, obj) == 1, standin.live()
+            assert len(live_for(standin, obj)) == 1
+            # The order had been recorded through the status subresource before the call, and
+            # is cleared once the server is listed.
+            request = killed["status"].get("createRequested") or {}
+            assert request.get("name") == srvrname(obj) and request.get("requestedAt")
+            assert "createRequested" not in obj["status"]
+            delete_and_wait_gone(custom_objects, NS, name)
+            assert live_for(standin, obj) == []
+        finally:
+            second.stop()
+    finally:
+        standin.listing_lag_seconds = 0.0
+        standin.release("add_instance")
+        operator.start()
+
+
+# -- deletion with the namespace ------------------------------------------------------------------
+
+
+def namespace_gone(core: client.CoreV1Api, name: str) -> bool:
+    try:
+        core.read_namespace(name)
+    except ApiException as error:
+        return bool(error.status == 404)
+    return False
+
+
+def provision_in(
+    custom_objects: client.CustomObjectsApi, core: client.CoreV1Api, namespace: str, name: str
+) -> dict[str, Any]:
+    put_secret(core, namespace, "hostwinds", {"apiKey": KEY})
+    put_secret(core, namespace, "vps-ssh", {"id_ed25519": ssh_private_key()})
+    body = hostwinds_body(name, f"{name}.example.com")
+    custom_objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    return wait_condition(custom_objects, namespace, name, "Provisioned", "True", timeout=90)
+
+
+def create_tenant_with_vps(
+    custom_objects: client.CustomObjectsApi, core: client.CoreV1Api, tenant: str
+) -> dict[str, Any]:
+    custom_objects.create_cluster_custom_object(GROUP, VERSION, "tenants", tenant_body(tenant))
+    wait_ready(custom_objects, tenant)
+    return provision_in(custom_objects, core, f"tenant-{tenant}", "mx")
+
+
+def tenant_gone(custom_objects: client.CustomObjectsApi, tenant: str) -> bool:
+    try:
+        custom_objects.get_cluster_custom_object(GROUP, VERSION, "tenants", tenant)
+    except ApiException as error:
+        return bool(error.status == 404)
+    return False
+
+
+def secret_gone(core: client.CoreV1Api, namespace: str, name: str) -> bool:
+    try:
+        core.read_namespaced_secret(name, namespace)
+    except ApiException as error:
+        return bool(error.status == 404)
+    return False
+
+
+def delete_while_a_pass_is_in_flight(
+    standin: HostwindsStandIn, core: client.CoreV1Api, namespace: str, delete: Callable[[], None]
+) -> None:
+    """Delete while the SmtpServer's periodic pass waits on Hostwinds (holding the object's
+    lock), until namespace deletion has swept its Secrets: the cleanup then runs after the
+    sweep, deterministically, as it does whenever the operator is busy, slow or restarting."""
+    standin.hold("get_instance")
+    try:
+        assert standin.wait_held("get_instance", timeout=30), "no pass polled the VPS"
+        delete()
+        wait_for(
+            lambda: secret_gone(core, namespace, "vps-ssh"),
+            timeout=60,
+            what=f"namespace deletion removing the Secrets of {namespace}",
+        )
+    finally:
+        standin.release("get_instance")
+
+
+def test_deleting_a_tenant_terminates_its_vps_removes_the_namespace_and_marks_its_rows(
+    operator: OperatorProcess,
+    custom_objects: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    standin: HostwindsStandIn,
+    postgres_dsn: str,
+) -> None:
+    tenant, namespace = "hwleaver", "tenant-hwleaver"
+    obj = create_tenant_with_vps(custom_objects, core, tenant)
+    assert len(live_for(standin, obj)) == 1
+
+    def delete() -> None:
+        custom_objects.delete_cluster_custom_object(GROUP, VERSION, "tenants", tenant)
+
+    delete_while_a_pass_is_in_flight(standin, core, namespace, delete)
+    wait_for(lambda: tenant_gone(custom_objects, tenant), timeout=60, what="Tenant gone")
+    record = tenant_row(postgres_dsn, tenant)
+    assert record is not None and record["deleted_at"] is not None
+    wait_for(lambda: namespace_gone(core, namespace), timeout=120, what=f"{namespace} deleted")
+    assert live_for(standin, obj) == [], "the VPS must be terminated, not left billing"
+    assert orders_for(standin, obj) == 1, "nothing may be ordered while deleting"
+    assert f"Secret {namespace}/hostwinds does not exist" not in operator.log()
+
+
+def test_tenant_deleted_while_its_namespace_terminates_is_not_a_retry_loop(
+    operator: OperatorProcess,
+    custom_objects: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    standin: HostwindsStandIn,
+    postgres_dsn: str,
+) -> None:
+    """The namespace is deleted directly (kubectl delete namespace) and is still terminating,
+    held by the SmtpServer terminating its VPS, when the Tenant is deleted: the Tenant's DELETE
+    of the namespace answers 409, which is progress. The API-key Secret outlives the rest of the
+    namespace until the VPS is gone."""
+    tenant, namespace = "hwnsfirst", "tenant-hwnsfirst"
+    obj = create_tenant_with_vps(custom_objects, core, tenant)
+    standin.hold("terminate")
+    try:
+        delete_while_a_pass_is_in_flight(
+            standin, core, namespace, lambda: core.delete_namespace(namespace)
+        )
+        assert standin.wait_held("terminate", timeout=90), "the VPS was never terminated"
+        custom_objects.delete_cluster_custom_object(GROUP, VERSION, "tenants", tenant)
+        wait_for(lambda: tenant_gone(custom_objects, tenant), timeout=60, what="Tenant gone")
+        assert not namespace_gone(core, namespace), "still terminating: the VPS is held"
+        record = tenant_row(postgres_dsn, tenant)
+        assert record is not None and record["deleted_at"] is not None
+    finally:
+        standin.release("terminate")
+    wait_for(lambda: namespace_gone(core, namespace), timeout=120, what=f"{namespace} deleted")
+    assert live_for(standin, obj) == [], "the VPS must be terminated, not left billing"
+    assert orders_for(standin, obj) == 1, "nothing may be ordered while deleting"
+    assert f"Tenant {tenant} not cleaned up yet" not in operator.log()
 
 
 def test_hostname_that_is_not_an_fqdn_is_refused_by_the_api_server(

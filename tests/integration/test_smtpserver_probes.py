@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dns.asyncresolver
 import pytest
 from kubernetes import client
 
@@ -54,6 +55,12 @@ BLOCKLIST = minimal_zone(
 """,
 )
 DOMAIN_LIST = minimal_zone("dbl.bl.test", extra=f"{HOST_BAD} IN A 127.0.1.2\n")
+# Spamhaus' Data Query Service as a key's zones (served by Knot: the lookup path is the real one),
+# and a list that refuses every query, as Spamhaus does through a public resolver.
+DQS_KEY = "pmdqs7key0secret"
+DQS_ZEN = minimal_zone(f"{DQS_KEY}.zen.dq.spamhaus.net", extra="2.0.0.127 IN A 127.0.0.2\n")
+DQS_DBL = minimal_zone(f"{DQS_KEY}.dbl.dq.spamhaus.net", extra=f"{HOST_BAD} IN A 127.0.1.2\n")
+REFUSING = minimal_zone("refusing.bl.test", extra="* IN A 127.255.255.254\n")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +76,9 @@ def knot(base_dir: Path) -> Iterator[KnotServer]:
         "0.0.127.in-addr.arpa": REVERSE,
         "zen.bl.test": BLOCKLIST,
         "dbl.bl.test": DOMAIN_LIST,
+        f"{DQS_KEY}.zen.dq.spamhaus.net": DQS_ZEN,
+        f"{DQS_KEY}.dbl.dq.spamhaus.net": DQS_DBL,
+        "refusing.bl.test": REFUSING,
     }
     with KnotServer(base_dir, zones=zones) as server:
         yield server
@@ -80,7 +90,7 @@ def postfix(base_dir: Path) -> Iterator[PostfixServer]:
         yield server
 
 
-def resolver(knot: KnotServer) -> object:
+def resolver(knot: KnotServer) -> dns.asyncresolver.Resolver:
     return make_resolver(f"{knot.address}:{knot.port}", timeout=2.0)
 
 
@@ -129,41 +139,43 @@ async def test_nothing_listening_is_not_reachable() -> None:
 
 
 async def test_forward_confirmed_reverse_dns(knot: KnotServer) -> None:
-    result = await rdns.check_fcrdns("127.0.0.1", HOST_OK, resolver(knot))  # type: ignore[arg-type]
+    result = await rdns.check_fcrdns("127.0.0.1", HOST_OK, resolver(knot))
     assert result.confirmed, result.message
     assert result.ptr_names == [HOST_OK]
 
 
 async def test_ptr_that_does_not_confirm_forward_names_both_sides(knot: KnotServer) -> None:
-    result = await rdns.check_fcrdns("127.0.0.2", HOST_BAD, resolver(knot))  # type: ignore[arg-type]
+    result = await rdns.check_fcrdns("127.0.0.2", HOST_BAD, resolver(knot))
     assert not result.confirmed
     assert HOST_BAD in result.message and "127.0.0.9" in result.message
     assert "127.0.0.2" in result.message
 
 
 async def test_ptr_naming_another_host_and_missing_ptr(knot: KnotServer) -> None:
-    wrong = await rdns.check_fcrdns("127.0.0.1", HOST_BAD, resolver(knot))  # type: ignore[arg-type]
+    wrong = await rdns.check_fcrdns("127.0.0.1", HOST_BAD, resolver(knot))
     assert not wrong.confirmed and HOST_OK in wrong.message
-    missing = await rdns.check_fcrdns("127.0.0.7", HOST_OK, resolver(knot))  # type: ignore[arg-type]
+    missing = await rdns.check_fcrdns("127.0.0.7", HOST_OK, resolver(knot))
     assert not missing.confirmed and "no PTR" in missing.message
 
 
 async def test_blocklists_listed_unknown_and_clean(knot: KnotServer) -> None:
-    zones = ("zen.bl.test",)
-    (listed,) = await dnsbl.check_ip("127.0.0.2", zones, resolver(knot))  # type: ignore[arg-type]
+    zones = dnsbl.blocklists(["zen.bl.test"])
+    (listed,) = await dnsbl.check_ip("127.0.0.2", zones, resolver(knot))
     assert listed.status is dnsbl.Listing.LISTED and listed.codes == ["127.0.0.2"]
     assert "zen.bl.test" in listed.describe() and "127.0.0.2 SBL" in listed.describe()
-    (error,) = await dnsbl.check_ip("127.0.0.3", zones, resolver(knot))  # type: ignore[arg-type]
+    (error,) = await dnsbl.check_ip("127.0.0.3", zones, resolver(knot))
     assert error.status is dnsbl.Listing.UNKNOWN and "public resolver" in error.detail
-    (clean,) = await dnsbl.check_ip("127.0.0.1", zones, resolver(knot))  # type: ignore[arg-type]
+    (clean,) = await dnsbl.check_ip("127.0.0.1", zones, resolver(knot))
     assert clean.status is dnsbl.Listing.NOT_LISTED
-    (domain,) = await dnsbl.check_domain(HOST_BAD, ("dbl.bl.test",), resolver(knot))  # type: ignore[arg-type]
+    (domain,) = await dnsbl.check_domain(
+        HOST_BAD, dnsbl.blocklists(["dbl.bl.test"]), resolver(knot)
+    )
     assert domain.status is dnsbl.Listing.LISTED and domain.meanings == ["spam domain"]
 
 
 async def test_unreachable_resolver_is_unknown_never_listed() -> None:
     dead = make_resolver("127.0.0.1:9", timeout=0.5)
-    (result,) = await dnsbl.check_ip("127.0.0.2", ("zen.bl.test",), dead)
+    (result,) = await dnsbl.check_ip("127.0.0.2", dnsbl.blocklists(["zen.bl.test"]), dead)
     assert result.status is dnsbl.Listing.UNKNOWN
     reverse = await rdns.check_fcrdns("127.0.0.1", HOST_OK, dead)
     assert reverse.error is not None and not reverse.confirmed
@@ -284,3 +296,61 @@ def test_relay_credentials_and_ca_come_from_secrets(
     assert "not verified" not in condition(obj, "Reachable")["message"]
     assert "secret-pw" not in str(obj)
     delete_and_wait_gone(custom_objects, NS, "relay-auth")
+
+
+def test_unknown_blocklist_only_warns_and_dqs_key_is_used_but_never_shown(
+    probing_operator: OperatorProcess,
+    operator_process: OperatorFactory,
+    custom_objects: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    knot: KnotServer,
+    postfix: PostfixServer,
+) -> None:
+    """A list that will not answer (here: one answering Spamhaus' "public resolver" code) says
+    nothing about the IP: Ready stays True with a warning. Spamhaus' lists go through the DQS
+    key's zones, and the key appears nowhere."""
+    handle = operator_process(
+        PM_DNS_RESOLVER=f"{knot.address}:{knot.port}",
+        PM_DNSBL_ZONES="zen.spamhaus.org,refusing.bl.test",
+        PM_DOMAIN_BLOCKLISTS="dbl.spamhaus.org",
+        PM_SPAMHAUS_DQS_KEY=DQS_KEY,
+        PM_SMTP_POLL_SECONDS="1",
+        PM_SMTP_PROBE_SECONDS="2",
+        PM_SMTP_PROBE_TIMEOUT_SECONDS="3",
+    )
+    try:
+        warn = relay_body("relay-warn", HOST_OK, "127.0.0.1", postfix.port)
+        custom_objects.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, warn)
+        listed = relay_body("relay-dqs", HOST_BAD, "127.0.0.2", postfix.port)
+        custom_objects.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, listed)
+
+        obj = wait_condition(custom_objects, NS, "relay-warn", "Ready", "True", timeout=60)
+        not_listed = condition(obj, "NotListed")
+        assert (not_listed["status"], not_listed["reason"]) == ("Unknown", "LookupFailed")
+        assert "refusing.bl.test: unknown" in not_listed["message"]
+        assert "public resolver" in not_listed["message"]
+        assert "zen.dq.spamhaus.net" not in not_listed["message"]  # asked, and not listed
+        ready = condition(obj, "Ready")
+        assert ready["reason"] == "ReadyWithWarnings" and "refusing.bl.test" in ready["message"]
+        assert obj["status"]["phase"] == "Ready"
+
+        obj = wait_condition(custom_objects, NS, "relay-dqs", "NotListed", "False", timeout=60)
+        message = condition(obj, "NotListed")["message"]
+        assert "zen.dq.spamhaus.net: listed (127.0.0.2 SBL" in message
+        assert "dbl.dq.spamhaus.net: listed (127.0.1.2 spam domain)" in message
+        assert obj["status"]["lastProbe"]["listedOn"] == [
+            "zen.dq.spamhaus.net",
+            "dbl.dq.spamhaus.net",
+        ]
+        assert condition(obj, "Ready")["status"] == "False"  # a listing still blocks
+
+        events = " ".join(f"{e.reason} {e.message}" for e in core.list_namespaced_event(NS).items)
+        for name in ("relay-warn", "relay-dqs"):
+            assert DQS_KEY not in str(get(custom_objects, NS, name))
+        assert DQS_KEY not in events
+        assert DQS_KEY not in handle.log()
+        delete_and_wait_gone(custom_objects, NS, "relay-warn")
+        delete_and_wait_gone(custom_objects, NS, "relay-dqs")
+    finally:
+        handle.stop()
+        probing_operator.start()

@@ -14,6 +14,9 @@ Failure injection, for the client's and the controller's tests:
   ``timeout_delay`` seconds), ``"error200"`` (an error in a 200, nothing done), ``"done_but_error"``
   (the action takes effect, then the answer is an error: the trap for clients that retry a create);
 * ``provision_seconds``: how long a new server stays ``pending`` (slow provisioning);
+* ``listing_lag_seconds``: how long a new server stays out of every answer after its order was
+  accepted (the listing is eventually consistent: ``get_instances`` omits it and calls naming its
+  serviceid answer "not found", as the real API does for a while after ``add_instance``);
 * ``rate_limit``: requests per second per key above which the API answers HTTP 429;
 * ``hold(action)``: the next call of ``action`` blocks (after taking effect, when ``after=True``)
   until ``release(action)``; ``wait_held(action)`` waits until a call is blocked. The tests kill
@@ -92,6 +95,7 @@ class HostwindsStandIn(Startable):
         templates: set[str] | None = None,
         firewall_profiles: set[str] | None = None,
         provision_seconds: float = 0.0,
+        listing_lag_seconds: float = 0.0,
         rate_limit: float | None = None,
         timeout_delay: float = 5.0,
         ip_for: Any = None,
@@ -102,6 +106,7 @@ class HostwindsStandIn(Startable):
         self.templates = templates or {"debian-12"}
         self.firewall_profiles = firewall_profiles or {"penguinmails-smtp"}
         self.provision_seconds = provision_seconds
+        self.listing_lag_seconds = listing_lag_seconds
         self.rate_limit = rate_limit
         self.timeout_delay = timeout_delay
         self._ip_for = ip_for
@@ -242,9 +247,15 @@ class HostwindsStandIn(Startable):
             instance.refresh(now)
         if action == "add_instance":
             return self._add_instance(fields, now)
+        # Eventually consistent: an order is invisible until the listing catches up with it.
+        listed = {
+            i.serviceid: i
+            for i in self.instances.values()
+            if now - i.created_at >= self.listing_lag_seconds
+        }
         if action in ("get_instances", "get_instance_ids"):
-            return {"success": {i.serviceid: i.as_json() for i in self.instances.values()}}
-        found = self.instances.get(str(fields.get("serviceid", "")))
+            return {"success": {i.serviceid: i.as_json() for i in listed.values()}}
+        found = listed.get(str(fields.get("serviceid", "")))
         if action in ("get_instance", "set_rdns", "set_instance_firewall", "terminate") and (
             found is None or found.status == "terminated"
         ):
