@@ -12,6 +12,7 @@ import asyncio
 import base64
 import collections
 import email
+import email.header
 import os
 import signal
 import subprocess
@@ -162,8 +163,10 @@ async def campaign(db_pool: asyncpg.Pool, stack: Stack, tmp_path: Path) -> Campa
     uid = uuid.uuid4()
     plan = CampaignPlan(
         from_address=f"jane@{DOMAIN}",
-        from_name="Jane Doe",
-        subject="Quick question, {{ first_name }}",
+        # Long non-ASCII subject and display name: folded and encoded, and DKIM must still
+        # verify at the recipient after Postfix (issue 10: a 64-character French subject failed).
+        from_name="Jeanne Dupont-Lefèvre, Équipe commerciale des Pingouins Francophones",
+        subject="Une question rapide sur la délivrabilité de vos courriels, {{ first_name }} ?",
         text="Hi {{ first_name }},\n\nDoes {{ company }} need better mail?\n\nJane",
         html="<p>Hi {{ first_name }},</p><p>Does {{ company }} need better mail?</p>",
         domain=DOMAIN,
@@ -302,6 +305,11 @@ async def test_campaign_delivered_exactly_once_through_postfix_despite_sigkill(
         rcpt = message.rcpt_tos[0]
         assert seen_ids.setdefault(rcpt, parsed["Message-ID"]) == parsed["Message-ID"]
         assert "1 Penguin Way" in message.data.decode()
+        subject = str(email.header.make_header(email.header.decode_header(parsed["Subject"])))
+        number = rcpt.split("@")[0].removeprefix("user")
+        assert (
+            subject == f"Une question rapide sur la délivrabilité de vos courriels, Name{number} ?"
+        )
 
     # Postfix bounced the 550 ones to the return-path: the intake marked and suppressed them.
     async def bounced() -> bool:
