@@ -54,6 +54,7 @@ from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
 from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
 from penguinmails.operator.handlers import register_controller
+from penguinmails.operator.relay_access import ensure_relay_secrets, plan_relay
 
 PLURAL = "campaigns"
 ACTIVE_ANNOTATION = f"{res.GROUP}/active-campaigns"
@@ -273,7 +274,8 @@ def build_plan(
     now: datetime,
 ) -> CampaignPlan:
     fqdn = str(domain["spec"]["domain"]).lower()
-    relays = [_relay(server, now) for server in servers]
+    tenant_namespace = str((domain.get("metadata") or {}).get("namespace") or "")
+    relays = [_relay(server, tenant_namespace) for server in servers]
     daily = None
     if spec.warmup is not None and spec.warmup.enabled:
         day = (now - started_at).days if started_at else 0
@@ -303,36 +305,10 @@ def build_plan(
     )
 
 
-def _relay(server: Mapping[str, Any], now: datetime) -> Relay:
-    spec = server.get("spec") or {}
-    status = server.get("status") or {}
-    name = str(server["metadata"]["name"])
-    warmup = status.get("warmup") or {}
+def _relay(server: Mapping[str, Any], tenant_namespace: str) -> Relay:
+    warmup = (server.get("status") or {}).get("warmup") or {}
     daily = warmup.get("dailyLimit") if not warmup.get("complete") else None
-    relay = (spec.get("provider") or {}).get("relay")
-    if relay:
-        credentials = relay.get("credentialsSecretRef") or {}
-        ca = relay.get("caSecretRef") or {}
-        return Relay(
-            name=name,
-            host=relay["host"],
-            port=int(relay.get("port", 587)),
-            tls=relay.get("tls", "starttls"),
-            credentials_secret=credentials.get("name"),
-            ca_secret=ca.get("name"),
-            ca_key=ca.get("key"),
-            daily_limit=daily,
-            max_per_hour=spec.get("maxPerHour"),
-        )
-    # Provisioned servers (Hostwinds, MailU in the cluster) take submissions on 587 with STARTTLS.
-    return Relay(
-        name=name,
-        host=status.get("ipAddress") or spec["hostname"],
-        port=587,
-        tls="starttls",
-        daily_limit=daily,
-        max_per_hour=spec.get("maxPerHour"),
-    )
+    return plan_relay(server, tenant_namespace, daily_limit=daily)
 
 
 async def _servers(
@@ -439,6 +415,7 @@ async def reconcile(
                     assert domain is not None and tenant is not None
                     postal = TenantSpec.model_validate(dict(tenant["spec"])).postal_address
                     assert postal is not None
+                    await ensure_relay_secrets(ctx, servers, namespace)
                     plan = build_plan(
                         spec,
                         domain=domain,
