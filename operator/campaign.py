@@ -302,6 +302,11 @@ def build_plan(
         per_day=spec.throttle.per_day,
         per_mailbox_per_day=spec.throttle.per_mailbox_per_day,
         campaign_daily_limit=daily,
+        sending_seconds=(
+            (spec.schedule.window.end_hour - spec.schedule.window.start_hour) * 3600
+            if spec.schedule.window is not None
+            else 86400
+        ),
     )
 
 

@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from penguinmails.common.db import tenant_connection
 from penguinmails.common.db.ledger import (
+    THROTTLED,
     CampaignPlan,
     Claimed,
     DeliveryState,
@@ -89,22 +90,24 @@ _CAMPAIGN_TTL = 60.0
 
 
 def _campaign_limits(uid: uuid.UUID, plan: CampaignPlan) -> tuple[Limit, ...]:
-    """The buckets every message of a campaign takes from, but for its provider's."""
+    """The buckets every message of a campaign takes from, but for its provider's. Daily caps
+    are spread over the campaign's sending window, hourly ones over the hour."""
+    day, hour = plan.sending_seconds, 3600.0
     limits: list[Limit] = [
-        Limit.per_day(f"mailbox:{plan.from_address.lower()}", plan.per_mailbox_per_day)
+        Limit.spread(f"mailbox:{plan.from_address.lower()}", plan.per_mailbox_per_day, day)
     ]
     campaign_key = f"campaign:{uid}"
     if plan.per_hour:
-        limits.append(Limit.per_hour(f"{campaign_key}:hour", plan.per_hour))
+        limits.append(Limit.spread(f"{campaign_key}:hour", plan.per_hour, hour))
     if plan.per_day:
-        limits.append(Limit.per_day(f"{campaign_key}:day", plan.per_day))
+        limits.append(Limit.spread(f"{campaign_key}:day", plan.per_day, day))
     if plan.campaign_daily_limit:
-        limits.append(Limit.per_day(f"{campaign_key}:warmup", plan.campaign_daily_limit))
+        limits.append(Limit.spread(f"{campaign_key}:warmup", plan.campaign_daily_limit, day))
     relay = plan.relays[0]
     if relay.daily_limit:
-        limits.append(Limit.per_day(f"server:{relay.name}:warmup", relay.daily_limit))
+        limits.append(Limit.spread(f"server:{relay.name}:warmup", relay.daily_limit, day))
     if relay.max_per_hour:
-        limits.append(Limit.per_hour(f"server:{relay.name}:hour", relay.max_per_hour))
+        limits.append(Limit.spread(f"server:{relay.name}:hour", relay.max_per_hour, hour))
     return tuple(limits)
 
 
@@ -135,7 +138,7 @@ class Sender:
         self.pool = pool
         self.config = config
         self.secrets = secrets
-        self.buckets = TokenBuckets(redis) if redis is not None else None
+        self.buckets = TokenBuckets(redis, config.tenant_id) if redis is not None else None
         self.mx_lookup = mx_lookup
         self._campaigns: dict[uuid.UUID, _Campaign] = {}
         self._campaign_locks: dict[uuid.UUID, asyncio.Lock] = {}
@@ -257,12 +260,14 @@ class Sender:
             # The campaign cannot send at all (missing keys, bad template): not this contact's
             # fault. Back off and let the operator surface it; do not burn attempts quickly.
             return self._defer(delivery, 0, None, f"campaign not ready: {error}")
-        wait = await self._throttle(campaign, delivery.email)
+        wait = await self._throttle(campaign, delivery.email, delivery.throttled)
         if wait > 0:
+            # Scheduled for when a token exists for it (see common.throttle), so the backlog
+            # is not re-claimed at every refill.
             return Outcome(
                 delivery.id,
                 DeliveryState.QUEUED,
-                reason="throttled",
+                reason=THROTTLED,
                 retry_in=timedelta(seconds=wait),
                 count_attempt=False,
             )
@@ -335,12 +340,22 @@ class Sender:
             retry_in=timedelta(seconds=delay),
         )
 
-    async def _throttle(self, campaign: _Campaign, email: str) -> float:
+    async def _throttle(self, campaign: _Campaign, email: str, promised: bool) -> float:
+        """0 when the message may go now, else seconds until it should be tried again."""
         if self.buckets is None:
             return 0.0
         group = await self._provider(email.rpartition("@")[2])
         provider = Limit.per_second(f"provider:{group}", self.config.provider_rate)
-        return await self.buckets.take([*campaign.limits, provider])
+        wait = await self.buckets.take([*campaign.limits, provider], promised=promised)
+        if wait.seconds <= 0:
+            return 0.0
+        # Jitter: a promised token waits in the bucket, so only 1% (at most a second: enough
+        # that senders do not all ask Redis in the same millisecond, too little to overtake
+        # the next promise); an estimate is spread wide, so the rows beyond the promise
+        # horizon do not all come back together.
+        if wait.promised:
+            return wait.seconds + random.uniform(0, min(1.0, wait.seconds / 100))  # noqa: S311
+        return wait.seconds * random.uniform(1.0, 1.5)  # noqa: S311
 
     async def _provider(self, domain: str) -> str:
         domain = domain.lower()

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from penguinmails.common.db import AnyConnection
 
 __all__ = [
+    "THROTTLED",
     "CampaignPlan",
     "Claimed",
     "DeliveryState",
@@ -95,6 +96,12 @@ class CampaignPlan(BaseModel):
     per_mailbox_per_day: int = 50
     campaign_daily_limit: int | None = None
     """The campaign's own warm-up allowance today."""
+    sending_seconds: int = Field(default=86400, ge=3600, le=86400)
+    """Seconds per day the campaign may send (its window): daily caps are spread over them."""
+
+
+THROTTLED = "throttled"
+"""The reason of a row waiting for a token it was promised (not an attempt)."""
 
 
 class DeliveryState(StrEnum):
@@ -122,6 +129,10 @@ class Claimed:
     email: str | None
     fields: dict[str, Any]
     suppressed: bool
+    claims: int = 1
+    """Times this row was claimed, this claim included (migration 0004)."""
+    throttled: bool = False
+    """It comes back from a throttle wait (it was promised a token: common.throttle)."""
 
 
 @dataclass(frozen=True)
@@ -240,10 +251,11 @@ WITH due AS (
 )
 UPDATE deliveries d
 SET state = 'sending', lease_owner = $1, lease_until = now() + $3::interval,
-    attempts = d.attempts + 1, updated_at = now()
+    attempts = d.attempts + 1, claims = d.claims + 1, updated_at = now()
 FROM due LEFT JOIN contacts ct ON ct.id = due.contact_id
 WHERE d.id = due.id
-RETURNING d.id, d.campaign_uid, d.attempts, ct.email, ct.fields,
+RETURNING d.id, d.campaign_uid, d.attempts, d.claims, d.reason = $5 AS throttled,
+    ct.email, ct.fields,
     EXISTS (SELECT FROM suppressions s WHERE s.address_hash = d.address_hash) AS suppressed
 """
 
@@ -264,6 +276,7 @@ async def claim(
         limit,
         lease,
         campaign_uid,
+        THROTTLED,
     )
     return [
         Claimed(
@@ -273,6 +286,8 @@ async def claim(
             email=row["email"],
             fields=json.loads(row["fields"]) if row["fields"] is not None else {},
             suppressed=row["suppressed"],
+            claims=row["claims"],
+            throttled=bool(row["throttled"]),
         )
         for row in rows
     ]
