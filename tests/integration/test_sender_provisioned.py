@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import subprocess
 import sys
@@ -21,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import kopf
 import pytest
+from kopf._core.engines import posting
 from kubernetes import client
 
 from penguinmails.common.db import tenant_connection
@@ -37,14 +40,14 @@ from penguinmails.common.dkim.keys import (
 )
 from penguinmails.devstack.postfix import PostfixServer
 from penguinmails.devstack.sink import SinkServer
-from penguinmails.operator.campaign import SHARED_POOL_LABEL
+from penguinmails.operator.campaign import SHARED_POOL_LABEL, CampaignSettings, reconcile
 from penguinmails.operator.context import Context
 from tests.integration.conftest import GROUP, VERSION, Cluster
 from tests.integration.test_campaign_controller import (  # noqa: F401 (fixtures)
+    EVENTS,
     World,
     context,
     leftovers,
-    run_reconcile,
     status_conditions,
 )
 
@@ -52,6 +55,21 @@ pytestmark = pytest.mark.integration
 
 KEY = b"provisioned-test-key"
 CONTACTS = 30
+
+
+async def run_reconcile(ctx: Context, world: World, name: str, platform: str) -> dict[str, Any]:
+    """One reconcile as kopf would run it (see test_campaign_controller), with `platform` as
+    the shared pool's namespace."""
+    posting.settings_var.set(kopf.OperatorSettings())
+    posting.event_queue_var.set(EVENTS)
+    posting.event_queue_loop_var.set(asyncio.get_running_loop())
+    body = kopf.Body(world.get("campaigns", name))  # type: ignore[arg-type]
+    patch = kopf.Patch()
+    settings = CampaignSettings("https://unsubscribe.penguinmails.test/u", platform)
+    await reconcile(ctx, settings, body, patch, 0, logging.getLogger(__name__))
+    if patch.get("status"):
+        await asyncio.to_thread(world.set_status, "campaigns", name, dict(patch["status"]))
+    return world.get("campaigns", name)
 
 
 def secret(namespace: str, name: str, data: dict[str, str]) -> dict[str, Any]:
@@ -275,7 +293,7 @@ async def _scenario(
             },
         },
     )
-    obj = await run_reconcile(context, world, "hello")
+    obj = await run_reconcile(context, world, "hello", platform)
     assert obj["status"]["phase"] == "Sending", obj["status"]
 
     # What the tenant's sender may read: copies in its namespace, only the keys it needs.
