@@ -35,6 +35,7 @@ from penguinmails.api.v1alpha1.common import parse_duration
 from penguinmails.api.v1alpha1.tiers import TIERS
 from penguinmails.common.db import tenant_connection
 from penguinmails.common.db.ledger import (
+    CAMPAIGN_FAULT,
     CampaignPlan,
     Relay,
     campaign_counts,
@@ -503,6 +504,13 @@ async def reconcile(
         await _nudge_tenant(ctx, tenant, namespace, name, phase == "Sending")
 
 
+def _pause_cause(pause_reason: str) -> str:
+    """The condition reason of a pause the sender asked for."""
+    return (
+        "SenderFault" if pause_reason.startswith(CAMPAIGN_FAULT) else "SenderAuthenticationFailed"
+    )
+
+
 def _time(value: Any) -> datetime | None:
     if not value:
         return None
@@ -531,8 +539,10 @@ def _conditions(
             Observed(
                 "Ready",
                 "False",
-                "SenderAuthenticationFailed",
-                f"{pause_reason}; fix DKIM/SPF/DMARC, then set spec.paused and unset it",
+                _pause_cause(pause_reason),
+                f"{pause_reason}; fix "
+                + ("it" if pause_reason.startswith(CAMPAIGN_FAULT) else "DKIM/SPF/DMARC")
+                + ", then set spec.paused and unset it",
             ),
             Observed("Sending", "False", "Paused", "paused by the sender"),
         ]
@@ -578,7 +588,7 @@ def _announce(
     if failures:
         kopf.warn(body, reason=failures[0].reason, message=failures[0].message)
     elif pause_reason:
-        kopf.warn(body, reason="SenderAuthenticationFailed", message=pause_reason)
+        kopf.warn(body, reason=_pause_cause(pause_reason), message=pause_reason)
     elif stopped:
         kopf.warn(body, reason="StopRule", message=stopped)
     else:

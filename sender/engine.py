@@ -23,11 +23,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import asyncpg
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from penguinmails.common.db import tenant_connection
 from penguinmails.common.db.ledger import (
+    CAMPAIGN_FAULT,
     THROTTLED,
     CampaignPlan,
     Claimed,
@@ -43,12 +46,27 @@ from penguinmails.common.suppression import TokenPurpose, make_token
 from penguinmails.common.throttle import Limit, TokenBuckets, provider_group
 from penguinmails.sender.bounces import Kind, classify
 from penguinmails.sender.render import MessageParts, Renderer, RenderError, return_path
+from penguinmails.sender.retry import RetrySchedule
 from penguinmails.sender.secrets import SecretReader, load_signer
 from penguinmails.sender.smtp import RelayPool
 
 __all__ = ["Sender", "SenderConfig"]
 
 log = logging.getLogger(__name__)
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    RedisError,
+    ApiException,
+    OSError,
+    TimeoutError,
+)
+"""Infrastructure hiccups: retried after a backoff, never an attempt, never a crash."""
 
 MESSAGES = Counter(
     "penguinmails_messages_total", "Deliveries finished by this sender, by outcome.", ["outcome"]
@@ -70,12 +88,21 @@ class SenderConfig:
     concurrency: int = 32
     claim_batch: int = 64
     lease: timedelta = timedelta(minutes=2)
+    """How long a claimed row is this sender's: an attempt may take at most half of it (the
+    rest is for recording), so no send outlives its lease."""
     record_batch: int = 100
     record_interval: float = 0.2
     poll_interval: float = 0.5
-    retry_base: float = 60.0
-    retry_max: float = 3600.0
-    max_attempts: int = 8
+    retry: RetrySchedule = field(default_factory=RetrySchedule)
+    uncertain_retry: float = 3600.0
+    """Seconds before a message whose result after DATA is unknown is sent again (with the
+    same Message-ID): long enough for a relay that did accept it to have delivered it, so a
+    receiver that de-duplicates on Message-ID sees one."""
+    max_expired_claims: int = 5
+    """A row claimed this many times after a sender lost it without an outcome (it crashes
+    or stalls senders) ends failed instead of being claimed forever."""
+    transient_backoff: float = 30.0
+    """Seconds (jittered) before retrying what a database, Redis or API hiccup interrupted."""
     connections_per_relay: int = 16
     helo: str | None = None
     provider_rate: float = 100.0
@@ -170,20 +197,30 @@ class Sender:
         await self.run(asyncio.Event(), idle_rounds=idle_rounds)
 
     async def _claim_loop(self, stop: asyncio.Event, idle_rounds: int) -> None:
-        idle = 0
+        idle = failures = 0
         while not stop.is_set():
             free = self.config.concurrency - len(self._in_flight)
             if free <= 0:
                 await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            async with tenant_connection(self.pool, self.config.tenant_id) as conn:
-                batch = await claim(
-                    conn,
-                    self.config.owner,
-                    min(free, self.config.claim_batch),
-                    self.config.lease,
-                    self.config.campaign_uid,
-                )
+            try:
+                async with tenant_connection(self.pool, self.config.tenant_id) as conn:
+                    batch = await claim(
+                        conn,
+                        self.config.owner,
+                        min(free, self.config.claim_batch),
+                        self.config.lease,
+                        self.config.campaign_uid,
+                    )
+            except TRANSIENT as error:
+                # A database restart or failover: wait and claim again, never exit.
+                failures += 1
+                delay = min(self.config.transient_backoff, 0.5 * 2**failures)
+                log.warning("claiming failed (%s); retrying in %.1f s", error, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                continue
+            failures = 0
             if not batch:
                 if idle_rounds and not self._in_flight:
                     await self._outcomes.join()  # recorded, so a deferral is due again
@@ -229,21 +266,42 @@ class Sender:
                 return
 
     async def _write(self, batch: list[Outcome]) -> None:
-        for attempt in range(5):
+        """Write a batch, retrying a database hiccup for as long as the leases last (after
+        that the rows may be another sender's, whose outcome is the one that counts)."""
+        deadline = time.monotonic() + self.config.lease.total_seconds()
+        attempt = 0
+        while True:
             try:
                 async with tenant_connection(self.pool, self.config.tenant_id) as conn:
-                    await record(conn, batch)
+                    accepted = await record(conn, batch, self.config.owner)
+                if accepted < len(batch):
+                    log.warning(
+                        "%d of %d outcomes not recorded: their leases had passed to another sender",
+                        len(batch) - accepted,
+                        len(batch),
+                    )
                 return
-            except (asyncpg.PostgresError, OSError) as error:
-                # The leases protect us: if this never succeeds, the rows are claimed again.
+            except TRANSIENT as error:
+                delay = min(self.config.transient_backoff, 0.5 * 2**attempt)
+                if time.monotonic() + delay > deadline:
+                    log.error("gave up recording %d outcomes; their leases expire", len(batch))
+                    return
                 log.warning("recording %d outcomes failed (%s); retrying", len(batch), error)
-                await asyncio.sleep(0.5 * 2**attempt)
-        log.error("gave up recording %d outcomes; their leases will expire", len(batch))
+                await asyncio.sleep(delay)
+                attempt += 1
 
     # ---------------------------------------------------------------- one delivery
 
     async def _deliver(self, delivery: Claimed) -> None:
-        outcome = await self._attempt(delivery)
+        try:
+            outcome = await self._attempt(delivery)
+        except TRANSIENT as error:
+            # Redis, PostgreSQL or the API hiccupped: not this delivery's fault, no attempt.
+            log.warning("delivery %d interrupted (%s); requeued", delivery.id, error)
+            outcome = self._requeue(delivery, f"interrupted: {error}")
+        except Exception as error:  # every path records an outcome: a bug is an attempt
+            log.exception("delivery %d failed unexpectedly", delivery.id)
+            outcome = self._defer(delivery, 0, None, f"sender error: {error!r}")
         MESSAGES.labels(outcome=outcome.state.value).inc()
         if outcome.state == DeliveryState.SENT:
             self.sent += 1
@@ -254,12 +312,24 @@ class Sender:
             return Outcome(delivery.id, DeliveryState.SKIPPED, reason="contact was erased")
         if delivery.suppressed:
             return Outcome(delivery.id, DeliveryState.SKIPPED, reason="address is suppressed")
+        if delivery.expired_claims >= self.config.max_expired_claims:
+            return Outcome(
+                delivery.id,
+                DeliveryState.FAILED,
+                reason=f"claimed {delivery.expired_claims} times by senders that stopped "
+                "before recording an outcome (crash or stall on this delivery)",
+            )
         try:
             campaign = await self._campaign(delivery.campaign_uid)
         except (KeyError, ValueError, RenderError) as error:
-            # The campaign cannot send at all (missing keys, bad template): not this contact's
-            # fault. Back off and let the operator surface it; do not burn attempts quickly.
-            return self._defer(delivery, 0, None, f"campaign not ready: {error}")
+            # The campaign cannot send at all (missing Secret or key, bad template): not this
+            # contact's fault. Pause it with the reason (the Campaign shows it); the delivery
+            # waits, without using an attempt, until someone fixes it and resumes.
+            reason = f"{CAMPAIGN_FAULT}{str(error).strip(chr(39))}"
+            async with tenant_connection(self.pool, self.config.tenant_id) as conn:
+                await pause_campaign(conn, delivery.campaign_uid, reason)
+            log.warning("campaign %s paused: %s", delivery.campaign_uid, reason)
+            return self._requeue(delivery, reason)
         wait = await self._throttle(campaign, delivery.email, delivery.throttled)
         if wait > 0:
             # Scheduled for when a token exists for it (see common.throttle), so the backlog
@@ -291,9 +361,22 @@ class Sender:
         signed = campaign.signer.sign(message)
         started = time.perf_counter()
         result = await campaign.relay.send(
-            return_path(campaign.plan, parts.bounce_token), delivery.email, signed
+            return_path(campaign.plan, parts.bounce_token),
+            delivery.email,
+            signed,
+            deadline=self.config.lease.total_seconds() / 2,
         )
         SEND_SECONDS.observe(time.perf_counter() - started)
+        if result.uncertain:
+            # The relay may have accepted it: not again before a safe delay (same Message-ID).
+            return Outcome(
+                delivery.id,
+                DeliveryState.DEFERRED,
+                None,
+                None,
+                f"unknown result after DATA: {result.text}",
+                retry_in=timedelta(seconds=self.config.uncertain_retry),
+            )
         verdict = classify(result.code, result.text)
         if verdict.kind == Kind.SENT:
             return Outcome(delivery.id, DeliveryState.SENT, result.code, verdict.status)
@@ -315,13 +398,14 @@ class Sender:
                 result.code,
                 verdict.status,
                 result.text,
-                retry_in=timedelta(seconds=self.config.retry_base),
+                retry_in=timedelta(seconds=self.config.retry.base),
                 count_attempt=False,
             )
         return Outcome(delivery.id, DeliveryState.FAILED, result.code, verdict.status, result.text)
 
     def _defer(self, delivery: Claimed, code: int, status: str | None, text: str) -> Outcome:
-        if delivery.attempts >= self.config.max_attempts:
+        delay = self.config.retry.next_delay(delivery.attempts)
+        if delay is None:
             return Outcome(
                 delivery.id,
                 DeliveryState.FAILED,
@@ -329,8 +413,6 @@ class Sender:
                 status,
                 f"gave up after {delivery.attempts} attempts: {text}",
             )
-        delay = min(self.config.retry_max, self.config.retry_base * 2 ** (delivery.attempts - 1))
-        delay *= random.uniform(0.8, 1.2)  # noqa: S311 (jitter, not security)
         return Outcome(
             delivery.id,
             DeliveryState.DEFERRED,
@@ -338,6 +420,17 @@ class Sender:
             status,
             text,
             retry_in=timedelta(seconds=delay),
+        )
+
+    def _requeue(self, delivery: Claimed, reason: str) -> Outcome:
+        """Back to the queue without using an attempt (nothing was tried)."""
+        delay = self.config.transient_backoff * random.uniform(0.5, 1.0)  # noqa: S311
+        return Outcome(
+            delivery.id,
+            DeliveryState.QUEUED,
+            reason=reason,
+            retry_in=timedelta(seconds=delay),
+            count_attempt=False,
         )
 
     async def _throttle(self, campaign: _Campaign, email: str, promised: bool) -> float:

@@ -202,6 +202,9 @@ def start_sender(
         "PM_SECRETS_DIR": str(campaign.secrets_dir),
         "PM_LEASE_SECONDS": "3",
         "PM_RETRY_BASE_SECONDS": "1",
+        # With a 3 s lease an attempt may take 1.5 s: on this loaded machine a send can time
+        # out after DATA; its safe delay (3600 s by default) is shortened like the lease.
+        "PM_UNCERTAIN_RETRY_SECONDS": "2",
         "PM_POLL_SECONDS": "0.2",
         "PM_METRICS_PORT": "0",
         "PM_SENDER_CONCURRENCY": "16",

@@ -33,6 +33,7 @@ from penguinmails.common.dkim.keys import (
 from penguinmails.common.suppression import address_hash, is_suppressed
 from penguinmails.devstack.sink import SinkServer
 from penguinmails.sender.engine import Sender, SenderConfig
+from penguinmails.sender.retry import RetrySchedule
 from penguinmails.sender.secrets import DirSecrets
 
 pytestmark = pytest.mark.integration
@@ -88,7 +89,10 @@ async def test_retry_bounce_and_authentication_failure(
             await enqueue(conn, uid, ["l"])
             await set_sending(conn, uid, True)
         config = SenderConfig(
-            tenant_id=tenant_id, platform_key=KEY, retry_base=0.2, poll_interval=0.05
+            tenant_id=tenant_id,
+            platform_key=KEY,
+            retry=RetrySchedule(base=0.2, maximum=0.2, lifetime=60),
+            poll_interval=0.05,
         )
         await Sender(db_pool, config, secrets=DirSecrets(tmp_path)).run_until_idle(idle_rounds=20)
 

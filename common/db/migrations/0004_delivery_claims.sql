@@ -1,6 +1,8 @@
 -- How many times each delivery was claimed by a sender, whatever came of it (attempts counts
--- only real attempts: a throttle wait gives its attempt back). Bounds poison rows (a row that
--- crashes or stalls every sender that claims it ends failed after PM_MAX_CLAIMS claims) and
--- measures re-claim churn.
+-- only real attempts: a throttle wait gives its attempt back), and how many of those claims
+-- took it over from a sender whose lease had expired without an outcome. The first measures
+-- re-claim churn; the second bounds poison rows: a row that crashes or stalls every sender
+-- that claims it ends failed after PM_MAX_EXPIRED_CLAIMS such claims.
 ALTER TABLE deliveries ADD COLUMN claims integer NOT NULL DEFAULT 0;
-GRANT UPDATE (claims) ON deliveries TO penguinmails_app;
+ALTER TABLE deliveries ADD COLUMN expired_claims integer NOT NULL DEFAULT 0;
+GRANT UPDATE (claims, expired_claims) ON deliveries TO penguinmails_app;
