@@ -369,6 +369,12 @@ class Sender:
         SEND_SECONDS.observe(time.perf_counter() - started)
         if result.uncertain:
             # The relay may have accepted it: not again before a safe delay (same Message-ID).
+            log.warning(
+                "delivery %d: unknown result after DATA (%s); not sent again for %.0f s",
+                delivery.id,
+                result.text,
+                self.config.uncertain_retry,
+            )
             return Outcome(
                 delivery.id,
                 DeliveryState.DEFERRED,
