@@ -44,7 +44,6 @@ from penguinmails.operator.campaign import SHARED_POOL_LABEL, CampaignSettings, 
 from penguinmails.operator.context import Context
 from tests.integration.conftest import GROUP, VERSION, Cluster
 from tests.integration.test_campaign_controller import (  # noqa: F401 (fixtures)
-    EVENTS,
     World,
     context,
     leftovers,
@@ -57,11 +56,14 @@ KEY = b"provisioned-test-key"
 CONTACTS = 30
 
 
+EVENTS: asyncio.Queue[Any] = asyncio.Queue()
+
+
 async def run_reconcile(ctx: Context, world: World, name: str, platform: str) -> dict[str, Any]:
     """One reconcile as kopf would run it (see test_campaign_controller), with `platform` as
     the shared pool's namespace."""
     posting.settings_var.set(kopf.OperatorSettings())
-    posting.event_queue_var.set(EVENTS)
+    posting.event_queue_var.set(EVENTS)  # this module's own: other tests read theirs
     posting.event_queue_loop_var.set(asyncio.get_running_loop())
     body = kopf.Body(world.get("campaigns", name))  # type: ignore[arg-type]
     patch = kopf.Patch()
