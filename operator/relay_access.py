@@ -72,6 +72,7 @@ def plan_relay(
             ca_key=(ca.get("key") if local else CA_KEY) if ca else None,
             daily_limit=daily_limit,
             max_per_hour=spec.get("maxPerHour"),
+            weight=int(spec.get("weight", 100)),
         )
     return Relay(
         name=name,
@@ -81,6 +82,7 @@ def plan_relay(
         credentials_secret=copy if provider.get("hostwinds") else None,
         daily_limit=daily_limit,
         max_per_hour=spec.get("maxPerHour"),
+        weight=int(spec.get("weight", 100)),
     )
 
 

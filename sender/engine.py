@@ -36,6 +36,7 @@ from penguinmails.common.db.ledger import (
     Claimed,
     DeliveryState,
     Outcome,
+    Relay,
     claim,
     get_campaign_plan,
     pause_campaign,
@@ -112,13 +113,17 @@ class SenderConfig:
     """Only this campaign (benchmarks); None: every sending campaign of the tenant."""
 
 
+RELAY_DOWN_SECONDS = 30.0
+"""How long a relay that could not be reached is skipped when the campaign has another."""
+
 _CAMPAIGN_TTL = 60.0
 """Seconds a loaded campaign (plan, compiled templates, DKIM keys) is used before a reload."""
 
 
 def _campaign_limits(uid: uuid.UUID, plan: CampaignPlan) -> tuple[Limit, ...]:
-    """The buckets every message of a campaign takes from, but for its provider's. Daily caps
-    are spread over the campaign's sending window, hourly ones over the hour."""
+    """The buckets every message of a campaign takes from, but for its server's and its
+    provider's. Daily caps are spread over the campaign's sending window, hourly ones over
+    the hour."""
     day, hour = plan.sending_seconds, 3600.0
     limits: list[Limit] = [
         Limit.spread(f"mailbox:{plan.from_address.lower()}", plan.per_mailbox_per_day, day)
@@ -130,12 +135,28 @@ def _campaign_limits(uid: uuid.UUID, plan: CampaignPlan) -> tuple[Limit, ...]:
         limits.append(Limit.spread(f"{campaign_key}:day", plan.per_day, day))
     if plan.campaign_daily_limit:
         limits.append(Limit.spread(f"{campaign_key}:warmup", plan.campaign_daily_limit, day))
-    relay = plan.relays[0]
-    if relay.daily_limit:
-        limits.append(Limit.spread(f"server:{relay.name}:warmup", relay.daily_limit, day))
-    if relay.max_per_hour:
-        limits.append(Limit.spread(f"server:{relay.name}:hour", relay.max_per_hour, hour))
     return tuple(limits)
+
+
+def _server_limits(relay: Relay, plan: CampaignPlan) -> tuple[Limit, ...]:
+    """The buckets of one server (its warm-up allowance and hourly cap)."""
+    limits = []
+    if relay.daily_limit:
+        limits.append(
+            Limit.spread(f"server:{relay.name}:warmup", relay.daily_limit, plan.sending_seconds)
+        )
+    if relay.max_per_hour:
+        limits.append(Limit.spread(f"server:{relay.name}:hour", relay.max_per_hour, 3600.0))
+    return tuple(limits)
+
+
+@dataclass(frozen=True)
+class _Route:
+    """One relay a campaign can send through, with its pool and its server's buckets."""
+
+    relay: Relay
+    pool: RelayPool
+    limits: tuple[Limit, ...]
 
 
 @dataclass
@@ -144,7 +165,7 @@ class _Campaign:
     plan: CampaignPlan
     renderer: Renderer
     signer: DkimSigner
-    relay: RelayPool
+    routes: tuple[_Route, ...]
     limits: tuple[Limit, ...]
     loaded_at: float
 
@@ -174,6 +195,8 @@ class Sender:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(config.concurrency)
         self._mx_cache: dict[str, str] = {}
+        self._down: dict[int, float] = {}
+        """Relay pools (by id) not to use before a monotonic time: they could not connect."""
         self.sent = 0
 
     # ---------------------------------------------------------------- main loop
@@ -330,7 +353,10 @@ class Sender:
                 await pause_campaign(conn, delivery.campaign_uid, reason)
             log.warning("campaign %s paused: %s", delivery.campaign_uid, reason)
             return self._requeue(delivery, reason)
-        wait = await self._throttle(campaign, delivery.email, delivery.throttled)
+        route = self._route(campaign)
+        if route is None:
+            return self._requeue(delivery, "every relay of the campaign is unreachable")
+        wait = await self._throttle(campaign, route, delivery.email, delivery.throttled)
         if wait > 0:
             # Scheduled for when a token exists for it (see common.throttle), so the backlog
             # is not re-claimed at every refill.
@@ -360,13 +386,19 @@ class Sender:
             return Outcome(delivery.id, DeliveryState.FAILED, reason=str(error))
         signed = campaign.signer.sign(message)
         started = time.perf_counter()
-        result = await campaign.relay.send(
+        result = await route.pool.send(
             return_path(campaign.plan, parts.bounce_token),
             delivery.email,
             signed,
             deadline=self.config.lease.total_seconds() / 2,
         )
         SEND_SECONDS.observe(time.perf_counter() - started)
+        if result.unreachable:
+            # Nothing was sent: skip this relay for a while, and the message goes through
+            # another one at its next claim without using an attempt.
+            self._down[id(route.pool)] = time.monotonic() + RELAY_DOWN_SECONDS
+            log.warning("relay %s unreachable (%s)", route.relay.name, result.text)
+            return self._requeue(delivery, f"relay {route.relay.name}: {result.text}")
         if result.uncertain:
             # The relay may have accepted it: not again before a safe delay (same Message-ID).
             log.warning(
@@ -439,13 +471,17 @@ class Sender:
             count_attempt=False,
         )
 
-    async def _throttle(self, campaign: _Campaign, email: str, promised: bool) -> float:
+    async def _throttle(
+        self, campaign: _Campaign, route: _Route, email: str, promised: bool
+    ) -> float:
         """0 when the message may go now, else seconds until it should be tried again."""
         if self.buckets is None:
             return 0.0
         group = await self._provider(email.rpartition("@")[2])
         provider = Limit.per_second(f"provider:{group}", self.config.provider_rate)
-        wait = await self.buckets.take([*campaign.limits, provider], promised=promised)
+        wait = await self.buckets.take(
+            [*campaign.limits, *route.limits, provider], promised=promised
+        )
         if wait.seconds <= 0:
             return 0.0
         # Jitter: a promised token waits in the bucket, so only 1% (at most a second: enough
@@ -488,36 +524,55 @@ class Sender:
             if plan is None:
                 raise KeyError(f"campaign {uid} has no plan")
             signer = await load_signer(self.secrets, plan.dkim_secret, plan.domain)
-            relay = plan.relays[0]
-            username = password = None
-            if relay.credentials_secret:
-                data = await self.secrets.read(relay.credentials_secret)
-                username = data["username"].decode()
-                password = data["password"].decode()
-            tls_context = None
-            if relay.ca_secret and relay.ca_key:
-                ca = (await self.secrets.read(relay.ca_secret))[relay.ca_key]
-                tls_context = ssl.create_default_context(cadata=ca.decode())
-            pool_key = (relay.host, relay.port, relay.tls, username)
-            if pool_key not in self._relays:
-                self._relays[pool_key] = RelayPool(
-                    relay.host,
-                    relay.port,
-                    size=self.config.connections_per_relay,
-                    tls=relay.tls,
-                    username=username,
-                    password=password,
-                    tls_context=tls_context,
-                    helo=self.config.helo,
-                )
+            routes = tuple(
+                [
+                    _Route(relay, await self._pool(relay), _server_limits(relay, plan))
+                    for relay in plan.relays
+                ]
+            )
             campaign = _Campaign(
                 uid,
                 plan,
                 Renderer(plan),
                 signer,
-                self._relays[pool_key],
+                routes,
                 _campaign_limits(uid, plan),
                 time.monotonic(),
             )
             self._campaigns[uid] = campaign
             return campaign
+
+    async def _pool(self, relay: Relay) -> RelayPool:
+        """The connection pool of a relay (shared by the campaigns using it)."""
+        username = password = None
+        if relay.credentials_secret:
+            data = await self.secrets.read(relay.credentials_secret)
+            username = data["username"].decode()
+            password = data["password"].decode()
+        tls_context = None
+        if relay.ca_secret and relay.ca_key:
+            ca = (await self.secrets.read(relay.ca_secret))[relay.ca_key]
+            tls_context = ssl.create_default_context(cadata=ca.decode())
+        key = (relay.host, relay.port, relay.tls, username)
+        if key not in self._relays:
+            self._relays[key] = RelayPool(
+                relay.host,
+                relay.port,
+                size=self.config.connections_per_relay,
+                tls=relay.tls,
+                username=username,
+                password=password,
+                tls_context=tls_context,
+                helo=self.config.helo,
+            )
+        return self._relays[key]
+
+    def _route(self, campaign: _Campaign) -> _Route | None:
+        """A relay for one message, weighted among those not marked down; None when every
+        one is down (the message waits; the mark expires, so a recovered relay is found)."""
+        now = time.monotonic()
+        weighted = [r for r in campaign.routes if r.relay.weight > 0] or list(campaign.routes)
+        healthy = [r for r in weighted if self._down.get(id(r.pool), 0.0) <= now]
+        if len(healthy) <= 1:
+            return healthy[0] if healthy else None
+        return random.choices(healthy, [max(r.relay.weight, 1) for r in healthy])[0]  # noqa: S311

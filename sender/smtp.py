@@ -24,6 +24,9 @@ class SendResult:
     uncertain: bool = False
     """The connection failed after the message data was sent: the relay may have accepted
     it. Sending it again at once could deliver it twice (see docs/sending.md)."""
+    unreachable: bool = False
+    """No connection could be made, or each one broke before DATA: nothing was sent (another
+    relay may be tried)."""
 
 
 class _Connection:
@@ -124,7 +127,9 @@ class RelayPool:
                     try:
                         conn = await self._connect()
                     except (aiosmtplib.SMTPException, OSError) as error:
-                        return SendResult(451, f"4.4.1 cannot connect to relay: {error}")
+                        return SendResult(
+                            451, f"4.4.1 cannot connect to relay: {error}", unreachable=True
+                        )
                 phase.conn = conn
                 try:
                     result = await self._transaction(conn.smtp, mail_from, rcpt, data, phase)
@@ -138,7 +143,9 @@ class RelayPool:
                     if phase.data_sent:
                         return SendResult(451, f"4.4.2 connection lost after DATA: {error}", True)
                     if attempt == 2:
-                        return SendResult(451, f"4.4.2 connection to relay lost: {error}")
+                        return SendResult(
+                            451, f"4.4.2 connection to relay lost: {error}", unreachable=True
+                        )
                     continue
                 phase.conn = None
                 if result.code != 250:

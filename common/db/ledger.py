@@ -69,6 +69,8 @@ class Relay(BaseModel):
     daily_limit: int | None = None
     """Warm-up allowance of the server today; None once warm-up is complete."""
     max_per_hour: int | None = None
+    weight: int = 100
+    """Share of messages relative to the campaign's other relays (0: none)."""
 
 
 class CampaignPlan(BaseModel):

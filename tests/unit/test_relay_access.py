@@ -50,3 +50,11 @@ def test_external_relays_keep_their_refs_at_home_and_use_copies_from_the_pool() 
         server("penguinmails", {"relay": {"host": "10.0.0.1"}}), TENANT_NS, daily_limit=None
     )
     assert bare.credentials_secret is None and bare.ca_secret is None
+
+
+def test_server_weight_reaches_the_plan() -> None:
+    provider = {"relay": {"host": "smtp.relay.example"}}
+    assert plan_relay(server(TENANT_NS, provider), TENANT_NS, daily_limit=None).weight == 100
+    drained = server(TENANT_NS, provider)
+    drained["spec"]["weight"] = 0
+    assert plan_relay(drained, TENANT_NS, daily_limit=None).weight == 0
