@@ -344,8 +344,9 @@ class Sender:
             )
         try:
             campaign = await self._campaign(delivery.campaign_uid)
-        except (KeyError, ValueError, RenderError) as error:
-            # The campaign cannot send at all (missing Secret or key, bad template): not this
+        except (KeyError, ValueError, RenderError, ssl.SSLError) as error:
+            # The campaign cannot send at all (missing Secret or key, unreadable CA, bad
+            # template; an SSLError is an OSError, so it is named before TRANSIENT): not this
             # contact's fault. Pause it with the reason (the Campaign shows it); the delivery
             # waits, without using an attempt, until someone fixes it and resumes.
             reason = f"{CAMPAIGN_FAULT}{str(error).strip(chr(39))}"
