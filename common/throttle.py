@@ -1,6 +1,6 @@
 """Token buckets in Redis, shared by every sender pod, and the limits a message is subject to.
 
-    buckets = TokenBuckets(redis, tenant_id)
+    buckets = TokenBuckets(redis, tenant_prefix(tenant_id) + "tb:")
     wait = await buckets.take([Limit.spread("mailbox:jane@acme.example", 50, 8 * 3600), ...])
     if wait > 0: ...   # nothing was taken; a token for this message exists in `wait` seconds
 
@@ -155,11 +155,12 @@ class Wait(NamedTuple):
 
 
 class TokenBuckets:
-    """One tenant's buckets in one Redis (the script touches several keys at once)."""
+    """Buckets under `prefix` (a tenant's: `tenant_prefix(id) + "tb:"`) in one Redis (the
+    script touches several keys at once)."""
 
-    def __init__(self, redis: Redis, tenant_id: uuid.UUID) -> None:
+    def __init__(self, redis: Redis, prefix: str) -> None:
         self._redis = redis
-        self._prefix = tenant_prefix(tenant_id) + "tb:"
+        self._prefix = prefix
         self._script = redis.register_script(_TAKE)
 
     async def take(

@@ -44,7 +44,7 @@ from penguinmails.common.db.ledger import (
 )
 from penguinmails.common.dkim.signer import DkimSigner
 from penguinmails.common.suppression import TokenPurpose, make_token
-from penguinmails.common.throttle import Limit, TokenBuckets, provider_group
+from penguinmails.common.throttle import Limit, TokenBuckets, provider_group, tenant_prefix
 from penguinmails.sender.bounces import Kind, classify
 from penguinmails.sender.render import MessageParts, Renderer, RenderError, return_path
 from penguinmails.sender.retry import RetrySchedule
@@ -186,7 +186,9 @@ class Sender:
         self.pool = pool
         self.config = config
         self.secrets = secrets
-        self.buckets = TokenBuckets(redis, config.tenant_id) if redis is not None else None
+        # The tenant's Redis user may touch only its own prefix.
+        prefix = f"{tenant_prefix(config.tenant_id)}tb:"
+        self.buckets = TokenBuckets(redis, prefix) if redis is not None else None
         self.mx_lookup = mx_lookup
         self._campaigns: dict[uuid.UUID, _Campaign] = {}
         self._campaign_locks: dict[uuid.UUID, asyncio.Lock] = {}

@@ -230,17 +230,17 @@ async def test_unknown_result_after_data_is_not_sent_again_at_once(
         def stall(message: StoredMessage) -> None:
             # Stored (the relay accepted it), but the reply comes after the sender gave up.
             if message.rcpt_tos[0] == "stall@dest.test":
-                time.sleep(4)
+                time.sleep(7)
 
         sink.set_on_message(stall)
-        # A 4 s lease: an attempt may take 2 s. The safe delay stays at its default (3600 s);
+        # A 10 s lease: an attempt may take 5 s. The safe delay stays at its default (3600 s);
         # u2, held up behind the stall, times out before DATA: a 4xx, retried after 1 s here
         # (the schedule's default is tests/unit/test_sender_retry.py's).
         sender = start_sender(
             name,
             postgres_dsn,
             tmp_path,
-            PM_LEASE_SECONDS="4",
+            PM_LEASE_SECONDS="10",
             PM_SENDER_CONCURRENCY="1",
             PM_RETRY_BASE_SECONDS="1",
         )

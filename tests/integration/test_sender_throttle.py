@@ -42,7 +42,8 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 async def test_two_senders_share_one_hourly_limit(redis: Redis) -> None:
     tenant = uuid.uuid4()
     limit = Limit.spread(f"campaign:{uuid.uuid4()}:hour", 600, 3600)
-    a, b = TokenBuckets(redis, tenant), TokenBuckets(redis, tenant)  # two pods, one Redis
+    prefix = f"{tenant_prefix(tenant)}tb:"
+    a, b = TokenBuckets(redis, prefix), TokenBuckets(redis, prefix)  # two pods, one Redis
     t0 = 1_000_000.0
     granted = sum([(await bucket.take([limit], now=t0)).seconds == 0 for bucket in (a, b) * 20])
     assert granted == 12  # the burst (2% of 600), not the hour's 600 in one second
@@ -58,7 +59,7 @@ async def test_a_mailbox_never_exceeds_its_cap_in_any_window(redis: Redis) -> No
     each row claimed only a few times."""
     cap, window, day = 50, 10 * 3600.0, 86400.0
     limit = Limit.spread(f"mailbox:{uuid.uuid4()}@acme.example", cap, window)
-    buckets = TokenBuckets(redis, uuid.uuid4())
+    buckets = TokenBuckets(redis, f"{tenant_prefix(uuid.uuid4())}tb:")
     rng = random.Random(7)
     t0 = 1_000_000.0
     rows = [(t0 + rng.uniform(0, 60), row, False) for row in range(200)]
@@ -93,7 +94,7 @@ async def test_refused_messages_get_distinct_promised_tokens(redis: Redis) -> No
     cap, window = 48, 86400.0
     limit = Limit.spread(f"mailbox:{uuid.uuid4()}@acme.example", cap, window)
     spacing = 1 / limit.rate
-    buckets = TokenBuckets(redis, uuid.uuid4())
+    buckets = TokenBuckets(redis, f"{tenant_prefix(uuid.uuid4())}tb:")
     t0 = 2_000_000.0
     assert (await buckets.take([limit], now=t0)).seconds == 0  # the burst (1)
     waits = [await buckets.take([limit], now=t0) for _ in range(40)]
@@ -117,7 +118,7 @@ async def test_refused_messages_get_distinct_promised_tokens(redis: Redis) -> No
 async def test_a_refused_message_takes_nothing_from_other_buckets(redis: Redis) -> None:
     roomy = Limit(f"mailbox:{uuid.uuid4()}", 100, 100 / 86400)
     full = Limit.spread(f"server:{uuid.uuid4()}", 1, 3600)
-    buckets = TokenBuckets(redis, uuid.uuid4())
+    buckets = TokenBuckets(redis, f"{tenant_prefix(uuid.uuid4())}tb:")
     t0 = 3_000_000.0
     assert (await buckets.take([full], now=t0)).seconds == 0
     for _ in range(5):

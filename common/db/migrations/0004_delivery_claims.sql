@@ -6,3 +6,12 @@
 ALTER TABLE deliveries ADD COLUMN claims integer NOT NULL DEFAULT 0;
 ALTER TABLE deliveries ADD COLUMN expired_claims integer NOT NULL DEFAULT 0;
 GRANT UPDATE (claims, expired_claims) ON deliveries TO penguinmails_app;
+-- The group of the tenants' own logins (migration 0003), when there is one: senders claim as
+-- their tenant's login.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'penguinmails_tenant') THEN
+        GRANT UPDATE (claims, expired_claims) ON deliveries TO penguinmails_tenant;
+    END IF;
+END
+$$;
