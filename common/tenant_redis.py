@@ -53,6 +53,7 @@ SENDER_ACL = (
 
 
 def tenant_key_prefix(tenant_id: uuid.UUID) -> str:
+    """Where a tenant's keys live: its Redis ACL user may touch nothing else."""
     return f"tenant:{tenant_id}:"
 
 

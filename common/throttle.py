@@ -1,15 +1,32 @@
 """Token buckets in Redis, shared by every sender pod, and the limits a message is subject to.
 
-    buckets = TokenBuckets(redis)
-    wait = await buckets.take([Limit("campaign:<uid>:hour", per_hour=600), ...])
-    if wait > 0: ...   # nothing was taken; try again in `wait` seconds
+    buckets = TokenBuckets(redis, tenant_key_prefix(tenant_id) + "tb:")
+    wait = await buckets.take([Limit.spread("mailbox:jane@acme.example", 50, 8 * 3600), ...])
+    if wait > 0: ...   # nothing was taken; a token for this message exists in `wait` seconds
 
 `take` is all-or-nothing across the given buckets, in one Lua script (atomic in Redis): a
 message takes a token from its campaign, server, destination provider and mailbox buckets at
 once, or from none of them, so a refused message never burns another bucket's allowance.
 
-A bucket of capacity C refilling at C per period P allows a burst of C and then C per P on
-average; with P = 1 day and C = the daily cap, it is a sliding daily cap (no midnight rush).
+**Smooth, not bursty.** A cap of N per period P is a bucket holding at most a small burst B
+(about 2% of N, at least 1) refilled at (N - B + 1) / P: whatever the timing, no interval of
+length P sees more than N messages, and the N are spread across the period instead of leaving
+in the first second. The period of a daily cap is the campaign's sending window (8 to 18 is
+10 hours), so a day's allowance is spread over the hours the campaign may send.
+
+**Reservations, not churn.** A refused message is told when a token will exist *for it*: each
+bucket keeps `next`, the time up to which refills are already promised to earlier refused
+messages, and a new refusal is scheduled after them (and pushes `next` by one token). So a
+backlog of 500 rows behind a 50-a-day mailbox is scheduled once, row after row, one token
+apart, instead of every row being re-claimed each time any token appears. While promises are
+outstanding, a message without one queues behind them rather than taking their tokens (the
+ledger tells the sender which rows come back from a throttle wait). Promises reach at
+most `HORIZON` seconds ahead: rows beyond it are told to come back after the horizon without
+a promise, so a cancelled backlog cannot hold a mailbox's tokens for weeks.
+
+**Keys.** Every key lives under `tenant:<tenant id>:` (`common.tenant_redis.tenant_key_prefix`),
+the only keys a tenant's Redis user may touch (`~tenant:<id>:*`). The sender uses no
+platform-wide key.
 """
 
 from __future__ import annotations
@@ -18,92 +35,157 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from redis.asyncio import Redis
 
 __all__ = [
+    "HORIZON",
+    "SLACK",
     "Limit",
     "TokenBuckets",
+    "Wait",
+    "burst_for",
     "provider_group",
     "warmup_daily_limit",
 ]
 
+HORIZON = 86400.0
+"""Seconds ahead up to which a refused message is promised a token."""
+SLACK = 0.5
+"""Tokens a message coming back for its promise may borrow (see the script); caps leave room
+for it, so the cap still holds."""
+
 _TAKE = """
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
-local wait = 0
-local state = {}
+local horizon = tonumber(ARGV[3])
+local holder = ARGV[4] == '1'
+-- A returning message may be a little early for its token (the one before it came late, and
+-- a full bucket does not store the refill of its lateness): it may borrow up to SLACK.
+local slack = holder and tonumber(ARGV[5]) or 0
+local slot = 0
+local tokens = {}
+local short = {}
 for i, key in ipairs(KEYS) do
-    local capacity = tonumber(ARGV[1 + 2 * i])
-    local rate = tonumber(ARGV[2 + 2 * i])
-    local saved = redis.call('HMGET', key, 'tokens', 'at')
-    local tokens = tonumber(saved[1]) or capacity
+    local burst = tonumber(ARGV[4 + 2 * i])
+    local rate = tonumber(ARGV[5 + 2 * i])
+    local saved = redis.call('HMGET', key, 'tokens', 'at', 'next')
+    local have = tonumber(saved[1]) or burst
     local at = tonumber(saved[2]) or now
-    tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
-    state[i] = tokens
-    if tokens < n then
-        wait = math.max(wait, (n - tokens) / rate)
+    local promised = tonumber(saved[3]) or 0
+    have = math.min(burst, have + math.max(0, now - at) * rate)
+    tokens[i] = have
+    -- A message that was not promised a token queues behind those that were (first come,
+    -- first served); one coming back for its promise takes what is there.
+    if have < n - slack or (not holder and promised > now) then
+        local ready = math.max(now + math.max(0, n - have) / rate, promised)
+        slot = math.max(slot, ready)
+        short[i] = rate
     end
 end
-if wait > 0 then
-    return tostring(wait)
+if slot > 0 then
+    if slot - now > horizon then
+        return tostring(-(slot - now))  -- beyond the horizon: no promise
+    end
+    for i, key in ipairs(KEYS) do
+        if short[i] then
+            local promised = slot + n / short[i]
+            redis.call('HSET', key, 'next', promised)
+            local ttl = math.ceil(promised - now) + 60
+            if redis.call('TTL', key) < ttl then
+                redis.call('EXPIRE', key, ttl)
+            end
+        end
+    end
+    return tostring(slot - now)
 end
 for i, key in ipairs(KEYS) do
-    local capacity = tonumber(ARGV[1 + 2 * i])
-    local rate = tonumber(ARGV[2 + 2 * i])
-    redis.call('HSET', key, 'tokens', state[i] - n, 'at', now)
-    redis.call('EXPIRE', key, math.ceil(capacity / rate) + 60)
+    local burst = tonumber(ARGV[4 + 2 * i])
+    local rate = tonumber(ARGV[5 + 2 * i])
+    redis.call('HSET', key, 'tokens', tokens[i] - n, 'at', now)
+    local ttl = math.ceil(burst / rate) + 60
+    if redis.call('TTL', key) < ttl then
+        redis.call('EXPIRE', key, ttl)
+    end
 end
 return '0'
 """
 
 
+def burst_for(cap: int) -> int:
+    """The burst allowed by a cap: about 2% of it, at least one message."""
+    return max(1, min(cap, cap // 50))
+
+
 @dataclass(frozen=True)
 class Limit:
-    """`capacity` messages per `period` seconds, as one bucket named `key`."""
+    """One bucket named `key`: holds at most `burst` tokens, refilled at `rate` per second."""
 
     key: str
-    capacity: float
-    period: float
-
-    @property
-    def rate(self) -> float:
-        return self.capacity / self.period
+    burst: float
+    rate: float
 
     @classmethod
-    def per_hour(cls, key: str, count: int) -> Limit:
-        return cls(key, float(count), 3600.0)
+    def spread(cls, key: str, cap: int, period: float) -> Limit:
+        """At most `cap` messages in any `period` seconds, spread across it."""
+        if cap < 1 or period <= 0:
+            raise ValueError(f"{key}: a cap must be at least 1 message over a positive period")
+        burst = burst_for(cap)
+        # Any `period` sees at most the bucket's content, its refill and the slack borrowed.
+        return cls(key, float(burst), (cap - burst + 1 - SLACK) / period)
 
     @classmethod
-    def per_day(cls, key: str, count: int) -> Limit:
-        return cls(key, float(count), 86400.0)
+    def per_second(cls, key: str, rate: float, burst: float | None = None) -> Limit:
+        return cls(key, burst if burst is not None else max(1.0, rate), rate)
 
-    @classmethod
-    def per_second(cls, key: str, count: float, burst: float | None = None) -> Limit:
-        capacity = burst if burst is not None else max(1.0, count)
-        return cls(key, capacity, capacity / count)
+
+class Wait(NamedTuple):
+    """`seconds` 0: taken. Else nothing was taken and a token exists in `seconds`: promised to
+    this message, or (beyond `HORIZON`, `promised` False) an estimate to come back and ask."""
+
+    seconds: float
+    promised: bool
 
 
 class TokenBuckets:
-    """All buckets live under `prefix` in one Redis (the script touches several keys at once)."""
+    """Buckets under `prefix` (a tenant's: `tenant_key_prefix(id) + "tb:"`) in one Redis (the
+    script touches several keys at once)."""
 
-    def __init__(self, redis: Redis, prefix: str = "pm:tb:") -> None:
+    def __init__(self, redis: Redis, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
         self._script = redis.register_script(_TAKE)
 
-    async def take(self, limits: Sequence[Limit], n: int = 1) -> float:
-        """Take `n` tokens from every bucket, or none; 0 when taken, else seconds to wait."""
+    async def take(
+        self,
+        limits: Sequence[Limit],
+        n: int = 1,
+        *,
+        promised: bool = False,
+        now: float | None = None,
+    ) -> Wait:
+        """Take `n` tokens from every bucket, or none (then `Wait` says until when).
+        `promised`: the message comes back for a token it was promised (it does not queue
+        behind the other promises again)."""
         if not limits:
-            return 0.0
+            return Wait(0.0, True)
         for limit in limits:
-            if n > limit.capacity:
-                raise ValueError(f"{n} tokens can never fit bucket {limit.key} of {limit.capacity}")
-        args: list[float | int] = [time.time(), n]
+            if n > limit.burst:
+                raise ValueError(f"{n} tokens can never fit bucket {limit.key} of {limit.burst}")
+        args: list[float | int] = [
+            time.time() if now is None else now,
+            n,
+            HORIZON,
+            int(promised),
+            SLACK,
+        ]
         for limit in limits:
-            args += [limit.capacity, limit.rate]
-        result = await self._script(keys=[self._prefix + limit.key for limit in limits], args=args)
-        return float(result)
+            args += [limit.burst, limit.rate]
+        result = float(
+            await self._script(keys=[self._prefix + limit.key for limit in limits], args=args)
+        )
+        return Wait(abs(result), result >= 0)
 
 
 # Receivers whose many domains share one infrastructure (and one reputation budget): group by

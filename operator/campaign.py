@@ -36,6 +36,7 @@ from penguinmails.api.v1alpha1.common import parse_duration
 from penguinmails.api.v1alpha1.tiers import TIERS
 from penguinmails.common.db import tenant_connection
 from penguinmails.common.db.ledger import (
+    CAMPAIGN_FAULT,
     CampaignPlan,
     Relay,
     campaign_counts,
@@ -56,6 +57,7 @@ from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
 from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
 from penguinmails.operator.handlers import register_controller
+from penguinmails.operator.relay_access import ensure_relay_secrets, plan_relay
 
 PLURAL = "campaigns"
 ACTIVE_ANNOTATION = f"{res.GROUP}/active-campaigns"
@@ -288,7 +290,8 @@ def build_plan(
     now: datetime,
 ) -> CampaignPlan:
     fqdn = str(domain["spec"]["domain"]).lower()
-    relays = [_relay(server, now) for server in servers]
+    tenant_namespace = str((domain.get("metadata") or {}).get("namespace") or "")
+    relays = [_relay(server, tenant_namespace) for server in servers]
     daily = None
     if spec.warmup is not None and spec.warmup.enabled:
         day = (now - started_at).days if started_at else 0
@@ -315,39 +318,18 @@ def build_plan(
         per_day=spec.throttle.per_day,
         per_mailbox_per_day=spec.throttle.per_mailbox_per_day,
         campaign_daily_limit=daily,
+        sending_seconds=(
+            (spec.schedule.window.end_hour - spec.schedule.window.start_hour) * 3600
+            if spec.schedule.window is not None
+            else 86400
+        ),
     )
 
 
-def _relay(server: Mapping[str, Any], now: datetime) -> Relay:
-    spec = server.get("spec") or {}
-    status = server.get("status") or {}
-    name = str(server["metadata"]["name"])
-    warmup = status.get("warmup") or {}
+def _relay(server: Mapping[str, Any], tenant_namespace: str) -> Relay:
+    warmup = (server.get("status") or {}).get("warmup") or {}
     daily = warmup.get("dailyLimit") if not warmup.get("complete") else None
-    relay = (spec.get("provider") or {}).get("relay")
-    if relay:
-        credentials = relay.get("credentialsSecretRef") or {}
-        ca = relay.get("caSecretRef") or {}
-        return Relay(
-            name=name,
-            host=relay["host"],
-            port=int(relay.get("port", 587)),
-            tls=relay.get("tls", "starttls"),
-            credentials_secret=credentials.get("name"),
-            ca_secret=ca.get("name"),
-            ca_key=ca.get("key"),
-            daily_limit=daily,
-            max_per_hour=spec.get("maxPerHour"),
-        )
-    # Provisioned servers (Hostwinds, MailU in the cluster) take submissions on 587 with STARTTLS.
-    return Relay(
-        name=name,
-        host=status.get("ipAddress") or spec["hostname"],
-        port=587,
-        tls="starttls",
-        daily_limit=daily,
-        max_per_hour=spec.get("maxPerHour"),
-    )
+    return plan_relay(server, tenant_namespace, daily_limit=daily)
 
 
 async def _servers(
@@ -455,6 +437,7 @@ async def reconcile(
                     assert domain is not None and tenant is not None
                     postal = TenantSpec.model_validate(dict(tenant["spec"])).postal_address
                     assert postal is not None
+                    await ensure_relay_secrets(ctx, servers, namespace)
                     plan = build_plan(
                         spec,
                         domain=domain,
@@ -537,6 +520,13 @@ async def reconcile(
         await _nudge_tenant(ctx, tenant, namespace, name, phase == "Sending")
 
 
+def _pause_cause(pause_reason: str) -> str:
+    """The condition reason of a pause the sender asked for."""
+    return (
+        "SenderFault" if pause_reason.startswith(CAMPAIGN_FAULT) else "SenderAuthenticationFailed"
+    )
+
+
 def _time(value: Any) -> datetime | None:
     if not value:
         return None
@@ -565,8 +555,10 @@ def _conditions(
             Observed(
                 "Ready",
                 "False",
-                "SenderAuthenticationFailed",
-                f"{pause_reason}; fix DKIM/SPF/DMARC, then set spec.paused and unset it",
+                _pause_cause(pause_reason),
+                f"{pause_reason}; fix "
+                + ("it" if pause_reason.startswith(CAMPAIGN_FAULT) else "DKIM/SPF/DMARC")
+                + ", then set spec.paused and unset it",
             ),
             Observed("Sending", "False", "Paused", "paused by the sender"),
         ]
@@ -612,7 +604,7 @@ def _announce(
     if failures:
         kopf.warn(body, reason=failures[0].reason, message=failures[0].message)
     elif pause_reason:
-        kopf.warn(body, reason="SenderAuthenticationFailed", message=pause_reason)
+        kopf.warn(body, reason=_pause_cause(pause_reason), message=pause_reason)
     elif stopped:
         kopf.warn(body, reason="StopRule", message=stopped)
     else:

@@ -3,7 +3,9 @@
 Environment: PM_TENANT (tenant name), PM_DATABASE_URL, PM_TOKEN_KEY, optional PM_REDIS_URL
 (throttles shared by all pods; unset: no throttles), PM_SECRETS_DIR (read Secrets from files;
 unset: from the API, namespace tenant-<name>), PM_SENDER_CONCURRENCY, PM_LEASE_SECONDS,
-PM_RETRY_BASE_SECONDS, PM_PROVIDER_RATE (messages/s per destination provider),
+PM_RETRY_BASE_SECONDS / PM_RETRY_MAX_SECONDS / PM_RETRY_LIFETIME_SECONDS (4xx schedule: 300,
+14400, 432000), PM_UNCERTAIN_RETRY_SECONDS (3600), PM_MAX_EXPIRED_CLAIMS (5),
+PM_PROVIDER_RATE (messages/s per destination provider),
 PM_MX_LOOKUP (1: group destinations by MX), PM_METRICS_PORT (0: off).
 
 SIGTERM or SIGINT: stop claiming, finish what is in flight, record it, exit 0.
@@ -30,6 +32,7 @@ from penguinmails.common.db.tenant_logins import SENDER_POOL_SIZE
 from penguinmails.common.db.tenants import get_tenant
 from penguinmails.common.keys import MasterKeys, TokenKey
 from penguinmails.sender.engine import Sender, SenderConfig
+from penguinmails.sender.retry import RetrySchedule
 from penguinmails.sender.secrets import DirSecrets, KubeSecrets, SecretReader
 
 log = logging.getLogger("penguinmails.sender")
@@ -41,6 +44,17 @@ def _env_number(name: str, default: float) -> float:
         return float(raw) if raw else default
     except ValueError:
         raise SystemExit(f"{name}={raw!r} is not a number") from None
+
+
+def retry_schedule() -> RetrySchedule:
+    try:
+        return RetrySchedule(
+            base=_env_number("PM_RETRY_BASE_SECONDS", 300),
+            maximum=_env_number("PM_RETRY_MAX_SECONDS", 14400),
+            lifetime=_env_number("PM_RETRY_LIFETIME_SECONDS", 432000),
+        )
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
 
 async def run() -> int:
@@ -65,7 +79,9 @@ async def run() -> int:
         token_key=TokenKey.from_env(),
         concurrency=int(_env_number("PM_SENDER_CONCURRENCY", 32)),
         lease=timedelta(seconds=_env_number("PM_LEASE_SECONDS", 120)),
-        retry_base=_env_number("PM_RETRY_BASE_SECONDS", 60),
+        retry=retry_schedule(),
+        uncertain_retry=_env_number("PM_UNCERTAIN_RETRY_SECONDS", 3600),
+        max_expired_claims=int(_env_number("PM_MAX_EXPIRED_CLAIMS", 5)),
         poll_interval=_env_number("PM_POLL_SECONDS", 0.5),
         provider_rate=_env_number("PM_PROVIDER_RATE", 100.0),
     )

@@ -23,15 +23,20 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import asyncpg
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from penguinmails.common.db import tenant_connection
 from penguinmails.common.db.ledger import (
+    CAMPAIGN_FAULT,
+    THROTTLED,
     CampaignPlan,
     Claimed,
     DeliveryState,
     Outcome,
+    Relay,
     claim,
     get_campaign_plan,
     pause_campaign,
@@ -44,12 +49,27 @@ from penguinmails.common.tenant_redis import tenant_key_prefix
 from penguinmails.common.throttle import Limit, TokenBuckets, provider_group
 from penguinmails.sender.bounces import Kind, classify
 from penguinmails.sender.render import MessageParts, Renderer, RenderError, return_path
+from penguinmails.sender.retry import RetrySchedule
 from penguinmails.sender.secrets import SecretReader, load_signer
 from penguinmails.sender.smtp import RelayPool
 
 __all__ = ["Sender", "SenderConfig"]
 
 log = logging.getLogger(__name__)
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    RedisError,
+    ApiException,
+    OSError,
+    TimeoutError,
+)
+"""Infrastructure hiccups: retried after a backoff, never an attempt, never a crash."""
 
 MESSAGES = Counter(
     "penguinmails_messages_total", "Deliveries finished by this sender, by outcome.", ["outcome"]
@@ -71,12 +91,21 @@ class SenderConfig:
     concurrency: int = 32
     claim_batch: int = 64
     lease: timedelta = timedelta(minutes=2)
+    """How long a claimed row is this sender's: an attempt may take at most half of it (the
+    rest is for recording), so no send outlives its lease."""
     record_batch: int = 100
     record_interval: float = 0.2
     poll_interval: float = 0.5
-    retry_base: float = 60.0
-    retry_max: float = 3600.0
-    max_attempts: int = 8
+    retry: RetrySchedule = field(default_factory=RetrySchedule)
+    uncertain_retry: float = 3600.0
+    """Seconds before a message whose result after DATA is unknown is sent again (with the
+    same Message-ID): long enough for a relay that did accept it to have delivered it, so a
+    receiver that de-duplicates on Message-ID sees one."""
+    max_expired_claims: int = 5
+    """A row claimed this many times after a sender lost it without an outcome (it crashes
+    or stalls senders) ends failed instead of being claimed forever."""
+    transient_backoff: float = 30.0
+    """Seconds (jittered) before retrying what a database, Redis or API hiccup interrupted."""
     connections_per_relay: int = 16
     helo: str | None = None
     provider_rate: float = 100.0
@@ -86,28 +115,50 @@ class SenderConfig:
     """Only this campaign (benchmarks); None: every sending campaign of the tenant."""
 
 
+RELAY_DOWN_SECONDS = 30.0
+"""How long a relay that could not be reached is skipped when the campaign has another."""
+
 _CAMPAIGN_TTL = 60.0
 """Seconds a loaded campaign (plan, compiled templates, DKIM keys) is used before a reload."""
 
 
 def _campaign_limits(uid: uuid.UUID, plan: CampaignPlan) -> tuple[Limit, ...]:
-    """The buckets every message of a campaign takes from, but for its provider's."""
+    """The buckets every message of a campaign takes from, but for its server's and its
+    provider's. Daily caps are spread over the campaign's sending window, hourly ones over
+    the hour."""
+    day, hour = plan.sending_seconds, 3600.0
     limits: list[Limit] = [
-        Limit.per_day(f"mailbox:{plan.from_address.lower()}", plan.per_mailbox_per_day)
+        Limit.spread(f"mailbox:{plan.from_address.lower()}", plan.per_mailbox_per_day, day)
     ]
     campaign_key = f"campaign:{uid}"
     if plan.per_hour:
-        limits.append(Limit.per_hour(f"{campaign_key}:hour", plan.per_hour))
+        limits.append(Limit.spread(f"{campaign_key}:hour", plan.per_hour, hour))
     if plan.per_day:
-        limits.append(Limit.per_day(f"{campaign_key}:day", plan.per_day))
+        limits.append(Limit.spread(f"{campaign_key}:day", plan.per_day, day))
     if plan.campaign_daily_limit:
-        limits.append(Limit.per_day(f"{campaign_key}:warmup", plan.campaign_daily_limit))
-    relay = plan.relays[0]
-    if relay.daily_limit:
-        limits.append(Limit.per_day(f"server:{relay.name}:warmup", relay.daily_limit))
-    if relay.max_per_hour:
-        limits.append(Limit.per_hour(f"server:{relay.name}:hour", relay.max_per_hour))
+        limits.append(Limit.spread(f"{campaign_key}:warmup", plan.campaign_daily_limit, day))
     return tuple(limits)
+
+
+def _server_limits(relay: Relay, plan: CampaignPlan) -> tuple[Limit, ...]:
+    """The buckets of one server (its warm-up allowance and hourly cap)."""
+    limits = []
+    if relay.daily_limit:
+        limits.append(
+            Limit.spread(f"server:{relay.name}:warmup", relay.daily_limit, plan.sending_seconds)
+        )
+    if relay.max_per_hour:
+        limits.append(Limit.spread(f"server:{relay.name}:hour", relay.max_per_hour, 3600.0))
+    return tuple(limits)
+
+
+@dataclass(frozen=True)
+class _Route:
+    """One relay a campaign can send through, with its pool and its server's buckets."""
+
+    relay: Relay
+    pool: RelayPool
+    limits: tuple[Limit, ...]
 
 
 @dataclass
@@ -116,7 +167,7 @@ class _Campaign:
     plan: CampaignPlan
     renderer: Renderer
     signer: DkimSigner
-    relay: RelayPool
+    routes: tuple[_Route, ...]
     limits: tuple[Limit, ...]
     loaded_at: float
 
@@ -148,6 +199,8 @@ class Sender:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(config.concurrency)
         self._mx_cache: dict[str, str] = {}
+        self._down: dict[int, float] = {}
+        """Relay pools (by id) not to use before a monotonic time: they could not connect."""
         self.sent = 0
 
     # ---------------------------------------------------------------- main loop
@@ -171,20 +224,30 @@ class Sender:
         await self.run(asyncio.Event(), idle_rounds=idle_rounds)
 
     async def _claim_loop(self, stop: asyncio.Event, idle_rounds: int) -> None:
-        idle = 0
+        idle = failures = 0
         while not stop.is_set():
             free = self.config.concurrency - len(self._in_flight)
             if free <= 0:
                 await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            async with tenant_connection(self.pool, self.config.tenant_id) as conn:
-                batch = await claim(
-                    conn,
-                    self.config.owner,
-                    min(free, self.config.claim_batch),
-                    self.config.lease,
-                    self.config.campaign_uid,
-                )
+            try:
+                async with tenant_connection(self.pool, self.config.tenant_id) as conn:
+                    batch = await claim(
+                        conn,
+                        self.config.owner,
+                        min(free, self.config.claim_batch),
+                        self.config.lease,
+                        self.config.campaign_uid,
+                    )
+            except TRANSIENT as error:
+                # A database restart or failover: wait and claim again, never exit.
+                failures += 1
+                delay = min(self.config.transient_backoff, 0.5 * 2**failures)
+                log.warning("claiming failed (%s); retrying in %.1f s", error, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                continue
+            failures = 0
             if not batch:
                 if idle_rounds and not self._in_flight:
                     await self._outcomes.join()  # recorded, so a deferral is due again
@@ -230,21 +293,42 @@ class Sender:
                 return
 
     async def _write(self, batch: list[Outcome]) -> None:
-        for attempt in range(5):
+        """Write a batch, retrying a database hiccup for as long as the leases last (after
+        that the rows may be another sender's, whose outcome is the one that counts)."""
+        deadline = time.monotonic() + self.config.lease.total_seconds()
+        attempt = 0
+        while True:
             try:
                 async with tenant_connection(self.pool, self.config.tenant_id) as conn:
-                    await record(conn, batch)
+                    accepted = await record(conn, batch, self.config.owner)
+                if accepted < len(batch):
+                    log.warning(
+                        "%d of %d outcomes not recorded: their leases had passed to another sender",
+                        len(batch) - accepted,
+                        len(batch),
+                    )
                 return
-            except (asyncpg.PostgresError, OSError) as error:
-                # The leases protect us: if this never succeeds, the rows are claimed again.
+            except TRANSIENT as error:
+                delay = min(self.config.transient_backoff, 0.5 * 2**attempt)
+                if time.monotonic() + delay > deadline:
+                    log.error("gave up recording %d outcomes; their leases expire", len(batch))
+                    return
                 log.warning("recording %d outcomes failed (%s); retrying", len(batch), error)
-                await asyncio.sleep(0.5 * 2**attempt)
-        log.error("gave up recording %d outcomes; their leases will expire", len(batch))
+                await asyncio.sleep(delay)
+                attempt += 1
 
     # ---------------------------------------------------------------- one delivery
 
     async def _deliver(self, delivery: Claimed) -> None:
-        outcome = await self._attempt(delivery)
+        try:
+            outcome = await self._attempt(delivery)
+        except TRANSIENT as error:
+            # Redis, PostgreSQL or the API hiccupped: not this delivery's fault, no attempt.
+            log.warning("delivery %d interrupted (%s); requeued", delivery.id, error)
+            outcome = self._requeue(delivery, f"interrupted: {error}")
+        except Exception as error:  # every path records an outcome: a bug is an attempt
+            log.exception("delivery %d failed unexpectedly", delivery.id)
+            outcome = self._defer(delivery, 0, None, f"sender error: {error!r}")
         MESSAGES.labels(outcome=outcome.state.value).inc()
         if outcome.state == DeliveryState.SENT:
             self.sent += 1
@@ -255,18 +339,36 @@ class Sender:
             return Outcome(delivery.id, DeliveryState.SKIPPED, reason="contact was erased")
         if delivery.suppressed:
             return Outcome(delivery.id, DeliveryState.SKIPPED, reason="address is suppressed")
+        if delivery.expired_claims >= self.config.max_expired_claims:
+            return Outcome(
+                delivery.id,
+                DeliveryState.FAILED,
+                reason=f"claimed {delivery.expired_claims} times by senders that stopped "
+                "before recording an outcome (crash or stall on this delivery)",
+            )
         try:
             campaign = await self._campaign(delivery.campaign_uid)
-        except (KeyError, ValueError, RenderError) as error:
-            # The campaign cannot send at all (missing keys, bad template): not this contact's
-            # fault. Back off and let the operator surface it; do not burn attempts quickly.
-            return self._defer(delivery, 0, None, f"campaign not ready: {error}")
-        wait = await self._throttle(campaign, delivery.email)
+        except (KeyError, ValueError, RenderError, ssl.SSLError) as error:
+            # The campaign cannot send at all (missing Secret or key, unreadable CA, bad
+            # template; an SSLError is an OSError, so it is named before TRANSIENT): not this
+            # contact's fault. Pause it with the reason (the Campaign shows it); the delivery
+            # waits, without using an attempt, until someone fixes it and resumes.
+            reason = f"{CAMPAIGN_FAULT}{str(error).strip(chr(39))}"
+            async with tenant_connection(self.pool, self.config.tenant_id) as conn:
+                await pause_campaign(conn, delivery.campaign_uid, reason)
+            log.warning("campaign %s paused: %s", delivery.campaign_uid, reason)
+            return self._requeue(delivery, reason)
+        route = self._route(campaign)
+        if route is None:
+            return self._requeue(delivery, "every relay of the campaign is unreachable")
+        wait = await self._throttle(campaign, route, delivery.email, delivery.throttled)
         if wait > 0:
+            # Scheduled for when a token exists for it (see common.throttle), so the backlog
+            # is not re-claimed at every refill.
             return Outcome(
                 delivery.id,
                 DeliveryState.QUEUED,
-                reason="throttled",
+                reason=THROTTLED,
                 retry_in=timedelta(seconds=wait),
                 count_attempt=False,
             )
@@ -289,10 +391,35 @@ class Sender:
             return Outcome(delivery.id, DeliveryState.FAILED, reason=str(error))
         signed = campaign.signer.sign(message)
         started = time.perf_counter()
-        result = await campaign.relay.send(
-            return_path(campaign.plan, parts.bounce_token), delivery.email, signed
+        result = await route.pool.send(
+            return_path(campaign.plan, parts.bounce_token),
+            delivery.email,
+            signed,
+            deadline=self.config.lease.total_seconds() / 2,
         )
         SEND_SECONDS.observe(time.perf_counter() - started)
+        if result.unreachable:
+            # Nothing was sent: skip this relay for a while, and the message goes through
+            # another one at its next claim without using an attempt.
+            self._down[id(route.pool)] = time.monotonic() + RELAY_DOWN_SECONDS
+            log.warning("relay %s unreachable (%s)", route.relay.name, result.text)
+            return self._requeue(delivery, f"relay {route.relay.name}: {result.text}")
+        if result.uncertain:
+            # The relay may have accepted it: not again before a safe delay (same Message-ID).
+            log.warning(
+                "delivery %d: unknown result after DATA (%s); not sent again for %.0f s",
+                delivery.id,
+                result.text,
+                self.config.uncertain_retry,
+            )
+            return Outcome(
+                delivery.id,
+                DeliveryState.DEFERRED,
+                None,
+                None,
+                f"unknown result after DATA: {result.text}",
+                retry_in=timedelta(seconds=self.config.uncertain_retry),
+            )
         verdict = classify(result.code, result.text)
         if verdict.kind == Kind.SENT:
             return Outcome(delivery.id, DeliveryState.SENT, result.code, verdict.status)
@@ -314,13 +441,14 @@ class Sender:
                 result.code,
                 verdict.status,
                 result.text,
-                retry_in=timedelta(seconds=self.config.retry_base),
+                retry_in=timedelta(seconds=self.config.retry.base),
                 count_attempt=False,
             )
         return Outcome(delivery.id, DeliveryState.FAILED, result.code, verdict.status, result.text)
 
     def _defer(self, delivery: Claimed, code: int, status: str | None, text: str) -> Outcome:
-        if delivery.attempts >= self.config.max_attempts:
+        delay = self.config.retry.next_delay(delivery.attempts)
+        if delay is None:
             return Outcome(
                 delivery.id,
                 DeliveryState.FAILED,
@@ -328,8 +456,6 @@ class Sender:
                 status,
                 f"gave up after {delivery.attempts} attempts: {text}",
             )
-        delay = min(self.config.retry_max, self.config.retry_base * 2 ** (delivery.attempts - 1))
-        delay *= random.uniform(0.8, 1.2)  # noqa: S311 (jitter, not security)
         return Outcome(
             delivery.id,
             DeliveryState.DEFERRED,
@@ -339,12 +465,37 @@ class Sender:
             retry_in=timedelta(seconds=delay),
         )
 
-    async def _throttle(self, campaign: _Campaign, email: str) -> float:
+    def _requeue(self, delivery: Claimed, reason: str) -> Outcome:
+        """Back to the queue without using an attempt (nothing was tried)."""
+        delay = self.config.transient_backoff * random.uniform(0.5, 1.0)  # noqa: S311
+        return Outcome(
+            delivery.id,
+            DeliveryState.QUEUED,
+            reason=reason,
+            retry_in=timedelta(seconds=delay),
+            count_attempt=False,
+        )
+
+    async def _throttle(
+        self, campaign: _Campaign, route: _Route, email: str, promised: bool
+    ) -> float:
+        """0 when the message may go now, else seconds until it should be tried again."""
         if self.buckets is None:
             return 0.0
         group = await self._provider(email.rpartition("@")[2])
         provider = Limit.per_second(f"provider:{group}", self.config.provider_rate)
-        return await self.buckets.take([*campaign.limits, provider])
+        wait = await self.buckets.take(
+            [*campaign.limits, *route.limits, provider], promised=promised
+        )
+        if wait.seconds <= 0:
+            return 0.0
+        # Jitter: a promised token waits in the bucket, so only 1% (at most a second: enough
+        # that senders do not all ask Redis in the same millisecond, too little to overtake
+        # the next promise); an estimate is spread wide, so the rows beyond the promise
+        # horizon do not all come back together.
+        if wait.promised:
+            return wait.seconds + random.uniform(0, min(1.0, wait.seconds / 100))  # noqa: S311
+        return wait.seconds * random.uniform(1.0, 1.5)  # noqa: S311
 
     async def _provider(self, domain: str) -> str:
         domain = domain.lower()
@@ -378,36 +529,55 @@ class Sender:
             if plan is None:
                 raise KeyError(f"campaign {uid} has no plan")
             signer = await load_signer(self.secrets, plan.dkim_secret, plan.domain)
-            relay = plan.relays[0]
-            username = password = None
-            if relay.credentials_secret:
-                data = await self.secrets.read(relay.credentials_secret)
-                username = data["username"].decode()
-                password = data["password"].decode()
-            tls_context = None
-            if relay.ca_secret and relay.ca_key:
-                ca = (await self.secrets.read(relay.ca_secret))[relay.ca_key]
-                tls_context = ssl.create_default_context(cadata=ca.decode())
-            pool_key = (relay.host, relay.port, relay.tls, username)
-            if pool_key not in self._relays:
-                self._relays[pool_key] = RelayPool(
-                    relay.host,
-                    relay.port,
-                    size=self.config.connections_per_relay,
-                    tls=relay.tls,
-                    username=username,
-                    password=password,
-                    tls_context=tls_context,
-                    helo=self.config.helo,
-                )
+            routes = tuple(
+                [
+                    _Route(relay, await self._pool(relay), _server_limits(relay, plan))
+                    for relay in plan.relays
+                ]
+            )
             campaign = _Campaign(
                 uid,
                 plan,
                 Renderer(plan),
                 signer,
-                self._relays[pool_key],
+                routes,
                 _campaign_limits(uid, plan),
                 time.monotonic(),
             )
             self._campaigns[uid] = campaign
             return campaign
+
+    async def _pool(self, relay: Relay) -> RelayPool:
+        """The connection pool of a relay (shared by the campaigns using it)."""
+        username = password = None
+        if relay.credentials_secret:
+            data = await self.secrets.read(relay.credentials_secret)
+            username = data["username"].decode()
+            password = data["password"].decode()
+        tls_context = None
+        if relay.ca_secret and relay.ca_key:
+            ca = (await self.secrets.read(relay.ca_secret))[relay.ca_key]
+            tls_context = ssl.create_default_context(cadata=ca.decode())
+        key = (relay.host, relay.port, relay.tls, username)
+        if key not in self._relays:
+            self._relays[key] = RelayPool(
+                relay.host,
+                relay.port,
+                size=self.config.connections_per_relay,
+                tls=relay.tls,
+                username=username,
+                password=password,
+                tls_context=tls_context,
+                helo=self.config.helo,
+            )
+        return self._relays[key]
+
+    def _route(self, campaign: _Campaign) -> _Route | None:
+        """A relay for one message, weighted among those not marked down; None when every
+        one is down (the message waits; the mark expires, so a recovered relay is found)."""
+        now = time.monotonic()
+        weighted = [r for r in campaign.routes if r.relay.weight > 0] or list(campaign.routes)
+        healthy = [r for r in weighted if self._down.get(id(r.pool), 0.0) <= now]
+        if len(healthy) <= 1:
+            return healthy[0] if healthy else None
+        return random.choices(healthy, [max(r.relay.weight, 1) for r in healthy])[0]  # noqa: S311

@@ -12,14 +12,15 @@ import binascii
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.header import Header
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
 from penguinmails.common.db.ledger import CampaignPlan
+from penguinmails.sender.headers import mailbox, structured, unstructured
+from penguinmails.sender.htmltext import html_to_text
 
 __all__ = ["MessageParts", "RenderError", "Renderer", "message_id"]
 
@@ -63,7 +64,11 @@ class Renderer:
             self._html = html_env.from_string(plan.html) if plan.html else None
         except TemplateError as error:
             raise RenderError(f"template does not compile: {error}") from error
-        self._from = formataddr((plan.from_name or "", plan.from_address))
+        try:
+            self._from = mailbox("From", plan.from_name, plan.from_address)
+            self._reply_to = mailbox("Reply-To", None, plan.reply_to) if plan.reply_to else ""
+        except ValueError as error:
+            raise RenderError(str(error)) from error
 
     def unsubscribe_url(self, token: str) -> str:
         return f"{self.plan.unsubscribe_url.rstrip('/')}/{token}"
@@ -90,21 +95,32 @@ class Renderer:
 
         mailto = plan.unsubscribe_mailto
         local, _, domain = mailto.partition("@")
-        headers = [
-            ("From", self._from),
-            ("To", parts.to),
-            *([("Reply-To", plan.reply_to)] if plan.reply_to else []),
-            ("Subject", _header_text(subject)),
-            ("Date", format_datetime(now or datetime.now(UTC))),
-            ("Message-ID", message_id(parts.campaign_uid, parts.delivery_id, plan.domain)),
+        try:
+            to = mailbox("To", None, parts.to)
+        except ValueError as error:
+            raise RenderError(f"contact address: {error}") from error
+        head = "".join(
             (
-                "List-Unsubscribe",
-                f"<{url}>, <mailto:{local}+{parts.unsubscribe_token}@{domain}?subject=unsubscribe>",
-            ),
-            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-            ("Feedback-ID", f"{parts.campaign_uid.hex[:12]}:{plan.domain}"),
-            ("MIME-Version", "1.0"),
-        ]
+                self._from,
+                to,
+                self._reply_to,
+                unstructured("Subject", subject),
+                f"Date: {format_datetime(now or datetime.now(UTC))}\r\n",
+                structured(
+                    "Message-ID", [message_id(parts.campaign_uid, parts.delivery_id, plan.domain)]
+                ),
+                structured(
+                    "List-Unsubscribe",
+                    [
+                        f"<{url}>,",
+                        f"<mailto:{local}+{parts.unsubscribe_token}@{domain}?subject=unsubscribe>",
+                    ],
+                ),
+                "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+                structured("Feedback-ID", [f"{parts.campaign_uid.hex[:12]}:{plan.domain}"]),
+                "MIME-Version: 1.0\r\n",
+            )
+        )
         text_footer = f"\n\n--\n{plan.postal_address}\nUnsubscribe: {url}\n"
         html_footer = (
             '<hr><p style="font-size:12px;color:#666">'
@@ -112,11 +128,12 @@ class Renderer:
             f'<a href="{_escape(url)}">Unsubscribe</a></p>'
         )
         bodies: list[tuple[str, str]] = []
+        if text is None and html is not None:
+            text = html_to_text(html)  # an HTML-only message is a spam signal
         if text is not None:
             bodies.append(("text/plain", text.rstrip() + text_footer))
         if html is not None:
             bodies.append(("text/html", _append_html(html, html_footer)))
-        head = "".join(f"{name}: {value}\r\n" for name, value in headers)
         if len(bodies) == 1:
             kind, content = bodies[0]
             return (head + _part_headers(kind)).encode() + b"\r\n" + _qp(content)
@@ -141,13 +158,6 @@ def _escape(value: str) -> str:
 def _append_html(html: str, footer: str) -> str:
     index = html.lower().rfind("</body>")
     return html[:index] + footer + html[index:] if index >= 0 else html + footer
-
-
-def _header_text(value: str) -> str:
-    """RFC 2047 encoded-words only when needed (plain ASCII stays readable)."""
-    if value.isascii():
-        return value
-    return Header(value, "utf-8").encode()
 
 
 def _part_headers(kind: str) -> str:

@@ -21,12 +21,26 @@ __all__ = ["RelayPool", "SendResult"]
 class SendResult:
     code: int
     text: str
+    uncertain: bool = False
+    """The connection failed after the message data was sent: the relay may have accepted
+    it. Sending it again at once could deliver it twice (see docs/sending.md)."""
+    unreachable: bool = False
+    """No connection could be made, or each one broke before DATA: nothing was sent (another
+    relay may be tried)."""
 
 
 class _Connection:
     def __init__(self, smtp: aiosmtplib.SMTP) -> None:
         self.smtp = smtp
         self.sent = 0
+
+
+@dataclass
+class _Phase:
+    """How far one send got: which connection it holds, whether the data went out."""
+
+    conn: _Connection | None = None
+    data_sent: bool = False
 
 
 class RelayPool:
@@ -74,18 +88,37 @@ class RelayPool:
         self._open += 1
         return _Connection(smtp)
 
-    async def _close(self, conn: _Connection) -> None:
+    async def _close(self, conn: _Connection, *, polite: bool = True) -> None:
+        """Close a connection: with QUIT when it is healthy; at once after an error (a
+        stalled server would hold QUIT, and the delivery, until its own timeout)."""
         self._open -= 1
-        with contextlib.suppress(Exception):
-            if conn.smtp.is_connected:
-                await conn.smtp.quit()
+        if polite:
+            with contextlib.suppress(Exception):
+                if conn.smtp.is_connected:
+                    await conn.smtp.quit()
         conn.smtp.close()
 
-    async def send(self, mail_from: str, rcpt: str, data: bytes) -> SendResult:
+    async def send(
+        self, mail_from: str, rcpt: str, data: bytes, *, deadline: float | None = None
+    ) -> SendResult:
         """Hand one message to the relay; returns its final reply (2xx, 4xx or 5xx).
 
-        A connection the server dropped is replaced and the message tried once more; other
-        network errors surface as a 4xx-like result (451) so the delivery is retried later."""
+        A connection that fails before the message data went out is replaced and the message
+        tried once more; other network errors before that surface as a 4xx-like result (451)
+        so the delivery is retried later. A failure once the data went out (or `deadline`
+        seconds passing then) is `uncertain`: the relay may have accepted the message."""
+        phase = _Phase()
+        try:
+            async with asyncio.timeout(deadline):
+                return await self._send(mail_from, rcpt, data, phase)
+        except TimeoutError:
+            if phase.conn is not None:
+                await self._close(phase.conn, polite=False)
+            if phase.data_sent:
+                return SendResult(451, "4.4.2 timed out after DATA", uncertain=True)
+            return SendResult(451, f"4.4.2 timed out before DATA ({deadline:.0f} s)")
+
+    async def _send(self, mail_from: str, rcpt: str, data: bytes, phase: _Phase) -> SendResult:
         async with self._slots:
             for attempt in (1, 2):
                 try:
@@ -94,18 +127,27 @@ class RelayPool:
                     try:
                         conn = await self._connect()
                     except (aiosmtplib.SMTPException, OSError) as error:
-                        return SendResult(451, f"4.4.1 cannot connect to relay: {error}")
+                        return SendResult(
+                            451, f"4.4.1 cannot connect to relay: {error}", unreachable=True
+                        )
+                phase.conn = conn
                 try:
-                    result = await self._transaction(conn.smtp, mail_from, rcpt, data)
+                    result = await self._transaction(conn.smtp, mail_from, rcpt, data, phase)
                 except (
                     aiosmtplib.SMTPServerDisconnected,
                     aiosmtplib.SMTPTimeoutError,
                     OSError,
                 ) as error:
-                    await self._close(conn)
+                    await self._close(conn, polite=False)
+                    phase.conn = None
+                    if phase.data_sent:
+                        return SendResult(451, f"4.4.2 connection lost after DATA: {error}", True)
                     if attempt == 2:
-                        return SendResult(451, f"4.4.2 connection to relay lost: {error}")
+                        return SendResult(
+                            451, f"4.4.2 connection to relay lost: {error}", unreachable=True
+                        )
                     continue
+                phase.conn = None
                 if result.code != 250:
                     await self._reset_or_close(conn)
                     return result
@@ -119,7 +161,7 @@ class RelayPool:
 
     @staticmethod
     async def _transaction(
-        smtp: aiosmtplib.SMTP, mail_from: str, rcpt: str, data: bytes
+        smtp: aiosmtplib.SMTP, mail_from: str, rcpt: str, data: bytes, phase: _Phase
     ) -> SendResult:
         """MAIL, RCPT, DATA for one recipient; the first non-success reply is the result.
 
@@ -128,6 +170,7 @@ class RelayPool:
         addresses are already validated (import) and built by us (return-path), so they are
         only bracketed; non-ASCII ones take `sendmail`, which handles SMTPUTF8."""
         if not (mail_from.isascii() and rcpt.isascii()):
+            phase.data_sent = True  # sendmail does it all: assume the worst on failure
             try:
                 _, response = await smtp.sendmail(mail_from, [rcpt], data)
             except aiosmtplib.SMTPRecipientsRefused as refused:
@@ -141,6 +184,7 @@ class RelayPool:
         reply = await smtp.execute_command(b"RCPT", b"TO:<" + rcpt.encode() + b">")
         if reply.code not in (250, 251):
             return SendResult(reply.code, reply.message)
+        phase.data_sent = True  # from here on, a failure may follow an acceptance
         try:
             reply = await smtp.data(data)
         except aiosmtplib.SMTPDataError as error:

@@ -31,6 +31,7 @@ from .common import (
     list_map,
     validations,
 )
+from .sendingdomain import LocalPart
 
 
 class CampaignConditionType(StrEnum):
@@ -251,6 +252,41 @@ class Unsubscribe(KubeModel):
     )
 
 
+class MailboxSelection(KubeModel):
+    """Mailboxes of one SendingDomain to send from."""
+
+    sending_domain_ref: LocalObjectReference = Field(
+        description="SendingDomain whose spec.mailboxes are used (its servers carry them)."
+    )
+    local_parts: list[LocalPart] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Which of its mailboxes (localPart); empty: all of them.",
+        json_schema_extra=LIST_SET,
+    )
+
+
+class Rotation(KubeModel):
+    """Send from several mailboxes, across domains and servers, instead of spec.from alone."""
+
+    mailboxes: list[MailboxSelection] = Field(
+        min_length=1,
+        max_length=20,
+        description=(
+            "Mailboxes to rotate across, each within its own daily cap and warm-up; a "
+            "mailbox's servers are its domain's smtpServerRefs, weighted by their "
+            "spec.weight, and a failing server is skipped."
+        ),
+    )
+    sticky: bool = Field(
+        default=True,
+        description=(
+            "Keep each contact on the mailbox (and domain) of its first message for the "
+            "whole conversation: follow-ups and replies come from the same address."
+        ),
+    )
+
+
 class CampaignSpec(KubeModel):
     """Desired state of a Campaign."""
 
@@ -277,6 +313,13 @@ class CampaignSpec(KubeModel):
     from_: MailAddress = Field(
         alias="from",
         description="From mailbox; its domain must be the sending domain.",
+    )
+    rotation: Rotation | None = Field(
+        default=None,
+        description=(
+            "Mailboxes to rotate across (spec.from is then only the default display name); "
+            "unset: every message is from spec.from."
+        ),
     )
     reply_to: MailAddress | None = Field(default=None, description="Reply-To mailbox.")
     subject: SingleLine = Field(

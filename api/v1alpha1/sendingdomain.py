@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -35,7 +35,9 @@ from .common import (
     Resource,
     ResourceInfo,
     SecretKeyRef,
+    SingleLine,
     StatusModel,
+    WarmupSettings,
     cel,
     immutable,
     list_map,
@@ -373,6 +375,36 @@ class TlsRptSettings(KubeModel):
     )
 
 
+LOCAL_PART_PATTERN = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$"
+"""RFC 5322 dot-atom: the local parts a mailbox may have (no quoted forms)."""
+LocalPart = Annotated[str, Field(pattern=LOCAL_PART_PATTERN, min_length=1, max_length=64)]
+
+
+class Mailbox(KubeModel):
+    """A mailbox of the domain that campaigns send from: one From address with its own daily
+    cap and warm-up (a mailbox's reputation is its own, across every campaign using it)."""
+
+    local_part: LocalPart = Field(
+        description="Local part of the address (jane in jane@acme.example)."
+    )
+    display_name: SingleLine | None = Field(
+        default=None, max_length=256, description="Display name, e.g. Jane from Acme."
+    )
+    daily_limit: int = Field(
+        default=50,
+        ge=1,
+        le=100_000,
+        description="Messages per day from this mailbox across all campaigns, once warm.",
+    )
+    warmup: WarmupSettings | None = Field(
+        default=None,
+        description="Ramp of this mailbox's daily volume up to dailyLimit; unset: none.",
+    )
+    paused: bool = Field(
+        default=False, description="Send nothing new from this mailbox (e.g. while it cools)."
+    )
+
+
 class SendingDomainSpec(KubeModel):
     """Desired state of a SendingDomain."""
 
@@ -404,6 +436,15 @@ class SendingDomainSpec(KubeModel):
             "hostnames are the default MX targets."
         ),
         json_schema_extra=list_map("name"),
+    )
+    mailboxes: list[Mailbox] = Field(
+        default_factory=list,
+        max_length=100,
+        description=(
+            "Mailboxes campaigns rotate across (spec.rotation of a Campaign); each has its own "
+            "daily cap and warm-up."
+        ),
+        json_schema_extra=list_map("localPart"),
     )
     spf: SpfSettings = Field(default_factory=SpfSettings, description="SPF record.")
     dkim: DkimSettings = Field(default_factory=DkimSettings, description="DKIM keys.")
@@ -511,6 +552,16 @@ class DkimStatus(StatusModel):
     next_rotation: datetime | None = Field(default=None, description="When keys rotate next.")
 
 
+class MailboxStatus(StatusModel):
+    """Where one mailbox stands today."""
+
+    local_part: str = Field(max_length=64, description="The mailbox (spec.mailboxes[].localPart).")
+    warmup_day: int | None = Field(
+        default=None, ge=0, description="Day of its warm-up (0 = first); unset: no warm-up."
+    )
+    daily_limit: int = Field(ge=0, description="Messages it may send today (warm-up applied).")
+
+
 class SendingDomainStatus(ConditionedStatus):
     """Observed state of a SendingDomain."""
 
@@ -526,6 +577,9 @@ class SendingDomainStatus(ConditionedStatus):
         description="Every record the domain needs, with its publication and verification state.",
     )
     dkim: DkimStatus | None = Field(default=None, description="DKIM keys and rotation.")
+    mailboxes: list[MailboxStatus] = Field(
+        default_factory=list, max_length=100, description="Today's limit of every mailbox."
+    )
     dmarc_policy: DmarcPolicy | None = Field(
         default=None, description="DMARC policy currently published (after any rollout step)."
     )

@@ -259,6 +259,15 @@ class SmtpServerSpec(KubeModel):
         default_factory=WarmupSettings,
         description="Warm-up of a new IP: daily volume grows gradually from a small start.",
     )
+    weight: int = Field(
+        default=100,
+        ge=0,
+        le=1000,
+        description=(
+            "Share of messages this server carries relative to the other servers a mailbox "
+            "rotates across (100 each: even); 0: drain (nothing new is sent through it)."
+        ),
+    )
     max_per_hour: int | None = Field(
         default=None,
         ge=1,

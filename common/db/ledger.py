@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from penguinmails.common.db import AnyConnection
 
 __all__ = [
+    "CAMPAIGN_FAULT",
+    "THROTTLED",
     "CampaignPlan",
     "Claimed",
     "DeliveryState",
@@ -67,6 +69,8 @@ class Relay(BaseModel):
     daily_limit: int | None = None
     """Warm-up allowance of the server today; None once warm-up is complete."""
     max_per_hour: int | None = None
+    weight: int = 100
+    """Share of messages relative to the campaign's other relays (0: none)."""
 
 
 class CampaignPlan(BaseModel):
@@ -95,6 +99,15 @@ class CampaignPlan(BaseModel):
     per_mailbox_per_day: int = 50
     campaign_daily_limit: int | None = None
     """The campaign's own warm-up allowance today."""
+    sending_seconds: int = Field(default=86400, ge=3600, le=86400)
+    """Seconds per day the campaign may send (its window): daily caps are spread over them."""
+
+
+CAMPAIGN_FAULT = "the sender cannot send this campaign: "
+"""Prefix of a pause reason for a fault of the campaign itself (missing Secret, bad template),
+as opposed to a receiver refusing our authentication (5.7.x)."""
+THROTTLED = "throttled"
+"""The reason of a row waiting for a token it was promised (not an attempt)."""
 
 
 class DeliveryState(StrEnum):
@@ -122,6 +135,12 @@ class Claimed:
     email: str | None
     fields: dict[str, Any]
     suppressed: bool
+    claims: int = 1
+    """Times this row was claimed, this claim included (migration 0004)."""
+    throttled: bool = False
+    """It comes back from a throttle wait (it was promised a token: common.throttle)."""
+    expired_claims: int = 0
+    """Claims (this one included) that took it over after a lease expired without outcome."""
 
 
 @dataclass(frozen=True)
@@ -240,10 +259,13 @@ WITH due AS (
 )
 UPDATE deliveries d
 SET state = 'sending', lease_owner = $1, lease_until = now() + $3::interval,
-    attempts = d.attempts + 1, updated_at = now()
+    attempts = d.attempts + 1, claims = d.claims + 1,
+    expired_claims = d.expired_claims + (d.state = 'sending')::int, updated_at = now()
 FROM due LEFT JOIN contacts ct ON ct.id = due.contact_id
 WHERE d.id = due.id
-RETURNING d.id, d.campaign_uid, d.attempts, ct.email, ct.fields,
+RETURNING d.id, d.campaign_uid, d.attempts, d.claims, d.expired_claims,
+    d.reason = $5 AS throttled,
+    ct.email, ct.fields,
     EXISTS (SELECT FROM suppressions s WHERE s.address_hash = d.address_hash) AS suppressed
 """
 
@@ -264,6 +286,7 @@ async def claim(
         limit,
         lease,
         campaign_uid,
+        THROTTLED,
     )
     return [
         Claimed(
@@ -273,16 +296,23 @@ async def claim(
             email=row["email"],
             fields=json.loads(row["fields"]) if row["fields"] is not None else {},
             suppressed=row["suppressed"],
+            claims=row["claims"],
+            throttled=bool(row["throttled"]),
+            expired_claims=row["expired_claims"],
         )
         for row in rows
     ]
 
 
-async def record(conn: AnyConnection, outcomes: Sequence[Outcome]) -> None:
-    """Write a batch of outcomes in one statement; only rows still `sending` change."""
+async def record(conn: AnyConnection, outcomes: Sequence[Outcome], owner: str) -> int:
+    """Write a batch of outcomes in one statement; returns how many were accepted.
+
+    Only the lease owner's outcomes count: a row whose lease expired and that another sender
+    claimed since belongs to that sender (its outcome will be written by it), so a late
+    outcome from the first is ignored rather than overwriting the second's."""
     if not outcomes:
-        return
-    await conn.execute(
+        return 0
+    status = await conn.execute(
         """
         UPDATE deliveries d SET
             state = o.state,
@@ -299,7 +329,7 @@ async def record(conn: AnyConnection, outcomes: Sequence[Outcome]) -> None:
         FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[],
                     $6::float8[], $7::bool[])
             AS o(id, state, code, status, reason, retry_seconds, count_attempt)
-        WHERE d.id = o.id AND d.state = 'sending'
+        WHERE d.id = o.id AND d.state = 'sending' AND d.lease_owner = $8
         """,
         [o.id for o in outcomes],
         [o.state.value for o in outcomes],
@@ -308,10 +338,12 @@ async def record(conn: AnyConnection, outcomes: Sequence[Outcome]) -> None:
         [o.reason[:500] if o.reason else None for o in outcomes],
         [o.retry_in.total_seconds() if o.retry_in is not None else None for o in outcomes],
         [o.count_attempt for o in outcomes],
+        owner,
     )
     bounced = [o.id for o in outcomes if o.state == DeliveryState.BOUNCED]
     if bounced:
         await suppress_deliveries(conn, bounced, "hard_bounce")
+    return int(status.split()[-1])
 
 
 async def suppress_deliveries(

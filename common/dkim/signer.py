@@ -7,11 +7,14 @@ Why not dkimpy: its RSA is pure Python, about ten times slower than OpenSSL thro
 `cryptography` (NOTES.md: ~110 vs ~1,100 signatures/s). Canonicalization is relaxed/relaxed,
 the one receivers recommend (it survives re-folding by relays). The signed header list always
 includes `List-Unsubscribe` and `List-Unsubscribe-Post` (RFC 8058 requires both to be covered),
-and the headers a forger would most like to add (From, Subject, Date, To, the unsubscribe pair)
-are over-signed: listed once more than present, so a second copy added later breaks the
-signature instead of being shown to the reader.
+and the headers a forger would most like to add or change (From, To, Cc, Reply-To, Subject,
+Date, Message-ID, MIME-Version, Content-Type, Content-Transfer-Encoding, the unsubscribe pair)
+are over-signed: listed once more than present, so a second copy added later (or a first
+copy of one we did not send, such as Cc) breaks the signature instead of being shown.
 
-Messages are bytes with CRLF line endings, as they go over SMTP.
+Messages are bytes with CRLF line endings, as they go over SMTP: `sign()` turns any bare LF or
+CR into CRLF first (as the SMTP client would on the wire) and returns those bytes, so what is
+signed is exactly what is sent.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "DkimSigner",
     "canonicalize_body_relaxed",
     "canonicalize_header_relaxed",
+    "to_wire",
 ]
 
 SIGNED_HEADERS: tuple[str, ...] = (
@@ -55,13 +59,34 @@ SIGNED_HEADERS: tuple[str, ...] = (
 """Signed when present (each instance once)."""
 
 OVERSIGNED_HEADERS: frozenset[str] = frozenset(
-    {"from", "to", "subject", "date", "list-unsubscribe", "list-unsubscribe-post"}
+    {
+        "from",
+        "to",
+        "cc",
+        "reply-to",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    }
 )
 """Listed once more than present: nobody can add another instance without breaking the signature."""
 
 _WSP_RUN = re.compile(rb"[ \t]+")
 _TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def to_wire(message: bytes) -> bytes:
+    """`message` with every line ending as CRLF (what SMTP DATA carries)."""
+    if message.count(b"\n") == message.count(b"\r\n") == message.count(b"\r"):
+        return message  # already CRLF only (the common case, without a regex pass)
+    return _LINE_END.sub(b"\r\n", message)
 
 
 def canonicalize_body_relaxed(body: bytes) -> bytes:
@@ -147,7 +172,10 @@ class DkimSigner:
         return cls(domain, pairs)
 
     def signature_headers(self, message: bytes, *, timestamp: int | None = None) -> bytes:
-        """The DKIM-Signature header lines (CRLF-terminated) to put on top of `message`."""
+        """The DKIM-Signature header lines (CRLF-terminated) to put on top of `message`,
+        which must already be in wire form (`to_wire`)."""
+        if to_wire(message) is not message:
+            raise ValueError("the message has bare CR or LF line endings; sign to_wire(message)")
         fields, body = _split(message)
         body_hash = base64.b64encode(
             hashlib.sha256(canonicalize_body_relaxed(body)).digest()
@@ -172,8 +200,9 @@ class DkimSigner:
         return b"".join(out)
 
     def sign(self, message: bytes, *, timestamp: int | None = None) -> bytes:
-        """`message` with its DKIM-Signature headers prepended."""
-        return self.signature_headers(message, timestamp=timestamp) + message
+        """`message` in wire form (CRLF) with its DKIM-Signature headers prepended."""
+        wire = to_wire(message)
+        return self.signature_headers(wire, timestamp=timestamp) + wire
 
     def _select(self, fields: list[tuple[bytes, bytes]]) -> tuple[list[str], bytes]:
         """h= names and the canonicalized header data they cover (bottom-up per name)."""

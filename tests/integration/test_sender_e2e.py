@@ -12,6 +12,7 @@ import asyncio
 import base64
 import collections
 import email
+import email.header
 import os
 import signal
 import subprocess
@@ -173,8 +174,10 @@ async def campaign(
     uid = uuid.uuid4()
     plan = CampaignPlan(
         from_address=f"jane@{DOMAIN}",
-        from_name="Jane Doe",
-        subject="Quick question, {{ first_name }}",
+        # Long non-ASCII subject and display name: folded and encoded, and DKIM must still
+        # verify at the recipient after Postfix (issue 10: a 64-character French subject failed).
+        from_name="Jeanne Dupont-Lefèvre, Équipe commerciale des Pingouins Francophones",
+        subject="Une question rapide sur la délivrabilité de vos courriels, {{ first_name }} ?",
         text="Hi {{ first_name }},\n\nDoes {{ company }} need better mail?\n\nJane",
         html="<p>Hi {{ first_name }},</p><p>Does {{ company }} need better mail?</p>",
         domain=DOMAIN,
@@ -222,6 +225,9 @@ def start_sender(campaign: Campaign, tenant: str) -> subprocess.Popen[bytes]:
         "PM_SECRETS_DIR": str(campaign.secrets_dir),
         "PM_LEASE_SECONDS": "3",
         "PM_RETRY_BASE_SECONDS": "1",
+        # With a 3 s lease an attempt may take 1.5 s: on this loaded machine a send can time
+        # out after DATA; its safe delay (3600 s by default) is shortened like the lease.
+        "PM_UNCERTAIN_RETRY_SECONDS": "2",
         "PM_POLL_SECONDS": "0.2",
         "PM_METRICS_PORT": "0",
         "PM_SENDER_CONCURRENCY": "16",
@@ -266,9 +272,13 @@ async def test_campaign_delivered_exactly_once_through_postfix_despite_sigkill(
     def arrived() -> list[str]:
         return [rcpt for message in stack.recipients.messages for rcpt in message.rcpt_tos]
 
-    # Kill the sender three times while it sends; each restart picks up what is left.
+    # Kill the sender five times while it sends; each restart picks up what is left. What a
+    # kill can make arrive twice is what it had claimed and not recorded: the rows still
+    # `sending` right after it died (handed to the relay or not), counted at each kill.
     kills = 0
-    for threshold in (150, 400, 650):
+    in_flight_at_kills: list[int] = []
+    logs: list[str] = []
+    for threshold in (100, 250, 400, 550, 700):
         sender = start_sender(campaign, tenant)
         try:
 
@@ -285,6 +295,11 @@ async def test_campaign_delivered_exactly_once_through_postfix_despite_sigkill(
             sender.send_signal(signal.SIGKILL)
             sender.wait(10)
             kills += 1
+            logs.append(sender.stderr.read().decode() if sender.stderr else "")
+        async with tenant_connection(db_pool, campaign.tenant_id) as conn:
+            in_flight_at_kills.append(
+                await conn.fetchval("SELECT count(*) FROM deliveries WHERE state = 'sending'")
+            )
     sender = start_sender(campaign, tenant)
     try:
 
@@ -301,7 +316,8 @@ async def test_campaign_delivered_exactly_once_through_postfix_despite_sigkill(
         )
     finally:
         sender.send_signal(signal.SIGTERM)
-        assert sender.wait(30) == 0, sender.stderr.read().decode() if sender.stderr else ""
+        logs.append(sender.stderr.read().decode() if sender.stderr else "")
+        assert sender.wait(30) == 0, logs[-1]
 
     # Its throttle buckets are under its own prefix, written with its own Redis user.
     admin = Redis.from_url(redis_url)
@@ -315,10 +331,14 @@ async def test_campaign_delivered_exactly_once_through_postfix_despite_sigkill(
     assert set(received) == expected
     assert not set(received) & set(SUPPRESSED)
     duplicates = sum(count - 1 for count in received.values())
-    # At most what was claimed but not recorded when each SIGKILL hit: in flight (concurrency
-    # 16) plus one unwritten outcome batch (100). Reported for the note in docs/sending.md.
-    print(f"\n{kills} SIGKILLs, {duplicates} duplicate deliveries")
-    assert duplicates <= kills * (16 + 100)
+    # Sent again on purpose after the safe delay (result unknown after DATA): may arrive twice.
+    uncertain = sum(log.count("unknown result after DATA") for log in logs)
+    print(
+        f"\n{kills} SIGKILLs, {duplicates} duplicate deliveries, in flight at the kills: "
+        f"{in_flight_at_kills} (sum {sum(in_flight_at_kills)}), re-sent after an unknown "
+        f"result: {uncertain}"
+    )
+    assert duplicates <= sum(in_flight_at_kills) + uncertain
 
     # Every message verifies with dkimpy (both signatures) and covers the RFC 8058 headers.
     lookup = dns_for(campaign)
@@ -338,6 +358,11 @@ async def test_campaign_delivered_exactly_once_through_postfix_despite_sigkill(
         rcpt = message.rcpt_tos[0]
         assert seen_ids.setdefault(rcpt, parsed["Message-ID"]) == parsed["Message-ID"]
         assert "1 Penguin Way" in message.data.decode()
+        subject = str(email.header.make_header(email.header.decode_header(parsed["Subject"])))
+        number = rcpt.split("@")[0].removeprefix("user")
+        assert (
+            subject == f"Une question rapide sur la délivrabilité de vos courriels, Name{number} ?"
+        )
 
     # Postfix bounced the 550 ones to the return-path: the intake marked and suppressed them.
     async def bounced() -> bool:

@@ -34,6 +34,7 @@ from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import address_hash, is_suppressed
 from penguinmails.devstack.sink import SinkServer
 from penguinmails.sender.engine import Sender, SenderConfig
+from penguinmails.sender.retry import RetrySchedule
 from penguinmails.sender.secrets import DirSecrets
 
 pytestmark = pytest.mark.integration
@@ -92,7 +93,7 @@ async def test_retry_bounce_and_authentication_failure(
         config = SenderConfig(
             tenant_id=tenant_id,
             token_key=KEYS.token_key(tenant_id),
-            retry_base=0.2,
+            retry=RetrySchedule(base=0.2, maximum=0.2, lifetime=60),
             poll_interval=0.05,
         )
         await Sender(db_pool, config, secrets=DirSecrets(tmp_path)).run_until_idle(idle_rounds=20)

@@ -1,7 +1,16 @@
-"""Token buckets shared through Redis: limits hold across senders, all-or-nothing per message."""
+"""Token buckets shared through Redis: limits hold across senders, all-or-nothing per message,
+smooth over the sending window, refused messages promised distinct future tokens.
+
+Time is passed to the script explicitly (`now=`), so a whole sending day is simulated against
+the real Redis in a moment; the production path (the sender's clock) is the same script.
+"""
 
 from __future__ import annotations
 
+import collections
+import heapq
+import itertools
+import random
 import uuid
 from collections.abc import AsyncIterator
 
@@ -9,7 +18,14 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from penguinmails.common.throttle import Limit, TokenBuckets, provider_group, warmup_daily_limit
+from penguinmails.common.tenant_redis import tenant_key_prefix
+from penguinmails.common.throttle import (
+    HORIZON,
+    Limit,
+    TokenBuckets,
+    provider_group,
+    warmup_daily_limit,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -24,26 +40,91 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 async def test_two_senders_share_one_hourly_limit(redis: Redis) -> None:
-    key = f"campaign:{uuid.uuid4()}:hour"
-    a, b = TokenBuckets(redis), TokenBuckets(redis)  # two pods, one Redis
-    granted = 0
-    for bucket in (a, b) * 10:
-        if await bucket.take([Limit.per_hour(key, 12)]) == 0:
-            granted += 1
-    assert granted == 12
-    wait = await a.take([Limit.per_hour(key, 12)])
-    assert 250 < wait <= 300  # one token per 300 s refills next
+    tenant = uuid.uuid4()
+    limit = Limit.spread(f"campaign:{uuid.uuid4()}:hour", 600, 3600)
+    prefix = f"{tenant_key_prefix(tenant)}tb:"
+    a, b = TokenBuckets(redis, prefix), TokenBuckets(redis, prefix)  # two pods, one Redis
+    t0 = 1_000_000.0
+    granted = sum([(await bucket.take([limit], now=t0)).seconds == 0 for bucket in (a, b) * 20])
+    assert granted == 12  # the burst (2% of 600), not the hour's 600 in one second
+    # Every key is the tenant's: its Redis user may touch nothing else.
+    keys = [key.decode() async for key in redis.scan_iter(match="*campaign*")]
+    assert keys and all(key.startswith(tenant_key_prefix(tenant)) for key in keys)
+
+
+async def test_a_mailbox_never_exceeds_its_cap_in_any_window(redis: Redis) -> None:
+    """A 50-a-day mailbox in a 10-hour window with a backlog of 200 rows, as the sender
+    treats them (a refused row comes back when told, claimed only while the window is open),
+    over four days: never more than 50 in any 10 hours, the 50 spread across each window, and
+    each row claimed only a few times."""
+    cap, window, day = 50, 10 * 3600.0, 86400.0
+    limit = Limit.spread(f"mailbox:{uuid.uuid4()}@acme.example", cap, window)
+    buckets = TokenBuckets(redis, f"{tenant_key_prefix(uuid.uuid4())}tb:")
+    rng = random.Random(7)
+    t0 = 1_000_000.0
+    rows = [(t0 + rng.uniform(0, 60), row, False) for row in range(200)]
+    heapq.heapify(rows)
+    sent: list[float] = []
+    claims = collections.Counter[int]()
+    while rows and rows[0][0] < t0 + 4 * day:
+        due, row, promised = heapq.heappop(rows)
+        if (due - t0) % day >= window:  # the gate is closed: claimed when it opens
+            due = t0 + ((due - t0) // day + 1) * day + rng.uniform(0, 1)
+        claims[row] += 1
+        wait = await buckets.take([limit], promised=promised, now=due)
+        if wait.seconds == 0:
+            sent.append(due)
+        else:
+            jitter = rng.uniform(0, min(1.0, wait.seconds / 100)) if wait.promised else 0
+            heapq.heappush(rows, (due + wait.seconds + jitter, row, wait.promised))
+    for i, start in enumerate(sent):
+        within = sum(1 for s in sent[i:] if s < start + window)
+        assert within <= cap, (start, within)
+    for d in range(4):
+        today = [s - t0 - d * day for s in sent if 0 <= s - t0 - d * day < window]
+        assert len(today) >= cap - 2  # the allowance is used...
+        assert sum(1 for s in today if s < window / 2) <= cap // 2 + 1  # ...across the window
+    print(f"\n{len(sent)} sent in 4 windows, {sum(claims.values())} claims of 200 rows")
+    assert max(claims.values()) <= 4 + 1  # about once per day waited, not at every token
+
+
+async def test_refused_messages_get_distinct_promised_tokens(redis: Redis) -> None:
+    """A backlog refused at once is scheduled one token apart, each row exactly when its
+    token exists; coming back at their promised times, every row is sent on its first return."""
+    cap, window = 48, 86400.0
+    limit = Limit.spread(f"mailbox:{uuid.uuid4()}@acme.example", cap, window)
+    spacing = 1 / limit.rate
+    buckets = TokenBuckets(redis, f"{tenant_key_prefix(uuid.uuid4())}tb:")
+    t0 = 2_000_000.0
+    assert (await buckets.take([limit], now=t0)).seconds == 0  # the burst (1)
+    waits = [await buckets.take([limit], now=t0) for _ in range(40)]
+    assert all(w.promised for w in waits)
+    seconds = [w.seconds for w in waits]
+    assert seconds == sorted(seconds)
+    gaps = [b - a for a, b in itertools.pairwise(seconds)]
+    assert min(gaps) == pytest.approx(spacing) and max(gaps) == pytest.approx(spacing)
+    for wait in seconds:  # each row returns at its promise (plus the sender's jitter, < 1 s)
+        taken = await buckets.take([limit], promised=True, now=t0 + wait + 0.5)
+        assert taken.seconds == 0
+    # Promises outstanding: a newcomer queues behind them instead of taking their tokens.
+    newcomer = await buckets.take([limit], now=t0 + seconds[-1] + 0.5 + spacing * 0.99)
+    assert newcomer.promised and newcomer.seconds > 0
+    # Beyond the horizon nothing is promised: an estimate, and `next` does not move.
+    far = [await buckets.take([limit], now=t0 + seconds[-1] + 1) for _ in range(cap + 5)]
+    unpromised = [w for w in far if not w.promised]
+    assert unpromised and all(w.seconds > HORIZON for w in unpromised)
 
 
 async def test_a_refused_message_takes_nothing_from_other_buckets(redis: Redis) -> None:
-    roomy = Limit.per_day(f"mailbox:{uuid.uuid4()}", 100)
-    full = Limit.per_hour(f"server:{uuid.uuid4()}", 1)
-    buckets = TokenBuckets(redis)
-    assert await buckets.take([full]) == 0
+    roomy = Limit(f"mailbox:{uuid.uuid4()}", 100, 100 / 86400)
+    full = Limit.spread(f"server:{uuid.uuid4()}", 1, 3600)
+    buckets = TokenBuckets(redis, f"{tenant_key_prefix(uuid.uuid4())}tb:")
+    t0 = 3_000_000.0
+    assert (await buckets.take([full], now=t0)).seconds == 0
     for _ in range(5):
-        assert await buckets.take([roomy, full]) > 0
+        assert (await buckets.take([roomy, full], now=t0)).seconds > 0
     # The mailbox bucket still has all 100: exactly 100 more fit, the 101st waits.
-    results = [await buckets.take([roomy]) for _ in range(101)]
+    results = [(await buckets.take([roomy], now=t0)).seconds for _ in range(101)]
     assert results.count(0.0) == 100 and results[-1] > 0
 
 

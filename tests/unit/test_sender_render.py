@@ -38,7 +38,7 @@ def test_message_has_footer_unsubscribe_headers_and_stable_id() -> None:
     raw = Renderer(plan()).render(parts({"first_name": "Bob", "company": "Acme"}))
     message = email.message_from_bytes(raw)
     assert message["Subject"] == "Hi Bob"
-    assert message["List-Unsubscribe"] == (
+    assert message["List-Unsubscribe"].replace("\r\n", "") == (
         "<https://u.example.com/u/utok>, <mailto:unsubscribe+utok@example.com?subject=unsubscribe>"
     )
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -77,5 +77,5 @@ def test_html_fields_are_escaped_and_subject_cannot_inject_headers() -> None:
 def test_non_ascii_subject_is_encoded() -> None:
     raw = Renderer(plan()).render(parts({"first_name": "Zoë", "company": "X"}))
     header = email.message_from_bytes(raw)["Subject"]
-    assert header.startswith("=?utf-8?")
+    assert "=?utf-8?" in header
     assert str(email.header.make_header(email.header.decode_header(header))) == "Hi Zoë"
