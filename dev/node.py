@@ -274,25 +274,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                      check=False)  # fmt: skip
 
     def _cleanup(self) -> None:
-        for pid in self.shims():
+        shims = self.shims()
+        for pid in shims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        # What runc and the shims made outside our directory, once empty (rmdir refuses
-        # otherwise, e.g. while another node's containers use them): the per-container
-        # cgroups under k8s.io in every hierarchy, the shims' socket directory, the CNI cache.
-        for hierarchy in Path("/sys/fs/cgroup").glob("*/k8s.io"):
-            for directory in [*hierarchy.glob("*/"), hierarchy]:
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
-        for directory in (
-            Path("/run/containerd/s"),
-            Path("/run/containerd"),
-            CNI_CACHE_DIR,
-            CNI_CACHE_DIR.parent,
-            Path("/var/run/netns"),
-        ):
-            with contextlib.suppress(OSError):
-                directory.rmdir()
+        # Gone, not just signalled: their sockets are removed afterwards only once dead.
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in shims) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 class Kubelet(PrivateService):
@@ -574,6 +563,7 @@ class Node(Startable):
         if self.bridge is not None:
             attempt("pod networks", self._remove_pod_networks)
             attempt("bridge", self.bridge.release)
+        attempt("leftovers", _remove_machine_leftovers)
         self.kube_proxy = self.kubelet = self.containerd = None
         self.bridge = None
         atexit.unregister(self.stop)
@@ -605,6 +595,8 @@ class Node(Startable):
 
     def _remove_pod_networks(self) -> None:
         """Network namespaces of pods the kubelet did not tear down (it died, or timed out)."""
+        if self.bridge is None:
+            return
         for cached in list(self._cni_results()):
             with contextlib.suppress(OSError, ValueError):
                 result = json.loads(cached.read_text()).get("result", {})
@@ -614,6 +606,41 @@ class Node(Startable):
                         _run("umount", netns, check=False)
                         Path(netns).unlink(missing_ok=True)
             cached.unlink(missing_ok=True)
+            # containerd's loopback attachment of the same sandbox: cni-loopback-<id>-lo.
+            sandbox = cached.name.removeprefix(f"{self.bridge.name}-").rpartition("-")[0]
+            (CNI_CACHE_DIR / f"cni-loopback-{sandbox}-lo").unlink(missing_ok=True)
 
     def _unmount_all(self) -> None:
         unmount_under(self.base_dir)
+
+
+def _remove_machine_leftovers() -> None:
+    """What containerd, runc and the CNI plugins made outside the node's directory, once unused.
+
+    rmdir refuses a directory that is not empty (or a cgroup still in use, e.g. by another
+    node's containers), so only what nobody uses goes: the per-container cgroups under k8s.io
+    in every hierarchy, the sockets of shims that are gone and their directory, the CNI cache
+    and network-namespace directories.
+    """
+    shim_sockets = Path("/run/containerd/s")
+    for path in shim_sockets.glob("*") if shim_sockets.is_dir() else []:
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(path))
+            except ConnectionRefusedError:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
+    for hierarchy in Path("/sys/fs/cgroup").glob("*/k8s.io"):
+        for directory in [*hierarchy.glob("*/"), hierarchy]:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+    for directory in (
+        shim_sockets,
+        shim_sockets.parent,
+        CNI_CACHE_DIR,
+        CNI_CACHE_DIR.parent,
+        Path("/var/run/netns"),
+    ):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
