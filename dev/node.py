@@ -62,6 +62,8 @@ SLOTS = 8
 LOCK_DIR = Path("/run/penguinmails")
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CNI_CACHE_DIR = Path("/var/lib/cni/results")
+NO_REGISTRY_PORT = 9
+"""The discard port on loopback, where nothing listens: containerd's proxy, so pulls fail here."""
 DEDICATED_POOL_LABELS: Mapping[str, str] = {DEDICATED_POOL_LABEL: DEDICATED_POOL_VALUE}
 DEDICATED_POOL_TAINT: Mapping[str, str] = {
     "key": DEDICATED_POOL_LABEL,
@@ -176,6 +178,16 @@ class Containerd(PrivateService):
     @property
     def socket(self) -> Path:
         return self.root / "containerd.sock"
+
+    def _env(self) -> dict[str, str]:
+        # Images come from dev/images.py only. A pod naming any other image must not make this
+        # machine fetch it from the internet: every registry request goes to a proxy address
+        # where nothing listens (Go's HTTP client does not even resolve the registry's name).
+        blocked = f"http://127.0.0.1:{NO_REGISTRY_PORT}"
+        env = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"}
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            env[name] = blocked
+        return env
 
     @property
     def runc_root(self) -> Path:

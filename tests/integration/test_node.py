@@ -16,7 +16,7 @@ from kubernetes import client
 from penguinmails.api.v1alpha1.tiers import TIERS, Tier
 from penguinmails.devstack import images
 from penguinmails.devstack.controlplane import KUBERNETES_VERSION
-from penguinmails.devstack.node import Node
+from penguinmails.devstack.node import NO_REGISTRY_PORT, Node
 from tests.integration.conftest import Cluster, wait_for
 from tests.unit.test_images import dockerfile_stages, final_stage
 
@@ -181,3 +181,25 @@ def test_dedicated_senders_schedule_only_on_the_dedicated_pool(
         timeout=180,
         what="the starter pod to run once the node left the dedicated pool",
     )
+
+
+def test_an_image_that_is_not_local_is_never_fetched(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    """Only the local images run: a pull fails at the node's dead proxy on loopback, so no
+    registry on the internet is ever contacted from here."""
+    manifest = pod_manifest("remote", ["true"])
+    manifest["spec"]["containers"][0].update(
+        image="registry.example/penguinmails/nothing:1", imagePullPolicy="Always"
+    )
+    core.create_namespaced_pod(namespace, manifest)
+
+    def pull_failure() -> str:
+        events = core.list_namespaced_event(
+            namespace, field_selector="involvedObject.name=remote,reason=Failed"
+        ).items
+        return " ".join(event.message for event in events)
+
+    message = wait_for(pull_failure, timeout=120, what="the pull to fail")
+    assert f"127.0.0.1:{NO_REGISTRY_PORT}" in message, message
+    assert phase(core, namespace, "remote") == "Pending"
