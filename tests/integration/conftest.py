@@ -6,6 +6,7 @@ The control plane is built from the upstream modules (cached) and started once p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -64,10 +65,10 @@ def node(
         pytest.skip("PM_KUBECONFIG names an existing cluster: it brings its own nodes")
     with Node(tmp_path_factory.mktemp("node"), cluster.plane) as started:
         # Shown even with output captured, so CI logs carry the phase times.
-        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            phases = ", ".join(f"{k} {v:.1f}s" for k, v in started.timings.items())
-            reporter.write_line(f"\nnode {started.name} ready: {phases}")
+        capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+        phases = ", ".join(f"{k} {v:.1f}s" for k, v in started.timings.items())
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            print(f"\nnode {started.name} ready: {phases}", flush=True)
         yield started
 
 
