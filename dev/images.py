@@ -579,7 +579,12 @@ def _app_layer(root: Path, base_key: str) -> tuple[Layer, float]:
                 shutil.copy2(origin, source / name, follow_symlinks=False)
         (scratch / "constraints.txt").write_text(constraints)
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-        subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(source)], check=True)
+        # A fixed date for the wheel's zip entries: its hash lands in direct_url.json.
+        subprocess.run(
+            [*pip, "wheel", "--no-deps", "-w", str(wheels), str(source)],
+            env={**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH)},
+            check=True,
+        )
         project_wheel = next(wheels.glob("penguinmails-*.whl"))
         platforms = [arg for p in _manylinux_platforms(root) for arg in ("--platform", p)]
         target_version = _python_version(root)
@@ -625,6 +630,29 @@ def _app_layer(root: Path, base_key: str) -> tuple[Layer, float]:
     return layer, time.monotonic() - started
 
 
+KEEP_BUILDS = 2
+"""Virtualenv layers and archives kept per cache: each code change makes a new ~250 MB layer."""
+
+
+def _prune(current: Path, venv: Layer) -> None:
+    """Keep the newest KEEP_BUILDS virtualenv layers and penguinmails archives, and the current
+    ones (which may be older: a cached build reused after switching branches)."""
+    by_age = sorted(images_dir().glob("venv-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in by_age[KEEP_BUILDS:]:
+        layer = _layer_record(stale)
+        if layer == venv:
+            continue
+        if layer is not None:
+            _blob_path(layer.digest).unlink(missing_ok=True)
+        shutil.rmtree(stale, ignore_errors=True)
+    archives = sorted(
+        images_dir().glob("penguinmails-*.tar"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    for stale in archives[KEEP_BUILDS:]:
+        if stale != current:
+            stale.unlink(missing_ok=True)
+
+
 def build_penguinmails_image() -> ImageArchive:
     """The penguinmails image as an OCI archive: base layer + virtualenv layer (cached)."""
     root, base, debootstrap_seconds = base_rootfs()
@@ -636,6 +664,7 @@ def build_penguinmails_image() -> ImageArchive:
         return ImageArchive(IMAGE_NAME, archive, cached=True, timings=timings)
     started = time.monotonic()
     write_archive(archive, IMAGE_NAME, [base, venv], penguinmails_config())
+    _prune(archive, venv)
     timings["archive"] = time.monotonic() - started
     log.info(
         "penguinmails image: debootstrap %.0fs, venv layer %.0fs, archive %.0fs",

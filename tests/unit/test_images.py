@@ -133,3 +133,31 @@ def test_an_archive_names_the_image_for_containerd(cache: Path, tmp_path: Path) 
     config = images.read_archive_config(archive)
     assert config["rootfs"]["diff_ids"] == [layer.digest]
     assert config["config"] == images.penguinmails_config()
+
+
+def test_old_builds_are_pruned_but_never_the_current_one(cache: Path, tmp_path: Path) -> None:
+    layers = []
+    for age in range(4):  # venv-0 is the newest, venv-3 the oldest
+        tree = tmp_path / f"tree{age}"
+        make_tree(tree, 1_000_000)
+        (tree / "opt" / "venv" / "which").write_text(str(age))
+        layer = images.write_layer(tree, ["opt/venv"])
+        record = images.images_dir() / f"venv-{age}"
+        record.mkdir()
+        (record / "layer.json").write_text(json.dumps({"digest": layer.digest, "size": layer.size}))
+        archive = images.images_dir() / f"penguinmails-{age}.tar"
+        archive.write_bytes(b"")
+        for path in (record, archive):
+            os.utime(path, (2_000_000 - age, 2_000_000 - age))
+        layers.append(layer)
+
+    # The oldest is in use (a cached build reused): it stays, with its blob.
+    images._prune(images.images_dir() / "penguinmails-3.tar", layers[3])
+
+    left = sorted(p.name for p in images.images_dir().iterdir() if p.name != "blobs")
+    assert left == [
+        "penguinmails-0.tar", "penguinmails-1.tar", "penguinmails-3.tar",
+        "venv-0", "venv-1", "venv-3",
+    ]  # fmt: skip
+    blobs = {p.name for p in (images.images_dir() / "blobs" / "sha256").iterdir()}
+    assert blobs == {layers[i].digest[7:] for i in (0, 1, 3)}
