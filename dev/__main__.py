@@ -1,6 +1,6 @@
 """`python -m penguinmails.devstack build | run`: build the control plane, or run the whole stack.
 
-`run` starts the control plane, PostgreSQL and Redis, installs the CRDs, runs the operator,
+`run` starts the control plane, PostgreSQL, Redis and a node, installs the CRDs, runs the operator,
 applies examples/ and waits for Ctrl-C, then stops everything it started.
 """
 
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from penguinmails.devstack import controlplane, dns_examples
+from penguinmails.devstack import controlplane, dns_examples, images
 from penguinmails.devstack.knot import KnotServer
 from penguinmails.devstack.stack import (
     OPERATOR_COMMAND,
@@ -38,6 +38,11 @@ def _build() -> int:
             f"control plane {controlplane.KUBERNETES_VERSION}: built in {result.seconds:.0f}s "
             f"into {result.bin_dir}"
         )
+    # The node's images, so that tests and `make run` find them cached.
+    for image in images.build_all():
+        phases = ", ".join(f"{k} {v:.0f}s" for k, v in image.timings.items())
+        state = "cached" if image.cached else "built"
+        print(f"image {image.name}: {state} in {image.path}{' (' + phases + ')' if phases else ''}")
     return 0
 
 
@@ -51,7 +56,7 @@ def _run(keep: bool) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        with Stack(base) as stack:
+        with Stack(base, with_node=True) as stack:
             for step, seconds in stack.timings.items():
                 print(f"  {step}: {seconds:.1f}s")
             # A private authoritative DNS server the example SendingDomain publishes to.
@@ -78,6 +83,11 @@ def _run(keep: bool) -> int:
                     if stack.control_plane and stack.control_plane.build_result
                     else Path("kubectl")
                 )
+                node_line = (
+                    f"{stack.node.name} on {stack.node.bridge.name} ({stack.node.bridge.subnet})"
+                    if stack.node is not None and stack.node.bridge is not None
+                    else "none (an existing cluster brings its own)"
+                )
                 print(
                     f"\nPenguinMails is running.\n"
                     f"  kubeconfig:   {stack.kubeconfig}\n"
@@ -85,7 +95,8 @@ def _run(keep: bool) -> int:
                     f"  redis:        {stack.redis_url}\n"
                     f"  dns:          {knot.address}:{knot.port} (zone {dns_examples.ZONE}, "
                     f"TSIG key {knot.tsig.name})\n"
-                    f"  operator log: {base / 'operator.log'}\n\n"
+                    f"  operator log: {base / 'operator.log'}\n"
+                    f"  node:         {node_line}\n\n"
                     f"Watch it with:\n"
                     f"  export KUBECONFIG={stack.kubeconfig}\n"
                     f"  {kubectl} get tenants -w\n"

@@ -1,4 +1,5 @@
-"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler (and the kubelet and kube-proxy dev/node.py runs, from the same build).
 
 The binaries are built from the upstream Go modules (see dev/controlplane/go.mod) into a cache
 keyed by the hash of the module's inputs, so the many-minute cold build happens once per machine.
@@ -33,8 +34,26 @@ log = logging.getLogger(__name__)
 
 KUBERNETES_VERSION = "v1.36.3"
 MODULE_DIR = Path(__file__).resolve().parent / "controlplane"
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kubelet",
+    "kube-proxy",
+)
 SERVICE_CIDR = "10.96.0.0/16"
+NODE_NAME = "penguinmails-node"
+"""The one node a local cluster may have (dev/node.py); its credentials are made at start."""
+# The components that get a kubeconfig of their own: user name and groups of their token.
+COMPONENT_USERS = {
+    "kube-controller-manager": ("system:kube-controller-manager", ""),
+    "kube-scheduler": ("system:kube-scheduler", ""),
+    "kube-proxy": ("system:kube-proxy", ""),
+    # The Node authorizer gives a kubelet exactly what its node and its pods need.
+    "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
+}
 
 
 def cache_root() -> Path:
@@ -163,6 +182,8 @@ class ControlPlane:
     admin_token: str = field(init=False)
     build_result: BuildResult | None = field(init=False, default=None)
     started_in: float = field(init=False, default=0.0)
+    component_kubeconfigs: dict[str, Path] = field(init=False, default_factory=dict)
+    """Per component (COMPONENT_USERS): a kubeconfig with its own token, written at start."""
     _processes: list[tuple[str, subprocess.Popen[bytes]]] = field(init=False, default_factory=list)
 
     def __enter__(self) -> ControlPlane:
@@ -196,12 +217,13 @@ class ControlPlane:
         sa_key = certs / "service-account.key"
         _write_private_key(sa_key)
         self.admin_token = secrets.token_urlsafe(32)
-        controller_token = secrets.token_urlsafe(32)
+        component_tokens = {name: secrets.token_urlsafe(32) for name in COMPONENT_USERS}
+        lines = [f'{self.admin_token},admin,admin-uid,"system:masters"']
+        for name, (user, groups) in COMPONENT_USERS.items():
+            record = f"{component_tokens[name]},{user},{name}-uid"
+            lines.append(f'{record},"{groups}"' if groups else record)
         tokens = certs / "tokens.csv"
-        tokens.write_text(
-            f'{self.admin_token},admin,admin-uid,"system:masters"\n'
-            f"{controller_token},system:kube-controller-manager,kcm-uid\n"
-        )
+        tokens.write_text("\n".join(lines) + "\n")
         tokens.chmod(0o600)
 
         etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
@@ -230,7 +252,9 @@ class ControlPlane:
             f"--service-account-key-file={sa_key}",
             f"--service-account-signing-key-file={sa_key}",
             "--api-audiences=https://kubernetes.default.svc.cluster.local",
-            "--authorization-mode=RBAC",
+            "--authorization-mode=Node,RBAC",
+            # The node's name does not resolve here: reach kubelets (logs, exec) by address.
+            "--kubelet-preferred-address-types=InternalIP",
             f"--token-auth-file={tokens}",
             "--allow-privileged=true",
             "--storage-media-type=application/vnd.kubernetes.protobuf",
@@ -244,10 +268,28 @@ class ControlPlane:
         # Only now does the self-signed certificate exist, so the kubeconfig can pin it.
         self.kubeconfig = base / "admin.kubeconfig"
         write_kubeconfig(self.kubeconfig, self.server, self.admin_token, self.ca_file)
+        for name, token in component_tokens.items():
+            path = base / f"{name}.kubeconfig"
+            write_kubeconfig(path, self.server, token, self.ca_file)
+            self.component_kubeconfigs[name] = path
 
+        # Without a scheduler, pods stay Pending unless they name their node.
+        scheduler_config = self.component_kubeconfigs["kube-scheduler"]
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(bins / "kube-scheduler"),
+                f"--kubeconfig={scheduler_config}",
+                f"--authentication-kubeconfig={scheduler_config}",
+                f"--authorization-kubeconfig={scheduler_config}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--v=1",
+            ],
+        )
         if self.with_controller_manager:
-            kcm_config = base / "controller-manager.kubeconfig"
-            write_kubeconfig(kcm_config, self.server, controller_token, self.ca_file)
+            kcm_config = self.component_kubeconfigs["kube-controller-manager"]
             self._spawn(
                 "kube-controller-manager",
                 [

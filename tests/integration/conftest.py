@@ -6,6 +6,7 @@ The control plane is built from the upstream modules (cached) and started once p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from kubernetes import client
 
 from penguinmails.devstack.controlplane import ControlPlane, build
+from penguinmails.devstack.node import Node
 from penguinmails.devstack.stack import OPERATOR_COMMAND, api_client_for, install_crds
 
 GROUP, VERSION = "penguinmails.io", "v1alpha1"
@@ -30,6 +32,8 @@ class Cluster:
     server: str
     ca_file: Path | None
     bin_dir: Path
+    plane: ControlPlane | None = None
+    """The embedded control plane (None for an existing cluster named by PM_KUBECONFIG)."""
 
     @property
     def kubectl(self) -> Path:
@@ -46,7 +50,26 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         return
     with ControlPlane(tmp_path_factory.mktemp("kube")) as plane:
         assert plane.build_result is not None
-        yield Cluster(plane.kubeconfig, plane.server, plane.ca_file, plane.build_result.bin_dir)
+        yield Cluster(
+            plane.kubeconfig, plane.server, plane.ca_file, plane.build_result.bin_dir, plane
+        )
+
+
+@pytest.fixture(scope="session")
+def node(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[Node]:
+    """A real node (kubelet, containerd, kube-proxy) with the local images; only the tests that
+    run pods ask for it, so the others never pay for the images or the node's start."""
+    if cluster.plane is None:
+        pytest.skip("PM_KUBECONFIG names an existing cluster: it brings its own nodes")
+    with Node(tmp_path_factory.mktemp("node"), cluster.plane) as started:
+        # Shown even with output captured, so CI logs carry the phase times.
+        capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+        phases = ", ".join(f"{k} {v:.1f}s" for k, v in started.timings.items())
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            print(f"\nnode {started.name} ready: {phases}", flush=True)
+        yield started
 
 
 @pytest.fixture(scope="session")
