@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from penguinmails.devstack.buildlock import exclusive
 from penguinmails.devstack.controlplane import cache_root
 from penguinmails.devstack.mounts import unmount_under
 
@@ -332,6 +333,11 @@ def read_archive_config(path: Path) -> dict[str, Any]:
 
 def build_pause_image() -> ImageArchive:
     """The sandbox image: dev/pause built static by the Go toolchain, as one layer."""
+    with exclusive(images_dir()):
+        return _build_pause_image()
+
+
+def _build_pause_image() -> ImageArchive:
     go_version = subprocess.run(
         ["go", "version"], check=True, capture_output=True, text=True
     ).stdout
@@ -655,6 +661,12 @@ def _prune(current: Path, venv: Layer) -> None:
 
 def build_penguinmails_image() -> ImageArchive:
     """The penguinmails image as an OCI archive: base layer + virtualenv layer (cached)."""
+    # One builder at a time: concurrent test runs would debootstrap into the same staging folder.
+    with exclusive(images_dir()):
+        return _build_penguinmails_image()
+
+
+def _build_penguinmails_image() -> ImageArchive:
     root, base, debootstrap_seconds = base_rootfs()
     venv, venv_seconds = _app_layer(root, base.digest)
     key = _hash(RECIPE, base.digest, venv.digest, json.dumps(penguinmails_config()))
