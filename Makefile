@@ -9,6 +9,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+TIMED  := bash dev/timed.sh
 
 .PHONY: run test lint typecheck crds crds-check unit integration bench deps controlplane clean
 
@@ -16,25 +17,25 @@ run: deps controlplane
 	$(PY) -m penguinmails.devstack run
 
 test: deps controlplane lint typecheck crds-check
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(TIMED) pytest $(PY) -m pytest -q -p no:cacheprovider tests
 
 deps: $(STAMP)
-	@bash dev/install-system-packages.sh
+	@$(TIMED) system-packages bash dev/install-system-packages.sh
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(TIMED) virtualenv $(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
 controlplane: deps
-	$(PY) -m penguinmails.devstack build
+	$(TIMED) build $(PY) -m penguinmails.devstack build
 
 lint: deps
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(TIMED) ruff $(VENV)/bin/ruff check .
+	$(TIMED) ruff-format $(VENV)/bin/ruff format --check .
 
 typecheck: deps
-	$(VENV)/bin/mypy
+	$(TIMED) mypy $(VENV)/bin/mypy
 
 crds: deps
 	$(PY) -m penguinmails.api.crdgen
