@@ -267,6 +267,10 @@ def test_every_option_renders(helm: Helm) -> None:
     }
     assert env["PM_HOSTWINDS_CREATE_SETTLE_SECONDS"]["value"] == "900"
     assert env["PM_UNSUBSCRIBE_URL"]["value"] == "https://unsubscribe.example.com/u"
+    assert env["PM_TENANT_DATABASE_PORTS"]["value"] == "5432,6432"
+    assert env["PM_TENANT_APISERVER_CIDRS"]["value"] == "192.168.1.10/32"
+    assert env["PM_CLUSTER_CIDRS"]["value"] == "10.244.0.0/16,10.96.0.0/12"
+    assert env["PM_EGRESS_ALLOW"]["value"] == "10.99.0.0/24"
     assert pod["serviceAccountName"] == "penguinmails-operator"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert pod["priorityClassName"] == "system-cluster-critical"
@@ -794,6 +798,14 @@ def test_operator_reconciles_a_tenant_with_only_the_chart_rbac(
         assert core.read_namespaced_service_account(res.SENDER_NAME, namespace)
         networking = client.NetworkingV1Api(api_client)
         assert networking.read_namespaced_network_policy("default-deny-ingress", namespace)
+        # The egress rules as built (the API server accepted them; the local cluster has no CNI
+        # that enforces NetworkPolicy, so what is enforced is not checked here).
+        egress = networking.read_namespaced_network_policy("egress", namespace).spec
+        assert egress is not None and egress.policy_types == ["Egress"]
+        built = res.egress_policy(res.TenantRef(name, "", Tier.STARTER), res.TenantEgress())
+        assert [sorted(p.port for p in rule.ports) for rule in egress.egress or []] == [
+            sorted(p["port"] for p in rule["ports"]) for rule in built["spec"]["egress"]
+        ]
         rbac = client.RbacAuthorizationV1Api(api_client)
         assert rbac.read_namespaced_role(res.SENDER_NAME, namespace).rules
         assert rbac.read_namespaced_role_binding(res.SENDER_NAME, namespace)
