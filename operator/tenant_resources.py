@@ -307,7 +307,9 @@ def service_account(tenant: TenantRef) -> Manifest:
 
 
 def role(tenant: TenantRef) -> Manifest:
-    """The sender reads its campaigns, domains, servers and DKIM keys, in its namespace only."""
+    """The sender reads its campaigns, domains and servers, in its namespace only. No Secret:
+    each Campaign grants the ones its plan names (campaign_secret_access); its own Secret
+    (penguinmails-sender) reaches the pod through envFrom, read by the kubelet, not the pod."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -318,10 +320,59 @@ def role(tenant: TenantRef) -> Manifest:
                 "resources": ["campaigns", "sendingdomains", "smtpservers"],
                 "verbs": ["get", "list", "watch"],
             },
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
         ],
     }
+
+
+def campaign_secret_access(
+    namespace: str, campaign: str, campaign_uid: str, secret_names: Sequence[str]
+) -> list[Manifest]:
+    """A Role and RoleBinding letting the sender `get` exactly the Secrets a Campaign's plan names
+    (its DKIM keys, its relays' credentials and CAs), nothing else in the namespace.
+
+    The names depend on the tenant's objects (`<domain>-dkim`, `<server>-relay`,
+    `pool-<server>-relay`, an external relay's own Secrets), and RBAC cannot select Secrets by
+    label for `get`: so the Campaign controller, which writes the plan, applies this list
+    with it, named by the Campaign's uid and owned by the Campaign (garbage-collected with it).
+    """
+    name = f"{SENDER_NAME}-campaign-{campaign_uid}"
+    metadata = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {**MANAGED_BY, f"{GROUP}/campaign": campaign},
+        "ownerReferences": [
+            {
+                "apiVersion": TENANT_API_VERSION,
+                "kind": "Campaign",
+                "name": campaign,
+                "uid": campaign_uid,
+                "controller": True,
+            }
+        ],
+    }
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": metadata,
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "verbs": ["get"],
+                    "resourceNames": sorted(set(secret_names)),
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": SENDER_NAME, "namespace": namespace}],
+        },
+    ]
 
 
 def role_binding(tenant: TenantRef) -> Manifest:

@@ -1083,3 +1083,70 @@ def test_admission_policy_keeps_the_operator_out_of_other_namespaces(
             )
     finally:
         core.delete_namespace(outsider)
+
+
+def test_sender_reads_only_the_secrets_its_campaigns_name(
+    cluster: Cluster, api_client: client.ApiClient, core: client.CoreV1Api, private_dir: Path
+) -> None:
+    """The sender's ServiceAccount, with the objects the Tenant and Campaign controllers build,
+    reads the Secrets its campaign's plan names and no other, here or in another tenant."""
+    mine, theirs = (res.TenantRef(f"snd-{suffix()}", "", Tier.STARTER) for _ in range(2))
+
+    def unowned(manifest: Document) -> Document:
+        # No Tenant or Campaign exists here: an ownerReference to none would be collected.
+        manifest["metadata"].pop("ownerReferences", None)
+        return manifest
+
+    try:
+        for tenant in (mine, theirs):
+            documents = [
+                res.namespace(tenant),
+                res.service_account(tenant),
+                res.role(tenant),
+                res.role_binding(tenant),
+            ]
+            apply_documents(api_client, [unowned(d) for d in documents])
+            for secret in ("acme-dkim", "mx-relay", "penguinmails-sender", "hostwinds"):
+                put_secret(core, tenant.namespace, secret, {"k": f"{secret}-value"})
+        granted = ["acme-dkim", "mx-relay"]
+        access = res.campaign_secret_access(mine.namespace, "hello", "0000-uid", granted)
+        apply_documents(api_client, [unowned(d) for d in access])
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
+        )
+        issued = core.create_namespaced_service_account_token(
+            res.SENDER_NAME, mine.namespace, request
+        )
+        assert issued.status is not None and issued.status.token
+        kubeconfig = private_dir / f"{mine.name}.kubeconfig"
+        write_kubeconfig(kubeconfig, cluster.server, str(issued.status.token), cluster.ca_file)
+
+        def status_of(read: Callable[[], object]) -> int:
+            try:
+                read()
+            except ApiException as error:
+                return int(error.status)
+            return 200
+
+        with api_client_for(kubeconfig) as api:
+            sender = client.CoreV1Api(api)
+
+            def reads(name: str, namespace: str = mine.namespace) -> int:
+                return status_of(lambda: sender.read_namespaced_secret(name, namespace))
+
+            # A new RoleBinding takes effect when the authorizer's cache sees it.
+            wait_for(lambda: reads("acme-dkim") == 200, timeout=30, what="the granted Secret")
+            assert {name: reads(name) for name in granted} == {name: 200 for name in granted}
+            refused = {
+                "its own Secret": reads("penguinmails-sender"),
+                "another Secret of its namespace": reads("hostwinds"),
+                "a Secret of the same name in another tenant": reads("acme-dkim", theirs.namespace),
+                "another tenant's relay": reads("mx-relay", theirs.namespace),
+                "list its namespace": status_of(
+                    lambda: sender.list_namespaced_secret(mine.namespace)
+                ),
+            }
+            assert refused == dict.fromkeys(refused, 403)
+    finally:
+        for tenant in (mine, theirs):
+            core.delete_namespace(tenant.namespace)

@@ -165,6 +165,34 @@ def test_sender_role_is_read_only_on_penguinmails_kinds() -> None:
     rules = by_kind(Tier.STARTER)["Role"]["rules"]
     crd_rule = next(r for r in rules if r["apiGroups"] == ["penguinmails.io"])
     assert set(crd_rule["verbs"]) == {"get", "list", "watch"}
+    # Secrets only by name, per Campaign (campaign_secret_access), never the namespace's all.
+    assert not [r for r in rules if "secrets" in r["resources"]]
+
+
+def test_a_campaign_grants_its_sender_exactly_the_secrets_of_its_plan() -> None:
+    role, binding = res.campaign_secret_access(
+        "tenant-acme", "hello", "u-1", ["acme-dkim", "mx-relay", "pool-a-relay", "acme-dkim"]
+    )
+    assert (
+        role["metadata"]["name"]
+        == binding["metadata"]["name"]
+        == "penguinmails-sender-campaign-u-1"
+    )
+    assert role["metadata"]["namespace"] == "tenant-acme"
+    (owner,) = role["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("Campaign", "hello", "u-1")
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["get"],
+            "resourceNames": ["acme-dkim", "mx-relay", "pool-a-relay"],
+        }
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": res.SENDER_NAME, "namespace": "tenant-acme"}
+    ]
 
 
 @pytest.mark.parametrize(
