@@ -307,9 +307,9 @@ def service_account(tenant: TenantRef) -> Manifest:
 
 
 def role(tenant: TenantRef) -> Manifest:
-    """The sender reads its campaigns, domains and servers, in its namespace only. No Secret:
-    each Campaign grants the ones its plan names (campaign_secret_access); its own Secret
-    (penguinmails-sender) reaches the pod through envFrom, read by the kubelet, not the pod."""
+    """The sender reads its campaigns, domains and servers, in its namespace only, and of the
+    Secrets only its own by name (penguinmails-sender, which its pod holds anyway through envFrom);
+    each Campaign grants the others its plan names (campaign_secret_access)."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -319,6 +319,12 @@ def role(tenant: TenantRef) -> Manifest:
                 "apiGroups": [GROUP],
                 "resources": ["campaigns", "sendingdomains", "smtpservers"],
                 "verbs": ["get", "list", "watch"],
+            },
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "verbs": ["get"],
+                "resourceNames": [SENDER_NAME],
             },
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
         ],

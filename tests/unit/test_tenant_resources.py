@@ -165,8 +165,14 @@ def test_sender_role_is_read_only_on_penguinmails_kinds() -> None:
     rules = by_kind(Tier.STARTER)["Role"]["rules"]
     crd_rule = next(r for r in rules if r["apiGroups"] == ["penguinmails.io"])
     assert set(crd_rule["verbs"]) == {"get", "list", "watch"}
-    # Secrets only by name, per Campaign (campaign_secret_access), never the namespace's all.
-    assert not [r for r in rules if "secrets" in r["resources"]]
+    # Secrets only by name: its own here, the others per Campaign (campaign_secret_access).
+    (secrets,) = [r for r in rules if "secrets" in r["resources"]]
+    assert secrets == {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "verbs": ["get"],
+        "resourceNames": [res.SENDER_NAME],
+    }
 
 
 def test_a_campaign_grants_its_sender_exactly_the_secrets_of_its_plan() -> None:
