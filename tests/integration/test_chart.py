@@ -176,6 +176,22 @@ def test_defaults_render_a_locked_down_single_operator(helm: Helm) -> None:
         "ValidatingAdmissionPolicyBinding",
     ]
     assert not by_kind(documents, "Secret"), "the chart must never carry a secret value"
+    # The admission policy binds the operator's ServiceAccount, and only it.
+    policy = one(documents, "ValidatingAdmissionPolicy")
+    account = one(documents, "ServiceAccount")["metadata"]["name"]
+    assert policy["spec"]["matchConditions"] == [
+        {
+            "name": "operator-service-account",
+            "expression": 'request.userInfo.username == "system:serviceaccount:'
+            f'penguinmails-system:{account}"',
+        }
+    ]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    policy_binding = one(documents, "ValidatingAdmissionPolicyBinding")["spec"]
+    assert policy_binding == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
     # The unsubscribe endpoint and the intake need sender.secretName, empty by default.
     assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in documents} == {
         "operator"
