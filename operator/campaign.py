@@ -326,6 +326,14 @@ def build_plan(
     )
 
 
+def plan_secrets(plan: CampaignPlan) -> list[str]:
+    """The Secrets a sender reads for `plan`: its DKIM keys and its relays' credentials and CAs."""
+    names = [plan.dkim_secret]
+    for relay in plan.relays:
+        names += [n for n in (relay.credentials_secret, relay.ca_secret) if n]
+    return names
+
+
 def _relay(server: Mapping[str, Any], tenant_namespace: str) -> Relay:
     warmup = (server.get("status") or {}).get("warmup") or {}
     daily = warmup.get("dailyLimit") if not warmup.get("complete") else None
@@ -447,6 +455,11 @@ async def reconcile(
                         started_at=_time(status.get("startedAt")),
                         now=now,
                     )
+                    # The sender may read the Secrets this plan names, and no other.
+                    for manifest in res.campaign_secret_access(
+                        namespace, name, str(uid), plan_secrets(plan)
+                    ):
+                        await ctx.kube.apply(manifest)
                     await upsert_campaign(conn, uid=uid, namespace=namespace, name=name, plan=plan)
                     enqueued = await conn.fetchval(
                         "SELECT enqueued_at IS NOT NULL FROM campaigns WHERE uid = $1", uid

@@ -164,7 +164,12 @@ async def reconcile(
         active = await _count_active_campaigns(ctx.kube, tenant.namespace)
         replicas = res.desired_replicas(limits, suspended=spec.suspended, active_campaigns=active)
         # The children reference each other only by name, so they are applied concurrently.
-        children = res.children(tenant, image=ctx.settings.sender_image, replicas=replicas)
+        children = res.children(
+            tenant,
+            image=ctx.settings.sender_image,
+            replicas=replicas,
+            egress=res.TenantEgress.from_env(),
+        )
         await asyncio.gather(*(ctx.kube.apply(manifest) for manifest in children))
         tenant_id = await upsert_tenant(
             ctx.db,

@@ -7,11 +7,14 @@ them after a tier change resizes everything at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import ipaddress
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from penguinmails.api.v1alpha1.tiers import TIERS, Tier, TierLimits
+from penguinmails.common.egress import EgressPolicy
 
 GROUP = "penguinmails.io"
 VERSION = "v1alpha1"
@@ -146,6 +149,154 @@ def network_policy(tenant: TenantRef) -> Manifest:
     }
 
 
+SMTP_PORTS = (25, 465, 587)
+# Never reachable on the SMTP ports through the Internet rule: loopback, link-local (cloud
+# metadata), RFC 1918, RFC 6598 and their IPv6 counterparts. PM_EGRESS_ALLOW re-opens a network
+# (an internal relay) with its own rule; the cluster's ranges (PM_CLUSTER_CIDRS) are excluded too.
+_NOT_INTERNET_V4 = (
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+)
+_NOT_INTERNET_V6 = ("::1/128", "fc00::/7", "fe80::/10")
+
+
+def _cidrs(name: str) -> tuple[str, ...]:
+    found: list[str] = []
+    for item in os.environ.get(name, "").split(","):
+        if item.strip():
+            try:
+                found.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"{name}: {item.strip()!r} is not a CIDR like 10.0.0.0/8"
+                ) from None
+    return tuple(found)
+
+
+def _ports(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        return tuple(int(item) for item in raw.split(",") if item.strip())
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: give ports separated by commas, e.g. 5432") from None
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where tenant pods may connect for one service: CIDRs (empty: any address) and ports."""
+
+    cidrs: tuple[str, ...]
+    ports: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TenantEgress:
+    """What a tenant's pods may dial besides DNS and SMTP (PM_TENANT_*_CIDRS / _PORTS).
+
+    Without CIDRs a service is reachable on its ports at any address: set them in production
+    (the chart's `tenantEgress` values) so that a tenant cannot reach anything else on 5432.
+    """
+
+    database: Destination = Destination((), (5432,))
+    redis: Destination = Destination((), (6379,))
+    api_server: Destination = Destination((), (443, 6443))
+    """The sender reads its Secrets and campaigns through the Kubernetes API."""
+    smtp_allowed: tuple[str, ...] = ()
+    """Networks outside the Internet open on the SMTP ports (PM_EGRESS_ALLOW)."""
+    cluster: tuple[str, ...] = field(default=())
+    """The cluster's pod and service ranges, never reached on the SMTP ports (PM_CLUSTER_CIDRS)."""
+
+    @classmethod
+    def from_env(cls) -> TenantEgress:
+        policy = EgressPolicy.from_env()
+        return cls(
+            database=Destination(
+                _cidrs("PM_TENANT_DATABASE_CIDRS"), _ports("PM_TENANT_DATABASE_PORTS", (5432,))
+            ),
+            redis=Destination(
+                _cidrs("PM_TENANT_REDIS_CIDRS"), _ports("PM_TENANT_REDIS_PORTS", (6379,))
+            ),
+            api_server=Destination(
+                _cidrs("PM_TENANT_APISERVER_CIDRS"),
+                _ports("PM_TENANT_APISERVER_PORTS", (443, 6443)),
+            ),
+            smtp_allowed=tuple(str(network) for network in policy.allowed),
+            cluster=tuple(str(network) for network in policy.cluster),
+        )
+
+
+def _tcp(ports: Sequence[int]) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port} for port in ports]
+
+
+def _to(destination: Destination) -> dict[str, Any]:
+    rule: dict[str, Any] = {"ports": _tcp(destination.ports)}
+    if destination.cidrs:
+        rule["to"] = [{"ipBlock": {"cidr": cidr}} for cidr in destination.cidrs]
+    return rule
+
+
+def _internet(everything: str, not_internet: Sequence[str], cluster: Sequence[str]) -> Manifest:
+    family = ipaddress.ip_network(everything).version
+    excluded = [*not_internet]
+    for cidr in cluster:
+        network = ipaddress.ip_network(cidr)
+        inside = any(
+            network.subnet_of(ipaddress.ip_network(other))  # type: ignore[arg-type]
+            for other in not_internet
+            if ipaddress.ip_network(other).version == network.version
+        )
+        if network.version == family and not inside:
+            excluded.append(cidr)
+    return {"ipBlock": {"cidr": everything, "except": excluded}}
+
+
+def egress_policy(tenant: TenantRef, egress: TenantEgress) -> Manifest:
+    """What a tenant's pods may dial: DNS, the database, Redis, the API server, and SMTP to the
+    Internet (or networks the platform allows), nothing else; a hostile template or relay setting
+    cannot reach the cluster's services or the node's metadata endpoint."""
+    dns = {
+        "to": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                },
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+    smtp_to: list[dict[str, Any]] = [
+        _internet("0.0.0.0/0", _NOT_INTERNET_V4, egress.cluster),
+        _internet("::/0", _NOT_INTERNET_V6, egress.cluster),
+        *({"ipBlock": {"cidr": cidr}} for cidr in egress.smtp_allowed),
+        # MailU run in the tenant's own namespace (SmtpServer provider mailuInCluster).
+        {"podSelector": {}},
+    ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": tenant.metadata("egress"),
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [
+                dns,
+                _to(egress.database),
+                _to(egress.redis),
+                _to(egress.api_server),
+                {"to": smtp_to, "ports": _tcp(SMTP_PORTS)},
+            ],
+        },
+    }
+
+
 def service_account(tenant: TenantRef) -> Manifest:
     return {
         "apiVersion": "v1",
@@ -156,7 +307,9 @@ def service_account(tenant: TenantRef) -> Manifest:
 
 
 def role(tenant: TenantRef) -> Manifest:
-    """The sender reads its campaigns, domains, servers and DKIM keys, in its namespace only."""
+    """The sender reads its campaigns, domains and servers, in its namespace only, and of the
+    Secrets only its own by name (penguinmails-sender, which its pod holds anyway through envFrom);
+    each Campaign grants the others its plan names (campaign_secret_access)."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -167,10 +320,65 @@ def role(tenant: TenantRef) -> Manifest:
                 "resources": ["campaigns", "sendingdomains", "smtpservers"],
                 "verbs": ["get", "list", "watch"],
             },
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "verbs": ["get"],
+                "resourceNames": [SENDER_NAME],
+            },
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
         ],
     }
+
+
+def campaign_secret_access(
+    namespace: str, campaign: str, campaign_uid: str, secret_names: Sequence[str]
+) -> list[Manifest]:
+    """A Role and RoleBinding letting the sender `get` exactly the Secrets a Campaign's plan names
+    (its DKIM keys, its relays' credentials and CAs), nothing else in the namespace.
+
+    The names depend on the tenant's objects (`<domain>-dkim`, `<server>-relay`,
+    `pool-<server>-relay`, an external relay's own Secrets), and RBAC cannot select Secrets by
+    label for `get`: so the Campaign controller, which writes the plan, applies this list
+    with it, named by the Campaign's uid and owned by the Campaign (garbage-collected with it).
+    """
+    name = f"{SENDER_NAME}-campaign-{campaign_uid}"
+    metadata = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {**MANAGED_BY, f"{GROUP}/campaign": campaign},
+        "ownerReferences": [
+            {
+                "apiVersion": TENANT_API_VERSION,
+                "kind": "Campaign",
+                "name": campaign,
+                "uid": campaign_uid,
+                "controller": True,
+            }
+        ],
+    }
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": metadata,
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "verbs": ["get"],
+                    "resourceNames": sorted(set(secret_names)),
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": SENDER_NAME, "namespace": namespace}],
+        },
+    ]
 
 
 def role_binding(tenant: TenantRef) -> Manifest:
@@ -248,12 +456,15 @@ def sender_secret(tenant: TenantRef, data: Mapping[str, str]) -> Manifest:
     }
 
 
-def children(tenant: TenantRef, *, image: str, replicas: int) -> list[Manifest]:
+def children(
+    tenant: TenantRef, *, image: str, replicas: int, egress: TenantEgress
+) -> list[Manifest]:
     """Everything inside the namespace, in an order that satisfies references."""
     return [
         resource_quota(tenant),
         limit_range(tenant),
         network_policy(tenant),
+        egress_policy(tenant, egress),
         service_account(tenant),
         role(tenant),
         role_binding(tenant),

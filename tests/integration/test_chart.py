@@ -14,7 +14,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ pytestmark = pytest.mark.integration
 
 OPTIONS = CHART_DIR / "ci" / "all-options-values.yaml"
 RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+# The admission policy that bounds the operator's writes to tenant namespaces (and its own).
+POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 # Kinds whose CRDs come from elsewhere (the Prometheus Operator); not served by the test cluster.
 FOREIGN_KINDS = {"ServiceMonitor"}
 
@@ -170,8 +172,26 @@ def test_defaults_render_a_locked_down_single_operator(helm: Helm) -> None:
         "RoleBinding",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     assert not by_kind(documents, "Secret"), "the chart must never carry a secret value"
+    # The admission policy binds the operator's ServiceAccount, and only it.
+    policy = one(documents, "ValidatingAdmissionPolicy")
+    account = one(documents, "ServiceAccount")["metadata"]["name"]
+    assert policy["spec"]["matchConditions"] == [
+        {
+            "name": "operator-service-account",
+            "expression": 'request.userInfo.username == "system:serviceaccount:'
+            f'penguinmails-system:{account}"',
+        }
+    ]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    policy_binding = one(documents, "ValidatingAdmissionPolicyBinding")["spec"]
+    assert policy_binding == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
     # The unsubscribe endpoint and the intake need sender.secretName, empty by default.
     assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in documents} == {
         "operator"
@@ -263,6 +283,10 @@ def test_every_option_renders(helm: Helm) -> None:
     }
     assert env["PM_HOSTWINDS_CREATE_SETTLE_SECONDS"]["value"] == "900"
     assert env["PM_UNSUBSCRIBE_URL"]["value"] == "https://unsubscribe.example.com/u"
+    assert env["PM_TENANT_DATABASE_PORTS"]["value"] == "5432,6432"
+    assert env["PM_TENANT_APISERVER_CIDRS"]["value"] == "192.168.1.10/32"
+    assert env["PM_CLUSTER_CIDRS"]["value"] == "10.244.0.0/16,10.96.0.0/12"
+    assert env["PM_EGRESS_ALLOW"]["value"] == "10.99.0.0/24"
     assert pod["serviceAccountName"] == "penguinmails-operator"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert pod["priorityClassName"] == "system-cluster-critical"
@@ -627,6 +651,70 @@ class ChartIdentity:
     kubeconfig: Path
     lease: str
     """The leader-election Lease the chart's Deployment names (`namespace/name`)."""
+    documents: list[Document]
+    """The chart's RBAC and admission policy documents, as applied."""
+
+
+def policy_refusal(request: Callable[[], object]) -> str:
+    """The message when the chart's admission policy refused `request`, else ""."""
+    try:
+        request()
+    except ApiException as error:
+        if error.status == 403 and "ValidatingAdmissionPolicy" in str(error.body):
+            return str(error.body)
+        if error.status != 403:
+            raise
+    return ""
+
+
+def _deployment() -> Document:
+    labels = {"app": "intruder"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "intruder"},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            },
+        },
+    }
+
+
+def _secret_writer(documents: list[Document]) -> str:
+    (role,) = [
+        d["metadata"]["name"]
+        for d in by_kind(documents, "ClusterRole")
+        if d["metadata"]["name"].endswith("-secret-writer")
+    ]
+    return str(role)
+
+
+def _bind_secret_writer(api: client.ApiClient, documents: list[Document], namespace: str) -> object:
+    """What operator/secret_access.py does before writing a Secret, as a dry run."""
+    account = one(documents, "ServiceAccount")["metadata"]
+    body = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "penguinmails-operator-secret-writer", "namespace": namespace},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": _secret_writer(documents),
+        },
+        "subjects": [
+            {
+                "kind": "ServiceAccount",
+                "name": account["name"],
+                "namespace": account["namespace"],
+            }
+        ],
+    }
+    return client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
+        namespace, body, dry_run="All"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -640,8 +728,8 @@ def chart_identity(
 ) -> Iterator[ChartIdentity]:
     """The chart's ServiceAccount, ClusterRole and binding, applied for real, and a token for it."""
     documents = helm.template(f"pm-rbac-{suffix()}", release_namespace)
-    rbac_documents = [d for d in documents if d["kind"] in RBAC_KINDS]
-    assert set(d["kind"] for d in rbac_documents) == set(RBAC_KINDS)
+    rbac_documents = [d for d in documents if d["kind"] in RBAC_KINDS + POLICY_KINDS]
+    assert set(d["kind"] for d in rbac_documents) == set(RBAC_KINDS + POLICY_KINDS)
     apply_documents(api_client, rbac_documents)
     account = one(rbac_documents, "ServiceAccount")["metadata"]["name"]
     request = client.AuthenticationV1TokenRequest(
@@ -653,7 +741,19 @@ def chart_identity(
     write_kubeconfig(kubeconfig, cluster.server, str(issued.status.token), cluster.ca_file)
     deployment = one(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     lease = env_of(deployment)["PM_LEADER_LEASE"]["value"]
-    yield ChartIdentity(release_namespace, account, kubeconfig, lease)
+    # The API server loads a new policy asynchronously: every test here must run under it.
+    with api_client_for(kubeconfig) as api:
+        wait_for(
+            lambda: policy_refusal(lambda: _bind_secret_writer(api, documents, "default")),
+            timeout=30,
+            what="the operator-scope admission policy in force",
+        )
+    yield ChartIdentity(release_namespace, account, kubeconfig, lease, rbac_documents)
+    admission = client.AdmissionregistrationV1Api(api_client)
+    for binding in by_kind(rbac_documents, "ValidatingAdmissionPolicyBinding"):
+        admission.delete_validating_admission_policy_binding(binding["metadata"]["name"])
+    for policy in by_kind(rbac_documents, "ValidatingAdmissionPolicy"):
+        admission.delete_validating_admission_policy(policy["metadata"]["name"])
     rbac = client.RbacAuthorizationV1Api(api_client)
     for binding in by_kind(rbac_documents, "RoleBinding"):
         rbac.delete_namespaced_role_binding(binding["metadata"]["name"], release_namespace)
@@ -714,6 +814,14 @@ def test_operator_reconciles_a_tenant_with_only_the_chart_rbac(
         assert core.read_namespaced_service_account(res.SENDER_NAME, namespace)
         networking = client.NetworkingV1Api(api_client)
         assert networking.read_namespaced_network_policy("default-deny-ingress", namespace)
+        # The egress rules as built (the API server accepted them; the local cluster has no CNI
+        # that enforces NetworkPolicy, so what is enforced is not checked here).
+        egress = networking.read_namespaced_network_policy("egress", namespace).spec
+        assert egress is not None and egress.policy_types == ["Egress"]
+        built = res.egress_policy(res.TenantRef(name, "", Tier.STARTER), res.TenantEgress())
+        assert [sorted(p.port for p in rule.ports) for rule in egress.egress or []] == [
+            sorted(p["port"] for p in rule["ports"]) for rule in built["spec"]["egress"]
+        ]
         rbac = client.RbacAuthorizationV1Api(api_client)
         assert rbac.read_namespaced_role(res.SENDER_NAME, namespace).rules
         assert rbac.read_namespaced_role_binding(res.SENDER_NAME, namespace)
@@ -919,3 +1027,144 @@ def test_chart_service_account_is_refused_what_it_must_never_do(
         refused = [check for check in ALLOWED if not _allowed(authorization, *check)]
     assert not granted, f"the operator's ServiceAccount may do what it must not: {granted}"
     assert not refused, f"the operator's ServiceAccount lacks what it needs: {refused}"
+
+
+def test_admission_policy_keeps_the_operator_out_of_other_namespaces(
+    chart_identity: ChartIdentity, core: client.CoreV1Api, api_client: client.ApiClient
+) -> None:
+    """Even with RBAC that would let it, the operator writes nothing outside tenant namespaces and
+    its own: the chart's ValidatingAdmissionPolicy refuses it at the API server."""
+    outsider = f"pm-outside-{suffix()}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=outsider)))
+    documents = chart_identity.documents
+    try:
+        # Grant what the ClusterRole lets the operator grant itself anywhere (create rolebindings,
+        # bind the secret-writer role), so that only the policy stands between it and the write.
+        client.RbacAuthorizationV1Api(api_client).create_namespaced_role_binding(
+            outsider,
+            {
+                "metadata": {"name": "operator-secret-writer"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": _secret_writer(documents),
+                },
+                "subjects": [
+                    {
+                        "kind": "ServiceAccount",
+                        "name": chart_identity.service_account,
+                        "namespace": chart_identity.namespace,
+                    }
+                ],
+            },
+        )
+        secret = client.V1Secret(
+            metadata=client.V1ObjectMeta(name="stolen"), string_data={"k": "v"}
+        )
+        with api_client_for(chart_identity.kubeconfig) as api:
+            operator_core = client.CoreV1Api(api)
+            # RBAC (once the binding propagates) allows it; a policy refusal comes after
+            # authorization, so seeing one proves RBAC alone would have let the Secret through.
+            message = wait_for(
+                lambda: policy_refusal(
+                    lambda: operator_core.create_namespaced_secret(outsider, secret)
+                ),
+                timeout=30,
+                what=f"the operator's Secret in {outsider} refused by the policy",
+            )
+            assert f"only in tenant namespaces and {chart_identity.namespace}" in message
+            assert outsider in message
+            refusals = {
+                "rolebinding in kube-system": lambda: _bind_secret_writer(
+                    api, documents, "kube-system"
+                ),
+                "label a namespace as a tenant's": lambda: operator_core.patch_namespace(
+                    outsider,
+                    {"metadata": {"labels": {res.TENANT_LABEL: outsider}}},
+                    dry_run="All",
+                ),
+                "deployment in kube-system": lambda: client.AppsV1Api(
+                    api
+                ).create_namespaced_deployment("kube-system", _deployment(), dry_run="All"),
+                "create a namespace": lambda: operator_core.create_namespace(
+                    client.V1Namespace(metadata=client.V1ObjectMeta(name=f"x-{outsider}")),
+                    dry_run="All",
+                ),
+            }
+            passed = [what for what, request in refusals.items() if not policy_refusal(request)]
+            assert not passed, f"the policy let the operator: {passed}"
+            # Its own namespace stays writable (its Lease lives there, pool relays too).
+            assert not policy_refusal(
+                lambda: _bind_secret_writer(api, documents, chart_identity.namespace)
+            )
+    finally:
+        core.delete_namespace(outsider)
+
+
+def test_sender_reads_only_the_secrets_its_campaigns_name(
+    cluster: Cluster, api_client: client.ApiClient, core: client.CoreV1Api, private_dir: Path
+) -> None:
+    """The sender's ServiceAccount, with the objects the Tenant and Campaign controllers build,
+    reads the Secrets its campaign's plan names and no other, here or in another tenant."""
+    mine, theirs = (res.TenantRef(f"snd-{suffix()}", "", Tier.STARTER) for _ in range(2))
+
+    def unowned(manifest: Document) -> Document:
+        # No Tenant or Campaign exists here: an ownerReference to none would be collected.
+        manifest["metadata"].pop("ownerReferences", None)
+        return manifest
+
+    try:
+        for tenant in (mine, theirs):
+            documents = [
+                res.namespace(tenant),
+                res.service_account(tenant),
+                res.role(tenant),
+                res.role_binding(tenant),
+            ]
+            apply_documents(api_client, [unowned(d) for d in documents])
+            for secret in ("acme-dkim", "mx-relay", "penguinmails-sender", "hostwinds"):
+                put_secret(core, tenant.namespace, secret, {"k": f"{secret}-value"})
+        granted = ["acme-dkim", "mx-relay"]
+        access = res.campaign_secret_access(mine.namespace, "hello", "0000-uid", granted)
+        apply_documents(api_client, [unowned(d) for d in access])
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
+        )
+        issued = core.create_namespaced_service_account_token(
+            res.SENDER_NAME, mine.namespace, request
+        )
+        assert issued.status is not None and issued.status.token
+        kubeconfig = private_dir / f"{mine.name}.kubeconfig"
+        write_kubeconfig(kubeconfig, cluster.server, str(issued.status.token), cluster.ca_file)
+
+        def status_of(read: Callable[[], object]) -> int:
+            try:
+                read()
+            except ApiException as error:
+                return int(error.status)
+            return 200
+
+        with api_client_for(kubeconfig) as api:
+            sender = client.CoreV1Api(api)
+
+            def reads(name: str, namespace: str = mine.namespace) -> int:
+                return status_of(lambda: sender.read_namespaced_secret(name, namespace))
+
+            # A new RoleBinding takes effect when the authorizer's cache sees it.
+            wait_for(lambda: reads("acme-dkim") == 200, timeout=30, what="the granted Secret")
+            # Its own Secret too: its pod holds those values anyway (envFrom).
+            allowed = [*granted, res.SENDER_NAME]
+            assert {name: reads(name) for name in allowed} == dict.fromkeys(allowed, 200)
+            refused = {
+                "another tenant's sender Secret": reads(res.SENDER_NAME, theirs.namespace),
+                "another Secret of its namespace": reads("hostwinds"),
+                "a Secret of the same name in another tenant": reads("acme-dkim", theirs.namespace),
+                "another tenant's relay": reads("mx-relay", theirs.namespace),
+                "list its namespace": status_of(
+                    lambda: sender.list_namespaced_secret(mine.namespace)
+                ),
+            }
+            assert refused == dict.fromkeys(refused, 403)
+    finally:
+        for tenant in (mine, theirs):
+            core.delete_namespace(tenant.namespace)

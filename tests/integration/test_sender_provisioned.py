@@ -317,6 +317,18 @@ async def _scenario(
         plan = await conn.fetchval("SELECT spec->'relays' FROM campaigns WHERE uid = $1", uid)
     assert '"host": "localhost"' in plan and "127.0.0.9" not in plan
     assert '"host": "c-vps.pool.example"' in plan
+    # The sender's ServiceAccount may read exactly those Secrets (operator/tenant_resources.py).
+    (access,) = (
+        client.RbacAuthorizationV1Api(core.api_client)
+        .list_namespaced_role(world.namespace, label_selector="penguinmails.io/campaign=hello")
+        .items
+    )
+    assert access.rules[0].resource_names == [
+        "acme-dkim",
+        "pool-a-tls-relay",
+        "pool-b-auth-relay",
+        "pool-c-vps-relay",
+    ]
 
     sender = start_sender(cluster, world.name, tenant_id, postgres_dsn)
     try:

@@ -104,8 +104,12 @@ def test_no_helm_template_for_crds() -> None:
 
 def test_the_deployment_sets_every_operator_setting() -> None:
     """A new PM_* setting in common/settings.py must get a chart value (or a decision not to)."""
-    settings = (REPO_ROOT / "common" / "settings.py").read_text()
+    sources = ("common/settings.py", "common/egress.py")
+    settings = "".join((REPO_ROOT / source).read_text() for source in sources)
     names = set(re.findall(r'"(PM_[A-Z0-9_]+)"', settings))
+    # The tenant egress rules (its other PM_* names are Secret keys, not settings).
+    egress = (REPO_ROOT / "operator" / "tenant_resources.py").read_text()
+    names |= set(re.findall(r'"(PM_TENANT_[A-Z0-9_]+)"', egress))
     deployment = (CHART_DIR / "templates" / "deployment.yaml").read_text()
     assert names, "no PM_* settings found"
     assert not sorted(n for n in names if f"name: {n}" not in deployment)

@@ -12,12 +12,29 @@ def tenant(tier: Tier = Tier.STARTER) -> res.TenantRef:
     return res.TenantRef(name="acme", uid="0000-uid", tier=tier)
 
 
+EGRESS = res.TenantEgress(
+    database=res.Destination(("10.20.0.5/32",), (5432,)),
+    redis=res.Destination(("10.20.0.6/32",), (6379,)),
+    api_server=res.Destination(("192.168.1.10/32",), (6443,)),
+    smtp_allowed=("10.99.0.0/24",),
+    cluster=("10.0.0.0/16", "198.18.0.0/15", "fd00:10::/64"),
+)
+
+
+def children(tier: Tier = Tier.STARTER, replicas: int = 0) -> list[res.Manifest]:
+    return res.children(tenant(tier), image="img:1", replicas=replicas, egress=EGRESS)
+
+
 def by_kind(tier: Tier, replicas: int = 0) -> dict[str, res.Manifest]:
-    return {m["kind"]: m for m in res.children(tenant(tier), image="img:1", replicas=replicas)}
+    """Children by kind; NetworkPolicies (two) by `NetworkPolicy/<name>`."""
+    return {
+        m["kind"] + (f"/{m['metadata']['name']}" if m["kind"] == "NetworkPolicy" else ""): m
+        for m in children(tier, replicas)
+    }
 
 
 def test_every_child_lives_in_the_tenant_namespace_and_is_owned_by_the_tenant() -> None:
-    for manifest in res.children(tenant(), image="img:1", replicas=0):
+    for manifest in children():
         meta = manifest["metadata"]
         assert meta["namespace"] == "tenant-acme"
         (owner,) = meta["ownerReferences"]
@@ -74,14 +91,114 @@ def test_sender_runs_non_root_with_nothing_extra() -> None:
 
 
 def test_network_policy_denies_all_ingress() -> None:
-    spec = by_kind(Tier.STARTER)["NetworkPolicy"]["spec"]
+    spec = by_kind(Tier.STARTER)["NetworkPolicy/default-deny-ingress"]["spec"]
     assert spec == {"podSelector": {}, "policyTypes": ["Ingress"]}
+
+
+def test_egress_allows_dns_database_redis_api_and_smtp_only() -> None:
+    spec = by_kind(Tier.STARTER)["NetworkPolicy/egress"]["spec"]
+    assert spec["podSelector"] == {} and spec["policyTypes"] == ["Egress"]
+    dns, database, redis, api, smtp = spec["egress"]
+    (kube_dns,) = dns["to"]
+    assert kube_dns["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "kube-system"
+    }
+    assert kube_dns["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    assert dns["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    assert database == {
+        "to": [{"ipBlock": {"cidr": "10.20.0.5/32"}}],
+        "ports": [{"protocol": "TCP", "port": 5432}],
+    }
+    assert redis == {
+        "to": [{"ipBlock": {"cidr": "10.20.0.6/32"}}],
+        "ports": [{"protocol": "TCP", "port": 6379}],
+    }
+    assert api["to"] == [{"ipBlock": {"cidr": "192.168.1.10/32"}}]
+    assert smtp["ports"] == [{"protocol": "TCP", "port": p} for p in (25, 465, 587)]
+    v4, v6, allowed, same_namespace = smtp["to"]
+    assert v4["ipBlock"]["cidr"] == "0.0.0.0/0"
+    # Private, loopback, link-local (metadata) and the cluster's ranges are not the Internet;
+    # 10.0.0.0/16 is inside 10.0.0.0/8 already, 198.18.0.0/15 is added.
+    assert v4["ipBlock"]["except"] == [
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+    ]
+    assert v6["ipBlock"] == {"cidr": "::/0", "except": ["::1/128", "fc00::/7", "fe80::/10"]}
+    assert allowed == {"ipBlock": {"cidr": "10.99.0.0/24"}}  # PM_EGRESS_ALLOW: a private relay
+    assert same_namespace == {"podSelector": {}}  # MailU in the tenant's namespace
+
+
+def test_egress_without_cidrs_opens_only_the_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE", "REDIS", "APISERVER"):
+        monkeypatch.delenv(f"PM_TENANT_{name}_CIDRS", raising=False)
+        monkeypatch.delenv(f"PM_TENANT_{name}_PORTS", raising=False)
+    monkeypatch.setenv("PM_TENANT_DATABASE_CIDRS", "10.1.2.3")
+    monkeypatch.setenv("PM_TENANT_REDIS_PORTS", "6380")
+    egress = res.TenantEgress.from_env()
+    assert egress.database == res.Destination(("10.1.2.3/32",), (5432,))
+    assert egress.redis == res.Destination((), (6380,))
+    spec = res.egress_policy(tenant(), egress)["spec"]
+    assert spec["egress"][2] == {"ports": [{"protocol": "TCP", "port": 6380}]}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PM_TENANT_DATABASE_CIDRS", "db.internal", "PM_TENANT_DATABASE_CIDRS: 'db.internal'"),
+        ("PM_TENANT_REDIS_PORTS", "redis", "PM_TENANT_REDIS_PORTS='redis'"),
+    ],
+)
+def test_bad_egress_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        res.TenantEgress.from_env()
 
 
 def test_sender_role_is_read_only_on_penguinmails_kinds() -> None:
     rules = by_kind(Tier.STARTER)["Role"]["rules"]
     crd_rule = next(r for r in rules if r["apiGroups"] == ["penguinmails.io"])
     assert set(crd_rule["verbs"]) == {"get", "list", "watch"}
+    # Secrets only by name: its own here, the others per Campaign (campaign_secret_access).
+    (secrets,) = [r for r in rules if "secrets" in r["resources"]]
+    assert secrets == {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "verbs": ["get"],
+        "resourceNames": [res.SENDER_NAME],
+    }
+
+
+def test_a_campaign_grants_its_sender_exactly_the_secrets_of_its_plan() -> None:
+    role, binding = res.campaign_secret_access(
+        "tenant-acme", "hello", "u-1", ["acme-dkim", "mx-relay", "pool-a-relay", "acme-dkim"]
+    )
+    assert (
+        role["metadata"]["name"]
+        == binding["metadata"]["name"]
+        == "penguinmails-sender-campaign-u-1"
+    )
+    assert role["metadata"]["namespace"] == "tenant-acme"
+    (owner,) = role["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("Campaign", "hello", "u-1")
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["get"],
+            "resourceNames": ["acme-dkim", "mx-relay", "pool-a-relay"],
+        }
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": res.SENDER_NAME, "namespace": "tenant-acme"}
+    ]
 
 
 @pytest.mark.parametrize(
