@@ -22,6 +22,7 @@ from typing import Any
 from jinja2 import Template, nodes, pass_context
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
+from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -29,7 +30,14 @@ __all__ = ["MAX_INT_BITS", "BoundedEnvironment", "TemplateLimitError", "render_l
 
 MAX_INT_BITS = 65_536  # integers stay small enough that arithmetic on them is instant
 _DIGITS = re.compile(r"\d+")
+# The specs of conversions, where digits are widths and precisions (elsewhere they are text).
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?([-#0 +]*\d*(?:\.\d*)?)")
+_BRACE_SPEC = re.compile(r"\{[^{}:]*:([^{}]*)\}")
+_NESTED_FIELD = re.compile(r"\{[^{}]*\{")  # '{:>{}}': a width taken from the arguments
 _FOR_GUARD = "pm_bounded_iter"  # filter wrapped around every loop's iterable at compile time
+
+
+_INJECTED = (Context, EvalContext, SandboxedEnvironment)  # passed by Jinja2, not the template
 
 
 class TemplateLimitError(SecurityError):
@@ -78,21 +86,25 @@ class BoundedEnvironment(SandboxedEnvironment):
             raise TemplateLimitError(f"a number exceeds the limit of {MAX_INT_BITS} bits")
         return value
 
-    def check_arguments(self, args: Iterable[Any], kwargs: dict[str, Any]) -> None:
-        """Sizes, widths and counts a call may turn into output, checked before the call."""
+    def check_arguments(
+        self, args: Iterable[Any], kwargs: dict[str, Any], *, counts: bool = True
+    ) -> None:
+        """Sizes, and (`counts`: the integers are widths or counts, not values to print) the
+        widths and counts a call may turn into output, checked before the call."""
         values = [*args, *kwargs.values()]
-        for value in values:
+        for value in values if counts else ():
             if isinstance(value, int) and abs(value) > self.max_chars:
                 raise self.too_big(f"a width or count of {value}")
         if sum(_size(value) for value in values) > self.max_chars:
             raise self.too_big("the arguments of a call")
 
-    def check_format(self, pattern: Any) -> None:
+    def check_format(self, pattern: Any, spec: re.Pattern[str] = _PERCENT_SPEC) -> None:
         """Widths and precisions in a format string (`'%0999999999d'`, `'{:>999999999}'`)."""
         if isinstance(pattern, str):
-            for digits in _DIGITS.findall(pattern):
-                if len(digits) > 9 or int(digits) > self.max_chars:
-                    raise self.too_big(f"a format width of {digits}")
+            for conversion in spec.findall(pattern):
+                for digits in _DIGITS.findall(conversion):
+                    if len(digits) > 9 or int(digits) > self.max_chars:
+                        raise self.too_big(f"a format width of {digits}")
 
     def check_replace(self, text: Any, old: Any = "", new: Any = "") -> None:
         """`replace()` multiplies: each occurrence of `old` (every gap, for '') grows it."""
@@ -112,16 +124,20 @@ class BoundedEnvironment(SandboxedEnvironment):
             _check_power(left, right)
         elif operator == "%" and isinstance(left, str):
             self.check_format(left)
-            self.check_arguments(right if isinstance(right, tuple) else (right,), {})
+            values = right if isinstance(right, tuple) else (right,)
+            self.check_arguments(values, {}, counts="*" in left)  # '%*d': a width argument
         return self.bounded(super().call_binop(context, operator, left, right))
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         __self.check_time()
-        __self.check_arguments(args, kwargs)
         method = getattr(__obj, "__wrapped__", __obj)  # the sandbox wraps str.format
         owner, name = getattr(method, "__self__", None), getattr(method, "__name__", None)
         if isinstance(owner, str) and name in ("format", "format_map"):
-            __self.check_format(owner)
+            __self.check_format(owner, _BRACE_SPEC)
+            # Values to print, unless a nested field takes one as a width: '{:>{}}'.
+            __self.check_arguments(args, kwargs, counts=_NESTED_FIELD.search(owner) is not None)
+        else:
+            __self.check_arguments(args, kwargs)
         if isinstance(owner, str) and name == "replace" and args:
             __self.check_replace(owner, *args[:2])
         return __self.bounded(super().call(__context, __obj, *args, **kwargs))
@@ -139,10 +155,14 @@ class BoundedEnvironment(SandboxedEnvironment):
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
             self.check_time()
-            checked = [a for a in args if not isinstance(a, Context | SandboxedEnvironment)]
-            self.check_arguments(checked, kwargs)
-            if name == "format" and checked:
+            checked = [a for a in args if not isinstance(a, _INJECTED)]
+            # The filtered value is printed, not a count: `{{ 5000000|filesizeformat }}`.
+            self.check_arguments(checked[:1], {}, counts=False)
+            if name == "format" and checked:  # `'%d'|format(n)`: like `'%d' % n`
                 self.check_format(checked[0])
+                self.check_arguments(checked[1:], kwargs, counts="*" in str(checked[0]))
+            else:
+                self.check_arguments(checked[1:], kwargs)
             if name == "replace" and len(checked) >= 3:
                 self.check_replace(*checked[:3])
             return self.bounded(function(*args, **kwargs))

@@ -95,6 +95,9 @@ HOSTILE_ON_THEIR_OWN = [
     pytest.param("subject", "{{ 'x'.ljust(10**9) }}", "output limit", id="method-width"),
     pytest.param("html", "{{ '%0999999999d' % 1 }}", "output limit", id="percent-width"),
     pytest.param("text", "{{ '{:>999999999}'.format(1) }}", "output limit", id="format-width"),
+    pytest.param("text", "{{ '%*d' % (10**9, 1) }}", "output limit", id="percent-star"),
+    pytest.param("text", "{{ '{:>{}}'.format(1, 10**9) }}", "output limit", id="format-nested"),
+    pytest.param("text", "{{ '%0999999999d'|format(1) }}", "output limit", id="format-filter"),
     pytest.param("text", "{{ 7 ** 100000 }}", "bits", id="power"),
     pytest.param(
         "text",
@@ -162,11 +165,17 @@ def test_ordinary_templates_render_unchanged_under_the_limits() -> None:
         "{% for item in ['a', 'b'] %}{{ loop.index }}{{ item|upper }} {% endfor %}"
         "{{ '%05.1f' % 3.14159 }} {{ '{:>4}'.format(first_name) }} {{ 'x' * 3 }} "
         "{{ first_name ~ '!' }} {{ range(3)|join(',') }} {{ 2 ** 10 }} {{ company|center(7) }}"
+        # Large numbers printed are values, not widths; digits outside a conversion are text.
+        " {{ '%d' % 5000000 }} {{ '{:,}'.format(2500000) }} {{ 5000000|filesizeformat }}"
+        " {{ 'call 08001234567, ref %s'|format(7) }} {{ 'call 08001234567 {}'.format(8) }}"
     )
     raw = Renderer(plan(text=text, html=None)).render(parts({"first_name": "Bob", "company": "X"}))
     body = email.message_from_bytes(raw).get_payload(decode=True)
     assert isinstance(body, bytes)
-    assert body.decode().startswith("1A 2B 003.1  Bob xxx Bob! 0,1,2 1024    X\r\n\r\n--")
+    assert body.decode().startswith(
+        "1A 2B 003.1  Bob xxx Bob! 0,1,2 1024    X    5000000 2,500,000 5.0 MB"
+        " call 08001234567, ref 7 call 08001234567 8\r\n\r\n--"
+    )
 
 
 def test_jinja2_has_the_sandbox_escape_fixes() -> None:
