@@ -3,9 +3,11 @@
     penguinmails contacts import --tenant acme --list leads contacts.csv
     penguinmails unsubscribe serve --port 8088
 
-Reads `PM_DATABASE_URL` and `PM_SUPPRESSION_KEY`.
+Reads `PM_DATABASE_URL` and `PM_SUPPRESSION_KEY`. The CSV file is streamed, never read whole.
 Exit status: 0 when every row was imported, 2 when some rows were skipped (they are listed
-with their line numbers on stderr), 1 when nothing could be done.
+with their line numbers on stderr; a CSV syntax error such as a field over the csv module's
+limit also ends the import at its line, after the good rows before it), 1 when nothing could
+be done.
 """
 
 from __future__ import annotations
