@@ -7,13 +7,13 @@ number of columns, or its address is already in the file or in the list. Everyth
 imported: each chunk is copied into a temporary table with COPY, then inserted into `contacts`
 with `ON CONFLICT DO NOTHING`, so rows already in the list are found by the database itself.
 
-The file is read as a stream (a chunk of `CHUNK_ROWS` contacts in memory at a time, plus the
-addresses seen, for duplicates), so its size is bounded by the disk, not the importer's memory.
-A field longer than the csv module's limit (`csv.field_size_limit()`, 131072 characters), or
-any other CSV syntax error, ends the import at that line: the parser cannot tell where that row
-ends, so nothing after it can be trusted. The good rows before it are imported (committed), the
-error names the line and says the rest was not imported; importing the fixed file again is safe,
-as rows already in the list are skipped.
+The file is read as a stream (one chunk of `CHUNK_ROWS` contacts or `CHUNK_CHARS` characters in
+memory at a time, plus the addresses seen, for duplicates): a file's size is bounded by the
+disk, not the importer's memory. A field longer than the csv module's limit
+(`csv.field_size_limit()`, 131072 characters), or any other CSV syntax error, ends the import at
+that line: the parser cannot tell where that row ends, so nothing after it can be trusted. The
+good rows before it are imported (committed), the error names the line and says the rest was
+not imported; importing the fixed file again is safe, as rows already in the list are skipped.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["ImportReport", "RowError", "import_contacts", "parse_contacts"]
 
 CHUNK_ROWS = 5000
+CHUNK_CHARS = 8_000_000  # and at most this much field text: rows can be 131072 characters each
 
 # Deliberately plain: one @, no spaces or angle brackets, a dotted domain. Receivers decide the
 # rest; this only keeps obvious garbage (typos, names in the address column) out of the ledger.
@@ -161,18 +162,20 @@ def _syntax_error(line: int, error: csv.Error) -> RowError:
 
 
 def _chunks(
-    items: Iterator[ParsedContact | RowError], size: int, errors: list[RowError]
+    items: Iterator[ParsedContact | RowError], errors: list[RowError]
 ) -> Iterator[list[ParsedContact]]:
-    """Good contacts `size` at a time; errors go to `errors` as they are met."""
+    """Good contacts `CHUNK_ROWS` or `CHUNK_CHARS` at a time; errors go to `errors` as met."""
     chunk: list[ParsedContact] = []
+    chars = 0
     for item in items:
         if isinstance(item, RowError):
             errors.append(item)
             continue
         chunk.append(item)
-        if len(chunk) == size:
+        chars += len(item.email) + sum(len(k) + len(v) for k, v in item.fields.items())
+        if len(chunk) == CHUNK_ROWS or chars >= CHUNK_CHARS:
             yield chunk
-            chunk = []
+            chunk, chars = [], 0
     if chunk:
         yield chunk
 
@@ -206,7 +209,7 @@ async def import_contacts(
         "(line integer, email text, address_hash bytea, fields jsonb) ON COMMIT DROP"
     )
     done = 0
-    for chunk in _chunks(parse_contacts(stream, key), CHUNK_ROWS, report.errors):
+    for chunk in _chunks(parse_contacts(stream, key), report.errors):
         await conn.execute("TRUNCATE contact_import")
         await conn.copy_records_to_table(
             "contact_import",
