@@ -6,7 +6,8 @@ process down (MemoryError, an OOM kill, or an event loop that never runs again).
 value a template builds stays under `max_chars` characters (or `MAX_INT_BITS` bits): each
 operation that can grow a value is checked *before* it allocates (multiplication, power, `%`,
 `+`, calls and filters with a size argument or sequence arguments), or right after when its
-result is bounded by its already-bounded inputs (`~`, attribute and item reads). Every call,
+result is bounded by its already-bounded inputs (`~`, attribute and item reads), and all that
+one render builds counts against `BUILT_PER_OUTPUT` times `max_chars`. Every call,
 filter, operator and loop iteration also checks the render's deadline, so a template that
 loops without output still stops in time. `render_limited()` streams the output and stops at
 `max_chars` per field.
@@ -26,8 +27,15 @@ from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
-__all__ = ["MAX_INT_BITS", "BoundedEnvironment", "TemplateLimitError", "render_limited"]
+__all__ = [
+    "BUILT_PER_OUTPUT",
+    "MAX_INT_BITS",
+    "BoundedEnvironment",
+    "TemplateLimitError",
+    "render_limited",
+]
 
+BUILT_PER_OUTPUT = 10  # a render may build 10 times its output limit in all (see max_built)
 MAX_INT_BITS = 65_536  # integers stay small enough that arithmetic on them is instant
 _DIGITS = re.compile(r"\d+")
 # The specs of conversions, where digits are widths and precisions (elsewhere they are text).
@@ -64,6 +72,10 @@ class BoundedEnvironment(SandboxedEnvironment):
         self.max_chars = max_chars
         self.seconds = seconds
         self.deadline: float | None = None  # set by render_limited(); None while compiling
+        # Everything the template builds in one render, kept or not (a list it appends to
+        # grows without any single value being large): at most this many characters.
+        self.max_built = BUILT_PER_OUTPUT * max_chars
+        self.built = 0
         self.code_generator_class = _BoundedCodeGenerator
         self.globals.pop("lipsum", None)  # lorem ipsum of any length: no use in a real email
         self.filters = {name: self._guarded(name, f) for name, f in self.filters.items()}
@@ -84,6 +96,16 @@ class BoundedEnvironment(SandboxedEnvironment):
             raise self.too_big("a value")
         if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
             raise TemplateLimitError(f"a number exceeds the limit of {MAX_INT_BITS} bits")
+        return value
+
+    def built_value(self, value: Any) -> Any:
+        """`value`, a new value the template built: bounded, and counted against the budget."""
+        self.bounded(value)
+        self.built += _size(value)
+        if self.built > self.max_built:
+            raise TemplateLimitError(
+                f"the values it builds exceed the limit of {self.max_built} characters"
+            )
         return value
 
     def check_arguments(
@@ -126,7 +148,7 @@ class BoundedEnvironment(SandboxedEnvironment):
             self.check_format(left)
             values = right if isinstance(right, tuple) else (right,)
             self.check_arguments(values, {}, counts="*" in left)  # '%*d': a width argument
-        return self.bounded(super().call_binop(context, operator, left, right))
+        return self.built_value(super().call_binop(context, operator, left, right))
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         __self.check_time()
@@ -140,7 +162,7 @@ class BoundedEnvironment(SandboxedEnvironment):
             __self.check_arguments(args, kwargs)
         if isinstance(owner, str) and name == "replace" and args:
             __self.check_replace(owner, *args[:2])
-        return __self.bounded(super().call(__context, __obj, *args, **kwargs))
+        return __self.built_value(super().call(__context, __obj, *args, **kwargs))
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         self.check_time()
@@ -165,7 +187,7 @@ class BoundedEnvironment(SandboxedEnvironment):
                 self.check_arguments(checked[1:], kwargs)
             if name == "replace" and len(checked) >= 3:
                 self.check_replace(*checked[:3])
-            return self.bounded(function(*args, **kwargs))
+            return self.built_value(function(*args, **kwargs))
 
         # Keep what Jinja2 reads from a filter (pass_context, pass_environment...).
         if hasattr(function, "jinja_pass_arg"):
@@ -219,7 +241,7 @@ class _BoundedCodeGenerator(CodeGenerator):
     def visit_Concat(  # noqa: N802
         self, node: nodes.Concat, frame: Frame
     ) -> None:
-        self.write("environment.bounded(")
+        self.write("environment.built_value(")
         super().visit_Concat(node, frame)
         self.write(")")
 
@@ -229,6 +251,7 @@ def render_limited(template: Template, context: dict[str, Any]) -> str:
     environment = template.environment
     assert isinstance(environment, BoundedEnvironment)
     environment.deadline = time.monotonic() + environment.seconds
+    environment.built = 0
     try:
         # No deadline check per chunk: the text between two hooks is the template's own.
         chunks: list[str] = []

@@ -110,6 +110,14 @@ HOSTILE_ON_THEIR_OWN = [
         "text", "{% set a = 'x' * 999999 %}{{ ([a] * 1000)|join }}", "output limit", id="join"
     ),
     pytest.param(
+        # No value is large, the list it appends to is never read: the budget on all it builds.
+        "text",
+        "{% set L = [] %}{% for i in range(3000) %}{% set _ = L.append('x' * 900000 ~ i) %}"
+        "{% endfor %}",
+        "values it builds exceed the limit of 10000000 characters",
+        id="accumulate",
+    ),
+    pytest.param(
         "text", "{% set a = 'x' * 9999 %}{{ a|replace('x', a) }}", "output limit", id="replace"
     ),
     pytest.param(
