@@ -16,6 +16,7 @@ contact's fields fails that delivery, like a missing field.
 from __future__ import annotations
 
 import binascii
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -110,20 +111,13 @@ class Renderer:
         """Render each template once with placeholder fields (any name is an empty value):
         a template over a limit whatever the contact is the campaign's fault, found now."""
         plan = self.plan
-        context = {
-            "email": "trial@example.com",
-            "unsubscribe_url": self.unsubscribe_url("trial"),
-            "postal_address": plan.postal_address,
-        }
         for field, source in (("subject", plan.subject), ("text", plan.text), ("html", plan.html)):
-            if not source:
-                continue
-            try:
-                render_limited(self._compile(field, source, ChainableUndefined), context)
-            except TemplateLimitError as error:
-                raise RenderError(f"template field {field!r}: {error.message}") from error
-            except Exception:  # noqa: S110 (placeholders can break valid templates)
-                pass  # anything else depends on the contact: render() reports it per delivery
+            if source:
+                fault = _trial_fault(
+                    field, source, self.unsubscribe_url("trial"), plan.postal_address
+                )
+                if fault is not None:
+                    raise RenderError(fault)
 
     def unsubscribe_url(self, token: str) -> str:
         return f"{self.plan.unsubscribe_url.rstrip('/')}/{token}"
@@ -212,6 +206,25 @@ class Renderer:
             # `{{ 1 / 0 }}`, `{{ 'a' + 1 }}`, a macro calling itself: the template's bug, this
             # delivery's failure, not the sender's.
             raise RenderError(f"template field {field!r}: {error!r}") from error
+
+
+@functools.lru_cache(maxsize=64)
+def _trial_fault(field: str, source: str, unsubscribe_url: str, postal_address: str) -> str | None:
+    """Why `source` is over a limit with any contact, or None. Cached: until the pause takes
+    effect, every delivery already claimed loads the campaign again, and a template that runs
+    out of time would hold the event loop for its full time limit each time."""
+    context = {
+        "email": "trial@example.com",
+        "unsubscribe_url": unsubscribe_url,
+        "postal_address": postal_address,
+    }
+    try:
+        render_limited(Renderer._compile(field, source, ChainableUndefined), context)
+    except TemplateLimitError as error:
+        return f"template field {field!r}: {error.message}"
+    except Exception:  # noqa: S110 (placeholders can break valid templates)
+        pass  # anything else depends on the contact: render() reports it per delivery
+    return None
 
 
 def _escape(value: str) -> str:

@@ -13,6 +13,7 @@ from penguinmails.sender.render import (
     MessageParts,
     Renderer,
     RenderError,
+    _trial_fault,
     message_id,
 )
 
@@ -197,3 +198,16 @@ def test_jinja2_has_the_sandbox_escape_fixes() -> None:
     )
     with pytest.raises(RenderError, match="template field 'subject'"):
         renderer.render(parts({"first_name": "Bob", "company": "X"}))
+
+
+def test_the_trial_render_runs_once_per_template_not_per_claimed_delivery() -> None:
+    # Until the pause takes effect, each delivery already claimed loads the campaign again: a
+    # template that runs out of time must not hold the sender's event loop every time.
+    slow = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    _trial_fault.cache_clear()
+    for _ in range(3):
+        with pytest.raises(RenderError, match=r"template field 'text': .*limit of 1 s"):
+            Renderer(plan(text=slow))
+    # The first load renders the subject and the text (which stops it); the next two find both.
+    info = _trial_fault.cache_info()
+    assert (info.misses, info.hits) == (2, 4)
