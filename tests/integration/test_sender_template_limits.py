@@ -24,7 +24,7 @@ from penguinmails.common.db.ledger import (
 )
 from penguinmails.common.db.tenants import upsert_tenant
 from penguinmails.devstack.sink import SinkServer
-from penguinmails.sender.render import MAX_OUTPUT_CHARS
+from penguinmails.sender.render import MAX_OUTPUT_CHARS, RENDER_SECONDS
 from tests.integration.test_sender_semantics import (
     KEY,
     rows,
@@ -52,8 +52,26 @@ def plan(sink: SinkServer, text: str) -> CampaignPlan:
     )
 
 
+HOSTILE = [
+    # 10**9 characters: without the limits, a gigabyte per message (or per compile: Jinja2
+    # folds constant expressions when it compiles).
+    pytest.param(
+        "{{ 'x' * 10**9 }}",
+        f"output limit of {MAX_OUTPUT_CHARS} characters",
+        id="size",
+    ),
+    # 10**10 iterations and no output: without the limits, a sender that never runs again.
+    pytest.param(
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+        f"rendering takes longer than the limit of {RENDER_SECONDS:g} s",
+        id="time",
+    ),
+]
+
+
+@pytest.mark.parametrize(("hostile_text", "limit"), HOSTILE)
 async def test_hostile_template_pauses_its_campaign_and_the_sender_keeps_sending(
-    db_pool: asyncpg.Pool, postgres_dsn: str, tmp_path: Path
+    db_pool: asyncpg.Pool, postgres_dsn: str, tmp_path: Path, hostile_text: str, limit: str
 ) -> None:
     name = f"tpl-{uuid.uuid4().hex[:6]}"
     tenant_id = await upsert_tenant(
@@ -74,10 +92,8 @@ async def test_hostile_template_pauses_its_campaign_and_the_sender_keeps_sending
             for list_name, addresses in (("hostile", hostile_to), ("good", good_to)):
                 csv = "email,first_name\n" + "".join(f"{a},X\n" for a in addresses)
                 await import_contacts(conn, list_name, csv.encode(), KEY)
-            # 10**9 characters: without the limits, a gigabyte per message (or per compile:
-            # Jinja2 folds constant expressions when it compiles).
             for uid, list_name, text in (
-                (hostile, "hostile", "Hello {{ first_name }} {{ 'x' * 10**9 }}"),
+                (hostile, "hostile", "Hello {{ first_name }} " + hostile_text),
                 (good, "good", "Hello {{ first_name }}"),
             ):
                 await upsert_campaign(
@@ -103,7 +119,7 @@ async def test_hostile_template_pauses_its_campaign_and_the_sender_keeps_sending
             sending = await conn.fetchval("SELECT sending FROM campaigns WHERE uid = $1", hostile)
         assert reason is not None and reason.startswith(CAMPAIGN_FAULT), stderr[-2000:]
         assert "template field 'text'" in reason
-        assert f"output limit of {MAX_OUTPUT_CHARS} characters" in reason
+        assert limit in reason
         assert not sending
         found = await rows(db_pool, tenant_id)
         assert all(found[a]["attempts"] == 0 for a in hostile_to)
