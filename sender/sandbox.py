@@ -25,7 +25,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
 __all__ = [
     "BUILT_PER_OUTPUT",
@@ -62,8 +62,12 @@ def _size(value: Any, depth: int = 0) -> int:
     return 0
 
 
-class BoundedEnvironment(SandboxedEnvironment):
-    """A sandbox whose templates cannot exceed `max_chars` per value or `seconds` per render."""
+class BoundedEnvironment(ImmutableSandboxedEnvironment):
+    """A sandbox whose templates cannot exceed `max_chars` per value or `seconds` per render.
+
+    Immutable: lists, dicts and sets cannot be changed in place (`append`, `extend`,
+    `update`...), which could grow one without building anything this budget sees; loop state
+    goes in a `namespace()`, as Jinja2 intends."""
 
     intercepted_binops = frozenset({"*", "**", "%", "+"})
 

@@ -111,10 +111,9 @@ HOSTILE_ON_THEIR_OWN = [
         "text", "{% set a = 'x' * 999999 %}{{ ([a] * 1000)|join }}", "output limit", id="join"
     ),
     pytest.param(
-        # No value is large, the list it appends to is never read: the budget on all it builds.
+        # No value is over the limit and none is kept: the budget on all that it builds.
         "text",
-        "{% set L = [] %}{% for i in range(3000) %}{% set _ = L.append('x' * 900000 ~ i) %}"
-        "{% endfor %}",
+        "{% for i in range(3000) %}{% set _ = 'x' * 900000 ~ i %}{% endfor %}",
         "values it builds exceed the limit of 10000000 characters",
         id="accumulate",
     ),
@@ -158,6 +157,13 @@ def test_a_contact_that_pushes_a_template_over_the_limit_fails_only_its_delivery
     assert renderer.render(parts({"first_name": "Bob", "company": "X"}))  # 300 kB: fine
     with pytest.raises(RenderError, match=r"template field 'text': .*output limit of 1000000"):
         renderer.render(parts({"first_name": "B" * 20, "company": "X"}))
+
+
+def test_containers_cannot_grow_in_place() -> None:
+    # `L.extend(L)` would grow a list by references, unseen by the size budget.
+    renderer = Renderer(plan(text="{% set L = [first_name] %}{{ L.extend(L) }}{{ L|length }}"))
+    with pytest.raises(RenderError, match=r"template field 'text': .*unsafe"):
+        renderer.render(parts({"first_name": "Bob", "company": "X"}))
 
 
 def test_template_bugs_fail_the_delivery_with_the_field_not_the_sender() -> None:
