@@ -3,9 +3,11 @@
     penguinmails contacts import --tenant acme --list leads contacts.csv
     penguinmails unsubscribe serve --port 8088
 
-Reads `PM_DATABASE_URL` and `PM_SUPPRESSION_KEY`.
+Reads `PM_DATABASE_URL` and `PM_SUPPRESSION_KEY`. The CSV file is streamed, never read whole.
 Exit status: 0 when every row was imported, 2 when some rows were skipped (they are listed
-with their line numbers on stderr), 1 when nothing could be done.
+with their line numbers on stderr; a CSV syntax error such as a field over the csv module's
+limit also ends the import at its line, after the good rows before it), 1 when nothing could
+be done.
 """
 
 from __future__ import annotations
@@ -38,29 +40,33 @@ class ProgressBar:
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled or total == 0:
             return
-        filled = self.width * done // total
+        filled = self.width * min(done, total) // total
         bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(f"\r{self.label} [{bar}] {done}/{total} ({100 * done // total}%)")
-        if done >= total:
-            self.stream.write("\n")
+        self.stream.write(f"\r{self.label} [{bar}] {100 * min(done, total) // total}%")
         self.stream.flush()
 
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
 
-async def _import(dsn: str, tenant: str, list_name: str, path: Path, data: bytes) -> ImportReport:
+
+async def _import(dsn: str, tenant: str, list_name: str, path: Path) -> ImportReport:
     key = suppression_key()
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
     try:
         row = await get_tenant(pool, tenant)
         if row is None or row.deleted:
             raise LookupError(f"no tenant named {tenant!r}: create the Tenant resource first")
-        async with tenant_connection(pool, row.id) as conn:
-            return await import_contacts(
-                conn,
-                list_name,
-                data,
-                key,
-                progress=ProgressBar(sys.stderr, f"importing {path.name}"),
-            )
+        # Streamed: the file is read a chunk at a time (common.db.contacts), never whole.
+        with path.open("rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            bar = ProgressBar(sys.stderr, f"importing {path.name}")
+            async with tenant_connection(pool, row.id) as conn:
+                report = await import_contacts(
+                    conn, list_name, source, key, progress=lambda _: bar(source.tell(), size)
+                )
+            bar.finish()
+            return report
     finally:
         await pool.close()
 
@@ -90,8 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(serve(dsn, port=args.port))
         return 0
     try:
-        data = args.file.read_bytes()
-        report = asyncio.run(_import(dsn, args.tenant, args.list_name, args.file, data))
+        report = asyncio.run(_import(dsn, args.tenant, args.list_name, args.file))
     except (OSError, ValueError, LookupError, asyncpg.PostgresError) as error:
         print(f"import failed: {error}", file=sys.stderr)
         return 1

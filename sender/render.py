@@ -4,25 +4,53 @@ Templates see the contact's fields, `email`, `unsubscribe_url` and `postal_addre
 in Jinja2's `SandboxedEnvironment` (no attribute access to Python internals, no imports) with
 `StrictUndefined`: a field the contact does not have raises `RenderError`, which fails that one
 delivery with the field's name instead of sending "Hi ," or stopping the campaign.
+
+Templates are untrusted: `sender/sandbox.py` bounds each rendered field to `MAX_OUTPUT_CHARS`
+characters and `RENDER_SECONDS` of rendering. A template that exceeds a limit on its own (it
+does so with any contact, e.g. `{{ 'x' * 10**9 }}`) is found when the campaign is loaded, by a
+trial render with placeholder fields: `Renderer()` raises `RenderError`, a campaign-level fault
+(the sender pauses the campaign, reason `SenderFault`). One that exceeds it only with some
+contact's fields fails that delivery, like a missing field.
 """
 
 from __future__ import annotations
 
 import binascii
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import (
+    ChainableUndefined,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    Undefined,
+    UndefinedError,
+)
 
 from penguinmails.common.db.ledger import CampaignPlan
 from penguinmails.sender.headers import mailbox, structured, unstructured
 from penguinmails.sender.htmltext import html_to_text
+from penguinmails.sender.sandbox import BoundedEnvironment, TemplateLimitError, render_limited
 
-__all__ = ["MessageParts", "RenderError", "Renderer", "message_id"]
+__all__ = [
+    "MAX_OUTPUT_CHARS",
+    "RENDER_SECONDS",
+    "MessageParts",
+    "RenderError",
+    "Renderer",
+    "message_id",
+]
+
+# Per rendered field (subject, text, html). Far above any real email (relays refuse messages
+# over 10 to 50 MB, and a legitimate template renders in milliseconds), far below what would
+# hurt the sender: rendering runs on its event loop.
+MAX_OUTPUT_CHARS = 1_000_000
+RENDER_SECONDS = 1.0
 
 
 class RenderError(ValueError):
@@ -56,19 +84,40 @@ class Renderer:
 
     def __init__(self, plan: CampaignPlan) -> None:
         self.plan = plan
-        env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-        html_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
-        try:
-            self._subject = env.from_string(plan.subject)
-            self._text = env.from_string(plan.text) if plan.text else None
-            self._html = html_env.from_string(plan.html) if plan.html else None
-        except TemplateError as error:
-            raise RenderError(f"template does not compile: {error}") from error
+        self._subject = self._compile("subject", plan.subject, StrictUndefined)
+        self._text = self._compile("text", plan.text, StrictUndefined) if plan.text else None
+        self._html = self._compile("html", plan.html, StrictUndefined) if plan.html else None
         try:
             self._from = mailbox("From", plan.from_name, plan.from_address)
             self._reply_to = mailbox("Reply-To", None, plan.reply_to) if plan.reply_to else ""
         except ValueError as error:
             raise RenderError(str(error)) from error
+        self._trial_render()
+
+    @staticmethod
+    def _compile(field: str, source: str, undefined: type[Undefined]) -> Template:
+        env = BoundedEnvironment(
+            max_chars=MAX_OUTPUT_CHARS,
+            seconds=RENDER_SECONDS,
+            undefined=undefined,
+            autoescape=field == "html",
+        )
+        try:
+            return env.from_string(source)
+        except TemplateError as error:
+            raise RenderError(f"template field {field!r} does not compile: {error}") from error
+
+    def _trial_render(self) -> None:
+        """Render each template once with placeholder fields (any name is an empty value):
+        a template over a limit whatever the contact is the campaign's fault, found now."""
+        plan = self.plan
+        for field, source in (("subject", plan.subject), ("text", plan.text), ("html", plan.html)):
+            if source:
+                fault = _trial_fault(
+                    field, source, self.unsubscribe_url("trial"), plan.postal_address
+                )
+                if fault is not None:
+                    raise RenderError(fault)
 
     def unsubscribe_url(self, token: str) -> str:
         return f"{self.plan.unsubscribe_url.rstrip('/')}/{token}"
@@ -82,14 +131,9 @@ class Renderer:
             "unsubscribe_url": url,
             "postal_address": plan.postal_address,
         }
-        try:
-            subject = self._subject.render(context).strip()
-            text = self._text.render(context) if self._text else None
-            html = self._html.render(context) if self._html else None
-        except UndefinedError as error:
-            raise RenderError(f"contact field missing: {error.message}") from error
-        except TemplateError as error:
-            raise RenderError(f"template error: {error}") from error
+        subject = self._render("subject", self._subject, context).strip()
+        text = self._render("text", self._text, context) if self._text else None
+        html = self._render("html", self._html, context) if self._html else None
         if "\n" in subject or "\r" in subject:
             raise RenderError("the rendered subject spans several lines")
 
@@ -147,6 +191,40 @@ class Renderer:
             out.append(_qp(content) + b"\r\n")
         out.append(f"--{boundary}--\r\n".encode())
         return b"".join(out)
+
+    @staticmethod
+    def _render(field: str, template: Template, context: dict[str, Any]) -> str:
+        try:
+            return render_limited(template, context)
+        except UndefinedError as error:
+            raise RenderError(f"contact field missing: {error.message}") from error
+        except TemplateLimitError as error:
+            raise RenderError(f"template field {field!r}: {error.message}") from error
+        except TemplateError as error:
+            raise RenderError(f"template field {field!r}: template error: {error}") from error
+        except (ArithmeticError, ValueError, TypeError, LookupError, RecursionError) as error:
+            # `{{ 1 / 0 }}`, `{{ 'a' + 1 }}`, a macro calling itself: the template's bug, this
+            # delivery's failure, not the sender's.
+            raise RenderError(f"template field {field!r}: {error!r}") from error
+
+
+@functools.lru_cache(maxsize=64)
+def _trial_fault(field: str, source: str, unsubscribe_url: str, postal_address: str) -> str | None:
+    """Why `source` is over a limit with any contact, or None. Cached: until the pause takes
+    effect, every delivery already claimed loads the campaign again, and a template that runs
+    out of time would hold the event loop for its full time limit each time."""
+    context = {
+        "email": "trial@example.com",
+        "unsubscribe_url": unsubscribe_url,
+        "postal_address": postal_address,
+    }
+    try:
+        render_limited(Renderer._compile(field, source, ChainableUndefined), context)
+    except TemplateLimitError as error:
+        return f"template field {field!r}: {error.message}"
+    except Exception:  # noqa: S110 (placeholders can break valid templates)
+        pass  # anything else depends on the contact: render() reports it per delivery
+    return None
 
 
 def _escape(value: str) -> str:

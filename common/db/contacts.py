@@ -6,6 +6,14 @@ number and the reason, when its address is malformed, its bytes are not UTF-8, i
 number of columns, or its address is already in the file or in the list. Everything else is
 imported: each chunk is copied into a temporary table with COPY, then inserted into `contacts`
 with `ON CONFLICT DO NOTHING`, so rows already in the list are found by the database itself.
+
+The file is read as a stream (one chunk of `CHUNK_ROWS` contacts or `CHUNK_CHARS` characters in
+memory at a time, plus the addresses seen, for duplicates): a file's size is bounded by the
+disk, not the importer's memory. A field longer than the csv module's limit
+(`csv.field_size_limit()`, 131072 characters), or any other CSV syntax error, ends the import at
+that line: the parser cannot tell where that row ends, so nothing after it can be trusted. The
+good rows before it are imported (committed), the error names the line and says the rest was
+not imported; importing the fixed file again is safe, as rows already in the list are skipped.
 """
 
 from __future__ import annotations
@@ -17,13 +25,18 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, BinaryIO
 
 from penguinmails.common.db import AnyConnection
 from penguinmails.common.suppression import address_hash, normalize_address
 
+if TYPE_CHECKING:
+    from _csv import Reader
+
 __all__ = ["ImportReport", "RowError", "import_contacts", "parse_contacts"]
 
 CHUNK_ROWS = 5000
+CHUNK_CHARS = 8_000_000  # and at most this much field text: rows can be 131072 characters each
 
 # Deliberately plain: one @, no spaces or angle brackets, a dotted domain. Receivers decide the
 # rest; this only keeps obvious garbage (typos, names in the address column) out of the ledger.
@@ -66,46 +79,62 @@ def _has_bad_bytes(values: list[str]) -> bool:
     return any(any("\udc80" <= ch <= "\udcff" for ch in value) for value in values)
 
 
-def parse_contacts(data: bytes, key: bytes) -> tuple[list[ParsedContact], list[RowError]]:
-    """Validate a CSV file's rows; returns the good contacts and the line-numbered errors."""
-    text = data.decode(
-        "utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8", "surrogateescape"
-    )
-    reader = csv.reader(io.StringIO(text, newline=""))
+def parse_contacts(source: BinaryIO, key: bytes) -> Iterator[ParsedContact | RowError]:
+    """Validate a CSV stream's rows as they are read: each good contact, or a line's error."""
+    # utf-8-sig drops a byte order mark; surrogateescape keeps undecodable bytes for the check.
+    text = io.TextIOWrapper(source, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    try:
+        yield from _rows(csv.reader(text), key)
+    finally:
+        text.detach()  # the caller's stream stays open (the wrapper would close it)
+
+
+def _rows(reader: Reader, key: bytes) -> Iterator[ParsedContact | RowError]:
     try:
         header = next(reader)
     except StopIteration:
-        return [], [RowError(1, "the file is empty: expected a header row with an email column")]
+        yield RowError(1, "the file is empty: expected a header row with an email column")
+        return
+    except csv.Error as error:
+        yield _syntax_error(1, error)
+        return
     names = [name.strip() for name in header]
     lowered = [name.lower() for name in names]
     if "email" not in lowered:
-        return [], [RowError(1, f"no email column in the header (columns: {', '.join(names)})")]
+        yield RowError(1, f"no email column in the header (columns: {', '.join(names)})")
+        return
     email_index = lowered.index("email")
-    good: list[ParsedContact] = []
-    errors: list[RowError] = []
     first_line: dict[str, int] = {}
     line = reader.line_num
-    for row in reader:
-        start, line = line + 1, reader.line_num
+    while True:
+        start = line + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield _syntax_error(start, error)
+            return
+        line = reader.line_num
         if not row or all(not value.strip() for value in row):
             continue
         if _has_bad_bytes(row):
-            errors.append(RowError(start, "not valid UTF-8: save the file as UTF-8"))
+            yield RowError(start, "not valid UTF-8: save the file as UTF-8")
             continue
         if len(row) != len(names):
-            errors.append(RowError(start, f"{len(row)} columns, the header has {len(names)}"))
+            yield RowError(start, f"{len(row)} columns, the header has {len(names)}")
             continue
         email = row[email_index].strip()
         if not _ADDRESS.match(email) or len(email) > 254:
-            errors.append(RowError(start, f"malformed address {email!r}"))
+            yield RowError(start, f"malformed address {email!r}")
             continue
         try:
             normalized = normalize_address(email)
         except ValueError:
-            errors.append(RowError(start, f"malformed address {email!r}"))
+            yield RowError(start, f"malformed address {email!r}")
             continue
         if normalized in first_line:
-            errors.append(RowError(start, f"duplicate of line {first_line[normalized]} ({email})"))
+            yield RowError(start, f"duplicate of line {first_line[normalized]} ({email})")
             continue
         first_line[normalized] = start
         fields = {
@@ -113,26 +142,57 @@ def parse_contacts(data: bytes, key: bytes) -> tuple[list[ParsedContact], list[R
             for i, (name, value) in enumerate(zip(names, row, strict=True))
             if i != email_index and name
         }
-        good.append(ParsedContact(start, email, address_hash(key, email), fields))
-    return good, errors
+        yield ParsedContact(start, email, address_hash(key, email), fields)
 
 
-def _chunks(items: list[ParsedContact], size: int) -> Iterator[list[ParsedContact]]:
-    for index in range(0, len(items), size):
-        yield items[index : index + size]
+def _syntax_error(line: int, error: csv.Error) -> RowError:
+    limit = csv.field_size_limit()
+    if "field larger than field limit" in str(error):
+        reason = (
+            f"a field is longer than {limit} characters (the CSV limit; often a quote that is "
+            "never closed)"
+        )
+    else:
+        reason = f"CSV syntax error: {error}"
+    return RowError(
+        line,
+        f"{reason}; this line and the rest of the file were not imported: fix it and import "
+        "the file again (rows already imported are skipped)",
+    )
+
+
+def _chunks(
+    items: Iterator[ParsedContact | RowError], errors: list[RowError]
+) -> Iterator[list[ParsedContact]]:
+    """Good contacts `CHUNK_ROWS` or `CHUNK_CHARS` at a time; errors go to `errors` as met."""
+    chunk: list[ParsedContact] = []
+    chars = 0
+    for item in items:
+        if isinstance(item, RowError):
+            errors.append(item)
+            continue
+        chunk.append(item)
+        chars += len(item.email) + sum(len(k) + len(v) for k, v in item.fields.items())
+        if len(chunk) == CHUNK_ROWS or chars >= CHUNK_CHARS:
+            yield chunk
+            chunk, chars = [], 0
+    if chunk:
+        yield chunk
 
 
 async def import_contacts(
     conn: AnyConnection,
     list_name: str,
-    data: bytes,
+    source: BinaryIO | bytes,
     key: bytes,
     *,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    """Import into `list_name` (created if missing) within the caller's tenant scope."""
-    contacts, errors = parse_contacts(data, key)
-    report = ImportReport(errors=errors)
+    """Import into `list_name` (created if missing) within the caller's tenant scope.
+
+    `progress` is called after each chunk with the number of contacts imported or found."""
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    report = ImportReport()
     list_id: uuid.UUID = await conn.fetchval(
         """
         WITH created AS (
@@ -149,7 +209,7 @@ async def import_contacts(
         "(line integer, email text, address_hash bytea, fields jsonb) ON COMMIT DROP"
     )
     done = 0
-    for chunk in _chunks(contacts, CHUNK_ROWS):
+    for chunk in _chunks(parse_contacts(stream, key), report.errors):
         await conn.execute("TRUNCATE contact_import")
         await conn.copy_records_to_table(
             "contact_import",
@@ -174,6 +234,6 @@ async def import_contacts(
         report.imported += len(inserted)
         done += len(chunk)
         if progress is not None:
-            progress(done, len(contacts))
+            progress(done)
     report.errors.sort(key=lambda error: error.line)
     return report

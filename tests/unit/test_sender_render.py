@@ -8,7 +8,14 @@ import uuid
 import pytest
 
 from penguinmails.common.db.ledger import CampaignPlan, Relay
-from penguinmails.sender.render import MessageParts, Renderer, RenderError, message_id
+from penguinmails.sender.render import (
+    MAX_OUTPUT_CHARS,
+    MessageParts,
+    Renderer,
+    RenderError,
+    _trial_fault,
+    message_id,
+)
 
 CAMPAIGN = uuid.UUID("12345678-1234-5678-1234-567812345678")
 
@@ -79,3 +86,134 @@ def test_non_ascii_subject_is_encoded() -> None:
     header = email.message_from_bytes(raw)["Subject"]
     assert "=?utf-8?" in header
     assert str(email.header.make_header(email.header.decode_header(header))) == "Hi Zoë"
+
+
+# ---------------------------------------------------------------- untrusted templates: limits
+
+HOSTILE_ON_THEIR_OWN = [
+    pytest.param("text", "{{ 'x' * 10**9 }}", "output limit", id="repeat"),
+    pytest.param("text", "{{ 'x'|center(1000000000) }}", "output limit", id="filter-width"),
+    pytest.param("subject", "{{ 'x'.ljust(10**9) }}", "output limit", id="method-width"),
+    pytest.param("html", "{{ '%0999999999d' % 1 }}", "output limit", id="percent-width"),
+    pytest.param("text", "{{ '{:>999999999}'.format(1) }}", "output limit", id="format-width"),
+    pytest.param("text", "{{ '%*d' % (10**9, 1) }}", "output limit", id="percent-star"),
+    pytest.param("text", "{{ '{:>{}}'.format(1, 10**9) }}", "output limit", id="format-nested"),
+    pytest.param("text", "{{ '%0999999999d'|format(1) }}", "output limit", id="format-filter"),
+    pytest.param("text", "{{ 7 ** 100000 }}", "bits", id="power"),
+    pytest.param(
+        "text",
+        "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
+        "{% endfor %}",
+        "output limit",
+        id="doubling",
+    ),
+    pytest.param(
+        "text", "{% set a = 'x' * 999999 %}{{ ([a] * 1000)|join }}", "output limit", id="join"
+    ),
+    pytest.param(
+        # No value is over the limit and none is kept: the budget on all that it builds.
+        "text",
+        "{% for i in range(3000) %}{% set _ = 'x' * 900000 ~ i %}{% endfor %}",
+        "values it builds exceed the limit of 10000000 characters",
+        id="accumulate",
+    ),
+    pytest.param(
+        "text", "{% set a = 'x' * 9999 %}{{ a|replace('x', a) }}", "output limit", id="replace"
+    ),
+    pytest.param(
+        "text",
+        "{% for i in range(100000) %}{{ 'x' * 99 }}{% endfor %}",
+        "output limit",
+        id="streamed-output",
+    ),
+    pytest.param(
+        "text",
+        "{% set L = range(100000)|list %}{% for a in L %}{% for b in L %}{% endfor %}{% endfor %}",
+        "longer than the limit of 1 s",
+        id="silent-loop",
+    ),
+    pytest.param(
+        "html",
+        "{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(60) }}",
+        "longer than the limit of 1 s",
+        id="exponential-macro",
+    ),
+]
+
+
+@pytest.mark.parametrize(("field", "template", "limit"), HOSTILE_ON_THEIR_OWN)
+def test_a_template_over_a_limit_is_a_campaign_fault_naming_field_and_limit(
+    field: str, template: str, limit: str
+) -> None:
+    # Found by the trial render when the campaign is loaded (the sender pauses it with
+    # SenderFault), whatever the contact: no allocation, no hang.
+    with pytest.raises(RenderError, match=f"template field '{field}': .*{limit}") as caught:
+        Renderer(plan(**{field: template}))
+    assert f"limit of {MAX_OUTPUT_CHARS} characters" in str(caught.value) or limit != "output limit"
+
+
+def test_a_contact_that_pushes_a_template_over_the_limit_fails_only_its_delivery() -> None:
+    renderer = Renderer(plan(text="{{ first_name * 100000 }} {{ company }}"))
+    assert renderer.render(parts({"first_name": "Bob", "company": "X"}))  # 300 kB: fine
+    with pytest.raises(RenderError, match=r"template field 'text': .*output limit of 1000000"):
+        renderer.render(parts({"first_name": "B" * 20, "company": "X"}))
+
+
+def test_containers_cannot_grow_in_place() -> None:
+    # `L.extend(L)` would grow a list by references, unseen by the size budget.
+    renderer = Renderer(plan(text="{% set L = [first_name] %}{{ L.extend(L) }}{{ L|length }}"))
+    with pytest.raises(RenderError, match=r"template field 'text': .*unsafe"):
+        renderer.render(parts({"first_name": "Bob", "company": "X"}))
+
+
+def test_template_bugs_fail_the_delivery_with_the_field_not_the_sender() -> None:
+    renderer = Renderer(plan(subject="{{ 1 / (first_name|length - 3) }}"))
+    with pytest.raises(RenderError, match="template field 'subject': ZeroDivisionError"):
+        renderer.render(parts({"first_name": "Bob", "company": "X"}))
+    recursive = Renderer(plan(text="{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"))
+    with pytest.raises(RenderError, match="template field 'text': RecursionError"):
+        recursive.render(parts({"first_name": "Bob", "company": "X"}))
+
+
+def test_ordinary_templates_render_unchanged_under_the_limits() -> None:
+    text = (
+        "{% for item in ['a', 'b'] %}{{ loop.index }}{{ item|upper }} {% endfor %}"
+        "{{ '%05.1f' % 3.14159 }} {{ '{:>4}'.format(first_name) }} {{ 'x' * 3 }} "
+        "{{ first_name ~ '!' }} {{ range(3)|join(',') }} {{ 2 ** 10 }} {{ company|center(7) }}"
+        # Large numbers printed are values, not widths; digits outside a conversion are text.
+        " {{ '%d' % 5000000 }} {{ '{:,}'.format(2500000) }} {{ 5000000|filesizeformat }}"
+        " {{ 'call 08001234567, ref %s'|format(7) }} {{ 'call 08001234567 {}'.format(8) }}"
+    )
+    raw = Renderer(plan(text=text, html=None)).render(parts({"first_name": "Bob", "company": "X"}))
+    body = email.message_from_bytes(raw).get_payload(decode=True)
+    assert isinstance(body, bytes)
+    assert body.decode().startswith(
+        "1A 2B 003.1  Bob xxx Bob! 0,1,2 1024    X    5000000 2,500,000 5.0 MB"
+        " call 08001234567, ref 7 call 08001234567 8\r\n\r\n--"
+    )
+
+
+def test_jinja2_has_the_sandbox_escape_fixes() -> None:
+    # CVE-2024-56326 (str.format reached indirectly) is fixed in 3.1.5 and CVE-2025-27516
+    # (|attr('format')) in 3.1.6; pyproject.toml requires >=3.1.6.
+    from importlib.metadata import version
+
+    assert tuple(int(p) for p in version("jinja2").split(".")[:3]) >= (3, 1, 6)
+    renderer = Renderer(
+        plan(subject="{{ '{0.__class__.__init__.__globals__}'|attr('format')(first_name) }}")
+    )
+    with pytest.raises(RenderError, match="template field 'subject'"):
+        renderer.render(parts({"first_name": "Bob", "company": "X"}))
+
+
+def test_the_trial_render_runs_once_per_template_not_per_claimed_delivery() -> None:
+    # Until the pause takes effect, each delivery already claimed loads the campaign again: a
+    # template that runs out of time must not hold the sender's event loop every time.
+    slow = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    _trial_fault.cache_clear()
+    for _ in range(3):
+        with pytest.raises(RenderError, match=r"template field 'text': .*limit of 1 s"):
+            Renderer(plan(text=slow))
+    # The first load renders the subject and the text (which stops it); the next two find both.
+    info = _trial_fault.cache_info()
+    assert (info.misses, info.hits) == (2, 4)

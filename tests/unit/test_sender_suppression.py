@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import io
 import uuid
 
 import pytest
 
-from penguinmails.common.db.contacts import parse_contacts
+from penguinmails.common.db.contacts import ParsedContact, RowError, parse_contacts
 from penguinmails.common.keys import MasterKeys, TokenKey
 from penguinmails.common.suppression import (
     TOKEN_LENGTH,
@@ -19,6 +20,16 @@ from penguinmails.common.suppression import (
 )
 
 KEY = b"platform-key"
+
+
+def parsed(data: bytes) -> tuple[list[ParsedContact], list[RowError]]:
+    items = list(parse_contacts(io.BytesIO(data), KEY))
+    return (
+        [i for i in items if isinstance(i, ParsedContact)],
+        [i for i in items if isinstance(i, RowError)],
+    )
+
+
 KEYS = MasterKeys.parse("p" * 32)
 
 
@@ -104,7 +115,7 @@ def test_contact_rows_are_reported_by_line_and_skipped() -> None:
         b"e@x.test,E,extra\n"
         b"f@x.test,F\n"
     )
-    good, errors = parse_contacts(data, KEY)
+    good, errors = parsed(data)
     assert [c.email for c in good] == ["a@x.test", "c@x.test", "f@x.test"]
     assert [c.line for c in good] == [2, 5, 9]
     assert good[1].fields == {"first_name": "multi\nline"}
@@ -117,5 +128,5 @@ def test_contact_rows_are_reported_by_line_and_skipped() -> None:
 
 
 def test_a_file_without_an_email_column_is_refused() -> None:
-    good, errors = parse_contacts(b"name,phone\nA,1\n", KEY)
+    good, errors = parsed(b"name,phone\nA,1\n")
     assert not good and errors[0].line == 1 and "no email column" in errors[0].reason
