@@ -118,6 +118,12 @@ class SenderConfig:
 RELAY_DOWN_SECONDS = 30.0
 """How long a relay that could not be reached is skipped when the campaign has another."""
 
+BLOCK_STRIKES = 3
+BLOCK_WINDOW_SECONDS = 600.0
+BLOCK_PAUSE_SECONDS = 900.0
+"""A server refused `BLOCK_STRIKES` messages for policy/reputation (5.7.x but domain
+authentication, or a 5xx without enhanced code) within the window: skip it for the pause."""
+
 _CAMPAIGN_TTL = 60.0
 """Seconds a loaded campaign (plan, compiled templates, DKIM keys) is used before a reload."""
 
@@ -200,7 +206,10 @@ class Sender:
         self._slots = asyncio.Semaphore(config.concurrency)
         self._mx_cache: dict[str, str] = {}
         self._down: dict[int, float] = {}
-        """Relay pools (by id) not to use before a monotonic time: they could not connect."""
+        """Relay pools (by id) not to use before a monotonic time: they could not connect, or
+        receivers kept blocking them."""
+        self._strikes: dict[int, list[float]] = {}
+        """Monotonic times of recent blocks, per relay pool (by id)."""
         self.sent = 0
 
     # ---------------------------------------------------------------- main loop
@@ -429,7 +438,20 @@ class Sender:
             return Outcome(
                 delivery.id, DeliveryState.BOUNCED, result.code, verdict.status, result.text
             )
+        if verdict.kind == Kind.BLOCK:
+            # Policy or reputation (5.7.1, "550 blocked"): not the recipient's mailbox, so
+            # nobody is suppressed, and not the campaign's content, so it keeps sending; the
+            # server that got it takes a strike (several in a row: skipped for a while).
+            self._strike(route)
+            return Outcome(
+                delivery.id,
+                DeliveryState.FAILED,
+                result.code,
+                verdict.status,
+                f"blocked via {route.relay.name}: {result.text}",
+            )
         if verdict.kind == Kind.AUTH:
+            # The domain failed DKIM/SPF/DMARC: every message of this campaign would.
             reason = f"relay refused with {verdict.status}: {result.text}"[:300]
             async with tenant_connection(self.pool, tenant) as conn:
                 await pause_campaign(conn, delivery.campaign_uid, reason)
@@ -445,6 +467,27 @@ class Sender:
                 count_attempt=False,
             )
         return Outcome(delivery.id, DeliveryState.FAILED, result.code, verdict.status, result.text)
+
+    def _strike(self, route: _Route) -> None:
+        """Count a block against a server; `BLOCK_STRIKES` within `BLOCK_WINDOW_SECONDS` and
+        it is skipped for `BLOCK_PAUSE_SECONDS` (its messages go through the campaign's other
+        servers, or wait), so a listed IP stops burning the audience."""
+        now = time.monotonic()
+        recent = [
+            t for t in self._strikes.get(id(route.pool), []) if now - t < BLOCK_WINDOW_SECONDS
+        ]
+        recent.append(now)
+        self._strikes[id(route.pool)] = recent
+        if len(recent) >= BLOCK_STRIKES:
+            self._down[id(route.pool)] = now + BLOCK_PAUSE_SECONDS
+            self._strikes[id(route.pool)] = []
+            log.warning(
+                "relay %s: %d blocks (5.7.x or bare 5xx) within %.0f s; skipped for %.0f s",
+                route.relay.name,
+                len(recent),
+                BLOCK_WINDOW_SECONDS,
+                BLOCK_PAUSE_SECONDS,
+            )
 
     def _defer(self, delivery: Claimed, code: int, status: str | None, text: str) -> Outcome:
         delay = self.config.retry.next_delay(delivery.attempts)
