@@ -1,5 +1,6 @@
 """What the sender does with each kind of relay reply, against a recipient server that answers
-4xx, 5.1.1, 5.7.1, a bare 550 and 5.7.26 for chosen addresses (no relay in between, so the sender sees them)."""
+4xx, 5.1.1, 5.7.1, a bare 550 and 5.7.26 for chosen addresses (no relay in between, so the
+sender sees them)."""
 
 from __future__ import annotations
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from email.message import EmailMessage, Message
-from email.mime.message import MIMEMessage
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 
 import pytest
 
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import TokenPurpose, make_token
 from penguinmails.sender.bounces import Kind, ReportType, classify, parse_report
+from tests.reports import build_arf, build_dsn, original_message
 
 
 @pytest.mark.parametrize(
@@ -127,81 +124,6 @@ def test_an_ordinary_reply_is_not_a_report() -> None:
 # ------------------------------------------------------------------ reports built as MTAs do
 
 
-def _original(token: str | None, *, with_unsubscribe: str | None = None) -> EmailMessage:
-    original = EmailMessage()
-    if token is not None:
-        original["Return-Path"] = f"<bounces+{token}@sender.example>"
-    original["From"] = "Jane <jane@sender.example>"
-    original["To"] = "bob@gmail.test"
-    original["Subject"] = "Quick question"
-    original["Message-ID"] = "<c0ffee.42@sender.example>"
-    if with_unsubscribe is not None:
-        original["List-Unsubscribe"] = (
-            f"<https://u.example/u/{with_unsubscribe}>, "
-            f"<mailto:unsubscribe+{with_unsubscribe}@sender.example>"
-        )
-    original.set_content("Hello Bob")
-    return original
-
-
-def build_dsn(
-    status: str,
-    diagnostic: str,
-    *,
-    action: str = "failed",
-    token: str | None = None,
-    to: str = "postmaster@sender.example",
-) -> bytes:
-    """A DSN as Postfix writes one for a receiver's rejection after the relay accepted the
-    message: human part, message/delivery-status, the original's headers."""
-    report = MIMEMultipart("report", report_type="delivery-status")
-    report["From"] = "MAILER-DAEMON@relay.test (Mail Delivery System)"
-    report["To"] = to
-    report["Subject"] = "Undelivered Mail Returned to Sender"
-    report.attach(MIMEText("I'm sorry to have to inform you that your message could not be"))
-    per_message, per_recipient = Message(), Message()
-    per_message["Reporting-MTA"] = "dns; relay.test"
-    per_message["X-Postfix-Queue-ID"] = "4ABC"
-    per_message["Arrival-Date"] = "Tue,  1 Dec 2026 18:00:00 +0000 (UTC)"
-    per_recipient["Final-Recipient"] = "rfc822; bob@gmail.test"
-    per_recipient["Original-Recipient"] = "rfc822;bob@gmail.test"
-    per_recipient["Action"] = action
-    per_recipient["Status"] = status
-    per_recipient["Remote-MTA"] = "dns; gmail-smtp-in.l.google.test"
-    per_recipient["Diagnostic-Code"] = f"smtp; {diagnostic}"
-    status_part = Message()
-    status_part.set_type("message/delivery-status")
-    status_part.set_payload([per_message, per_recipient])
-    report.attach(status_part)
-    headers = Message()
-    headers.set_type("text/rfc822-headers")
-    headers.set_payload(str(_original(token)).split("\n\n", 1)[0])
-    report.attach(headers)
-    return report.as_bytes()
-
-
-def build_arf(
-    token: str | None, *, unsubscribe_token: str | None = None, feedback: str = "abuse"
-) -> bytes:
-    """An RFC 5965 feedback report as Yahoo's or Microsoft's loop sends it to a registered
-    address: the whole original message attached."""
-    report = MIMEMultipart("report", report_type="feedback-report")
-    report["From"] = "staff@fbl.isp.test"
-    report["To"] = "fbl@platform.example"
-    report["Subject"] = "FW: Quick question"
-    report.attach(MIMEText("This is an email abuse report for an email message received"))
-    fields = Message()
-    fields.set_type("message/feedback-report")
-    fields.set_payload(
-        f"Feedback-Type: {feedback}\nUser-Agent: ISP-FBL/1.0\nVersion: 1\n"
-        "Original-Mail-From: <bounces+x@sender.example>\n"
-        "Original-Rcpt-To: <bob@isp.test>\nArrival-Date: Tue, 1 Dec 2026 18:00:00 +0000\n"
-    )
-    report.attach(fields)
-    report.attach(MIMEMessage(_original(token, with_unsubscribe=unsubscribe_token)))
-    return report.as_bytes()
-
-
 def test_gmail_5_7_26_dsn_is_an_authentication_bounce_that_never_suppresses() -> None:
     token = make_token(KEY, TokenPurpose.BOUNCE, TENANT, 7)
     diagnostic = (
@@ -241,7 +163,10 @@ def test_dsn_status_decides_the_verdict(status: str, diagnostic: str, kind: Kind
 
 def test_dsn_token_found_in_the_quoted_original_when_sent_elsewhere() -> None:
     token = make_token(KEY, TokenPurpose.BOUNCE, TENANT, 9)
-    report = parse_report(build_dsn("5.1.1", "550 5.1.1 unknown", token=token), "postmaster@x.test")
+    report = parse_report(
+        build_dsn("5.1.1", "550 5.1.1 unknown", original=original_message(token)),
+        "postmaster@x.test",
+    )
     assert report is not None and report.token == token
 
 
@@ -256,7 +181,9 @@ def test_success_and_delay_notices_are_not_bounces() -> None:
 def test_arf_complaint_at_a_fixed_address_is_matched_by_the_return_path() -> None:
     token = make_token(KEY, TokenPurpose.BOUNCE, TENANT, 11)
     unsubscribe = make_token(KEY, TokenPurpose.UNSUBSCRIBE, TENANT, 11)
-    report = parse_report(build_arf(token, unsubscribe_token=unsubscribe), "fbl@platform.example")
+    report = parse_report(
+        build_arf(original_message(token, unsubscribe=unsubscribe)), "fbl@platform.example"
+    )
     assert report is not None and report.type == ReportType.COMPLAINT
     assert report.token == token and report.feedback_type == "abuse"
     assert report.recipient == "<bob@isp.test>" or report.recipient == "bob@isp.test"
@@ -266,5 +193,7 @@ def test_arf_with_only_an_unsubscribe_token_names_no_delivery() -> None:
     """A forged complaint quoting the List-Unsubscribe of a message its author received must
     not find a delivery: only bounce tokens are read from reports."""
     unsubscribe = make_token(KEY, TokenPurpose.UNSUBSCRIBE, TENANT, 12)
-    report = parse_report(build_arf(None, unsubscribe_token=unsubscribe), "fbl@platform.example")
+    report = parse_report(
+        build_arf(original_message(None, unsubscribe=unsubscribe)), "fbl@platform.example"
+    )
     assert report is not None and report.type == ReportType.COMPLAINT and report.token is None
