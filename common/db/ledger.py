@@ -364,18 +364,22 @@ async def suppress_deliveries(
 
 async def mark_bounced(
     conn: AnyConnection, delivery_id: int, status: str | None, reason: str | None
-) -> uuid.UUID | None:
-    """A late bounce (DSN) for a delivery the relay had accepted; returns its campaign uid."""
+) -> bytes | None:
+    """A late bounce (DSN) for a delivery a relay had accepted: `sent` -> `bounced` (also from
+    `sending` or `deferred`: the DSN can overtake the sender's outcome batch, or answer an
+    attempt whose result was unknown). Returns its address hash; None when the delivery was
+    never handed over or is bounced already (a repeated DSN counts once)."""
     value = await conn.fetchval(
         """
-        UPDATE deliveries SET state = 'bounced', last_status = $2, reason = $3, updated_at = now()
-        WHERE id = $1 RETURNING campaign_uid
+        UPDATE deliveries SET state = 'bounced', last_status = $2, reason = $3,
+               lease_owner = NULL, lease_until = NULL, updated_at = now()
+        WHERE id = $1 AND state IN ('sent', 'sending', 'deferred') RETURNING address_hash
         """,
         delivery_id,
         status,
         reason,
     )
-    return value if isinstance(value, uuid.UUID) else None
+    return value if isinstance(value, bytes) else None
 
 
 async def mark_unsubscribed(conn: AnyConnection, delivery_id: int) -> bytes | None:
