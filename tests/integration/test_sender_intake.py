@@ -72,6 +72,10 @@ def _as_stored(message: StoredMessage) -> bytes:
     return f"Return-Path: <{message.mail_from}>\r\n".encode() + message.data
 
 
+def last(handler: IntakeHandler) -> IntakeResult:
+    return handler.results[-1]
+
+
 async def _deliver(port: int, to: str, raw: bytes) -> None:
     """Send as reporting MTAs do: null reverse-path (`MAIL FROM:<>`, RFC 3464 section 2)."""
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as smtp:
@@ -176,7 +180,7 @@ async def test_dsns_and_complaints_after_acceptance(
             assert await get_pause_reason(conn, uid) is None
         # The same DSN twice (MTAs retry) counts once.
         await dsn("blocked", "5.7.1", "550 5.7.1 Message rejected due to local policy")
-        assert handler.results[-1] == IntakeResult.IGNORED
+        assert last(handler) == IntakeResult.IGNORED
 
         # 5.1.1: bounced and that recipient only suppressed.
         await dsn("gone", "5.1.1", "550 5.1.1 The email account does not exist")
@@ -186,7 +190,7 @@ async def test_dsns_and_complaints_after_acceptance(
         # An ARF complaint at the fixed complaint address, the original message attached with
         # the Return-Path its receiver added: complained and suppressed.
         await _deliver(port, COMPLAINTS, build_arf(_as_stored(received["complainer"])))
-        assert handler.results[-1] == IntakeResult.COMPLAINED
+        assert last(handler) == IntakeResult.COMPLAINED
         assert (await states())["complainer"] == "complained"
         assert await suppressed() == {"gone", "complainer"}
 
@@ -194,7 +198,7 @@ async def test_dsns_and_complaints_after_acceptance(
         # unsubscribe token), no bounce token: refused, nothing moves.
         assert b"unsubscribe+" in received["victim"].data
         await _deliver(port, COMPLAINTS, build_arf(received["victim"].data))
-        assert handler.results[-1] == IntakeResult.IGNORED
+        assert last(handler) == IntakeResult.IGNORED
         assert (await states())["victim"] == "sent"
         assert await suppressed() == {"gone", "complainer"}
 
