@@ -38,6 +38,7 @@ from penguinmails.common.db.ledger import (
     Outcome,
     Relay,
     claim,
+    enforce_stop_rules,
     get_campaign_plan,
     pause_campaign,
     record,
@@ -124,6 +125,10 @@ BLOCK_PAUSE_SECONDS = 900.0
 """A server refused `BLOCK_STRIKES` messages for policy/reputation (5.7.x but domain
 authentication, or a 5xx without enhanced code) within the window: skip it for the pause."""
 
+WINDOW_REFRESH_SECONDS = 2.0
+"""How often a sender re-reads a campaign's stop-rule window (bounces and complaints that
+came through the intake) while it sends."""
+
 _CAMPAIGN_TTL = 60.0
 """Seconds a loaded campaign (plan, compiled templates, DKIM keys) is used before a reload."""
 
@@ -176,6 +181,13 @@ class _Campaign:
     routes: tuple[_Route, ...]
     limits: tuple[Limit, ...]
     loaded_at: float
+    window: dict[str, int] = field(default_factory=dict)
+    """The stop rules' window counts as last read from the database."""
+    unwritten: dict[str, int] = field(default_factory=lambda: {"done": 0, "bounced": 0})
+    """Outcomes of this sender not written yet, counted as the window counts them."""
+    window_read_at: float = 0.0
+    stopped: str | None = None
+    """The stop rule that fired (this sender closed the gate): nothing more is sent."""
 
     def fresh(self) -> bool:
         return time.monotonic() - self.loaded_at < _CAMPAIGN_TTL
@@ -208,6 +220,8 @@ class Sender:
         self._down: dict[int, float] = {}
         """Relay pools (by id) not to use before a monotonic time: they could not connect, or
         receivers kept blocking them."""
+        self._unwritten: dict[int, tuple[uuid.UUID, bool]] = {}
+        """Delivery id -> (campaign, bounced) of outcomes counted in a campaign's `unwritten`."""
         self._strikes: dict[int, list[float]] = {}
         """Monotonic times of recent blocks, per relay pool (by id)."""
         self.sent = 0
@@ -296,10 +310,34 @@ class Sender:
                     break
             if batch:
                 await self._write(batch)
+                await self._written(batch)
                 for _ in batch:
                     self._outcomes.task_done()
             elif stop.is_set() and not self._in_flight and self._outcomes.empty():
                 return
+
+    async def _written(self, batch: list[Outcome]) -> None:
+        """Outcomes are in the database now: re-read the windows of their campaigns (with
+        what the intake added meanwhile), stop the ones a rule fires for, and stop counting
+        the written outcomes as unwritten."""
+        done: dict[uuid.UUID, dict[str, int]] = {}
+        for outcome in batch:
+            entry = self._unwritten.pop(outcome.id, None)
+            if entry is not None:
+                counts = done.setdefault(entry[0], {"done": 0, "bounced": 0})
+                counts["done"] += 1
+                counts["bounced"] += int(entry[1])
+        for uid, counts in done.items():
+            campaign = self._campaigns.get(uid)
+            if campaign is None:
+                continue
+            for key, value in counts.items():
+                campaign.unwritten[key] -= value
+            # Re-read at most every WINDOW_REFRESH_SECONDS: the window query counts the
+            # campaign's rows, and this sender's own outcomes are counted as they happen.
+            due = time.monotonic() - campaign.window_read_at >= WINDOW_REFRESH_SECONDS
+            if campaign.plan.stop_rules is not None and campaign.stopped is None and due:
+                await self._stop(campaign, campaign.unwritten)
 
     async def _write(self, batch: list[Outcome]) -> None:
         """Write a batch, retrying a database hiccup for as long as the leases last (after
@@ -342,6 +380,47 @@ class Sender:
         if outcome.state == DeliveryState.SENT:
             self.sent += 1
         self._outcomes.put_nowait(outcome)
+        if outcome.state in (DeliveryState.SENT, DeliveryState.BOUNCED):
+            await self._count(delivery.campaign_uid, outcome)
+
+    async def _count(self, uid: uuid.UUID, outcome: Outcome) -> None:
+        """Count a message towards its campaign's stop rules and check them now, so a
+        campaign stops within the messages in flight of a breach (not at the operator's next
+        pass, up to a minute of sending later)."""
+        campaign = self._campaigns.get(uid)
+        if campaign is None:
+            return
+        bounced = outcome.state == DeliveryState.BOUNCED
+        campaign.unwritten["done"] += 1
+        campaign.unwritten["bounced"] += int(bounced)
+        self._unwritten[outcome.id] = (uid, bounced)
+        rules = campaign.plan.stop_rules
+        if rules is None or campaign.stopped is not None:
+            return
+        window = {
+            key: campaign.window.get(key, 0) + campaign.unwritten.get(key, 0)
+            for key in ("done", "bounced", "complained")
+        }
+        if rules.breached(window) is not None:
+            await self._stop(campaign, campaign.unwritten)
+
+    async def _stop(self, campaign: _Campaign, unwritten: dict[str, int]) -> None:
+        """Re-check against the database (the intake's bounces and complaints count too) and
+        close the gate when a rule fires."""
+        rules = campaign.plan.stop_rules
+        if rules is None:
+            return
+        try:
+            async with tenant_connection(self.pool, self.config.tenant_id) as conn:
+                reason, window = await enforce_stop_rules(conn, campaign.uid, rules, unwritten)
+        except TRANSIENT as error:
+            log.warning("checking the stop rules of %s failed (%s)", campaign.uid, error)
+            return
+        campaign.window = window
+        campaign.window_read_at = time.monotonic()
+        if reason is not None and campaign.stopped is None:
+            campaign.stopped = reason
+            log.warning("campaign %s stopped: %s", campaign.uid, reason)
 
     async def _attempt(self, delivery: Claimed) -> Outcome:
         if delivery.email is None:
@@ -367,6 +446,8 @@ class Sender:
                 await pause_campaign(conn, delivery.campaign_uid, reason)
             log.warning("campaign %s paused: %s", delivery.campaign_uid, reason)
             return self._requeue(delivery, reason)
+        if campaign.stopped is not None:
+            return self._requeue(delivery, f"stopped: {campaign.stopped}")
         route = self._route(campaign)
         if route is None:
             return self._requeue(delivery, "every relay of the campaign is unreachable")
@@ -399,6 +480,9 @@ class Sender:
         except RenderError as error:
             return Outcome(delivery.id, DeliveryState.FAILED, reason=str(error))
         signed = campaign.signer.sign(message)
+        if campaign.stopped is not None:
+            # A rule fired while this one was throttled or rendered: it stays unsent.
+            return self._requeue(delivery, f"stopped: {campaign.stopped}")
         started = time.perf_counter()
         result = await route.pool.send(
             return_path(campaign.plan, parts.bounce_token),
@@ -587,6 +671,10 @@ class Sender:
                 _campaign_limits(uid, plan),
                 time.monotonic(),
             )
+            if cached is not None:
+                # Outcomes counted on the old object are still to be written; a stop is
+                # re-decided from the (possibly changed) rules.
+                campaign.window, campaign.unwritten = cached.window, cached.unwritten
             self._campaigns[uid] = campaign
             return campaign
 

@@ -32,8 +32,10 @@ from typing import Any
 import asyncpg
 from aiosmtpd.controller import Controller
 
-from penguinmails.common.db import tenant_connection
+from penguinmails.common.db import AnyConnection, tenant_connection
 from penguinmails.common.db.ledger import (
+    enforce_stop_rules,
+    get_campaign_plan,
     mark_bounced,
     mark_complained,
     mark_unsubscribed,
@@ -142,6 +144,7 @@ async def ingest(
             hashed = await mark_complained(conn, target.delivery_id)
             if hashed is not None:
                 await suppress(conn, hashed, SuppressionReason.COMPLAINT, "arf")
+                await _check_stop_rules(conn, target.delivery_id)
                 return IntakeResult.COMPLAINED
             return IntakeResult.IGNORED
         verdict = report.verdict
@@ -153,14 +156,25 @@ async def ingest(
             return IntakeResult.IGNORED  # already bounced, or never handed to a relay
         if verdict.kind == Kind.HARD_BOUNCE:
             await suppress(conn, hashed, SuppressionReason.HARD_BOUNCE, "dsn")
-        elif verdict.kind == Kind.AUTH:
-            campaign_uid = await conn.fetchval(
-                "SELECT campaign_uid FROM deliveries WHERE id = $1", target.delivery_id
-            )
-            if isinstance(campaign_uid, uuid.UUID):
-                await pause_campaign(conn, campaign_uid, f"receiver refused with {reason}"[:300])
-                log.warning("campaign %s paused: DSN %s", campaign_uid, verdict.status)
+        campaign_uid = await _check_stop_rules(conn, target.delivery_id)
+        if verdict.kind == Kind.AUTH and campaign_uid is not None:
+            await pause_campaign(conn, campaign_uid, f"receiver refused with {reason}"[:300])
+            log.warning("campaign %s paused: DSN %s", campaign_uid, verdict.status)
     return IntakeResult.BOUNCED
+
+
+async def _check_stop_rules(conn: AnyConnection, delivery_id: int) -> uuid.UUID | None:
+    """A bounce or complaint just counted: close the campaign's gate now if a stop rule
+    fires (senders stop claiming; the operator shows it Stopped). Returns the campaign."""
+    uid = await conn.fetchval("SELECT campaign_uid FROM deliveries WHERE id = $1", delivery_id)
+    if not isinstance(uid, uuid.UUID):
+        return None
+    plan = await get_campaign_plan(conn, uid)
+    if plan is not None and plan.stop_rules is not None:
+        stopped, _ = await enforce_stop_rules(conn, uid, plan.stop_rules)
+        if stopped is not None:
+            log.warning("campaign %s stopped: %s", uid, stopped)
+    return uid
 
 
 class IntakeHandler:

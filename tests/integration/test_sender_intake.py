@@ -21,6 +21,7 @@ from penguinmails.common.db.contacts import import_contacts
 from penguinmails.common.db.ledger import (
     CampaignPlan,
     Relay,
+    StopRules,
     campaign_counts,
     enqueue,
     get_pause_reason,
@@ -116,6 +117,14 @@ async def test_dsns_and_complaints_after_acceptance(
             unsubscribe_mailto="unsubscribe@sender.example",
             postal_address="1 Way",
             relays=[Relay(name="sink", host="127.0.0.1", port=sink.port, tls="none")],
+            # Bounces alone stay under 50% of the 6; the first complaint (1 in 6) breaches.
+            stop_rules=StopRules(
+                max_bounce_rate=0.5,
+                max_complaint_rate=0.1,
+                window="1h",
+                window_seconds=3600,
+                min_sample=len(ADDRESSES),
+            ),
         )
         csv = "email,first_name\n" + "".join(f"{a}@dest.test,{a}\n" for a in ADDRESSES)
         uid = uuid.uuid4()
@@ -187,12 +196,21 @@ async def test_dsns_and_complaints_after_acceptance(
         assert (await states())["gone"] == "bounced"
         assert await suppressed() == {"gone"}
 
+        async def sending() -> bool:
+            async with tenant_connection(db_pool, tenant_id) as conn:
+                return bool(
+                    await conn.fetchval("SELECT sending FROM campaigns WHERE uid = $1", uid)
+                )
+
+        assert await sending()
         # An ARF complaint at the fixed complaint address, the original message attached with
-        # the Return-Path its receiver added: complained and suppressed.
+        # the Return-Path its receiver added: complained and suppressed, and the complaint
+        # rate (1 in 6) breaches the stop rule: the intake closes the gate at once.
         await _deliver(port, COMPLAINTS, build_arf(_as_stored(received["complainer"])))
         assert last(handler) == IntakeResult.COMPLAINED
         assert (await states())["complainer"] == "complained"
         assert await suppressed() == {"gone", "complainer"}
+        assert not await sending()
 
         # A forged complaint: the message as received (its List-Unsubscribe carries an
         # unsubscribe token), no bounce token: refused, nothing moves.
