@@ -52,6 +52,7 @@ from penguinmails.sender.bounces import Kind, ReportType, parse_report, token_fr
 
 __all__ = [
     "COMPLAINT_ADDRESS_ENV",
+    "DEFAULT_MAX_BYTES",
     "MAX_BYTES_ENV",
     "IntakeHandler",
     "IntakeResult",
