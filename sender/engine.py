@@ -220,6 +220,8 @@ class Sender:
         self._down: dict[int, float] = {}
         """Relay pools (by id) not to use before a monotonic time: they could not connect, or
         receivers kept blocking them."""
+        self._window_lock = asyncio.Lock()
+        """Held while outcomes are written and uncounted, and while a window is read."""
         self._unwritten: dict[int, tuple[uuid.UUID, bool]] = {}
         """Delivery id -> (campaign, bounced) of outcomes counted in a campaign's `unwritten`."""
         self._strikes: dict[int, list[float]] = {}
@@ -309,35 +311,44 @@ class Sender:
                 except TimeoutError:
                     break
             if batch:
-                await self._write(batch)
-                await self._written(batch)
+                async with self._window_lock:
+                    await self._write(batch)
+                    campaigns = self._written(batch)
+                await self._refresh(campaigns)
                 for _ in batch:
                     self._outcomes.task_done()
             elif stop.is_set() and not self._in_flight and self._outcomes.empty():
                 return
 
-    async def _written(self, batch: list[Outcome]) -> None:
-        """Outcomes are in the database now: re-read the windows of their campaigns (with
-        what the intake added meanwhile), stop the ones a rule fires for, and stop counting
-        the written outcomes as unwritten."""
-        done: dict[uuid.UUID, dict[str, int]] = {}
+    def _written(self, batch: list[Outcome]) -> set[uuid.UUID]:
+        """Outcomes are in the database now: stop counting them as unwritten (under the
+        window lock with the write, so a window read never counts one twice). Returns
+        their campaigns."""
+        uids = set()
         for outcome in batch:
             entry = self._unwritten.pop(outcome.id, None)
-            if entry is not None:
-                counts = done.setdefault(entry[0], {"done": 0, "bounced": 0})
-                counts["done"] += 1
-                counts["bounced"] += int(entry[1])
-        for uid, counts in done.items():
+            campaign = self._campaigns.get(entry[0]) if entry is not None else None
+            if entry is not None and campaign is not None:
+                campaign.unwritten["done"] -= 1
+                campaign.unwritten["bounced"] -= int(entry[1])
+                uids.add(entry[0])
+        return uids
+
+    async def _refresh(self, uids: set[uuid.UUID]) -> None:
+        """Re-read the windows of the batch's campaigns (with what the intake added: its
+        bounces and complaints) at most every WINDOW_REFRESH_SECONDS (the window query counts
+        the campaign's rows; this sender's own outcomes are counted as they happen), and stop
+        the ones a rule fires for."""
+        now = time.monotonic()
+        for uid in uids:
             campaign = self._campaigns.get(uid)
-            if campaign is None:
-                continue
-            for key, value in counts.items():
-                campaign.unwritten[key] -= value
-            # Re-read at most every WINDOW_REFRESH_SECONDS: the window query counts the
-            # campaign's rows, and this sender's own outcomes are counted as they happen.
-            due = time.monotonic() - campaign.window_read_at >= WINDOW_REFRESH_SECONDS
-            if campaign.plan.stop_rules is not None and campaign.stopped is None and due:
-                await self._stop(campaign, campaign.unwritten)
+            if (
+                campaign is not None
+                and campaign.plan.stop_rules is not None
+                and campaign.stopped is None
+                and now - campaign.window_read_at >= WINDOW_REFRESH_SECONDS
+            ):
+                await self._stop(campaign)
 
     async def _write(self, batch: list[Outcome]) -> None:
         """Write a batch, retrying a database hiccup for as long as the leases last (after
@@ -379,21 +390,26 @@ class Sender:
         MESSAGES.labels(outcome=outcome.state.value).inc()
         if outcome.state == DeliveryState.SENT:
             self.sent += 1
+        campaign = self._campaigns.get(delivery.campaign_uid)
+        counted = campaign is not None and outcome.state in (
+            DeliveryState.SENT,
+            DeliveryState.BOUNCED,
+        )
+        if campaign is not None and counted:
+            # Counted before it is queued, so the recorder cannot write it before it is
+            # counted (it would never be uncounted).
+            bounced = outcome.state == DeliveryState.BOUNCED
+            campaign.unwritten["done"] += 1
+            campaign.unwritten["bounced"] += int(bounced)
+            self._unwritten[outcome.id] = (delivery.campaign_uid, bounced)
         self._outcomes.put_nowait(outcome)
-        if outcome.state in (DeliveryState.SENT, DeliveryState.BOUNCED):
-            await self._count(delivery.campaign_uid, outcome)
+        if campaign is not None and counted:
+            await self._check(campaign)
 
-    async def _count(self, uid: uuid.UUID, outcome: Outcome) -> None:
-        """Count a message towards its campaign's stop rules and check them now, so a
-        campaign stops within the messages in flight of a breach (not at the operator's next
-        pass, up to a minute of sending later)."""
-        campaign = self._campaigns.get(uid)
-        if campaign is None:
-            return
-        bounced = outcome.state == DeliveryState.BOUNCED
-        campaign.unwritten["done"] += 1
-        campaign.unwritten["bounced"] += int(bounced)
-        self._unwritten[outcome.id] = (uid, bounced)
+    async def _check(self, campaign: _Campaign) -> None:
+        """Check a campaign's stop rules as its messages finish, so it stops within the
+        messages in flight of a breach (not at the operator's next pass, up to a minute of
+        sending later)."""
         rules = campaign.plan.stop_rules
         if rules is None or campaign.stopped is not None:
             return
@@ -402,17 +418,22 @@ class Sender:
             for key in ("done", "bounced", "complained")
         }
         if rules.breached(window) is not None:
-            await self._stop(campaign, campaign.unwritten)
+            await self._stop(campaign)
 
-    async def _stop(self, campaign: _Campaign, unwritten: dict[str, int]) -> None:
+    async def _stop(self, campaign: _Campaign) -> None:
         """Re-check against the database (the intake's bounces and complaints count too) and
         close the gate when a rule fires."""
         rules = campaign.plan.stop_rules
         if rules is None:
             return
         try:
-            async with tenant_connection(self.pool, self.config.tenant_id) as conn:
-                reason, window = await enforce_stop_rules(conn, campaign.uid, rules, unwritten)
+            async with (
+                self._window_lock,
+                tenant_connection(self.pool, self.config.tenant_id) as conn,
+            ):
+                reason, window = await enforce_stop_rules(
+                    conn, campaign.uid, rules, dict(campaign.unwritten)
+                )
         except TRANSIENT as error:
             log.warning("checking the stop rules of %s failed (%s)", campaign.uid, error)
             return
