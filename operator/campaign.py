@@ -39,6 +39,7 @@ from penguinmails.common.db.ledger import (
     CAMPAIGN_FAULT,
     CampaignPlan,
     Relay,
+    StopRules,
     campaign_counts,
     clear_pause_reason,
     enqueue,
@@ -255,28 +256,22 @@ def phase_for(
     return "Sending"
 
 
+def plan_stop_rules(spec: CampaignSpec) -> StopRules:
+    """spec.stopRules as the plan carries them to the senders and the intake."""
+    rules = spec.stop_rules
+    return StopRules(
+        max_bounce_rate=rules.max_bounce_rate,
+        max_complaint_rate=rules.max_complaint_rate,
+        window=rules.window,
+        window_seconds=max(1, int(parse_duration(rules.window).total_seconds())),
+        min_sample=rules.min_sample,
+    )
+
+
 def stop_rule(spec: CampaignSpec, window: Mapping[str, int]) -> str | None:
     """The stop rule that fires, as a message; None when none does. `window` holds the counts
     over spec.stopRules.window (`ledger.window_counts`): done, bounced, complained."""
-    rules = spec.stop_rules
-    done = window.get("done", 0)
-    if done < rules.min_sample:
-        return None
-    bounce_rate = window.get("bounced", 0) / done
-    if bounce_rate > rules.max_bounce_rate:
-        return (
-            f"bounce rate {bounce_rate:.1%} over {rules.window} exceeds "
-            f"stopRules.maxBounceRate {rules.max_bounce_rate:.1%}; clean the list, then raise "
-            "the limit to resume"
-        )
-    complaint_rate = window.get("complained", 0) / done
-    if complaint_rate > rules.max_complaint_rate:
-        return (
-            f"complaint rate {complaint_rate:.2%} over {rules.window} exceeds "
-            f"stopRules.maxComplaintRate {rules.max_complaint_rate:.2%}; review the content "
-            "and audience, then raise the limit to resume"
-        )
-    return None
+    return plan_stop_rules(spec).breached(window)
 
 
 def build_plan(
@@ -323,6 +318,7 @@ def build_plan(
             if spec.schedule.window is not None
             else 86400
         ),
+        stop_rules=plan_stop_rules(spec),
     )
 
 

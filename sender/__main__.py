@@ -11,7 +11,8 @@ PM_MX_LOOKUP (1: group destinations by MX), PM_METRICS_PORT (0: off).
 SIGTERM or SIGINT: stop claiming, finish what is in flight, record it, exit 0.
 
 `penguinmails-sender intake [--port 2525]` serves the bounce/complaint intake over SMTP instead
-(the return-path domain's MX): needs PM_DATABASE_URL and PM_SUPPRESSION_KEY.
+(the return-path domain's MX): needs PM_DATABASE_URL and PM_SUPPRESSION_KEY; optional
+PM_COMPLAINT_ADDRESS (feedback-loop addresses it also accepts) and PM_INTAKE_MAX_BYTES (10 MiB).
 """
 
 from __future__ import annotations
@@ -107,9 +108,7 @@ def intake(argv: list[str]) -> int:
     import argparse
     import threading
 
-    from aiosmtpd.controller import Controller
-
-    from penguinmails.sender.intake import IntakeHandler
+    from penguinmails.sender.intake import IntakeHandler, intake_server
 
     parser = argparse.ArgumentParser(prog="penguinmails-sender intake")
     parser.add_argument("--host", default="0.0.0.0")  # noqa: S104
@@ -119,9 +118,11 @@ def intake(argv: list[str]) -> int:
     if not dsn:
         log.error("PM_DATABASE_URL must be set")
         return 1
-    controller = Controller(
-        IntakeHandler(dsn, MasterKeys.from_env()), hostname=args.host, port=args.port
-    )
+    try:
+        controller = intake_server(IntakeHandler(dsn, MasterKeys.from_env()), args.host, args.port)
+    except ValueError as error:
+        log.error("%s", error)
+        return 1
     controller.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

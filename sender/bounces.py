@@ -1,7 +1,8 @@
 """What an SMTP reply or a bounce report means for a delivery.
 
 * `classify(code, text)`: a reply from the relay, by its RFC 3463 enhanced status code when it
-  has one, else by the basic reply code;
+  has one, else by the basic reply code. Only a recipient-specific code (5.1.1 ...) suppresses
+  the address: a bare "550 blocked" says nothing about the mailbox, and 5.7.x is about us;
 * `parse_report(raw)`: a message that arrived at a return-path address: an RFC 3464 delivery
   status notification (`multipart/report; report-type=delivery-status`) or an RFC 5965 ARF
   feedback report (`report-type=feedback-report`), with the delivery token taken from the
@@ -14,10 +15,21 @@ import email
 import email.policy
 import re
 from dataclasses import dataclass
+from email.header import decode_header, make_header
 from email.message import Message
 from enum import StrEnum
 
-__all__ = ["Kind", "Report", "Verdict", "classify", "parse_report", "token_from_address"]
+__all__ = [
+    "Kind",
+    "Report",
+    "ReportType",
+    "Verdict",
+    "bounce_token",
+    "classify",
+    "classify_status",
+    "parse_report",
+    "token_from_address",
+]
 
 
 class Kind(StrEnum):
@@ -25,16 +37,25 @@ class Kind(StrEnum):
     DEFER = "defer"
     """Transient (4xx): retry with backoff."""
     HARD_BOUNCE = "hard_bounce"
-    """The address does not exist or cannot receive: bounce and suppress."""
+    """The address does not exist or cannot receive (5.1.1/5.1.2/5.1.3/5.1.6/5.1.10/5.2.1):
+    bounce and suppress that recipient only."""
     FAIL = "fail"
-    """Permanent for this message, not for the address (policy, content, size): no retry."""
+    """Permanent for this message, not for the address (content, size...): no retry."""
+    BLOCK = "block"
+    """Refused for the sending server's sake or for no stated reason: 5.7.x policy or
+    reputation (5.7.1, 5.7.25 reverse DNS, Microsoft 5.7.606...) or a 5xx without an enhanced
+    code ("550 blocked"). Never suppresses: it counts against the server that sent it."""
     AUTH = "auth"
-    """5.7.x authentication or policy on the sender's side (DKIM/SPF/DMARC, reputation): our
-    problem, not the recipient's: pause the campaign and alert; never suppress the address."""
+    """The sending domain failed authentication (DKIM/SPF/DMARC: 5.7.20-5.7.27 but 5.7.25,
+    Microsoft 5.7.515/5.7.509): every message of the domain would fail the same way, so it
+    counts against the domain (its campaign pauses); never suppresses the address."""
 
 
 # RFC 3463 subjects/details that mean "this mailbox will never take mail".
 _HARD = {"5.1.0", "5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.2.1"}
+# RFC 7372 authentication codes (5.7.25 is the sending IP's reverse DNS: the server's) and
+# Microsoft's DMARC/authentication rejections.
+_DOMAIN_AUTH = {f"5.7.{n}" for n in (20, 21, 22, 23, 24, 26, 27, 509, 515)}
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -55,13 +76,15 @@ def classify(code: int, text: str = "") -> Verdict:
     if 400 <= code < 500 or (status or "").startswith("4."):
         return Verdict(Kind.DEFER, code, status, text)
     if status is None:
-        # No enhanced code: 550/551/553 are mailbox problems by RFC 5321, the rest unclear.
-        kind = Kind.HARD_BOUNCE if code in (550, 551, 553) else Kind.FAIL
-        return Verdict(kind, code, None, text)
+        # No enhanced code: receivers answer "550 blocked", "554 rejected for policy" and
+        # "550 no such user" alike, so nothing here proves the mailbox is gone: never suppress.
+        return Verdict(Kind.BLOCK, code, None, text)
     if status in _HARD:
         return Verdict(Kind.HARD_BOUNCE, code, status, text)
-    if status.startswith("5.7."):
+    if status in _DOMAIN_AUTH:
         return Verdict(Kind.AUTH, code, status, text)
+    if status.startswith("5.7."):
+        return Verdict(Kind.BLOCK, code, status, text)
     return Verdict(Kind.FAIL, code, status, text)
 
 
@@ -81,17 +104,31 @@ class ReportType(StrEnum):
 class Report:
     type: ReportType
     token: str | None
-    """Delivery token from the return-path the report was addressed to, or from the original
-    message's headers quoted in the report."""
+    """Bounce token (`TokenPurpose.BOUNCE`) from the return-path the report was addressed to,
+    or from the original message's headers quoted in the report. Never an unsubscribe token:
+    those are in every message's List-Unsubscribe, so anybody who received one could quote it
+    in a forged complaint."""
     verdict: Verdict | None
     recipient: str | None
+    action: str | None = None
+    """A DSN's Action (failed, delayed, delivered, relayed, expanded)."""
+    feedback_type: str | None = None
+    """An ARF report's Feedback-Type (abuse, fraud, virus, other...)."""
 
 
 _TOKEN = re.compile(r"(?:bounces|unsubscribe)\+([a-z2-7]{56})@", re.IGNORECASE)
+_BOUNCE_TOKEN = re.compile(r"\bbounces\+([a-z2-7]{56})@", re.IGNORECASE)
 
 
 def token_from_address(address: str) -> str | None:
+    """The token of a `bounces+` or `unsubscribe+` address (the caller checks its purpose)."""
     match = _TOKEN.search(address)
+    return match.group(1).lower() if match else None
+
+
+def bounce_token(text: str) -> str | None:
+    """The token of the first `bounces+<token>@` address in `text`."""
+    match = _BOUNCE_TOKEN.search(text)
     return match.group(1).lower() if match else None
 
 
@@ -106,8 +143,9 @@ def _report_part(message: Message, content_type: str) -> Message | None:
     return None
 
 
-def _status_fields(part: Message) -> list[Message]:
-    """The per-message and per-recipient field groups of a message/delivery-status part."""
+def _fields(part: Message) -> list[Message]:
+    """The field groups of a message/delivery-status or message/feedback-report part (the
+    email package parses the first as a list of header blocks, the second as one block)."""
     payload = part.get_payload()
     if isinstance(payload, list):
         return [p for p in payload if isinstance(p, Message)]
@@ -119,57 +157,71 @@ def _status_fields(part: Message) -> list[Message]:
     ]
 
 
+def _original_headers(message: Message) -> str:
+    """The headers of the original message quoted in a report (message/rfc822 or
+    text/rfc822-headers, RFC 3464 and RFC 5965 both allow either), unfolded, with encoded-words
+    decoded (some reporters re-encode a long Return-Path)."""
+    part = _report_part(message, "message/rfc822") or _report_part(message, "text/rfc822-headers")
+    if part is None:
+        return ""
+    payload = part.get_payload()
+    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+        original = payload[0]
+    elif isinstance(payload, str):
+        original = email.message_from_string(payload, policy=email.policy.compat32)
+    else:
+        return ""
+    lines = []
+    for name, value in original.items():
+        try:
+            text = str(make_header(decode_header(str(value))))
+        except (ValueError, LookupError):
+            text = str(value)
+        lines.append(f"{name}: {' '.join(text.split())}")
+    return "\n".join(lines)
+
+
+def _value(field: str) -> str | None:
+    """`rfc822; bob@dest.test` -> `bob@dest.test` (the address-type is optional in practice)."""
+    return field.split(";", 1)[-1].strip() or None
+
+
 def parse_report(raw: bytes, envelope_to: str | None = None) -> Report | None:
-    """The report in a message sent to a return-path address; None when it is neither a DSN
-    nor an ARF report (an out-of-office reply, say)."""
+    """The report in a message sent to the intake; None when it is neither a DSN nor an ARF
+    report (an out-of-office reply, say)."""
     message = _parse(raw)
-    token = token_from_address(envelope_to or "") or token_from_address(str(message.get("To", "")))
-    report_type = (
-        str(message.get_param("report-type") or "").lower()
-        if message.get_content_type() == "multipart/report"
-        else ""
-    )
+    if message.get_content_type() != "multipart/report":
+        return None
+    report_type = str(message.get_param("report-type") or "").lower()
+    # The envelope recipient first (our own VERP address), then the quoted original's headers
+    # (Return-Path, or any bounces+ address the receiver kept).
+    token = bounce_token(envelope_to or "") or bounce_token(_original_headers(message))
     if report_type == "feedback-report":
-        original = _report_part(message, "message/rfc822") or _report_part(
-            message, "text/rfc822-headers"
-        )
-        if token is None and original is not None:
-            token = _token_in_original(original)
-        return Report(ReportType.COMPLAINT, token, None, None)
+        part = _report_part(message, "message/feedback-report")
+        groups = _fields(part) if part is not None else []
+        fields = groups[0] if groups else Message()
+        recipient = _value(str(fields.get("Original-Rcpt-To", ""))) or None
+        feedback = str(fields.get("Feedback-Type", "")).strip().lower() or None
+        return Report(ReportType.COMPLAINT, token, None, recipient, feedback_type=feedback)
     if report_type != "delivery-status":
         return None
     part = _report_part(message, "message/delivery-status")
     if part is None:
         return None
-    for group in _status_fields(part):
+    for group in _fields(part):
         status = str(group.get("Status", "")).strip()
-        if not status:
-            continue
-        field = str(group.get("Final-Recipient") or group.get("Original-Recipient") or "")
-        recipient = field.split(";", 1)[-1].strip() or None
-        diagnostic = str(group.get("Diagnostic-Code", "")).split(";", 1)[-1].strip()
-        verdict = classify_status(status, diagnostic)
-        if token is None:
-            original = _report_part(message, "message/rfc822") or _report_part(
-                message, "text/rfc822-headers"
-            )
-            token = _token_in_original(original) if original is not None else None
         action = str(group.get("Action", "")).strip().lower()
+        if not status or action in ("delivered", "relayed", "expanded"):
+            continue  # the per-message group, or a success notice
+        recipient = _value(
+            str(group.get("Final-Recipient") or group.get("Original-Recipient") or "")
+        )
+        diagnostic = " ".join(str(group.get("Diagnostic-Code", "")).split(";", 1)[-1].split())
+        verdict = classify_status(status, diagnostic)
         kind = (
             ReportType.DELAY
-            if action == "delayed" or status.startswith("4.")
+            if action == "delayed" or verdict.kind == Kind.DEFER
             else ReportType.BOUNCE
         )
-        return Report(kind, token, verdict, recipient)
-    return None
-
-
-def _token_in_original(part: Message) -> str | None:
-    text = part.as_string() if part.is_multipart() else str(part.get_payload(decode=False))
-    for pattern in (r"Return-Path:\s*<?([^>\s]+)", r"List-Unsubscribe:[^\n]*mailto:([^?>\s]+)"):
-        match = re.search(pattern, text, re.IGNORECASE)
-        if match:
-            found = token_from_address(match.group(1))
-            if found:
-                return found
+        return Report(kind, token, verdict, recipient, action=action or None)
     return None

@@ -38,6 +38,7 @@ from penguinmails.common.db.ledger import (
     Outcome,
     Relay,
     claim,
+    enforce_stop_rules,
     get_campaign_plan,
     pause_campaign,
     record,
@@ -118,6 +119,16 @@ class SenderConfig:
 RELAY_DOWN_SECONDS = 30.0
 """How long a relay that could not be reached is skipped when the campaign has another."""
 
+BLOCK_STRIKES = 3
+BLOCK_WINDOW_SECONDS = 600.0
+BLOCK_PAUSE_SECONDS = 900.0
+"""A server refused `BLOCK_STRIKES` messages for policy/reputation (5.7.x but domain
+authentication, or a 5xx without enhanced code) within the window: skip it for the pause."""
+
+WINDOW_REFRESH_SECONDS = 2.0
+"""How often a sender re-reads a campaign's stop-rule window (bounces and complaints that
+came through the intake) while it sends."""
+
 _CAMPAIGN_TTL = 60.0
 """Seconds a loaded campaign (plan, compiled templates, DKIM keys) is used before a reload."""
 
@@ -170,6 +181,13 @@ class _Campaign:
     routes: tuple[_Route, ...]
     limits: tuple[Limit, ...]
     loaded_at: float
+    window: dict[str, int] = field(default_factory=dict)
+    """The stop rules' window counts as last read from the database."""
+    unwritten: dict[str, int] = field(default_factory=lambda: {"done": 0, "bounced": 0})
+    """Outcomes of this sender not written yet, counted as the window counts them."""
+    window_read_at: float = 0.0
+    stopped: str | None = None
+    """The stop rule that fired (this sender closed the gate): nothing more is sent."""
 
     def fresh(self) -> bool:
         return time.monotonic() - self.loaded_at < _CAMPAIGN_TTL
@@ -200,7 +218,14 @@ class Sender:
         self._slots = asyncio.Semaphore(config.concurrency)
         self._mx_cache: dict[str, str] = {}
         self._down: dict[int, float] = {}
-        """Relay pools (by id) not to use before a monotonic time: they could not connect."""
+        """Relay pools (by id) not to use before a monotonic time: they could not connect, or
+        receivers kept blocking them."""
+        self._window_lock = asyncio.Lock()
+        """Held while outcomes are written and uncounted, and while a window is read."""
+        self._unwritten: dict[int, tuple[uuid.UUID, bool]] = {}
+        """Delivery id -> (campaign, bounced) of outcomes counted in a campaign's `unwritten`."""
+        self._strikes: dict[int, list[float]] = {}
+        """Monotonic times of recent blocks, per relay pool (by id)."""
         self.sent = 0
 
     # ---------------------------------------------------------------- main loop
@@ -286,11 +311,44 @@ class Sender:
                 except TimeoutError:
                     break
             if batch:
-                await self._write(batch)
+                async with self._window_lock:
+                    await self._write(batch)
+                    campaigns = self._written(batch)
+                await self._refresh(campaigns)
                 for _ in batch:
                     self._outcomes.task_done()
             elif stop.is_set() and not self._in_flight and self._outcomes.empty():
                 return
+
+    def _written(self, batch: list[Outcome]) -> set[uuid.UUID]:
+        """Outcomes are in the database now: stop counting them as unwritten (under the
+        window lock with the write, so a window read never counts one twice). Returns
+        their campaigns."""
+        uids = set()
+        for outcome in batch:
+            entry = self._unwritten.pop(outcome.id, None)
+            campaign = self._campaigns.get(entry[0]) if entry is not None else None
+            if entry is not None and campaign is not None:
+                campaign.unwritten["done"] -= 1
+                campaign.unwritten["bounced"] -= int(entry[1])
+                uids.add(entry[0])
+        return uids
+
+    async def _refresh(self, uids: set[uuid.UUID]) -> None:
+        """Re-read the windows of the batch's campaigns (with what the intake added: its
+        bounces and complaints) at most every WINDOW_REFRESH_SECONDS (the window query counts
+        the campaign's rows; this sender's own outcomes are counted as they happen), and stop
+        the ones a rule fires for."""
+        now = time.monotonic()
+        for uid in uids:
+            campaign = self._campaigns.get(uid)
+            if (
+                campaign is not None
+                and campaign.plan.stop_rules is not None
+                and campaign.stopped is None
+                and now - campaign.window_read_at >= WINDOW_REFRESH_SECONDS
+            ):
+                await self._stop(campaign)
 
     async def _write(self, batch: list[Outcome]) -> None:
         """Write a batch, retrying a database hiccup for as long as the leases last (after
@@ -332,7 +390,58 @@ class Sender:
         MESSAGES.labels(outcome=outcome.state.value).inc()
         if outcome.state == DeliveryState.SENT:
             self.sent += 1
+        campaign = self._campaigns.get(delivery.campaign_uid)
+        counted = campaign is not None and outcome.state in (
+            DeliveryState.SENT,
+            DeliveryState.BOUNCED,
+        )
+        if campaign is not None and counted:
+            # Counted before it is queued, so the recorder cannot write it before it is
+            # counted (it would never be uncounted).
+            bounced = outcome.state == DeliveryState.BOUNCED
+            campaign.unwritten["done"] += 1
+            campaign.unwritten["bounced"] += int(bounced)
+            self._unwritten[outcome.id] = (delivery.campaign_uid, bounced)
         self._outcomes.put_nowait(outcome)
+        if campaign is not None and counted:
+            await self._check(campaign)
+
+    async def _check(self, campaign: _Campaign) -> None:
+        """Check a campaign's stop rules as its messages finish, so it stops within the
+        messages in flight of a breach (not at the operator's next pass, up to a minute of
+        sending later)."""
+        rules = campaign.plan.stop_rules
+        if rules is None or campaign.stopped is not None:
+            return
+        window = {
+            key: campaign.window.get(key, 0) + campaign.unwritten.get(key, 0)
+            for key in ("done", "bounced", "complained")
+        }
+        if rules.breached(window) is not None:
+            await self._stop(campaign)
+
+    async def _stop(self, campaign: _Campaign) -> None:
+        """Re-check against the database (the intake's bounces and complaints count too) and
+        close the gate when a rule fires."""
+        rules = campaign.plan.stop_rules
+        if rules is None:
+            return
+        try:
+            async with (
+                self._window_lock,
+                tenant_connection(self.pool, self.config.tenant_id) as conn,
+            ):
+                reason, window = await enforce_stop_rules(
+                    conn, campaign.uid, rules, dict(campaign.unwritten)
+                )
+        except TRANSIENT as error:
+            log.warning("checking the stop rules of %s failed (%s)", campaign.uid, error)
+            return
+        campaign.window = window
+        campaign.window_read_at = time.monotonic()
+        if reason is not None and campaign.stopped is None:
+            campaign.stopped = reason
+            log.warning("campaign %s stopped: %s", campaign.uid, reason)
 
     async def _attempt(self, delivery: Claimed) -> Outcome:
         if delivery.email is None:
@@ -358,6 +467,8 @@ class Sender:
                 await pause_campaign(conn, delivery.campaign_uid, reason)
             log.warning("campaign %s paused: %s", delivery.campaign_uid, reason)
             return self._requeue(delivery, reason)
+        if campaign.stopped is not None:
+            return self._requeue(delivery, f"stopped: {campaign.stopped}")
         route = self._route(campaign)
         if route is None:
             return self._requeue(delivery, "every relay of the campaign is unreachable")
@@ -390,6 +501,9 @@ class Sender:
         except RenderError as error:
             return Outcome(delivery.id, DeliveryState.FAILED, reason=str(error))
         signed = campaign.signer.sign(message)
+        if campaign.stopped is not None:
+            # A rule fired while this one was throttled or rendered: it stays unsent.
+            return self._requeue(delivery, f"stopped: {campaign.stopped}")
         started = time.perf_counter()
         result = await route.pool.send(
             return_path(campaign.plan, parts.bounce_token),
@@ -429,7 +543,20 @@ class Sender:
             return Outcome(
                 delivery.id, DeliveryState.BOUNCED, result.code, verdict.status, result.text
             )
+        if verdict.kind == Kind.BLOCK:
+            # Policy or reputation (5.7.1, "550 blocked"): not the recipient's mailbox, so
+            # nobody is suppressed, and not the campaign's content, so it keeps sending; the
+            # server that got it takes a strike (several in a row: skipped for a while).
+            self._strike(route)
+            return Outcome(
+                delivery.id,
+                DeliveryState.FAILED,
+                result.code,
+                verdict.status,
+                f"blocked via {route.relay.name}: {result.text}",
+            )
         if verdict.kind == Kind.AUTH:
+            # The domain failed DKIM/SPF/DMARC: every message of this campaign would.
             reason = f"relay refused with {verdict.status}: {result.text}"[:300]
             async with tenant_connection(self.pool, tenant) as conn:
                 await pause_campaign(conn, delivery.campaign_uid, reason)
@@ -445,6 +572,27 @@ class Sender:
                 count_attempt=False,
             )
         return Outcome(delivery.id, DeliveryState.FAILED, result.code, verdict.status, result.text)
+
+    def _strike(self, route: _Route) -> None:
+        """Count a block against a server; `BLOCK_STRIKES` within `BLOCK_WINDOW_SECONDS` and
+        it is skipped for `BLOCK_PAUSE_SECONDS` (its messages go through the campaign's other
+        servers, or wait), so a listed IP stops burning the audience."""
+        now = time.monotonic()
+        recent = [
+            t for t in self._strikes.get(id(route.pool), []) if now - t < BLOCK_WINDOW_SECONDS
+        ]
+        recent.append(now)
+        self._strikes[id(route.pool)] = recent
+        if len(recent) >= BLOCK_STRIKES:
+            self._down[id(route.pool)] = now + BLOCK_PAUSE_SECONDS
+            self._strikes[id(route.pool)] = []
+            log.warning(
+                "relay %s: %d blocks (5.7.x or bare 5xx) within %.0f s; skipped for %.0f s",
+                route.relay.name,
+                len(recent),
+                BLOCK_WINDOW_SECONDS,
+                BLOCK_PAUSE_SECONDS,
+            )
 
     def _defer(self, delivery: Claimed, code: int, status: str | None, text: str) -> Outcome:
         delay = self.config.retry.next_delay(delivery.attempts)
@@ -544,6 +692,10 @@ class Sender:
                 _campaign_limits(uid, plan),
                 time.monotonic(),
             )
+            if cached is not None:
+                # Outcomes counted on the old object are still to be written; a stop is
+                # re-decided from the (possibly changed) rules.
+                campaign.window, campaign.unwritten = cached.window, cached.unwritten
             self._campaigns[uid] = campaign
             return campaign
 

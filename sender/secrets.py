@@ -1,9 +1,10 @@
 """Where the sender reads DKIM keys and relay credentials: Secrets of its tenant namespace.
 
 In a pod, `KubeSecrets` reads them through the API: the sender's Roles name exactly the Secrets
-it may get (its own, and per Campaign those the plan names; operator/campaign.py). `DirSecrets` reads the same Secrets laid out as files, one folder per
-Secret with one file per key (what a Secret volume mount looks like): used by the local stack
-and the tests, which run the sender without a cluster.
+it may get (its own, and per Campaign those the plan names; operator/campaign.py).
+`DirSecrets` reads the same Secrets laid out as files, one folder per Secret with one file per
+key (what a Secret volume mount looks like): used by the local stack and the tests, which run
+the sender without a cluster.
 """
 
 from __future__ import annotations

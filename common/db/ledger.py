@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -33,9 +33,11 @@ __all__ = [
     "DeliveryState",
     "Outcome",
     "Relay",
+    "StopRules",
     "campaign_counts",
     "claim",
     "clear_pause_reason",
+    "enforce_stop_rules",
     "enqueue",
     "get_campaign_plan",
     "get_pause_reason",
@@ -73,6 +75,42 @@ class Relay(BaseModel):
     """Share of messages relative to the campaign's other relays (0: none)."""
 
 
+class StopRules(BaseModel):
+    """Campaign.spec.stopRules as every checker applies them: the operator on its pass, the
+    sender as its outcomes arrive, the intake as DSNs and complaints arrive."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_bounce_rate: float
+    max_complaint_rate: float
+    window: str
+    """The spec's duration text (for messages)."""
+    window_seconds: int = Field(ge=1)
+    min_sample: int = Field(ge=1)
+
+    def breached(self, window: Mapping[str, int]) -> str | None:
+        """The rule that fires, as a message; None when none does. `window` holds the counts
+        over the window (`window_counts`): done, bounced, complained."""
+        done = window.get("done", 0)
+        if done < self.min_sample:
+            return None
+        bounce_rate = window.get("bounced", 0) / done
+        if bounce_rate > self.max_bounce_rate:
+            return (
+                f"bounce rate {bounce_rate:.1%} over {self.window} exceeds "
+                f"stopRules.maxBounceRate {self.max_bounce_rate:.1%}; clean the list, then "
+                "raise the limit to resume"
+            )
+        complaint_rate = window.get("complained", 0) / done
+        if complaint_rate > self.max_complaint_rate:
+            return (
+                f"complaint rate {complaint_rate:.2%} over {self.window} exceeds "
+                f"stopRules.maxComplaintRate {self.max_complaint_rate:.2%}; review the content "
+                "and audience, then raise the limit to resume"
+            )
+        return None
+
+
 class CampaignPlan(BaseModel):
     """What the operator writes to `campaigns.spec` and the sender reads: everything needed to
     render, sign, throttle and relay the campaign's messages. No secret values, only names."""
@@ -101,6 +139,8 @@ class CampaignPlan(BaseModel):
     """The campaign's own warm-up allowance today."""
     sending_seconds: int = Field(default=86400, ge=3600, le=86400)
     """Seconds per day the campaign may send (its window): daily caps are spread over them."""
+    stop_rules: StopRules | None = None
+    """Checked by the sender and the intake as outcomes arrive (None: plans written before)."""
 
 
 CAMPAIGN_FAULT = "the sender cannot send this campaign: "
@@ -364,18 +404,22 @@ async def suppress_deliveries(
 
 async def mark_bounced(
     conn: AnyConnection, delivery_id: int, status: str | None, reason: str | None
-) -> uuid.UUID | None:
-    """A late bounce (DSN) for a delivery the relay had accepted; returns its campaign uid."""
+) -> bytes | None:
+    """A late bounce (DSN) for a delivery a relay had accepted: `sent` -> `bounced` (also from
+    `sending` or `deferred`: the DSN can overtake the sender's outcome batch, or answer an
+    attempt whose result was unknown). Returns its address hash; None when the delivery was
+    never handed over or is bounced already (a repeated DSN counts once)."""
     value = await conn.fetchval(
         """
-        UPDATE deliveries SET state = 'bounced', last_status = $2, reason = $3, updated_at = now()
-        WHERE id = $1 RETURNING campaign_uid
+        UPDATE deliveries SET state = 'bounced', last_status = $2, reason = $3,
+               lease_owner = NULL, lease_until = NULL, updated_at = now()
+        WHERE id = $1 AND state IN ('sent', 'sending', 'deferred') RETURNING address_hash
         """,
         delivery_id,
         status,
         reason,
     )
-    return value if isinstance(value, uuid.UUID) else None
+    return value if isinstance(value, bytes) else None
 
 
 async def mark_unsubscribed(conn: AnyConnection, delivery_id: int) -> bytes | None:
@@ -418,6 +462,26 @@ async def window_counts(conn: AnyConnection, uid: uuid.UUID, since: datetime) ->
     )
     assert row is not None
     return {key: int(value) for key, value in row.items()}
+
+
+async def enforce_stop_rules(
+    conn: AnyConnection,
+    uid: uuid.UUID,
+    rules: StopRules,
+    unwritten: Mapping[str, int] | None = None,
+) -> tuple[str | None, dict[str, int]]:
+    """Check the stop rules over their window (plus outcomes a sender holds but has not
+    written yet) and close the gate when one fires, so senders stop claiming at once rather
+    than at the operator's next pass (which then shows the campaign Stopped). Returns the
+    rule that fired (or None) and the window's counts from the database."""
+    window = await window_counts(
+        conn, uid, datetime.now(UTC) - timedelta(seconds=rules.window_seconds)
+    )
+    extra = unwritten or {}
+    reason = rules.breached({key: value + extra.get(key, 0) for key, value in window.items()})
+    if reason is not None:
+        await set_sending(conn, uid, False)
+    return reason, window
 
 
 async def campaign_counts(conn: AnyConnection, uid: uuid.UUID) -> dict[str, int]:

@@ -1,5 +1,6 @@
 """What the sender does with each kind of relay reply, against a recipient server that answers
-4xx, 5.1.1 and 5.7.26 for chosen addresses (no relay in between, so the sender sees them)."""
+4xx, 5.1.1, 5.7.1, a bare 550 and 5.7.26 for chosen addresses (no relay in between, so the
+sender sees them)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,10 @@ async def test_retry_bounce_and_authentication_failure(
     with SinkServer() as sink:
         sink.set_reply_once("slow@dest.test", 451, "4.3.2 try later", count=2)
         sink.reply_for["gone@dest.test"] = (550, "5.1.1 no such user")
+        # Issue 10: neither a recipient-specific 5.7.1 nor a bare 550 may suppress the
+        # address or pause the campaign.
+        sink.reply_for["denied@dest.test"] = (550, "5.7.1 Recipient address rejected")
+        sink.reply_for["blocked@dest.test"] = (550, "blocked")
         plan = CampaignPlan(
             from_address="jane@sender.example",
             subject="Hi",
@@ -79,7 +84,7 @@ async def test_retry_bounce_and_authentication_failure(
         )
         csv = (
             "email,first_name\nok@dest.test,Ok\nslow@dest.test,Slow\ngone@dest.test,Gone\n"
-            "nofield@dest.test,\n"
+            "nofield@dest.test,\ndenied@dest.test,D\nblocked@dest.test,B\n"
         )
         uid = uuid.uuid4()
         async with tenant_connection(db_pool, tenant_id) as conn:
@@ -117,8 +122,15 @@ async def test_retry_bounce_and_authentication_failure(
             assert rows["nofield@dest.test"]["state"] == "failed"
             assert "first_name" in rows["nofield@dest.test"]["reason"]
             assert rows["ok@dest.test"]["state"] == "sent"
+            for address in ("denied@dest.test", "blocked@dest.test"):
+                assert rows[address]["state"] == "failed"
+                assert rows[address]["attempts"] == 1
+                assert not await is_suppressed(conn, address_hash(KEY, address))
+            assert rows["denied@dest.test"]["last_status"] == "5.7.1"
+            assert await get_pause_reason(conn, uid) is None
+            assert await conn.fetchval("SELECT sending FROM campaigns WHERE uid = $1", uid)
             counts = await campaign_counts(conn, uid)
-        assert counts["sent"] == 2 and counts["bounced"] == 1 and counts["failed"] == 1
+        assert counts["sent"] == 2 and counts["bounced"] == 1 and counts["failed"] == 3
         assert sorted(r for m in sink.messages for r in m.rcpt_tos) == [
             "ok@dest.test",
             "slow@dest.test",

@@ -9,6 +9,7 @@ import pytest
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import TokenPurpose, make_token
 from penguinmails.sender.bounces import Kind, ReportType, classify, parse_report
+from tests.reports import build_arf, build_dsn, original_message
 
 
 @pytest.mark.parametrize(
@@ -18,12 +19,26 @@ from penguinmails.sender.bounces import Kind, ReportType, classify, parse_report
         (451, "4.7.1 greylisted", Kind.DEFER),
         (421, "service not available", Kind.DEFER),
         (550, "5.1.1 <x@y.test>: user unknown", Kind.HARD_BOUNCE),
+        (550, "5.1.2 bad destination system", Kind.HARD_BOUNCE),
+        (550, "5.1.3 bad destination mailbox address syntax", Kind.HARD_BOUNCE),
+        (550, "5.1.6 mailbox has moved", Kind.HARD_BOUNCE),
         (550, "5.2.1 mailbox disabled", Kind.HARD_BOUNCE),
-        (550, "no such user", Kind.HARD_BOUNCE),
+        # No enhanced code: nothing proves the mailbox is gone (issue 10: "550 blocked").
+        (550, "blocked", Kind.BLOCK),
+        (550, "no such user", Kind.BLOCK),
+        (551, "user not local", Kind.BLOCK),
+        (554, "transaction failed", Kind.BLOCK),
+        # Domain authentication (RFC 7372, Gmail, Microsoft): the domain's problem.
         (550, "5.7.26 unauthenticated mail is prohibited", Kind.AUTH),
         (550, "5.7.515 access denied, SPF DKIM DMARC", Kind.AUTH),
+        (550, "5.7.23 SPF validation failed", Kind.AUTH),
+        # Policy or reputation: the sending server's problem.
+        (550, "5.7.1 Recipient address rejected: Access denied", Kind.BLOCK),
+        (550, "5.7.1 Service unavailable; client host blocked using Spamhaus", Kind.BLOCK),
+        (550, "5.7.25 the IP address sending this message does not have a PTR", Kind.BLOCK),
+        (550, "5.7.606 Access denied, banned sending IP", Kind.BLOCK),
         (552, "5.3.4 message too big", Kind.FAIL),
-        (554, "transaction failed", Kind.FAIL),
+        (554, "5.6.0 message content rejected", Kind.FAIL),
     ],
 )
 def test_classify(code: int, text: str, kind: Kind) -> None:
@@ -33,6 +48,18 @@ def test_classify(code: int, text: str, kind: Kind) -> None:
 def test_auth_failure_is_never_a_hard_bounce() -> None:
     verdict = classify(550, "5.7.26 DMARC policy")
     assert verdict.kind == Kind.AUTH and verdict.status == "5.7.26"
+
+
+@pytest.mark.parametrize(
+    "text", ["5.1.1 user unknown", "5.1.2 x", "5.1.3 x", "5.1.6 x", "5.1.10 x", "5.2.1 x"]
+)
+def test_only_recipient_specific_codes_suppress(text: str) -> None:
+    assert classify(550, text).kind == Kind.HARD_BOUNCE
+
+
+@pytest.mark.parametrize("text", ["blocked", "5.7.1 denied", "5.7.26 x", "5.4.1 relay", "5.0.0"])
+def test_others_never_suppress(text: str) -> None:
+    assert classify(550, text).kind != Kind.HARD_BOUNCE
 
 
 KEY = MasterKeys.parse("k" * 32).token_key(uuid.UUID("00000000-0000-0000-0000-000000000001"))
@@ -92,3 +119,81 @@ def test_an_ordinary_reply_is_not_a_report() -> None:
         b"From: bob@dest.test\r\nTo: bounces+x@sender.example\r\nSubject: Re: hi\r\n\r\nThanks\r\n"
     )
     assert parse_report(raw) is None
+
+
+# ------------------------------------------------------------------ reports built as MTAs do
+
+
+def test_gmail_5_7_26_dsn_is_an_authentication_bounce_that_never_suppresses() -> None:
+    token = make_token(KEY, TokenPurpose.BOUNCE, TENANT, 7)
+    diagnostic = (
+        "550-5.7.26 This mail has been blocked because the sender is unauthenticated.\n"
+        " 550-5.7.26 Gmail requires all senders to authenticate with either SPF or DKIM.\n"
+        " 550 5.7.26 https://support.google.com/mail/answer/81126 - gsmtp"
+    )
+    raw = build_dsn("5.7.26", diagnostic)
+    report = parse_report(raw, f"bounces+{token}@sender.example")
+    assert report is not None and report.type == ReportType.BOUNCE
+    assert report.token == token and report.recipient == "bob@gmail.test"
+    assert report.action == "failed"
+    assert report.verdict is not None
+    assert report.verdict.kind == Kind.AUTH and report.verdict.status == "5.7.26"
+    assert "Gmail requires all senders" in report.verdict.text
+
+
+HARD, AUTH = Kind.HARD_BOUNCE, Kind.AUTH
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "kind"),
+    [
+        ("5.1.1", "550 5.1.1 The email account that you tried to reach does not exist", HARD),
+        ("5.2.1", "550 5.2.1 The email account that you tried to reach is disabled", HARD),
+        ("5.7.1", "550 5.7.1 Message rejected due to local policy", Kind.BLOCK),
+        ("5.0.0", "550 blocked", Kind.FAIL),
+        ("5.7.515", "550 5.7.515 Access denied, sending domain does not meet the required", AUTH),
+    ],
+)
+def test_dsn_status_decides_the_verdict(status: str, diagnostic: str, kind: Kind) -> None:
+    token = make_token(KEY, TokenPurpose.BOUNCE, TENANT, 8)
+    report = parse_report(build_dsn(status, diagnostic), f"bounces+{token}@sender.example")
+    assert report is not None and report.type == ReportType.BOUNCE
+    assert report.verdict is not None and report.verdict.kind == kind
+
+
+def test_dsn_token_found_in_the_quoted_original_when_sent_elsewhere() -> None:
+    token = make_token(KEY, TokenPurpose.BOUNCE, TENANT, 9)
+    report = parse_report(
+        build_dsn("5.1.1", "550 5.1.1 unknown", original=original_message(token)),
+        "postmaster@x.test",
+    )
+    assert report is not None and report.token == token
+
+
+def test_success_and_delay_notices_are_not_bounces() -> None:
+    token = make_token(KEY, TokenPurpose.BOUNCE, TENANT, 10)
+    to = f"bounces+{token}@sender.example"
+    assert parse_report(build_dsn("2.0.0", "250 ok", action="delivered"), to) is None
+    delayed = parse_report(build_dsn("4.7.0", "421 4.7.0 try again", action="delayed"), to)
+    assert delayed is not None and delayed.type == ReportType.DELAY
+
+
+def test_arf_complaint_at_a_fixed_address_is_matched_by_the_return_path() -> None:
+    token = make_token(KEY, TokenPurpose.BOUNCE, TENANT, 11)
+    unsubscribe = make_token(KEY, TokenPurpose.UNSUBSCRIBE, TENANT, 11)
+    report = parse_report(
+        build_arf(original_message(token, unsubscribe=unsubscribe)), "fbl@platform.example"
+    )
+    assert report is not None and report.type == ReportType.COMPLAINT
+    assert report.token == token and report.feedback_type == "abuse"
+    assert report.recipient == "<bob@isp.test>" or report.recipient == "bob@isp.test"
+
+
+def test_arf_with_only_an_unsubscribe_token_names_no_delivery() -> None:
+    """A forged complaint quoting the List-Unsubscribe of a message its author received must
+    not find a delivery: only bounce tokens are read from reports."""
+    unsubscribe = make_token(KEY, TokenPurpose.UNSUBSCRIBE, TENANT, 12)
+    report = parse_report(
+        build_arf(original_message(None, unsubscribe=unsubscribe)), "fbl@platform.example"
+    )
+    assert report is not None and report.type == ReportType.COMPLAINT and report.token is None
