@@ -522,13 +522,13 @@ def _warning(condition: Mapping[str, Any]) -> bool:
     )
 
 
-def _ready(writer: StatusWriter, probes_enabled: bool) -> Observed:
-    """Ready when every other condition is True (or only warns); else the first that is not,
-    and why."""
+def _ready(current: Sequence[Mapping[str, Any]] | None, probes_enabled: bool) -> Observed:
+    """Ready when every other condition in `current` is True (or only warns); else the first
+    that is not, and why."""
     needed = [PROVISIONED, MAIL_STACK_READY, *(PROBE_CONDITIONS if probes_enabled else ())]
     warnings = []
     for type_ in needed:
-        condition = writer.condition(type_)
+        condition = conditions.find(current, type_) or {}
         if condition.get("status") == "True":
             continue
         if _warning(condition):
@@ -543,14 +543,19 @@ def _ready(writer: StatusWriter, probes_enabled: bool) -> Observed:
     return Observed(READY, "True", "Ready", "provisioned, reachable, rDNS verified, not listed")
 
 
-def _phase(writer: StatusWriter, ready: Observed, permanent_failure: bool) -> SmtpServerPhase:
+def _phase(
+    current: Sequence[Mapping[str, Any]] | None, ready: Observed, permanent_failure: bool
+) -> SmtpServerPhase:
+    def status(type_: str) -> object:
+        return (conditions.find(current, type_) or {}).get("status")
+
     if permanent_failure:
         return SmtpServerPhase.FAILED
     if ready.status == "True":
         return SmtpServerPhase.READY
-    if writer.condition(PROVISIONED).get("status") != "True":
+    if status(PROVISIONED) != "True":
         return SmtpServerPhase.PROVISIONING
-    if writer.condition(MAIL_STACK_READY).get("status") != "True":
+    if status(MAIL_STACK_READY) != "True":
         return SmtpServerPhase.CONFIGURING
     return SmtpServerPhase.DEGRADED  # up and configured, but a probe found a problem
 
@@ -596,6 +601,7 @@ async def reconcile(
     backoff = state.backoff.setdefault(uid, _Backoff())
     probes_enabled = state.settings.probe_seconds > 0
     permanent = False
+    failed: list[Observed] = []
     try:
         await _walk(ctx, state, body, spec, writer, logger)
         backoff.failures = 0
@@ -612,10 +618,13 @@ async def reconcile(
         logger.warning("SmtpServer %s: %s", body.metadata.name, message)
         metrics.RECONCILE_ERRORS.labels(kind=KIND, reason=reason).inc()
         # The failure belongs to the step the pass had reached.
-        await writer.write([Observed(writer.step, "False", reason, message)])
-    ready = _ready(writer, probes_enabled)
-    # One patch: whoever sees Ready also sees the phase that goes with it.
-    await writer.write([ready], phase=_phase(writer, ready, permanent).value)
+        failed.append(Observed(writer.step, "False", reason, message))
+    current = conditions.merge_conditions(
+        writer.current.get("conditions"), failed, writer.generation
+    )
+    ready = _ready(current, probes_enabled)
+    # One patch: whoever sees Ready also sees the failure and the phase that go with it.
+    await writer.write([*failed, ready], phase=_phase(current, ready, permanent).value)
     _announce(body, before, writer.current)
 
 

@@ -198,8 +198,13 @@ _TEXT = st.text(
 )
 
 
+# Derandomized: CI explores the same 60 examples on every run, so a red run is a real
+# regression and not a new draw (drop derandomize locally to explore further).
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     subject=_TEXT,
