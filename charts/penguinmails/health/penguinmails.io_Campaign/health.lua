@@ -1,0 +1,91 @@
+-- Argo CD passes the object as the global `obj` and expects {status=..., message=...}.
+-- Each script stands alone (argocd-cm holds one per kind), so this prelude is repeated.
+local hs = {}
+
+local function condition(status, type_)
+  if status == nil or status.conditions == nil then
+    return nil
+  end
+  for _, c in ipairs(status.conditions) do
+    if c.type == type_ then
+      return c
+    end
+  end
+  return nil
+end
+
+local function result(state, message)
+  hs.status = state
+  hs.message = message
+  return hs
+end
+
+-- The operator has not looked at this generation yet: anything status says is about older spec.
+local function stale(o)
+  local status = o.status
+  if status == nil or status.observedGeneration == nil then
+    return true
+  end
+  return o.metadata.generation ~= nil and status.observedGeneration < o.metadata.generation
+end
+
+local function describe(c)
+  return (c.reason or "") .. ": " .. (c.message or "")
+end
+
+-- The state every kind shares; `permanent` holds the Ready=False reasons that retrying cannot
+-- fix (someone must change the spec or the platform). `degraded` and `suspended` are the kind's
+-- own verdicts (a message, or nil), checked in that order after staleness and Stalled.
+local function health(o, permanent, degraded, suspended)
+  if stale(o) then
+    return result("Progressing", "waiting for the operator to observe generation "
+      .. tostring(o.metadata.generation))
+  end
+  local stalled = condition(o.status, "Stalled")
+  if stalled ~= nil and stalled.status == "True" then
+    return result("Degraded", describe(stalled))
+  end
+  local ready = condition(o.status, "Ready")
+  if ready ~= nil and ready.status == "False" and permanent[ready.reason] then
+    return result("Degraded", describe(ready))
+  end
+  if degraded ~= nil then
+    return result("Degraded", degraded)
+  end
+  if suspended ~= nil then
+    return result("Suspended", suspended)
+  end
+  local reconciling = condition(o.status, "Reconciling")
+  if reconciling ~= nil and reconciling.status == "True" then
+    return result("Progressing", describe(reconciling))
+  end
+  if ready == nil then
+    return result("Progressing", "waiting for the Ready condition")
+  end
+  if ready.status ~= "True" then
+    return result("Progressing", describe(ready))
+  end
+  return result("Healthy", describe(ready))
+end
+
+-- Campaign. A stop rule (phase Stopped, Ready=False StopRule) and a pause the sender asked for
+-- (SenderFault, SenderAuthenticationFailed) wait for a human; PreflightFailed waits for the
+-- domain and servers, which the operator re-checks, so it stays Progressing. A campaign paused
+-- by spec.paused is Suspended.
+local degraded = nil
+local phase = obj.status ~= nil and obj.status.phase or nil
+if phase == "Stopped" or phase == "Failed" then
+  local ready = condition(obj.status, "Ready")
+  degraded = ready ~= nil and describe(ready) or ("phase is " .. phase)
+end
+local suspended = nil
+if obj.spec ~= nil and obj.spec.paused then
+  suspended = "spec.paused is true; unset it to resume"
+end
+local permanent = {
+  InvalidSpec = true,
+  StopRule = true,
+  SenderFault = true,
+  SenderAuthenticationFailed = true,
+}
+return health(obj, permanent, degraded, suspended)
