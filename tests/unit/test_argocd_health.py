@@ -20,6 +20,7 @@ from penguinmails.api.v1alpha1.common import StatusModel
 from penguinmails.devstack.helm import CHART_DIR
 
 HEALTH_DIR = CHART_DIR / "health"
+PRELUDE_END = "-- End of the prelude shared by the four checks"
 STATUS_MODELS: dict[str, type[StatusModel]] = {
     "Tenant": TenantStatus,
     "SmtpServer": SmtpServerStatus,
@@ -74,3 +75,13 @@ def test_each_health_state_is_covered() -> None:
     """Every state Argo CD knows that the checks can return has a test case somewhere."""
     seen = {test.values[1]["healthStatus"]["status"] for test in _cases()}
     assert seen == {"Healthy", "Progressing", "Degraded", "Suspended"}
+
+
+def test_the_shared_prelude_is_the_same_in_every_check() -> None:
+    """argocd-cm holds each check alone, so the shared part is copied; the copies must agree."""
+    preludes = {
+        folder.name: (folder / "health.lua").read_text().split(PRELUDE_END)[0]
+        for folder in HEALTH_DIR.iterdir()
+    }
+    assert all(PRELUDE_END in (HEALTH_DIR / name / "health.lua").read_text() for name in preludes)
+    assert len(set(preludes.values())) == 1, sorted(preludes)

@@ -67,6 +67,7 @@ local function health(o, permanent, degraded, suspended)
   end
   return result("Healthy", describe(ready))
 end
+-- End of the prelude shared by the four checks (the tests keep the copies equal).
 
 -- Campaign. A stop rule (phase Stopped, Ready=False StopRule) and a pause the sender asked for
 -- (SenderFault, SenderAuthenticationFailed) wait for a human; PreflightFailed waits for the

@@ -67,6 +67,7 @@ local function health(o, permanent, degraded, suspended)
   end
   return result("Healthy", describe(ready))
 end
+-- End of the prelude shared by the four checks (the tests keep the copies equal).
 
 -- SendingDomain. InvalidSpec and DKIMSecretMalformed need someone to fix the spec or the Secret
 -- (operator/sendingdomain.py does not touch DNS for them); DNS not yet verified is Pending,

@@ -67,6 +67,7 @@ local function health(o, permanent, degraded, suspended)
   end
   return result("Healthy", describe(ready))
 end
+-- End of the prelude shared by the four checks (the tests keep the copies equal).
 
 -- SmtpServer. The operator sets phase Failed on a permanent failure (an invalid spec, a provider
 -- refusal it will not retry); Ready=False for any other reason is a step still in progress

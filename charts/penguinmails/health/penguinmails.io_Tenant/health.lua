@@ -67,6 +67,7 @@ local function health(o, permanent, degraded, suspended)
   end
   return result("Healthy", describe(ready))
 end
+-- End of the prelude shared by the four checks (the tests keep the copies equal).
 
 -- Tenant (cluster-scoped). Ready=False InvalidSpec needs a spec fix; Forbidden and Rejected need
 -- the chart's RBAC or the API server's admission fixed (operator/errors.py). Other reasons retry.
