@@ -58,6 +58,7 @@ from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
 from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
 from penguinmails.operator.handlers import register_controller
+from penguinmails.operator.inuse import mark_in_use
 from penguinmails.operator.relay_access import ensure_relay_secrets, plan_relay
 
 PLURAL = "campaigns"
@@ -499,6 +500,14 @@ async def reconcile(
                     await set_sending(conn, uid, phase == "Sending")
         else:
             phase = "Pending"
+        # While sending, the domain and dedicated servers may not be deleted (inuse-guard).
+        used = (
+            {("SendingDomain", spec.sending_domain_ref.name)}
+            | ({("SmtpServer", n) for n in server_names} if not tier_shared else set())
+            if phase == "Sending"
+            else set()
+        )
+        await mark_in_use(ctx, namespace, name, used)
     except Exception as error:
         failure = describe(error)
         logger.warning("Campaign %s/%s not reconciled: %s", namespace, name, failure.message)
@@ -648,6 +657,11 @@ async def cleanup(ctx: Context, body: kopf.Body, retry: int) -> None:
     tenant's history; it goes with the tenant's data). The database is outside the cluster,
     hence the finalizer this handler brings."""
     namespace = body.metadata.namespace or ""
+    try:
+        await mark_in_use(ctx, namespace, body.metadata.name or "", ())
+    except Exception as error:
+        failure = describe(error)
+        raise kopf.TemporaryError(failure.message, delay=backoff_seconds(retry)) from error
     tenant = await get_tenant(ctx.db, namespace.removeprefix(res.NAMESPACE_PREFIX))
     if tenant is None or not namespace.startswith(res.NAMESPACE_PREFIX):
         return

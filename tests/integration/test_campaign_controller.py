@@ -46,6 +46,7 @@ from penguinmails.operator.campaign import (
     reconcile,
 )
 from penguinmails.operator.context import Context
+from penguinmails.operator.inuse import label_key
 from penguinmails.operator.kube import Kube
 from penguinmails.sender.engine import Sender, SenderConfig
 from penguinmails.sender.secrets import DirSecrets
@@ -131,6 +132,15 @@ async def run_reconcile(ctx: Context, world: World, name: str) -> dict[str, Any]
     if patch.get("status"):
         await asyncio.to_thread(world.set_status, "campaigns", name, dict(patch["status"]))
     return world.get("campaigns", name)
+
+
+def held_by(world: World, campaign: str) -> set[str]:
+    """The objects carrying `campaign`'s in-use label (which the inuse-guard policy protects)."""
+    return {
+        name
+        for plural, name in (("sendingdomains", "acme"), ("smtpservers", "relay"))
+        if label_key(campaign) in (world.get(plural, name)["metadata"].get("labels") or {})
+    }
 
 
 @pytest.fixture()
@@ -246,6 +256,7 @@ async def test_preflight_gates_then_campaign_sends_and_completes(
         event = EVENTS.get_nowait()
         assert (event.type, event.reason) == ("Warning", "DomainNotVerified")
         assert obj["status"]["phase"] == "Pending"
+        assert held_by(world, "hello") == set()
         async with tenant_connection(db_pool, tenant_id) as conn:
             assert await conn.fetchval("SELECT count(*) FROM deliveries") == 0
 
@@ -264,6 +275,8 @@ async def test_preflight_gates_then_campaign_sends_and_completes(
             "metadata"
         ]["annotations"]
         assert annotations[ACTIVE_ANNOTATION] == "1"
+        # While sending, its domain and relay are marked in use: they cannot be deleted.
+        assert held_by(world, "hello") == {"acme", "relay"}
         obj = await run_reconcile(context, world, "hello")
         assert obj["status"]["counts"]["total"] == 40  # enqueue is idempotent
 
@@ -279,8 +292,10 @@ async def test_preflight_gates_then_campaign_sends_and_completes(
         assert await gate()
         await cleanup(context, kopf.Body(obj), 0)  # type: ignore[arg-type]
         assert not await gate()
+        assert held_by(world, "hello") == set()  # released with the campaign
         obj = await run_reconcile(context, world, "hello")  # not deleted after all: reopens
         assert await gate()
+        assert held_by(world, "hello") == {"acme", "relay"}
 
         # spec.paused closes the gate: a sender finds nothing to claim.
         custom_objects.patch_namespaced_custom_object(
@@ -288,6 +303,7 @@ async def test_preflight_gates_then_campaign_sends_and_completes(
         )
         obj = await run_reconcile(context, world, "hello")
         assert obj["status"]["phase"] == "Paused"
+        assert held_by(world, "hello") == set()  # paused: its domain may be deleted
         keys = [
             DkimKey(
                 "rsa1",
@@ -331,6 +347,7 @@ async def test_preflight_gates_then_campaign_sends_and_completes(
         assert (event.type, event.reason) == ("Warning", "StopRule")
         obj = await run_reconcile(context, world, "hello")
         assert obj["status"]["phase"] == "Stopped"  # sticky while the spec is unchanged
+        assert held_by(world, "hello") == set()
 
         # Raising the limit resumes; everything is final: Completed, counts equal arrivals.
         custom_objects.patch_namespaced_custom_object(
@@ -348,6 +365,7 @@ async def test_preflight_gates_then_campaign_sends_and_completes(
         assert obj["status"]["counts"]["bounced"] == 4
         assert obj["status"]["progress"] == 100
         assert obj["status"]["finishedAt"]
+        assert held_by(world, "hello") == set()
         assert not res.is_active_campaign(obj)
         annotations = custom_objects.get_cluster_custom_object(GROUP, VERSION, "tenants", name)[
             "metadata"

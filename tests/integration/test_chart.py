@@ -173,11 +173,17 @@ def test_defaults_render_a_locked_down_single_operator(helm: Helm) -> None:
         "Service",
         "ServiceAccount",
         "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicy",  # <release>-inuse-guard
+        "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
     ]
     assert not by_kind(documents, "Secret"), "the chart must never carry a secret value"
-    # The admission policy binds the operator's ServiceAccount, and only it.
-    policy = one(documents, "ValidatingAdmissionPolicy")
+    # The operator-scope admission policy binds the operator's ServiceAccount, and only it.
+    (policy,) = [
+        d
+        for d in by_kind(documents, "ValidatingAdmissionPolicy")
+        if d["metadata"]["name"].endswith("-operator-scope")
+    ]
     account = one(documents, "ServiceAccount")["metadata"]["name"]
     assert policy["spec"]["matchConditions"] == [
         {
@@ -187,7 +193,11 @@ def test_defaults_render_a_locked_down_single_operator(helm: Helm) -> None:
         }
     ]
     assert policy["spec"]["failurePolicy"] == "Fail"
-    policy_binding = one(documents, "ValidatingAdmissionPolicyBinding")["spec"]
+    (policy_binding,) = [
+        d["spec"]
+        for d in by_kind(documents, "ValidatingAdmissionPolicyBinding")
+        if d["spec"]["policyName"] == policy["metadata"]["name"]
+    ]
     assert policy_binding == {
         "policyName": policy["metadata"]["name"],
         "validationActions": ["Deny"],
