@@ -83,19 +83,6 @@ def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict
     return patch
 
 
-def apply_patch(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """What the API server stores after a JSON merge patch: None deletes, objects merge."""
-    result = dict(current)
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = apply_patch(result[key], value)
-        else:
-            result[key] = value
-    return result
-
-
 def write_status(
     patch: kopf.Patch,
     status: Mapping[str, Any],

@@ -94,6 +94,9 @@ class ControllerState:
     settings: SmtpServerSettings
     clients: dict[str, HostwindsClient] = field(default_factory=dict)
     backoff: dict[str, _Backoff] = field(default_factory=dict)
+    written: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The status each object got from our last write (by uid): fresher than a body from the
+    watch cache, which may not show that write yet. Only the operator writes this status."""
     _custom: client.CustomObjectsApi | None = None
     _core: client.CoreV1Api | None = None
     _rbac: client.RbacAuthorizationV1Api | None = None
@@ -133,10 +136,12 @@ class StatusWriter:
 
     def __init__(self, state: ControllerState, body: kopf.Body) -> None:
         self._state = state
+        self._uid = str(body.metadata.uid)
         self.namespace = str(body.metadata.namespace)
         self.name = str(body.metadata.name)
         self.generation = int(body.metadata.get("generation") or 0)
-        self.current: dict[str, Any] = dict(body.status or {})
+        # A stale base would make the merge patch keep fields it should remove.
+        self.current: dict[str, Any] = dict(state.written.get(self._uid) or body.status or {})
         self.step = PROVISIONED
         """The condition a failure of this pass is reported on (the step it had reached)."""
 
@@ -147,14 +152,21 @@ class StatusWriter:
         desired = dict(fields)
         desired["observedGeneration"] = self.generation
         if observed:
-            desired["conditions"] = conditions.merge_conditions(
+            merged = conditions.merge_conditions(
                 self.current.get("conditions"), observed, self.generation
             )
+            if all(item.type != READY for item in observed):
+                # Ready goes with every condition it depends on, in the same patch.
+                probes = self._state.settings.probe_seconds > 0
+                merged = conditions.merge_conditions(
+                    merged, [_ready(merged, probes)], self.generation
+                )
+            desired["conditions"] = merged
         changed = conditions.status_patch(self.current, desired)
         if not changed:
             return
         api = self._state.custom_objects()
-        await asyncio.to_thread(
+        stored = await asyncio.to_thread(
             api.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
@@ -164,7 +176,8 @@ class StatusWriter:
             {"status": changed},
             _content_type="application/merge-patch+json",
         )
-        self.current = conditions.apply_patch(self.current, changed)
+        self.current = dict(stored.get("status") or {})
+        self._state.written[self._uid] = self.current
 
 
 async def read_secret_keys(
@@ -953,6 +966,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     async def delete(*, body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger) -> None:
         await cleanup(memo.context, state, body, logger)
         state.backoff.pop(str(body.metadata.uid), None)
+        state.written.pop(str(body.metadata.uid), None)
 
     register_controller(
         registry,

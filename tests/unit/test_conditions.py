@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from penguinmails.operator.conditions import (
     Observed,
-    apply_patch,
     find,
     merge_conditions,
     status_patch,
@@ -95,3 +96,16 @@ def test_status_patch_is_empty_when_nothing_changed_and_deletes_none_fields() ->
     patch = status_patch(current, {"a": {"b": {"c": 1}}, "e": [1], "f": None})
     assert patch == {"a": {"b": {"d": None}}, "e": [1], "f": None}
     assert apply_patch(current, patch) == {"a": {"b": {"c": 1}}, "e": [1]}
+
+
+def apply_patch(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """What the API server stores after a JSON merge patch: None deletes, objects merge."""
+    result = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = apply_patch(result[key], value)
+        else:
+            result[key] = value
+    return result
