@@ -156,11 +156,11 @@ class StatusWriter:
                 self.current.get("conditions"), observed, self.generation
             )
             if all(item.type != READY for item in observed):
-                # Ready goes with every condition it depends on, in the same patch.
-                probes = self._state.settings.probe_seconds > 0
-                merged = conditions.merge_conditions(
-                    merged, [_ready(merged, probes)], self.generation
-                )
+                # Ready goes with every condition it depends on, in the same patch, and the
+                # phase goes with Ready (the pass's last write may still make it Failed).
+                ready = _ready(merged, self._state.settings.probe_seconds > 0)
+                merged = conditions.merge_conditions(merged, [ready], self.generation)
+                desired.setdefault("phase", _phase(merged, ready, False).value)
             desired["conditions"] = merged
         changed = conditions.status_patch(self.current, desired)
         if not changed:
