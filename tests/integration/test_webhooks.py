@@ -1,0 +1,284 @@
+"""Outbound webhooks against a real HTTP receiver on loopback and the real PostgreSQL.
+
+The receiver (aiohttp) verifies every request with the Standard Webhooks reference library
+(`standardwebhooks`), independently of our signer, and answers 503 with a large body to its
+first N requests. Loopback is allowed the way the other tests allow it (`PM_EGRESS_ALLOW`);
+without that setting the same endpoint is refused, as in production.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from penguinmails.common.db import tenant_connection
+from penguinmails.common.db.audit import Context, list_entries
+from penguinmails.common.db.tenant_logins import ensure_tenant_login, new_password, with_login
+from penguinmails.common.db.tenants import upsert_tenant
+from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
+from penguinmails.common.webhooks import (
+    DEFAULT_RETRY_SCHEDULE,
+    RESPONSE_LIMIT,
+    Dispatcher,
+    EventType,
+    RetrySchedule,
+    WebhookError,
+    create_endpoint,
+    delivery_log,
+    emit,
+    list_endpoints,
+    redeliver,
+)
+
+pytestmark = pytest.mark.integration
+
+ADMIN = Context("user:admin", "198.51.100.7", "req_hooks")
+FAILURE_BODY = "upstream unavailable " * 300  # longer than what the log keeps
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver: verifies each request, fails the first `fail_first` verified ones."""
+
+    fail_first: int = 0
+    secret: str = ""
+    url: str = ""
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    refused_signatures: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            Webhook(self.secret).verify(body, headers)
+        except WebhookVerificationError:
+            self.refused_signatures += 1
+            return web.Response(status=401, text="bad signature")
+        self.received.append((headers, body))
+        if len(self.received) <= self.fail_first:
+            return web.Response(status=503, text=FAILURE_BODY)
+        return web.Response(status=200, text="ok")
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    hook = Receiver()
+    app = web.Application()
+    app.router.add_post("/hooks/{name}", hook.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    hook.url = f"http://{host}:{port}/hooks/penguin"
+    try:
+        yield hook
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> EgressPolicy:
+    # Every test server is on loopback, which tenants may not use in production.
+    monkeypatch.setenv("PM_EGRESS_ALLOW", "127.0.0.0/8")
+    return EgressPolicy.from_env()
+
+
+async def new_tenant(pool: asyncpg.Pool) -> uuid.UUID:
+    name = f"hooks-{uuid.uuid4().hex[:8]}"
+    return await upsert_tenant(
+        pool,
+        name=name,
+        tier="starter",
+        namespace=f"tenant-{name}",
+        display_name=None,
+        contact_email="ops@example.com",
+        suspended=False,
+    )
+
+
+async def drain(dispatcher: Dispatcher, tenant: uuid.UUID, rounds: int = 20) -> int:
+    """Dispatch until nothing is due any more; returns the attempts made."""
+    made = 0
+    for _ in range(rounds):
+        done = await dispatcher.deliver_due(tenant)
+        if done == 0:
+            return made
+        made += done
+    raise AssertionError(f"still delivering after {rounds} rounds")
+
+
+async def test_signed_event_is_retried_with_backoff_until_the_receiver_takes_it(
+    db_pool: asyncpg.Pool, receiver: Receiver, loopback_allowed: EgressPolicy
+) -> None:
+    tenant = await new_tenant(db_pool)
+    receiver.fail_first = 2
+    async with tenant_connection(db_pool, tenant) as conn:
+        endpoint, receiver.secret = await create_endpoint(
+            conn,
+            ADMIN,
+            receiver.url,
+            [EventType.BOUNCED, EventType.CAMPAIGN_STATE_CHANGED],
+            policy=loopback_allowed,
+            description="CRM",
+        )
+        assert [e.id for e in await list_endpoints(conn)] == [endpoint.id]
+        data = {"email": "jane@example.com", "campaign": "launch", "status": "5.1.1"}
+        event_id = await emit(conn, EventType.BOUNCED, data)
+        assert event_id is not None
+        # Nobody subscribed to deliveries: nothing is stored, nothing is sent.
+        assert await emit(conn, EventType.DELIVERED, {"email": "bob@example.com"}) is None
+
+    # Retries without waiting here; the default schedule's waits are checked below.
+    dispatcher = Dispatcher(db_pool, schedule=RetrySchedule((timedelta(0),) * 3))
+    try:
+        assert await drain(dispatcher, tenant) == 3
+    finally:
+        await dispatcher.aclose()
+
+    assert receiver.refused_signatures == 0
+    assert len(receiver.received) == 3
+    ids = {headers["webhook-id"] for headers, _ in receiver.received}
+    assert ids == {event_id}  # one id for every attempt: receivers de-duplicate on it
+    bodies = {body for _, body in receiver.received}
+    assert len(bodies) == 1
+    payload = json.loads(bodies.pop())
+    assert payload["type"] == "delivery.bounced" and payload["data"] == data
+    assert all(h["content-type"] == "application/json" for h, _ in receiver.received)
+
+    async with tenant_connection(db_pool, tenant) as conn:
+        attempts = await delivery_log(conn, endpoint_id=endpoint.id)
+        audit = await list_entries(conn, action="webhook_endpoint.create")
+    assert [(a.attempt, a.status_code) for a in reversed(attempts)] == [
+        (1, 503),
+        (2, 503),
+        (3, 200),
+    ]
+    assert {a.state for a in attempts} == {"succeeded"}
+    assert [a.response for a in reversed(attempts)] == [
+        FAILURE_BODY[:RESPONSE_LIMIT],
+        FAILURE_BODY[:RESPONSE_LIMIT],
+        "ok",
+    ]
+    assert all(a.latency_ms >= 0 and a.error is None for a in attempts)
+    [created] = audit.entries
+    assert created.target == f"webhook_endpoint:{endpoint.id}"
+    assert receiver.secret not in json.dumps(created.as_json())
+
+
+async def test_default_schedule_waits_then_gives_up_and_manual_redelivery_resends(
+    db_pool: asyncpg.Pool, receiver: Receiver, loopback_allowed: EgressPolicy
+) -> None:
+    tenant = await new_tenant(db_pool)
+    receiver.fail_first = 10**6  # down until told otherwise
+    async with tenant_connection(db_pool, tenant) as conn:
+        _, receiver.secret = await create_endpoint(
+            conn, ADMIN, receiver.url, [EventType.UNSUBSCRIBED], policy=loopback_allowed
+        )
+        event_id = await emit(conn, EventType.UNSUBSCRIBED, {"email": "jane@example.com"})
+
+    default = Dispatcher(db_pool)
+    try:
+        assert await default.deliver_due(tenant) == 1
+        assert await default.deliver_due(tenant) == 0  # not due yet: it waits 5 s
+    finally:
+        await default.aclose()
+    async with tenant_connection(db_pool, tenant) as conn:
+        row = await conn.fetchrow(
+            "SELECT d.id, d.state, d.next_attempt_at - a.at AS wait FROM webhook_deliveries d "
+            "JOIN webhook_attempts a ON a.delivery_id = d.id WHERE d.event_id = $1",
+            event_id,
+        )
+    assert row is not None
+    assert (row["state"], row["wait"]) == ("pending", DEFAULT_RETRY_SCHEDULE.after(1))
+    delivery_id = row["id"]
+
+    # Two more attempts allowed (the schedule's length), then the delivery has failed.
+    short = Dispatcher(db_pool, schedule=RetrySchedule((timedelta(0), timedelta(0))))
+    try:
+        async with tenant_connection(db_pool, tenant) as conn:
+            await redeliver(conn, ADMIN, delivery_id)  # pending: only moved to now
+        assert await drain(short, tenant) == 2
+        async with tenant_connection(db_pool, tenant) as conn:
+            log = await delivery_log(conn, event_id=event_id)
+        assert [(a.attempt, a.status_code) for a in reversed(log)] == [(1, 503), (2, 503), (3, 503)]
+        assert log[0].state == "failed"
+
+        # A manual redelivery of a failed delivery: one more attempt, outside the schedule.
+        async with tenant_connection(db_pool, tenant) as conn:
+            assert await redeliver(conn, ADMIN, delivery_id)
+        assert await drain(short, tenant) == 1
+        receiver.fail_first = 0
+        async with tenant_connection(db_pool, tenant) as conn:
+            assert await redeliver(conn, ADMIN, delivery_id)
+            assert not await redeliver(conn, ADMIN, 2**62)
+        assert await drain(short, tenant) == 1
+    finally:
+        await short.aclose()
+    async with tenant_connection(db_pool, tenant) as conn:
+        log = await delivery_log(conn, event_id=event_id)
+        audit = await list_entries(conn, action="webhook_delivery.redeliver")
+    assert [(a.attempt, a.status_code) for a in reversed(log)][3:] == [(4, 503), (5, 200)]
+    assert log[0].state == "succeeded"
+    assert len(audit.entries) == 3
+    assert {h["webhook-id"] for h, _ in receiver.received} == {event_id}
+    assert len(receiver.received) == 5 and receiver.refused_signatures == 0
+
+
+async def test_internal_destinations_are_refused_without_the_allow_setting(
+    db_pool: asyncpg.Pool,
+    postgres_dsn: str,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant = await new_tenant(db_pool)
+    monkeypatch.delenv("PM_EGRESS_ALLOW", raising=False)  # production
+    production = EgressPolicy.from_env()
+    async with tenant_connection(db_pool, tenant) as conn:
+        with pytest.raises(DestinationNotAllowedError) as refused:
+            await create_endpoint(conn, ADMIN, receiver.url, [EventType.BOUNCED], policy=production)
+        assert refused.value.field == "url" and "loopback" in refused.value.message
+        with pytest.raises(WebhookError) as bad:
+            await create_endpoint(
+                conn, ADMIN, "https://u:p@hooks.example/x", [EventType.BOUNCED], policy=production
+            )
+        assert bad.value.field == "url"
+        # Created while the network was allowed (or the name resolved elsewhere then)...
+        allowed = EgressPolicy(allowed=(ipaddress.ip_network("127.0.0.0/8"),))
+        _, receiver.secret = await create_endpoint(
+            conn, ADMIN, receiver.url, [EventType.BOUNCED], policy=allowed
+        )
+        event_id = await emit(conn, EventType.BOUNCED, {"email": "jane@example.com"})
+    # ...the dispatcher checks again before every attempt.
+    dispatcher = Dispatcher(db_pool)
+    try:
+        assert await dispatcher.deliver_due(tenant) == 1
+        assert await dispatcher.deliver_due(tenant) == 0
+    finally:
+        await dispatcher.aclose()
+    async with tenant_connection(db_pool, tenant) as conn:
+        [attempt] = await delivery_log(conn, event_id=event_id)
+    assert attempt.state == "failed" and attempt.status_code is None
+    assert attempt.error is not None and "loopback" in attempt.error
+    assert receiver.received == []
+
+    # The tenant's own login (what its pods hold) cannot read endpoints or their secrets.
+    password = new_password()
+    role = await ensure_tenant_login(db_pool, tenant, password)
+    pod = await asyncpg.connect(with_login(postgres_dsn, role, password))
+    try:
+        for table in ("webhook_endpoints", "webhook_events", "webhook_deliveries"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await pod.fetch(f"SELECT * FROM {table}")  # noqa: S608
+    finally:
+        await pod.close()
