@@ -24,6 +24,8 @@ Redirects are not followed: each destination must pass the egress check.
 (`EgressPolicy`) when the endpoint is created and again before every attempt, so a tenant can
 make the platform post neither to the cluster nor to private networks (`PM_EGRESS_ALLOW` opens a
 network explicitly; the tests allow loopback). A refused destination fails the delivery at once.
+The request goes to the address that was checked (Host header and TLS server name stay the
+endpoint's name), so a DNS answer that changes between check and connection changes nothing.
 
 Only the platform (`penguinmails_app`, in a tenant scope) touches these tables; tenants' own
 logins have no grant on them. The secret never appears in a log or an error.
@@ -211,9 +213,26 @@ def _check_event_types(event_types: Sequence[str]) -> list[str]:
     return sorted(set(event_types))
 
 
-async def _check_destination(policy: EgressPolicy, url: str) -> None:
-    host = urlsplit(url).hostname or ""
-    await policy.check("url", host)
+async def _check_destination(policy: EgressPolicy, url: str) -> list[str]:
+    """The addresses of the URL's host, all allowed; else `DestinationNotAllowedError`."""
+    return await policy.check("url", urlsplit(url).hostname or "")
+
+
+def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The request for `url` sent to the checked `address`: the URL with the address as its
+    host, the Host header and (for https) the TLS server name, and so the certificate check,
+    still the endpoint's own name. Resolving once more at connection time would let a name
+    that answers a public address to the check and a private one to the connection (DNS
+    rebinding) reach what the check refused."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    literal = f"[{address}]" if ":" in address else address
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    pinned = parts._replace(netloc=netloc).geturl()
+    shown = f"[{host}]" if ":" in host else host
+    headers = {"host": shown if parts.port is None else f"{shown}:{parts.port}"}
+    extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return pinned, headers, extensions
 
 
 def _endpoint(row: Any) -> Endpoint:
@@ -493,15 +512,23 @@ class Dispatcher:
     async def _post(self, item: _Claimed) -> _Result:
         async with self.limit:
             try:
-                await _check_destination(self.policy, item.url)
+                addresses = await _check_destination(self.policy, item.url)
             except DestinationNotAllowedError as error:
                 return _Result(None, 0, None, error.message[:500], permanent=True)
+            if not addresses:
+                host = urlsplit(item.url).hostname
+                return _Result(None, 0, None, f"url: {host} does not resolve"[:500])
+            url, host_header, extensions = _pinned(item.url, addresses[0])
             timestamp = int(time.time())
             headers = signed_headers(item.secret, item.event_id, timestamp, item.body)
             started = time.monotonic()
             try:
                 async with self.client.stream(
-                    "POST", item.url, content=item.body, headers=headers
+                    "POST",
+                    url,
+                    content=item.body,
+                    headers={**headers, **host_header},
+                    extensions=extensions,
                 ) as response:
                     kept = bytearray()
                     async for chunk in response.aiter_bytes():

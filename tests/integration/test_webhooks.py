@@ -155,6 +155,7 @@ async def test_signed_event_is_retried_with_backoff_until_the_receiver_takes_it(
     payload = json.loads(bodies.pop())
     assert payload["type"] == "delivery.bounced" and payload["data"] == data
     assert all(h["content-type"] == "application/json" for h, _ in receiver.received)
+    assert {h["host"] for h, _ in receiver.received} == {receiver.url.split("/")[2]}
 
     async with tenant_connection(db_pool, tenant) as conn:
         attempts = await delivery_log(conn, endpoint_id=endpoint.id)

@@ -16,6 +16,7 @@ from penguinmails.common.webhooks import (
     WebhookError,
     _check_event_types,
     _check_url,
+    _pinned,
     new_secret,
     sign,
     signed_headers,
@@ -83,3 +84,13 @@ def test_event_types_must_be_known() -> None:
         with pytest.raises(WebhookError) as caught:
             _check_event_types(bad)
         assert caught.value.field == "event_types" and "campaign.state_changed" in str(caught.value)
+
+
+def test_requests_go_to_the_checked_address_under_the_endpoint_name() -> None:
+    url, headers, extensions = _pinned("https://hooks.example.com/in?x=1", "203.0.113.5")
+    assert url == "https://203.0.113.5/in?x=1"
+    assert headers == {"host": "hooks.example.com"}
+    assert extensions == {"sni_hostname": "hooks.example.com"}  # and so the certificate check
+    url, headers, extensions = _pinned("http://hooks.example.com:8080/in", "2001:db8::5")
+    assert url == "http://[2001:db8::5]:8080/in"
+    assert headers == {"host": "hooks.example.com:8080"} and extensions == {}
