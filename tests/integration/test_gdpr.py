@@ -13,10 +13,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+import pytest_asyncio
 
 from penguinmails.common.db import tenant_connection
 from penguinmails.common.db.audit import Context, list_entries, record
@@ -40,6 +43,7 @@ from penguinmails.common.db.ledger import (
     upsert_campaign,
 )
 from penguinmails.common.db.ledger import record as record_outcomes
+from penguinmails.common.db.migrate import migrate
 from penguinmails.common.db.tenant_logins import ensure_tenant_login, new_password, with_login
 from penguinmails.common.db.tenants import upsert_tenant
 from penguinmails.common.egress import EgressPolicy
@@ -292,3 +296,46 @@ async def test_export_lists_everything_and_erase_leaves_only_the_keyed_hash(
         async with tenant_connection(db_pool, a) as conn:
             await erase_contact(conn, KEY, "not an address", ADMIN)
     assert caught.value.field == "email"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def platform_dsn(db_pool: asyncpg.Pool, postgres_dsn: str) -> AsyncIterator[str]:
+    """A database owned by a platform login as production has it (LOGIN CREATEROLE, no
+    superuser, no BYPASSRLS), migrated by that login; dropped afterwards."""
+    suffix = uuid.uuid4().hex[:10]
+    login, database, password = f"pm_platform_{suffix}", f"pm_gdpr_{suffix}", new_password()
+    await db_pool.execute(f"CREATE ROLE {login} LOGIN CREATEROLE PASSWORD '{password}'")
+    await db_pool.execute(f"CREATE DATABASE {database} OWNER {login}")
+    dsn = urlsplit(with_login(postgres_dsn, login, password))._replace(path=f"/{database}").geturl()
+    try:
+        assert await migrate(dsn)
+        yield dsn
+    finally:
+        await db_pool.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        await db_pool.execute(f"DROP ROLE IF EXISTS {login}")
+
+
+async def test_erasure_as_the_production_platform_login(platform_dsn: str) -> None:
+    """Row-level security binds the table owner here (no superuser): the audit scrub, a
+    SECURITY DEFINER function of that owner, still reaches the tenant's rows, and only them."""
+    pool = await asyncpg.create_pool(platform_dsn, min_size=1, max_size=2)
+    try:
+        assert not await pool.fetchval(
+            "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
+        )
+        a, _ = await new_tenant(pool, "gdpr-prod-a")
+        b, _ = await new_tenant(pool, "gdpr-prod-b")
+        for tenant in (a, b):
+            async with tenant_connection(pool, tenant) as conn:
+                await import_contacts(conn, "newsletter", CSV, KEY)
+                await record(conn, ADMIN, "contact.create", details={"email": JANE})
+        async with tenant_connection(pool, a) as conn:
+            report = await erase_contact(conn, KEY, JANE, ADMIN)
+            assert report.contacts_deleted == 1 and report.audit_entries_scrubbed == 1
+            details = await conn.fetch("SELECT details::text AS d FROM audit_log")
+            assert all(JANE not in row["d"] for row in details) and len(details) == 2
+        async with tenant_connection(pool, b) as conn:
+            details = await conn.fetch("SELECT details::text AS d FROM audit_log")
+            assert [JANE in row["d"] for row in details] == [True]
+    finally:
+        await pool.close()
