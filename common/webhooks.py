@@ -58,7 +58,9 @@ from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
 
 __all__ = [
     "DEFAULT_RETRY_SCHEDULE",
+    "HISTORY_RETENTION",
     "RESPONSE_LIMIT",
+    "ROTATION_GRACE",
     "SECRET_PREFIX",
     "Attempt",
     "Dispatcher",
@@ -73,7 +75,9 @@ __all__ = [
     "list_endpoints",
     "new_secret",
     "redeliver",
+    "rotate_secret",
     "sign",
+    "update_endpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,6 +86,10 @@ SECRET_PREFIX = "whsec_"  # noqa: S105  (the spec's prefix, no secret)
 RESPONSE_LIMIT = 2048
 """Characters of a response body kept in the delivery log."""
 USER_AGENT = "PenguinMails-Webhooks/1"
+ROTATION_GRACE = timedelta(hours=24)
+"""How long a rotated-out secret keeps signing beside the new one."""
+HISTORY_RETENTION = timedelta(days=30)
+"""Finished events (payloads name recipients) and their delivery log are deleted after this."""
 
 
 class EventType(StrEnum):
@@ -140,13 +148,20 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
-def signed_headers(secret: str, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+def signed_headers(
+    secret: str, message_id: str, timestamp: int, body: bytes, *, previous: str | None = None
+) -> dict[str, str]:
+    """The request headers; with `previous` (a rotated-out secret still within its grace
+    period) a second signature follows, space-separated, as the spec provides for rotation."""
+    signatures = [sign(secret, message_id, timestamp, body)]
+    if previous is not None:
+        signatures.append(sign(previous, message_id, timestamp, body))
     return {
         "content-type": "application/json",
         "user-agent": USER_AGENT,
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, message_id, timestamp, body),
+        "webhook-signature": " ".join(signatures),
     }
 
 
@@ -284,6 +299,77 @@ async def create_endpoint(
     return endpoint, secret
 
 
+async def update_endpoint(
+    conn: AnyConnection,
+    context: Context,
+    endpoint_id: uuid.UUID,
+    *,
+    policy: EgressPolicy,
+    url: str | None = None,
+    event_types: Sequence[str] | None = None,
+    description: str | None = None,
+    enabled: bool | None = None,
+) -> Endpoint | None:
+    """Change the given fields (None: unchanged); None when the tenant has no such endpoint."""
+    if url is not None:
+        _check_url(url)
+        await _check_destination(policy, url)
+    types = _check_event_types(event_types) if event_types is not None else None
+    if description is not None and len(description) > 500:
+        raise WebhookError("description", "must be at most 500 characters")
+    row = await conn.fetchrow(
+        """
+        UPDATE webhook_endpoints SET url = COALESCE($2, url),
+            event_types = COALESCE($3, event_types), description = COALESCE($4, description),
+            enabled = COALESCE($5, enabled)
+        WHERE id = $1 RETURNING id, url, event_types, description, enabled, created_at
+        """,
+        endpoint_id,
+        url,
+        types,
+        description,
+        enabled,
+    )
+    if row is None:
+        return None
+    changed = {
+        k: v
+        for k, v in {"url": url, "event_types": types, "enabled": enabled}.items()
+        if v is not None
+    }
+    if description is not None:
+        changed["description"] = True
+    await record(
+        conn,
+        context,
+        "webhook_endpoint.update",
+        target=f"webhook_endpoint:{endpoint_id}",
+        details=changed,
+    )
+    return _endpoint(row)
+
+
+async def rotate_secret(
+    conn: AnyConnection, context: Context, endpoint_id: uuid.UUID
+) -> str | None:
+    """A new secret for the endpoint (returned, show it once); the old one keeps signing as a
+    second signature for `ROTATION_GRACE`. None when the tenant has no such endpoint."""
+    secret = new_secret()
+    rotated = await conn.fetchval(
+        "UPDATE webhook_endpoints SET previous_secret = secret, "
+        "previous_until = now() + $3::interval, secret = $2 WHERE id = $1 RETURNING true",
+        endpoint_id,
+        secret,
+        ROTATION_GRACE,
+    )
+    if not rotated:
+        return None
+    await record(
+        conn, context, "webhook_endpoint.rotate_secret", target=f"webhook_endpoint:{endpoint_id}"
+    )
+    return secret
+
+
 async def list_endpoints(conn: AnyConnection) -> list[Endpoint]:
     rows = await conn.fetch(
         "SELECT id, url, event_types, description, enabled, created_at FROM webhook_endpoints "
@@ -413,6 +499,7 @@ class _Claimed:
     manual: bool
     url: str
     secret: str
+    previous_secret: str | None
     body: bytes
 
 
@@ -442,7 +529,9 @@ UPDATE webhook_deliveries d
 SET attempts = d.attempts + 1, lease_until = now() + $2::interval, updated_at = now()
 FROM due, webhook_endpoints e, webhook_events ev
 WHERE d.id = due.id AND e.id = d.endpoint_id AND ev.id = d.event_id
-RETURNING d.id, d.event_id, d.attempts, d.manual, e.url, e.secret, ev.payload::text AS body
+RETURNING d.id, d.event_id, d.attempts, d.manual, e.url, e.secret,
+    CASE WHEN e.previous_until > now() THEN e.previous_secret END AS previous_secret,
+    ev.payload::text AS body
 """
 
 
@@ -460,6 +549,8 @@ class Dispatcher:
         timeout: float = 15.0,
         batch: int = 50,
         concurrency: int = 10,
+        retention: timedelta = HISTORY_RETENTION,
+        purge_every: timedelta = timedelta(hours=1),
     ) -> None:
         self.pool = pool
         self.schedule = schedule
@@ -472,19 +563,46 @@ class Dispatcher:
         self.lease = timedelta(seconds=timeout * 2 + 30)
         self.batch = batch
         self.limit = asyncio.Semaphore(concurrency)
+        self.retention = retention
+        self.purge_every = purge_every
+        self._next_purge = 0.0
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
     async def run_once(self) -> int:
-        """One pass over every live, unsuspended tenant; returns the attempts made."""
+        """One pass over every live, unsuspended tenant; returns the attempts made. At most
+        once every `purge_every`, finished history older than `retention` is deleted too."""
         tenants = await self.pool.fetch(
             "SELECT id FROM tenants WHERE deleted_at IS NULL AND NOT suspended ORDER BY id"
         )
+        purge = time.monotonic() >= self._next_purge
+        if purge:
+            self._next_purge = time.monotonic() + self.purge_every.total_seconds()
         made = 0
         for row in tenants:
             made += await self.deliver_due(row["id"])
+            if purge:
+                await self.purge_history(row["id"])
         return made
+
+    async def purge_history(self, tenant_id: uuid.UUID) -> int:
+        """Delete the tenant's events older than `retention` whose deliveries are all finished
+        (with their deliveries and attempts); returns how many events went."""
+        async with tenant_connection(self.pool, tenant_id) as conn:
+            gone = await conn.fetchval(
+                """
+                WITH gone AS (
+                    DELETE FROM webhook_events ev
+                    WHERE ev.created_at < now() - $1::interval
+                      AND NOT EXISTS (SELECT FROM webhook_deliveries d
+                                      WHERE d.event_id = ev.id AND d.state = 'pending')
+                    RETURNING 1
+                ) SELECT count(*) FROM gone
+                """,
+                self.retention,
+            )
+        return int(gone)
 
     async def deliver_due(self, tenant_id: uuid.UUID) -> int:
         """Claim and post up to `batch` due deliveries of one tenant; returns how many."""
@@ -498,6 +616,7 @@ class Dispatcher:
                 manual=row["manual"],
                 url=row["url"],
                 secret=row["secret"],
+                previous_secret=row["previous_secret"],
                 body=str(row["body"]).encode("utf-8"),
             )
             for row in rows
@@ -520,7 +639,9 @@ class Dispatcher:
                 return _Result(None, 0, None, f"url: {host} does not resolve"[:500])
             url, host_header, extensions = _pinned(item.url, addresses[0])
             timestamp = int(time.time())
-            headers = signed_headers(item.secret, item.event_id, timestamp, item.body)
+            headers = signed_headers(
+                item.secret, item.event_id, timestamp, item.body, previous=item.previous_secret
+            )
             started = time.monotonic()
             try:
                 async with self.client.stream(

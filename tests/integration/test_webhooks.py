@@ -38,6 +38,8 @@ from penguinmails.common.webhooks import (
     emit,
     list_endpoints,
     redeliver,
+    rotate_secret,
+    update_endpoint,
 )
 
 pytestmark = pytest.mark.integration
@@ -283,3 +285,76 @@ async def test_internal_destinations_are_refused_without_the_allow_setting(
                 await pod.fetch(f"SELECT * FROM {table}")  # noqa: S608
     finally:
         await pod.close()
+
+
+async def test_rotation_update_and_history_retention(
+    db_pool: asyncpg.Pool, receiver: Receiver, loopback_allowed: EgressPolicy
+) -> None:
+    tenant = await new_tenant(db_pool)
+    async with tenant_connection(db_pool, tenant) as conn:
+        endpoint, old = await create_endpoint(
+            conn, ADMIN, receiver.url, [EventType.COMPLAINED], policy=loopback_allowed
+        )
+        new = await rotate_secret(conn, ADMIN, endpoint.id)
+        assert new is not None and new != old
+        assert await rotate_secret(conn, ADMIN, uuid.uuid4()) is None
+        first = await emit(conn, EventType.COMPLAINED, {"email": "jane@example.com"})
+    dispatcher = Dispatcher(db_pool, schedule=RetrySchedule(()), retention=timedelta(0))
+    try:
+        # A receiver that has not switched yet still verifies (the old secret's signature)...
+        receiver.secret = old
+        assert await dispatcher.deliver_due(tenant) == 1
+        # ...and one that has switched verifies the new one.
+        async with tenant_connection(db_pool, tenant) as conn:
+            second = await emit(conn, EventType.COMPLAINED, {"email": "bob@example.com"})
+        receiver.secret = new
+        assert await dispatcher.deliver_due(tenant) == 1
+        assert receiver.refused_signatures == 0
+        assert [h["webhook-id"] for h, _ in receiver.received] == [first, second]
+
+        async with tenant_connection(db_pool, tenant) as conn:
+            # Disabled: it gets no events (and none is stored when nobody else wants it).
+            updated = await update_endpoint(
+                conn, ADMIN, endpoint.id, policy=loopback_allowed, enabled=False
+            )
+            assert updated is not None and not updated.enabled
+            third = await emit(conn, EventType.COMPLAINED, {"email": "carol@example.com"})
+            assert third is None  # no enabled endpoint wants it: nothing stored
+            with pytest.raises(WebhookError) as bad:
+                await update_endpoint(
+                    conn, ADMIN, endpoint.id, policy=loopback_allowed, event_types=["x.y"]
+                )
+            assert bad.value.field == "event_types"
+            with pytest.raises(DestinationNotAllowedError):
+                await update_endpoint(
+                    conn, ADMIN, endpoint.id, policy=EgressPolicy(), url="http://10.1.2.3/x"
+                )
+            updated = await update_endpoint(
+                conn,
+                ADMIN,
+                endpoint.id,
+                policy=loopback_allowed,
+                enabled=True,
+                event_types=[EventType.COMPLAINED, EventType.DELIVERED],
+            )
+            assert updated is not None and updated.enabled
+            assert updated.event_types == ["delivery.complained", "delivery.delivered"]
+            pending = await emit(conn, EventType.DELIVERED, {"email": "dan@example.com"})
+            audit = await list_entries(conn, action="webhook_endpoint.*")
+        assert [e.action for e in audit.entries] == [
+            "webhook_endpoint.update",
+            "webhook_endpoint.update",
+            "webhook_endpoint.rotate_secret",
+            "webhook_endpoint.create",
+        ]
+        assert all(new not in json.dumps(e.as_json()) for e in audit.entries)
+
+        # Finished events past retention go (their payloads name recipients); the pending
+        # one stays until it is delivered.
+        assert await dispatcher.purge_history(tenant) == 2
+        async with tenant_connection(db_pool, tenant) as conn:
+            left = await conn.fetch("SELECT id FROM webhook_events")
+            assert [r["id"] for r in left] == [pending]
+            assert await conn.fetchval("SELECT count(*) FROM webhook_attempts") == 0
+    finally:
+        await dispatcher.aclose()

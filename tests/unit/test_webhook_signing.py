@@ -50,6 +50,18 @@ def test_signature_verifies_with_the_reference_library_and_fails_when_anything_c
         Webhook(secret).verify(body, stale)
 
 
+def test_after_a_rotation_both_secrets_verify() -> None:
+    old, new = new_secret(), new_secret()
+    body = b'{"type": "campaign.state_changed"}'
+    now = int(datetime.now(UTC).timestamp())
+    headers = signed_headers(new, "msg_" + "c" * 32, now, body, previous=old)
+    assert headers["webhook-signature"].count("v1,") == 2
+    for secret in (old, new):
+        Webhook(secret).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret()).verify(body, headers)
+
+
 def test_default_schedule_is_exponential_and_finite() -> None:
     delays = [d.total_seconds() for d in DEFAULT_RETRY_SCHEDULE.delays]
     assert delays == [5, 25, 125, 625, 3125, 15625, 36000, 36000]

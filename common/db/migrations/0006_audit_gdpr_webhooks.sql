@@ -94,6 +94,10 @@ CREATE TABLE webhook_endpoints (
                             REFERENCES tenants (id) ON DELETE CASCADE,
     url         text        NOT NULL CHECK (url ~ '^https?://' AND length(url) <= 2048),
     secret      text        NOT NULL CHECK (secret LIKE 'whsec\_%'),
+    -- After a rotation the old secret signs too (a second signature) until previous_until, so
+    -- receivers can switch without losing events.
+    previous_secret text    CHECK (previous_secret LIKE 'whsec\_%'),
+    previous_until  timestamptz,
     event_types text[]      NOT NULL CHECK (cardinality(event_types) > 0),
     description text        CHECK (length(description) <= 500),
     enabled     boolean     NOT NULL DEFAULT true,
@@ -179,8 +183,8 @@ END
 $$;
 
 GRANT SELECT, INSERT, DELETE ON webhook_endpoints TO penguinmails_app;
-GRANT UPDATE (url, secret, event_types, description, enabled) ON webhook_endpoints
-    TO penguinmails_app;
+GRANT UPDATE (url, secret, previous_secret, previous_until, event_types, description, enabled)
+    ON webhook_endpoints TO penguinmails_app;
 GRANT SELECT, INSERT, DELETE ON webhook_events, webhook_deliveries, webhook_attempts
     TO penguinmails_app;
 GRANT UPDATE (state, attempts, next_attempt_at, lease_until, manual, updated_at)
