@@ -205,9 +205,14 @@ async def export_contact(
             }
             for row in contacts
         ],
-        "list_memberships": sorted(
-            {(str(row["list_id"]), row["list_name"]) for row in contacts}, key=lambda m: m[1]
-        ),
+        "list_memberships": [
+            {
+                "list_id": str(row["list_id"]),
+                "list_name": row["list_name"],
+                "since": _time(row["created_at"]),
+            }
+            for row in sorted(contacts, key=lambda r: r["list_name"])
+        ],
         "deliveries": [
             {
                 "id": row["id"],
@@ -236,9 +241,6 @@ async def export_contact(
         },
         "mentions": mentions,
     }
-    document["list_memberships"] = [
-        {"list_id": list_id, "list_name": name} for list_id, name in document["list_memberships"]
-    ]
     await record(
         conn,
         context,
