@@ -37,6 +37,8 @@ __all__ = [
     "AuditError",
     "AuditPage",
     "Context",
+    "decode_cursor",
+    "encode_cursor",
     "list_entries",
     "record",
 ]
