@@ -35,11 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
+import signal
 import time
 import uuid
 from collections.abc import Sequence
@@ -88,6 +91,8 @@ RESPONSE_LIMIT = 2048
 USER_AGENT = "PenguinMails-Webhooks/1"
 ROTATION_GRACE = timedelta(hours=24)
 """How long a rotated-out secret keeps signing beside the new one."""
+INTERVAL_SECONDS = 2.0
+"""How often the dispatcher process looks for due deliveries (PM_WEBHOOK_INTERVAL_SECONDS)."""
 HISTORY_RETENTION = timedelta(days=30)
 """Finished events (payloads name recipients) and their delivery log are deleted after this."""
 
@@ -699,12 +704,54 @@ class Dispatcher:
         if state == "failed":
             log.info("webhook delivery %s failed after attempt %s", item.id, item.attempt)
 
-    async def run_forever(self, interval: float = 1.0) -> None:
-        """`run_once()` every `interval` seconds until cancelled; a failing pass is logged and
-        the next one tries again (deliveries wait in the database meanwhile)."""
-        while True:
+    async def run_forever(self, stop: asyncio.Event, interval: float = INTERVAL_SECONDS) -> None:
+        """`run_once()` every `interval` seconds until `stop` is set; a failing pass is logged
+        and the next one tries again (deliveries wait in the database meanwhile)."""
+        while not stop.is_set():
             try:
                 await self.run_once()
             except (OSError, asyncpg.PostgresError) as error:
                 log.warning("webhook dispatch pass failed: %s", error)
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+
+async def serve(database_url: str, interval: float = INTERVAL_SECONDS) -> None:
+    """The dispatcher as a process: until SIGTERM or SIGINT, then it finishes the pass it is
+    in (a pass cut short only leaves leases that expire and are claimed again)."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    dispatcher = Dispatcher(pool)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("webhook dispatcher started (every %.1f s)", interval)
+    try:
+        await dispatcher.run_forever(stop, interval)
+    finally:
+        await dispatcher.aclose()
+        await pool.close()
+    log.info("webhook dispatcher stopped")
+
+
+def main() -> int:
+    """`python -m penguinmails.common.webhooks`: PM_DATABASE_URL (a platform login, member of
+    penguinmails_app and penguinmails_platform), PM_WEBHOOK_INTERVAL_SECONDS, PM_EGRESS_ALLOW
+    and PM_CLUSTER_CIDRS as everywhere else."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    database_url = os.environ.get("PM_DATABASE_URL", "")
+    if not database_url:
+        log.error("PM_DATABASE_URL is not set: point it at the platform's PostgreSQL login")
+        return 1
+    raw = os.environ.get("PM_WEBHOOK_INTERVAL_SECONDS") or str(INTERVAL_SECONDS)
+    try:
+        interval = float(raw)
+    except ValueError:
+        log.error("PM_WEBHOOK_INTERVAL_SECONDS=%r is not a number of seconds, e.g. 2", raw)
+        return 1
+    asyncio.run(serve(database_url, interval))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,8 +8,12 @@ without that setting the same endpoint is refused, as in production.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
+import os
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -358,3 +362,49 @@ async def test_rotation_update_and_history_retention(
             assert await conn.fetchval("SELECT count(*) FROM webhook_attempts") == 0
     finally:
         await dispatcher.aclose()
+
+
+async def test_dispatcher_process_delivers_and_stops_on_sigterm(
+    db_pool: asyncpg.Pool, postgres_dsn: str, receiver: Receiver, loopback_allowed: EgressPolicy
+) -> None:
+    """The dispatcher as it runs in production: its own process, default timers."""
+    tenant = await new_tenant(db_pool)
+    async with tenant_connection(db_pool, tenant) as conn:
+        _, receiver.secret = await create_endpoint(
+            conn, ADMIN, receiver.url, [EventType.CAMPAIGN_STATE_CHANGED], policy=loopback_allowed
+        )
+    env = {**os.environ, "PM_DATABASE_URL": postgres_dsn, "PM_EGRESS_ALLOW": "127.0.0.0/8"}
+    env.pop("PM_WEBHOOK_INTERVAL_SECONDS", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "penguinmails.common.webhooks",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with tenant_connection(db_pool, tenant) as conn:
+            event_id = await emit(
+                conn,
+                EventType.CAMPAIGN_STATE_CHANGED,
+                {"campaign": "launch", "from": "Sending", "to": "Paused"},
+            )
+        for _ in range(240):  # the process starts, then polls every INTERVAL_SECONDS
+            if receiver.received or process.returncode is not None:
+                break
+            await asyncio.sleep(0.25)
+        assert [h["webhook-id"] for h, _ in receiver.received] == [event_id]
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text
+    assert "webhook dispatcher stopped" in text and "Traceback" not in text
+    assert receiver.secret not in text
+    async with tenant_connection(db_pool, tenant) as conn:
+        [attempt] = await delivery_log(conn, event_id=event_id)
+    assert (attempt.status_code, attempt.state) == (200, "succeeded")
