@@ -38,6 +38,7 @@ from penguinmails.common.webhooks import (
     RetrySchedule,
     WebhookError,
     create_endpoint,
+    delete_endpoint,
     delivery_log,
     emit,
     list_endpoints,
@@ -408,3 +409,41 @@ async def test_dispatcher_process_delivers_and_stops_on_sigterm(
     async with tenant_connection(db_pool, tenant) as conn:
         [attempt] = await delivery_log(conn, event_id=event_id)
     assert (attempt.status_code, attempt.state) == (200, "succeeded")
+
+
+async def test_another_tenant_cannot_see_redeliver_or_delete(
+    db_pool: asyncpg.Pool, receiver: Receiver, loopback_allowed: EgressPolicy
+) -> None:
+    owner, intruder = await new_tenant(db_pool), await new_tenant(db_pool)
+    async with tenant_connection(db_pool, owner) as conn:
+        endpoint, receiver.secret = await create_endpoint(
+            conn, ADMIN, receiver.url, [EventType.BOUNCED], policy=loopback_allowed
+        )
+        event_id = await emit(conn, EventType.BOUNCED, {"email": "jane@example.com"})
+    dispatcher = Dispatcher(db_pool)
+    try:
+        assert await dispatcher.deliver_due(owner) == 1
+        assert await dispatcher.deliver_due(intruder) == 0
+    finally:
+        await dispatcher.aclose()
+    async with tenant_connection(db_pool, owner) as conn:
+        [attempt] = await delivery_log(conn, event_id=event_id)
+
+    async with tenant_connection(db_pool, intruder) as conn:
+        assert await list_endpoints(conn) == []
+        assert await delivery_log(conn) == []
+        assert await delivery_log(conn, event_id=event_id) == []
+        assert not await redeliver(conn, ADMIN, attempt.delivery_id)
+        assert await rotate_secret(conn, ADMIN, endpoint.id) is None
+        assert await update_endpoint(conn, ADMIN, endpoint.id, policy=loopback_allowed) is None
+        assert not await delete_endpoint(conn, ADMIN, endpoint.id)
+        assert (await list_entries(conn)).entries == []  # and nothing was audited for it
+
+    async with tenant_connection(db_pool, owner) as conn:
+        assert [e.id for e in await list_endpoints(conn)] == [endpoint.id]
+        assert await delete_endpoint(conn, ADMIN, endpoint.id)
+        assert await list_endpoints(conn) == []
+        assert await delivery_log(conn) == []  # its deliveries and log went with it
+        deleted = await list_entries(conn, action="webhook_endpoint.delete")
+        assert [e.target for e in deleted.entries] == [f"webhook_endpoint:{endpoint.id}"]
+    assert len(receiver.received) == 1
