@@ -40,6 +40,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -91,8 +92,11 @@ RESPONSE_LIMIT = 2048
 USER_AGENT = "PenguinMails-Webhooks/1"
 ROTATION_GRACE = timedelta(hours=24)
 """How long a rotated-out secret keeps signing beside the new one."""
-INTERVAL_SECONDS = 2.0
-"""How often the dispatcher process looks for due deliveries (PM_WEBHOOK_INTERVAL_SECONDS)."""
+CHANNEL = "penguinmails_webhooks"
+"""NOTIFY channel: the payload is the id of a tenant with a delivery due now."""
+RESCAN_SECONDS = 60.0
+"""How often the dispatcher process passes over every live tenant whatever it was told
+(PM_WEBHOOK_RESCAN_SECONDS): the safety net under notifications."""
 HISTORY_RETENTION = timedelta(days=30)
 """Finished events (payloads name recipients) and their delivery log are deleted after this."""
 
@@ -423,7 +427,16 @@ async def emit(conn: AnyConnection, event_type: EventType, data: dict[str, Any])
         event_type.value,
         json.dumps(payload, sort_keys=True),
     )
-    return event_id if created else None
+    if not created:
+        return None
+    await _notify(conn)
+    return event_id
+
+
+async def _notify(conn: AnyConnection) -> None:
+    """Tell dispatchers this tenant has a delivery due (delivered when the transaction
+    commits, dropped if it rolls back)."""
+    await conn.execute("SELECT pg_notify($1, current_tenant_id()::text)", CHANNEL)
 
 
 async def redeliver(conn: AnyConnection, context: Context, delivery_id: int) -> bool:
@@ -440,6 +453,7 @@ async def redeliver(conn: AnyConnection, context: Context, delivery_id: int) -> 
     )
     if row is None:
         return False
+    await _notify(conn)
     await record(
         conn,
         context,
@@ -704,19 +718,84 @@ class Dispatcher:
         if state == "failed":
             log.info("webhook delivery %s failed after attempt %s", item.id, item.attempt)
 
-    async def run_forever(self, stop: asyncio.Event, interval: float = INTERVAL_SECONDS) -> None:
-        """`run_once()` every `interval` seconds until `stop` is set; a failing pass is logged
-        and the next one tries again (deliveries wait in the database meanwhile)."""
+    async def next_due_in(self, tenant_id: uuid.UUID) -> float | None:
+        """Seconds until the tenant's next pending delivery may be claimed (a leased one: when
+        its lease ends); None when nothing is pending."""
+        async with tenant_connection(self.pool, tenant_id) as conn:
+            wait = await conn.fetchval(
+                "SELECT extract(epoch FROM min(greatest(next_attempt_at, "
+                "coalesce(lease_until, next_attempt_at))) - now()) "
+                "FROM webhook_deliveries WHERE state = 'pending'"
+            )
+        return float(wait) if wait is not None else None
+
+    async def run_forever(self, stop: asyncio.Event, rescan: float = RESCAN_SECONDS) -> None:
+        """Until `stop` is set. A tenant is dispatched when `emit()` or `redeliver()` notify
+        it (LISTEN on `CHANNEL`: at once, and no query for tenants with nothing to send),
+        when its next retry falls due (remembered after each of its passes), and by a pass
+        over every live tenant every `rescan` seconds, which also catches what was missed
+        while not listening (and purges old history, at most hourly)."""
         while not stop.is_set():
             try:
-                await self.run_once()
+                await self._listen_and_dispatch(stop, rescan)
             except (OSError, asyncpg.PostgresError) as error:
-                log.warning("webhook dispatch pass failed: %s", error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+                log.warning("webhook dispatcher lost the database, retrying: %s", error)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+
+    async def _listen_and_dispatch(self, stop: asyncio.Event, rescan: float) -> None:
+        due: dict[uuid.UUID, float] = {}
+        wake = asyncio.Event()
+
+        def notified(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+            with contextlib.suppress(ValueError):
+                due[uuid.UUID(str(payload))] = 0.0
+                wake.set()
+
+        next_rescan = 0.0
+        async with self.pool.acquire() as listener:
+            await listener.add_listener(CHANNEL, notified)
+            try:
+                while not stop.is_set():
+                    if listener.is_closed():
+                        raise OSError("the LISTEN connection closed")
+                    wake.clear()
+                    if time.monotonic() >= next_rescan:
+                        next_rescan = time.monotonic() + rescan
+                        purge = time.monotonic() >= self._next_purge
+                        if purge:
+                            self._next_purge = time.monotonic() + self.purge_every.total_seconds()
+                        for row in await self.pool.fetch(
+                            "SELECT id FROM tenants WHERE deleted_at IS NULL AND NOT suspended"
+                        ):
+                            due[row["id"]] = 0.0
+                            if purge:
+                                await self.purge_history(row["id"])
+                    for tenant in [t for t, at in due.items() if at <= time.monotonic()]:
+                        del due[tenant]
+                        while await self.deliver_due(tenant) >= self.batch:
+                            pass
+                        wait = await self.next_due_in(tenant)
+                        if wait is not None:
+                            due[tenant] = min(due.get(tenant, math.inf), time.monotonic() + wait)
+                    until = min([next_rescan, *due.values()])
+                    await _first_of(stop, wake, max(0.0, until - time.monotonic()))
+            finally:
+                if not listener.is_closed():
+                    await listener.remove_listener(CHANNEL, notified)
 
 
-async def serve(database_url: str, interval: float = INTERVAL_SECONDS) -> None:
+async def _first_of(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    """Wait until either event is set or `seconds` have passed."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def serve(database_url: str, rescan: float = RESCAN_SECONDS) -> None:
     """The dispatcher as a process: until SIGTERM or SIGINT, then it finishes the pass it is
     in (a pass cut short only leaves leases that expire and are claimed again)."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
@@ -725,9 +804,9 @@ async def serve(database_url: str, interval: float = INTERVAL_SECONDS) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("webhook dispatcher started (every %.1f s)", interval)
+    log.info("webhook dispatcher started (full pass every %.0f s)", rescan)
     try:
-        await dispatcher.run_forever(stop, interval)
+        await dispatcher.run_forever(stop, rescan)
     finally:
         await dispatcher.aclose()
         await pool.close()
@@ -736,20 +815,20 @@ async def serve(database_url: str, interval: float = INTERVAL_SECONDS) -> None:
 
 def main() -> int:
     """`python -m penguinmails.common.webhooks`: PM_DATABASE_URL (a platform login, member of
-    penguinmails_app and penguinmails_platform), PM_WEBHOOK_INTERVAL_SECONDS, PM_EGRESS_ALLOW
+    penguinmails_app and penguinmails_platform), PM_WEBHOOK_RESCAN_SECONDS, PM_EGRESS_ALLOW
     and PM_CLUSTER_CIDRS as everywhere else."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     database_url = os.environ.get("PM_DATABASE_URL", "")
     if not database_url:
         log.error("PM_DATABASE_URL is not set: point it at the platform's PostgreSQL login")
         return 1
-    raw = os.environ.get("PM_WEBHOOK_INTERVAL_SECONDS") or str(INTERVAL_SECONDS)
+    raw = os.environ.get("PM_WEBHOOK_RESCAN_SECONDS") or str(RESCAN_SECONDS)
     try:
-        interval = float(raw)
+        rescan = float(raw)
     except ValueError:
-        log.error("PM_WEBHOOK_INTERVAL_SECONDS=%r is not a number of seconds, e.g. 2", raw)
+        log.error("PM_WEBHOOK_RESCAN_SECONDS=%r is not a number of seconds, e.g. 60", raw)
         return 1
-    asyncio.run(serve(database_url, interval))
+    asyncio.run(serve(database_url, rescan))
     return 0
 
 
