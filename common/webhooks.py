@@ -555,8 +555,9 @@ RETURNING d.id, d.event_id, d.attempts, d.manual, e.url, e.secret,
 
 
 class Dispatcher:
-    """Posts due deliveries. Run `run_once()` on a timer from one platform process (any number
-    may run: claims are leased and skip rows another holds)."""
+    """Posts due deliveries: `run_forever()` in the dispatcher process, or `run_once()` /
+    `deliver_due()` for one pass. Any number may run: claims are leased, and a row another
+    holds is skipped."""
 
     def __init__(
         self,
@@ -723,9 +724,10 @@ class Dispatcher:
         its lease ends); None when nothing is pending."""
         async with tenant_connection(self.pool, tenant_id) as conn:
             wait = await conn.fetchval(
-                "SELECT extract(epoch FROM min(greatest(next_attempt_at, "
-                "coalesce(lease_until, next_attempt_at))) - now()) "
-                "FROM webhook_deliveries WHERE state = 'pending'"
+                "SELECT extract(epoch FROM min(greatest(d.next_attempt_at, "
+                "coalesce(d.lease_until, d.next_attempt_at))) - now()) "
+                "FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id "
+                "WHERE d.state = 'pending' AND e.enabled"
             )
         return float(wait) if wait is not None else None
 
@@ -773,10 +775,14 @@ class Dispatcher:
                                 await self.purge_history(row["id"])
                     for tenant in [t for t, at in due.items() if at <= time.monotonic()]:
                         del due[tenant]
-                        while await self.deliver_due(tenant) >= self.batch:
-                            pass
+                        made = await self.deliver_due(tenant)
+                        while made >= self.batch:
+                            made = await self.deliver_due(tenant)
                         wait = await self.next_due_in(tenant)
                         if wait is not None:
+                            # Due yet not claimed (another dispatcher holds its row): look
+                            # again in a second rather than spin.
+                            wait = max(wait, 0.0 if made else 1.0)
                             due[tenant] = min(due.get(tenant, math.inf), time.monotonic() + wait)
                     until = min([next_rescan, *due.values()])
                     await _first_of(stop, wake, max(0.0, until - time.monotonic()))
