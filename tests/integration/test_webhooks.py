@@ -482,3 +482,44 @@ async def test_another_tenant_cannot_see_redeliver_or_delete(
         deleted = await list_entries(conn, action="webhook_endpoint.delete")
         assert [e.target for e in deleted.entries] == [f"webhook_endpoint:{endpoint.id}"]
     assert len(receiver.received) == 1
+
+
+class CountingDispatcher(Dispatcher):
+    def __init__(self, pool: asyncpg.Pool, watched: uuid.UUID) -> None:
+        super().__init__(pool)
+        self.watched = watched
+        self.passes = 0
+
+    async def deliver_due(self, tenant_id: uuid.UUID) -> int:
+        if tenant_id == self.watched:
+            self.passes += 1
+        return await super().deliver_due(tenant_id)
+
+
+async def test_dispatcher_does_not_spin_on_deliveries_it_may_not_send(
+    db_pool: asyncpg.Pool, receiver: Receiver, loopback_allowed: EgressPolicy
+) -> None:
+    """A delivery stays pending while its endpoint is disabled: the dispatcher must wait for
+    the endpoint (or its next full pass), not query that tenant in a loop."""
+    tenant = await new_tenant(db_pool)
+    dispatcher = CountingDispatcher(db_pool, tenant)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run_forever(stop))
+    try:
+        async with tenant_connection(db_pool, tenant) as conn:
+            endpoint, receiver.secret = await create_endpoint(
+                conn, ADMIN, receiver.url, [EventType.BOUNCED], policy=loopback_allowed
+            )
+            assert await emit(conn, EventType.BOUNCED, {"email": "jane@example.com"})
+            await update_endpoint(conn, ADMIN, endpoint.id, policy=loopback_allowed, enabled=False)
+        for _ in range(200):  # the notification arrives...
+            if dispatcher.passes:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(2)  # ...then two seconds in which a spinning loop runs hundreds
+        assert 1 <= dispatcher.passes <= 2, f"{dispatcher.passes} passes over one tenant"
+        assert receiver.received == []
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await dispatcher.aclose()
