@@ -30,12 +30,14 @@ from penguinmails.common.db.audit import Context, list_entries
 from penguinmails.common.db.tenant_logins import ensure_tenant_login, new_password, with_login
 from penguinmails.common.db.tenants import upsert_tenant
 from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
-from penguinmails.common.webhooks import (
+from penguinmails.common.webhook_dispatch import (
     DEFAULT_RETRY_SCHEDULE,
     RESPONSE_LIMIT,
     Dispatcher,
-    EventType,
     RetrySchedule,
+)
+from penguinmails.common.webhooks import (
+    EventType,
     WebhookError,
     create_endpoint,
     delete_endpoint,
@@ -391,7 +393,7 @@ async def test_dispatcher_process_retries_on_time_is_woken_by_events_and_stops_o
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "penguinmails.common.webhooks",
+        "penguinmails.common.webhook_dispatch",
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

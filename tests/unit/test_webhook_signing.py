@@ -9,14 +9,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from penguinmails.common.webhooks import (
+from penguinmails.common.webhook_dispatch import (
     DEFAULT_RETRY_SCHEDULE,
-    SECRET_PREFIX,
     RetrySchedule,
+    _pinned,
+)
+from penguinmails.common.webhooks import (
+    SECRET_PREFIX,
     WebhookError,
     _check_event_types,
     _check_url,
-    _pinned,
     new_secret,
     sign,
     signed_headers,
