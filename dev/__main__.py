@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from penguinmails.devstack import controlplane, dns_examples, images
+from penguinmails.devstack import controlplane, dns_examples, images, kstatus
 from penguinmails.devstack.knot import KnotServer
 from penguinmails.devstack.stack import (
     OPERATOR_COMMAND,
@@ -38,6 +38,10 @@ def _build() -> int:
             f"control plane {controlplane.KUBERNETES_VERSION}: built in {result.seconds:.0f}s "
             f"into {result.bin_dir}"
         )
+    # What the GitOps health tests run (tests/integration/test_kstatus.py).
+    checker = kstatus.build()
+    state = "cached" if checker.cached else f"built in {checker.seconds:.0f}s"
+    print(f"kstatus: {state} into {checker.bin_dir}")
     # The node's images, so that tests and `make run` find them cached.
     for image in images.build_all():
         phases = ", ".join(f"{k} {v:.0f}s" for k, v in image.timings.items())
@@ -130,7 +134,7 @@ def _run(keep: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="penguinmails-dev", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("build", help="build (or find cached) control-plane binaries")
+    commands.add_parser("build", help="build (or find cached) control-plane binaries, kstatus and images")
     run = commands.add_parser("run", help="run the whole local stack with the operator")
     run.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
