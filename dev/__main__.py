@@ -134,7 +134,7 @@ def _run(keep: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="penguinmails-dev", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("build", help="build (or find cached) control-plane binaries, kstatus and images")
+    commands.add_parser("build", help="build (or find cached) the control plane, kstatus, images")
     run = commands.add_parser("run", help="run the whole local stack with the operator")
     run.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)

@@ -2,6 +2,12 @@
 
 `set_condition` (from the resource models) moves `lastTransitionTime` only when a condition's
 status changes, so a reconcile that finds nothing new produces the same list and writes nothing.
+
+Every kind's Ready also sets the two conditions that kstatus (`sigs.k8s.io/cli-utils`, what Flux
+reads) and the chart's Argo CD checks look for first: `Stalled=True` when Ready=False is a
+permanent failure (kstatus: Failed), `Reconciling=True` while Ready is not yet True for any other
+reason (kstatus: InProgress), both False once Ready=True (kstatus: Current). Without Stalled,
+kstatus reads Ready=False as InProgress forever and Flux waits out its timeout on an invalid spec.
 """
 
 from __future__ import annotations
@@ -18,6 +24,22 @@ from penguinmails.api.v1alpha1 import Condition, ConditionStatus, set_condition
 
 Status = Literal["True", "False", "Unknown"]
 
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+PERMANENT_REASONS = frozenset(
+    {
+        "InvalidSpec",  # every kind: the spec does not parse
+        "Forbidden",  # the operator's RBAC (operator/errors.py): the chart must grant it
+        "Rejected",  # the API server's admission refused an object the operator made
+        "DKIMSecretMalformed",  # SendingDomain: the key Secret must be restored or deleted
+        "StopRule",  # Campaign: a stop rule fired; a person decides what happens next
+        "SenderFault",  # Campaign: the sender paused it; a person must fix and resume
+        "SenderAuthenticationFailed",  # Campaign: receivers reject our DKIM/SPF/DMARC
+    }
+)
+"""Ready=False reasons that retrying cannot fix (the Argo CD checks list the same ones)."""
+
 
 @dataclass(frozen=True)
 class Observed:
@@ -27,6 +49,24 @@ class Observed:
     status: Status
     reason: str
     message: str
+    permanent: bool = False
+    """For Ready=False: a failure no retry fixes though its reason is not in PERMANENT_REASONS
+    (e.g. a provider error the provider marks as not transient)."""
+
+
+def progress(ready: Observed) -> list[Observed]:
+    """Reconciling and Stalled as they follow from the Ready the reconcile concluded."""
+    if ready.status == "True":
+        done = "Ready is True"
+        return [
+            Observed(RECONCILING, "False", ready.reason, done),
+            Observed(STALLED, "False", ready.reason, done),
+        ]
+    stalled = ready.status == "False" and (ready.permanent or ready.reason in PERMANENT_REASONS)
+    return [
+        Observed(RECONCILING, "False" if stalled else "True", ready.reason, ready.message),
+        Observed(STALLED, "True" if stalled else "False", ready.reason, ready.message),
+    ]
 
 
 def _parse(raw: Mapping[str, Any]) -> Condition | None:
@@ -42,9 +82,12 @@ def merge_conditions(
     generation: int,
     now: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """The new conditions list: observed types updated, other existing types kept as they were."""
+    """The new conditions list: observed types updated, other existing types kept as they were.
+
+    An observed Ready brings its Reconciling and Stalled (see `progress`)."""
     conditions = [c for c in (_parse(raw) for raw in current or ()) if c is not None]
-    for item in observed:
+    ready = [item for item in observed if item.type == READY]
+    for item in [*observed, *(progress(ready[-1]) if ready else ())]:
         conditions = set_condition(
             conditions,
             item.type,

@@ -577,6 +577,8 @@ def _announce(body: kopf.Body, before: Mapping[str, Any], after: Mapping[str, An
     """One event per condition whose status changed; the reason is the condition's own."""
     old = {c.get("type"): c for c in before.get("conditions") or []}
     for condition in after.get("conditions") or []:
+        if condition["type"] in (conditions.RECONCILING, conditions.STALLED):
+            continue  # they follow Ready, whose own event says the same
         previous = old.get(condition["type"]) or {}
         if previous.get("status") == condition["status"]:
             continue
@@ -635,7 +637,8 @@ async def reconcile(
     current = conditions.merge_conditions(
         writer.current.get("conditions"), failed, writer.generation
     )
-    ready = _ready(current, probes_enabled)
+    # A provider refusal it will not retry stalls the server (kstatus: Failed), whatever its reason.
+    ready = replace(_ready(current, probes_enabled), permanent=permanent)
     # One patch: whoever sees Ready also sees the failure and the phase that go with it.
     await writer.write([*failed, ready], phase=_phase(current, ready, permanent).value)
     _announce(body, before, writer.current)

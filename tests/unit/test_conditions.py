@@ -21,7 +21,7 @@ T2 = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
 
 
 def test_new_condition_gets_transition_time_and_generation() -> None:
-    (ready,) = merge_conditions(None, [Observed("Ready", "False", "Pending", "m")], 3, now=T1)
+    ready, *_ = merge_conditions(None, [Observed("Ready", "False", "Pending", "m")], 3, now=T1)
     assert ready == {
         "type": "Ready",
         "status": "False",
@@ -55,8 +55,36 @@ def test_status_flip_moves_transition_time_and_keeps_other_types() -> None:
 
 def test_malformed_existing_condition_is_replaced_not_kept() -> None:
     broken = [{"type": "Ready", "status": "Maybe"}]
-    (ready,) = merge_conditions(broken, [Observed("Ready", "True", "Ok", "")], 1, now=T1)
-    assert ready["status"] == "True"
+    merged = merge_conditions(broken, [Observed("Ready", "True", "Ok", "")], 1, now=T1)
+    assert [(c["type"], c["status"]) for c in merged] == [
+        ("Ready", "True"),
+        ("Reconciling", "False"),
+        ("Stalled", "False"),
+    ]
+
+
+def _progress(merged: list[dict[str, Any]]) -> tuple[object, object]:
+    return find(merged, "Reconciling")["status"], find(merged, "Stalled")["status"]  # type: ignore[index]
+
+
+def test_ready_brings_reconciling_and_stalled_for_kstatus() -> None:
+    """kstatus (Flux) reads Reconciling=True as InProgress and Stalled=True as Failed."""
+    waiting = merge_conditions(None, [Observed("Ready", "False", "Pending", "dns")], 1, now=T1)
+    assert _progress(waiting) == ("True", "False")
+    assert find(waiting, "Reconciling")["message"] == "dns"  # type: ignore[index]
+    invalid = merge_conditions(waiting, [Observed("Ready", "False", "InvalidSpec", "x")], 2, now=T2)
+    assert _progress(invalid) == ("False", "True")
+    assert find(invalid, "Stalled")["lastTransitionTime"] == "2026-01-02T12:00:00Z"  # type: ignore[index]
+    refused = Observed("Ready", "False", "QuotaExceeded", "no", permanent=True)
+    assert _progress(merge_conditions(None, [refused], 1, now=T1)) == ("False", "True")
+    ready = merge_conditions(invalid, [Observed("Ready", "True", "Ok", "")], 3, now=T2)
+    assert _progress(ready) == ("False", "False")
+
+
+def test_without_ready_the_progress_conditions_are_left_alone() -> None:
+    first = merge_conditions(None, [Observed("Ready", "False", "Pending", "m")], 1, now=T1)
+    second = merge_conditions(first, [Observed("DNSPublished", "True", "Ok", "")], 1, now=T2)
+    assert _progress(second) == ("True", "False")
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:
