@@ -219,7 +219,12 @@ def openapi_schema(resource: type[Resource]) -> Schema:
             "kind": {"type": "string", "description": "Kind of the object (REST resource)."},
             "metadata": {"type": "object"},
             "spec": model_schema(info.spec_model),
-            "status": model_schema(info.status_model, in_status=True),
+            "status": {
+                **model_schema(info.status_model, in_status=True),
+                # An object the operator has not written yet reads as generation 0 observed, so
+                # kstatus (Flux) says InProgress rather than Current for it (docs/operations.md).
+                "default": {"observedGeneration": 0},
+            },
         },
         "required": ["spec"],
     }

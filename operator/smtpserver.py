@@ -627,6 +627,7 @@ async def reconcile(
         else:
             failure = describe(error)
             reason, message = failure.reason, failure.message
+            permanent = reason in conditions.PERMANENT_REASONS
         delay = backoff_seconds(backoff.failures, base=max(1.0, state.settings.poll_seconds / 4))
         backoff.failures += 1
         backoff.not_before = time.monotonic() + delay

@@ -222,8 +222,12 @@ def test_schema_is_structural(resource: type[Resource]) -> None:
 @ALL
 def test_status_has_no_defaults_and_spec_defaults_are_valid(resource: type[Resource]) -> None:
     schema = root_schema(resource)
-    for path, node in walk(schema["properties"]["status"], ".status"):
-        assert "default" not in node, path
+    status = schema["properties"]["status"]
+    # The one status default: an object not written yet has observed generation 0 (kstatus).
+    assert status["default"] == {"observedGeneration": 0}
+    _assert_valid(status["default"], status, ".status")
+    for path, node in walk(status, ".status"):
+        assert "default" not in node or path == ".status", path
     for path, node in walk(schema["properties"]["spec"], ".spec"):
         if "default" in node:
             _assert_valid(node["default"], node, path)
