@@ -219,7 +219,13 @@ class StripeSettings:
     """Where the Customer Portal's back link goes (PM_STRIPE_PORTAL_RETURN_URL)."""
 
     @classmethod
-    def from_env(cls) -> StripeSettings:
+    def configured(cls) -> bool:
+        """Whether billing is on (PM_STRIPE_API_KEY set); off, no call to Stripe is made."""
+        return bool(_env_str("PM_STRIPE_API_KEY", ""))
+
+    @classmethod
+    def from_env(cls, *, webhook: bool = True) -> StripeSettings:
+        """`webhook=False` for components that only call Stripe (the operator's usage reports)."""
         api_key = _env_str("PM_STRIPE_API_KEY", "")
         if not api_key.startswith(("sk_", "rk_")):
             raise ValueError(
@@ -227,7 +233,7 @@ class StripeSettings:
                 "(or sk_test_...) key of the Stripe account, from a Secret"
             )
         webhook_secret = _env_str("PM_STRIPE_WEBHOOK_SECRET", "")
-        if not webhook_secret.startswith("whsec_"):
+        if webhook and not webhook_secret.startswith("whsec_"):
             raise ValueError(
                 "PM_STRIPE_WEBHOOK_SECRET is not set to a webhook signing secret: set it to the "
                 "whsec_... secret Stripe shows for the endpoint /v1/billing/webhook"

@@ -12,6 +12,7 @@ with signed webhook events of their own.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -98,14 +99,24 @@ class StripeMock(PrivateService):
         root = base_dir / "stripe-mock"
         super().__init__(root, root / "stripe-mock.log", port=port, start_timeout=30.0)
 
+    def requests(self, path: str) -> list[str]:
+        """The request data stripe-mock logged for each call to `path` (e.g. /v1/invoices),
+        oldest first: what reached "Stripe", for tests that count calls."""
+        lines = self.log_tail(lines=100_000).splitlines()
+        return [
+            data.removeprefix("Request data = ")
+            for request, data in itertools.pairwise(lines)
+            if request.startswith("Request: ") and request.split(" ", 2)[2] == path
+        ]
+
     @property
     def url(self) -> str:
         """The base address to give StripeClient (`base_addresses={"api": url}`)."""
         return f"http://{self.host}:{self.port}"
 
     def _command(self, port: int) -> list[str]:
-        # Only HTTP: the HTTPS listener would take a second port for nothing.
-        return [str(build().binary), "-http-port", str(port), "-https-port", "-1"]
+        # Only HTTP, and only on loopback (an empty address would bind every interface).
+        return [str(build().binary), "-http-addr", f"{self.host}:{port}"]
 
     def _prepare(self) -> None:
         super()._prepare()

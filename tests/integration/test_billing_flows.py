@@ -62,6 +62,7 @@ async def test_plans_are_data(db_pool: asyncpg.Pool) -> None:
         BUSINESS.price(Interval.YEARLY)
     with pytest.raises(asyncpg.CheckViolationError):
         await put_plan(db_pool, replace(STARTER, price_monthly="monthly-starter"))
+    await db_pool.execute("DELETE FROM billing_plans")
 
 
 async def test_checkout_portal_change_cancel_invoices(settings: StripeSettings) -> None:

@@ -8,7 +8,7 @@ test the operator (as it runs in production) sizes the namespace from what billi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,9 +44,11 @@ BUSINESS = Plan(Tier.BUSINESS, "price_whBusinessM", "price_whBusinessY", 500_000
 
 
 @pytest.fixture(scope="module")
-async def plans(db_pool: asyncpg.Pool) -> None:
+async def plans(db_pool: asyncpg.Pool) -> AsyncIterator[None]:
     await put_plan(db_pool, STARTER)
     await put_plan(db_pool, BUSINESS)
+    yield
+    await db_pool.execute("DELETE FROM billing_plans WHERE tier IN ('starter', 'business')")
 
 
 def tenant_body(name: str, billing: dict[str, str] | None = None) -> dict[str, Any]:

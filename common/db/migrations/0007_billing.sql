@@ -43,12 +43,14 @@ CREATE TABLE billing_subscriptions (
 );
 CREATE INDEX billing_subscriptions_by_tenant ON billing_subscriptions (tenant);
 
--- Overage reported to Stripe's meter, per tenant and calendar month: the next report sends only
--- what lies beyond `reported_up_to`, with an identifier naming that batch (idempotent).
+-- Overage reported to Stripe's meter, per tenant and calendar month. A batch (reported_up_to,
+-- pending_up_to] is written here before it is sent and cleared once Stripe accepted it, so a
+-- crash in between resends the same batch with the same identifier (Stripe keeps the first).
 CREATE TABLE billing_usage_reports (
     tenant           text    NOT NULL,
     period           date    NOT NULL,
-    reported_up_to   bigint  NOT NULL CHECK (reported_up_to >= 0),
+    reported_up_to   bigint  NOT NULL DEFAULT 0 CHECK (reported_up_to >= 0),
+    pending_up_to    bigint  CHECK (pending_up_to > reported_up_to),
     PRIMARY KEY (tenant, period)
 );
 
