@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -25,6 +25,7 @@ from penguinmails.api.v1alpha1.tiers import Tier
 from penguinmails.common.db import tenant_connection
 from penguinmails.common.db.tenants import get_tenant
 from penguinmails.devstack.stripe_mock import StripeMock
+from penguinmails.operator import usage
 from penguinmails.operator.usage import month_start
 from tests.integration.conftest import GROUP, VERSION, OperatorFactory, OperatorProcess, wait_for
 
@@ -231,3 +232,36 @@ async def test_allowance_closes_the_gate_and_overage_reaches_stripe_once_per_bat
     assert len(calls) == 2
     assert f"identifier:metered-{month}-0-3" in calls[0] and "value:3" in calls[0]
     assert f"identifier:metered-{month}-3-5" in calls[1] and "value:2" in calls[1]
+
+
+async def test_a_batch_cut_short_by_a_crash_is_resent_as_the_same_batch(
+    db_pool: asyncpg.Pool, stripe_mock: StripeMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator died after writing the batch (0, 4] and before recording Stripe's answer:
+    the next pass sends that batch again, same identifier and value (Stripe keeps one), even
+    though usage grew meanwhile; the growth goes in the next batch."""
+    monkeypatch.setenv("PM_STRIPE_API_KEY", "sk_test_usage")
+    monkeypatch.setenv("PM_STRIPE_API_BASE", stripe_mock.url)
+    monkeypatch.setenv("PM_STRIPE_METER_EVENT", METER)
+    usage._stripe.cache_clear()
+    try:
+        period = date(2026, 11, 1)
+        await db_pool.execute(
+            "INSERT INTO billing_usage_reports (tenant, period, reported_up_to, pending_up_to) "
+            "VALUES ('crashed', $1, 0, 4)",
+            period,
+        )
+        batches = [
+            await usage.report_overage(
+                db_pool, tenant="crashed", customer_id="cus_crashed", overage=9, period=period
+            )
+            for _ in range(3)
+        ]
+    finally:
+        usage._stripe.cache_clear()
+    assert batches == [4, 5, 0]
+    calls = [c for c in stripe_mock.requests("/v1/billing/meter_events") if "cus_crashed" in c]
+    print(f"meter events sent for crashed: {calls}")
+    assert len(calls) == 2
+    assert "identifier:crashed-2026-11-0-4" in calls[0] and "value:4" in calls[0]
+    assert "identifier:crashed-2026-11-4-9" in calls[1] and "value:5" in calls[1]
