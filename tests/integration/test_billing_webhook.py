@@ -191,6 +191,61 @@ def test_forged_stale_replayed_and_out_of_order_deliveries_change_nothing(
     assert server.tally == {"refused": 3, "applied": 5, "duplicate": 1, "stale": 1}
 
 
+def test_admin_suspension_stays_and_a_late_checkout_applies_what_came_first(
+    plans: None, default_server: WebhookServer, custom_objects: client.CustomObjectsApi
+) -> None:
+    api = custom_objects
+    server = default_server
+    events = Events(time.time() - 600, "order")
+
+    # An administrator suspended a paying tenant: a paid invoice does not lift that.
+    billing = {"stripeCustomerId": "cus_held", "stripeSubscriptionId": "sub_held"}
+    create_tenant(api, "held", billing)
+    api.patch_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "tenants",
+        "held",
+        {"spec": {"suspended": True, "suspendReason": "abuse report 12 under review"}},
+    )
+    for event in (
+        events.make(
+            "customer.subscription.updated",
+            subscription("sub_held", "cus_held", "held", "past_due", STARTER.price_monthly),
+        ),
+        events.make("invoice.paid", invoice("sub_held", "cus_held")),
+    ):
+        assert server.deliver(event).json()["verdict"] == "applied"
+    held = spec_of(api, "held")
+    assert held["suspended"] is True
+    assert held["suspendReason"] == "abuse report 12 under review"
+
+    # The subscription's events come before Checkout's: nothing to change yet (the Tenant is
+    # not linked), then Checkout links it and applies the state recorded meanwhile.
+    create_tenant(api, "latecomer")
+    early = server.deliver(
+        events.make(
+            "customer.subscription.created",
+            subscription(
+                "sub_late", "cus_late", "latecomer", "active", BUSINESS.price_yearly or ""
+            ),
+        )
+    )
+    assert "left alone" in early.json()["detail"]
+    assert spec_of(api, "latecomer")["tier"] == "starter"
+    linked = server.deliver(
+        events.make(
+            "checkout.session.completed", checkout_session("latecomer", "cus_late", "sub_late")
+        )
+    )
+    assert linked.json()["detail"] == (
+        "Tenant latecomer linked to sub_late; Tenant latecomer: tier=business"
+    )
+    late = spec_of(api, "latecomer")
+    assert late["tier"] == "business"
+    assert late["billing"] == {"stripeCustomerId": "cus_late", "stripeSubscriptionId": "sub_late"}
+
+
 GRACE_SECONDS = 3.0
 """Shortened so the life cycle can watch a grace period end; the test above proves the same
 path (past_due outliving the grace period suspends) at the 3-day default."""
