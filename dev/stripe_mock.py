@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from penguinmails.devstack.buildlock import exclusive
 from penguinmails.devstack.controlplane import cache_root
+from penguinmails.devstack.ports import is_listening
 from penguinmails.devstack.process import PrivateService
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,4 @@ class StripeMock(PrivateService):
         build()  # before the start timeout runs: a cold build takes about a minute
 
     def _ready(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=0.25):
-                return True
-        except OSError:
-            return False
+        return is_listening(self.port, self.host)

@@ -338,6 +338,13 @@ def test_life_cycle_driven_by_signed_events(
         subscription(sub, customer, name, "active", BUSINESS.price_monthly),
     )
     assert spec_of(api, name)["tier"] == "business"
+    # Billing is a client of its own: GitOps tools see it as the owner of what it wrote.
+    managers = {
+        entry["manager"]: entry.get("fieldsV1", {})
+        for entry in (get_tenant(api, name) or {})["metadata"]["managedFields"]
+    }
+    assert "f:tier" in managers["penguinmails-billing"]["f:spec"]
+    assert "f:billing" in managers["penguinmails-billing"]["f:spec"]
     wait_status(api, name, tier="business", suspended=False)
     assert quota_pods(core, name) == TIERS[Tier.BUSINESS].quota_pods
 
