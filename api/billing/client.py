@@ -7,7 +7,8 @@ from stripe import StripeClient
 from penguinmails.common.settings import StripeSettings
 
 # Retries of a failed request (network error, 409 lock, 429, 5xx) with Stripe's own backoff;
-# every mutating call carries an idempotency key, so a retry never acts twice.
+# the client gives every POST one idempotency key for all its attempts, so a retry never acts
+# twice.
 NETWORK_RETRIES = 2
 
 

@@ -2,8 +2,13 @@
 
 Every call goes through the one `StripeClient` of `client.stripe_client`. The tenant's name
 travels in the Checkout Session (`client_reference_id`) and in the subscription's metadata, so
-the webhook knows which Tenant each event is about. Calls that change a subscription carry an
-idempotency key derived from what they do, so a retry after a lost answer never acts twice.
+the webhook knows which Tenant each event is about.
+
+Retries: the client retries a failed call with one idempotency key it makes per call, so a lost
+answer never acts twice. A caller that retries on its own (the HTTP API after a timeout) passes
+the key of the customer's request as `idempotency_key`. No key is derived from the change itself:
+changing to a plan, back and to it again within Stripe's 24 hours would replay the first answer
+and do nothing.
 """
 
 from __future__ import annotations
@@ -61,8 +66,17 @@ async def open_portal(stripe: StripeClient, settings: StripeSettings, *, custome
     return str(session.url)
 
 
+def _options(idempotency_key: str | None) -> dict[str, Any]:
+    return {"idempotency_key": idempotency_key} if idempotency_key else {}
+
+
 async def change_plan(
-    stripe: StripeClient, *, subscription_id: str, plan: Plan, interval: Interval
+    stripe: StripeClient,
+    *,
+    subscription_id: str,
+    plan: Plan,
+    interval: Interval,
+    idempotency_key: str | None = None,
 ) -> str:
     """Move the subscription to `plan` (upgrade or downgrade), prorated; returns its status.
 
@@ -78,17 +92,19 @@ async def change_plan(
             "items": [{"id": str(item["id"]), "price": price}],
             "proration_behavior": "create_prorations",
         },
-        {"idempotency_key": f"change-plan-{subscription_id}-{item['id']}-{price}"},
+        _options(idempotency_key),  # type: ignore[arg-type]
     )
     return str(updated.status)
 
 
-async def cancel_at_period_end(stripe: StripeClient, *, subscription_id: str) -> bool:
+async def cancel_at_period_end(
+    stripe: StripeClient, *, subscription_id: str, idempotency_key: str | None = None
+) -> bool:
     """Cancel when the paid period ends (the tenant keeps sending until then)."""
     updated = await stripe.v1.subscriptions.update_async(
         subscription_id,
         {"cancel_at_period_end": True},
-        {"idempotency_key": f"cancel-at-period-end-{subscription_id}"},
+        _options(idempotency_key),  # type: ignore[arg-type]
     )
     return bool(updated.cancel_at_period_end)
 
