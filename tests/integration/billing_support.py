@@ -106,7 +106,10 @@ class WebhookServer:
             headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
             timeout=30,
         )
-        verdict = response.json().get("verdict", "?") if response.status_code == 200 else "refused"
+        # 400: refused (signature, timestamp, body); 500: failed, for Stripe to deliver again.
+        verdict = {400: "refused", 500: "failed"}.get(response.status_code) or str(
+            response.json().get("verdict", "?")
+        )
         self.tally[verdict] += 1
         return response
 

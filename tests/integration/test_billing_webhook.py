@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,6 +20,7 @@ from kubernetes.client.rest import ApiException
 
 from penguinmails.api.billing.plans import Plan, put_plan
 from penguinmails.api.v1alpha1.tiers import TIERS, Tier
+from penguinmails.devstack.controlplane import write_kubeconfig
 from penguinmails.devstack.stripe_mock import StripeMock
 from tests.integration.billing_support import (
     Events,
@@ -389,3 +391,81 @@ def test_life_cycle_driven_by_signed_events(
     assert "subscription was canceled" in condition(tenant, "Suspended")["message"]
     print(f"life-cycle deliveries by verdict: {dict(server.tally)}")
     assert server.tally == {"applied": 6}
+
+
+def test_a_tenant_change_that_fails_is_not_recorded_and_the_redelivery_applies(
+    plans: None,
+    cluster: Cluster,
+    crds_installed: list[str],
+    postgres_dsn: str,
+    stripe_mock: StripeMock,
+    api_client: client.ApiClient,
+    custom_objects: client.CustomObjectsApi,
+    tmp_path: Path,
+) -> None:
+    """The webhook's identity may read Tenants but not patch them (an RBAC mistake): Stripe gets
+    a 500 and the event is not recorded, so once the Role is fixed its redelivery applies."""
+    api = custom_objects
+    core = client.CoreV1Api(api_client)
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    namespace, account, role = "billing-rbac-test", "billing-webhook", "billing-webhook-test"
+    for create, body in (
+        (core.create_namespace, {"metadata": {"name": namespace}}),
+        (
+            lambda b: core.create_namespaced_service_account(namespace, b),
+            {"metadata": {"name": account}},
+        ),
+        (
+            rbac.create_cluster_role_binding,
+            {
+                "metadata": {"name": role},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": role,
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+            },
+        ),
+    ):
+        try:
+            create(body)
+        except ApiException as error:
+            assert error.status == 409
+    rules = [{"apiGroups": [GROUP], "resources": ["tenants"], "verbs": ["get"]}]
+    try:
+        rbac.delete_cluster_role(role)
+    except ApiException as error:
+        assert error.status == 404
+    rbac.create_cluster_role({"metadata": {"name": role}, "rules": rules})
+    token = core.create_namespaced_service_account_token(
+        account, namespace, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    kubeconfig = tmp_path / "billing-webhook.kubeconfig"
+    write_kubeconfig(kubeconfig, cluster.server, str(token), cluster.ca_file)
+    server = WebhookServer(postgres_dsn, kubeconfig, stripe_settings(stripe_mock.url)).start()
+    try:
+        billing = {"stripeCustomerId": "cus_rbac", "stripeSubscriptionId": "sub_rbac"}
+        create_tenant(api, "rbac", billing)
+        event = Events(time.time(), "rbac").make(
+            "customer.subscription.updated",
+            subscription("sub_rbac", "cus_rbac", "rbac", "active", BUSINESS.price_monthly),
+        )
+        refused = server.deliver(event)
+        assert refused.status_code == 500
+        assert refused.json() == {"error": "not processed: ForbiddenError"}
+        assert spec_of(api, "rbac")["tier"] == "starter"
+
+        rbac.patch_cluster_role(role, {"rules": [{**rules[0], "verbs": ["get", "patch"]}]})
+        redelivered = wait_for(
+            lambda: (r := server.deliver(event)).status_code == 200 and r,
+            what="the redelivery once billing may patch Tenants",
+        )
+        assert redelivered.json()["verdict"] == "applied"
+        assert spec_of(api, "rbac")["tier"] == "business"
+        print(f"rbac deliveries by verdict: {dict(server.tally)}")
+        assert server.tally["applied"] == 1 and server.tally["failed"] >= 1
+    finally:
+        server.stop()
+        rbac.delete_cluster_role_binding(role)
+        rbac.delete_cluster_role(role)
