@@ -13,14 +13,17 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import kopf
+import stripe
 from kubernetes.dynamic.exceptions import ConflictError, ResourceNotFoundError
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from penguinmails.api.billing.plans import allowance_for
 from penguinmails.api.v1alpha1 import TenantSpec
 from penguinmails.api.v1alpha1.tiers import TIERS
 from penguinmails.common.db.tenant_logins import (
@@ -34,7 +37,7 @@ from penguinmails.common.db.tenants import mark_tenant_deleted, upsert_tenant
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.settings import OperatorSettings
 from penguinmails.common.tenant_redis import ensure_tenant_redis_user
-from penguinmails.operator import conditions, metrics
+from penguinmails.operator import conditions, metrics, usage
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
@@ -182,6 +185,7 @@ async def reconcile(
         )
         if ctx.settings.sender_secret:
             await _issue_sender_secret(ctx, tenant, tenant_id)
+        sent = await _usage(ctx, name, spec, tenant_id, logger)
     except Exception as error:
         failure = describe(error)
         logger.warning("Tenant %s not reconciled: %s", name, failure.message)
@@ -215,7 +219,37 @@ async def reconcile(
         namespace=tenant.namespace,
         tier=spec.tier.value,
         senderReplicas=replicas,
+        emailsSentThisMonth=sent,
     )
+
+
+async def _usage(
+    ctx: Context,
+    name: str,
+    spec: TenantSpec,
+    tenant_id: uuid.UUID,
+    logger: logging.Logger | kopf.Logger,
+) -> int:
+    """This month's sent messages; past a plan that allows overage, the excess goes to Stripe.
+
+    A failed report is retried on the next pass: it must not hold up the rest of the Tenant.
+    """
+    now = datetime.now(UTC)
+    sent = await usage.month_usage(ctx.db, tenant_id, now)
+    allowance = await allowance_for(ctx.db, spec.tier)
+    customer = spec.billing.stripe_customer_id if spec.billing else None
+    if allowance.overage_allowed and customer and sent > allowance.emails_per_month:
+        try:
+            await usage.report_overage(
+                ctx.db,
+                tenant=name,
+                customer_id=customer,
+                overage=sent - allowance.emails_per_month,
+                period=usage.month_start(now).date(),
+            )
+        except stripe.StripeError as error:
+            logger.warning("overage of Tenant %s not reported yet: %s", name, error.user_message)
+    return sent
 
 
 def _announce_changes(
