@@ -185,7 +185,9 @@ async def reconcile(
         )
         if ctx.settings.sender_secret:
             await _issue_sender_secret(ctx, tenant, tenant_id)
-        placement = res.sender_placement(await ctx.kube.list("v1", "Pod", tenant.namespace))
+        # Scaled to 0, whatever sender pods remain are on their way out: nothing to ask.
+        pods = await ctx.kube.list("v1", "Pod", tenant.namespace) if replicas else []
+        placement = res.sender_placement(pods)
     except Exception as error:
         failure = describe(error)
         logger.warning("Tenant %s not reconciled: %s", name, failure.message)
