@@ -362,13 +362,11 @@ def watch_sender_scheduling(registry: kopf.OperatorRegistry) -> None:
         *, type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
     ) -> None:
         uid, tenant = str(body.metadata.uid), body.metadata.labels.get(res.TENANT_LABEL)
-        scheduled = res.pod_scheduled(body) or {}
-        state = "Gone" if type == "DELETED" else str(scheduled.get("status") or "")
+        state = res.scheduling_state(body, deleted=type == "DELETED")
         previous = last.pop(uid, "") if type == "DELETED" else last.get(uid, "")
-        if type != "DELETED" and state:
+        if state and type != "DELETED":
             last[uid] = state
-        relevant = state == "False" or previous == "False"
-        if not tenant or not state or state == previous or not relevant:
+        if not tenant or not res.scheduling_news(previous, state):
             return
         logger.info(
             "sender pod %s of Tenant %s: PodScheduled %s", body.metadata.name, tenant, state

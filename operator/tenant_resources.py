@@ -517,6 +517,21 @@ def pod_scheduled(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return next((c for c in conditions if c.get("type") == "PodScheduled"), None)
 
 
+def scheduling_state(pod: Mapping[str, Any], *, deleted: bool = False) -> str:
+    """A sender pod's standing with the scheduler, as the pod watch tracks it: "True" (placed),
+    "False" (refused), "Gone" (deleted) or "" (not decided yet)."""
+    if deleted:
+        return "Gone"
+    return str((pod_scheduled(pod) or {}).get("status") or "")
+
+
+def scheduling_news(previous: str, state: str) -> bool:
+    """Whether going from `previous` to `state` changes what the pod's Tenant reports: a pod
+    refused, or one that was refused being placed or gone. A pod placed at the first attempt, or
+    one not decided yet, changes nothing."""
+    return bool(state) and state != previous and "False" in (state, previous)
+
+
 @dataclass(frozen=True)
 class SenderPlacement:
     """Where a tenant's sender pods stand with the scheduler."""

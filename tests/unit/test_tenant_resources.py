@@ -305,3 +305,20 @@ def test_the_hint_names_the_pool_each_tier_needs() -> None:
         assert f"outside the dedicated pool (they do not tolerate {taint})" in (
             res.unschedulable_hint(tier)
         )
+
+
+def test_the_pod_watch_nudges_a_tenant_only_when_its_report_changes() -> None:
+    refused = _pod(scheduled=UNSCHEDULABLE)
+    placed = _pod(scheduled=("True", "", ""))
+    assert res.scheduling_state(_pod()) == ""
+    assert res.scheduling_state(refused) == "False"
+    assert res.scheduling_state(placed) == "True"
+    assert res.scheduling_state(placed, deleted=True) == "Gone"
+    news = res.scheduling_news
+    assert news("", "False")  # refused (also the first sight after an operator restart)
+    assert news("False", "True")  # placed after all
+    assert news("False", "Gone")  # a refused pod went away
+    assert not news("", "True")  # placed at once: nothing to report
+    assert not news("True", "Gone")
+    assert not news("False", "False")  # the scheduler retried: same report
+    assert not news("", "")  # not decided yet
