@@ -148,24 +148,19 @@ class CustomObjects:
         """JSON merge patch; a `metadata.resourceVersion` in it makes the API server refuse
         (409) when the object has changed since, which is how If-Match is enforced."""
 
-        def call() -> dict[str, Any]:
-            path = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{{ns}}/{plural}/{{name}}"
-            result = self._client.call_api(
-                path,
-                "PATCH",
-                path_params={"ns": namespace, "name": name},
-                query_params=[("fieldManager", "penguinmails-api")],
-                header_params={"Content-Type": _MERGE_PATCH, "Accept": "application/json"},
-                body=patch,
-                response_type="object",
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _request_timeout=_TIMEOUT,
-            )
-            assert isinstance(result, dict)
-            return result
-
-        return await asyncio.to_thread(call)
+        result: dict[str, Any] = await asyncio.to_thread(
+            self._api.patch_namespaced_custom_object,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            plural,
+            name,
+            patch,
+            field_manager="penguinmails-api",
+            _content_type=_MERGE_PATCH,
+            _request_timeout=_TIMEOUT,
+        )
+        return result
 
     async def delete(
         self, namespace: str, plural: str, name: str, *, resource_version: str | None

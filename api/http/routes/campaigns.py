@@ -93,7 +93,7 @@ async def create_campaign(
     access: Annotated[TenantAccess, _WRITE],
     svc: Annotated[Services, Depends(services)],
 ) -> CampaignOut:
-    obj = await custom.create(svc, access, Campaign, body.name, body.spec.to_k8s())
+    obj = await custom.create(svc, access, Campaign, body.name, custom.as_written(body.spec))
     custom.set_etag(response, obj)
     return _out(obj)
 

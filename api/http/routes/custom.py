@@ -15,7 +15,7 @@ from fastapi import Header, Path, Response
 from kubernetes.client.exceptions import ApiException
 from pydantic import Field
 
-from penguinmails.api.v1alpha1 import GROUP_VERSION, Resource
+from penguinmails.api.v1alpha1 import GROUP_VERSION, KubeModel, Resource
 
 from ..auth import TenantAccess
 from ..errors import ApiError, ErrorResponse
@@ -30,6 +30,7 @@ __all__ = [
     "IfMatch",
     "ObjectMeta",
     "ObjectName",
+    "as_written",
     "create",
     "delete",
     "fetch",
@@ -96,6 +97,13 @@ def expected_version(if_match: str | None) -> str | None:
             'If-Match must be an ETag as returned by this API, e.g. "12345".', "If-Match"
         )
     return found.group(2)
+
+
+def as_written(spec: KubeModel) -> dict[str, Any]:
+    """The spec as the client wrote it (validated), without the defaults the model filled in:
+    the API server applies the CRD's defaults, so the object equals what `kubectl apply` of
+    the same spec makes."""
+    return spec.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)
 
 
 def _what(kind: type[Resource], name: str) -> str:

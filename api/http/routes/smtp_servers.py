@@ -70,7 +70,7 @@ async def create_server(
     access: Annotated[TenantAccess, _WRITE],
     svc: Annotated[Services, Depends(services)],
 ) -> SmtpServerOut:
-    obj = await custom.create(svc, access, SmtpServer, body.name, body.spec.to_k8s())
+    obj = await custom.create(svc, access, SmtpServer, body.name, custom.as_written(body.spec))
     custom.set_etag(response, obj)
     return _out(obj)
 
