@@ -68,6 +68,10 @@ class TenantSetup:
     namespace: str
 
 
+def private_helm(private: Path) -> Helm:
+    return Helm(build_helm(), {"HELM_CACHE_HOME": str(private / "cache"), "PATH": "/usr/bin"})
+
+
 @pytest.fixture(scope="module")
 def api_kubeconfig(
     cluster: Cluster, api_client: client.ApiClient, core: client.CoreV1Api, crds_installed: Any
@@ -76,7 +80,7 @@ def api_kubeconfig(
     private = Path(tempfile.mkdtemp(prefix="penguinmails-api-"))
     release, namespace = f"pm-api-{secrets.token_hex(3)}", f"pm-api-rel-{secrets.token_hex(3)}"
     core.create_namespace({"metadata": {"name": namespace}})
-    helm = Helm(build_helm(), {"HELM_CACHE_HOME": str(private / "cache"), "PATH": "/usr/bin"})
+    helm = private_helm(private)
     rendered = helm.template(
         release, namespace, sets=("api.enabled=true", "api.secretName=penguinmails-api")
     )

@@ -8,8 +8,9 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,8 +18,11 @@ import pytest
 import pytest_asyncio
 import yaml
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from penguinmails.common.db.accounts import Role
+from penguinmails.devstack.helm import CHART_DIR
+from penguinmails.devstack.stack import api_client_for
 from tests.integration.api_stack import (
     ApiServer,
     TenantSetup,
@@ -28,6 +32,7 @@ from tests.integration.api_stack import (
     api_server,
     make_tenant,
     make_user,
+    private_helm,
     sign_in,
 )
 from tests.integration.conftest import GROUP, VERSION, Cluster
@@ -427,3 +432,56 @@ async def test_another_tenants_credentials_get_nothing(
         keys = (await http.get(f"/v1/tenants/{victim.tenant.name}/api-keys")).json()["data"]
         assert all(k["revokedAt"] is None for k in keys)
         assert len(keys) == 1
+
+
+def test_the_api_identity_reaches_its_three_kinds_and_nothing_else(
+    api_kubeconfig: Path, victim: Workspace
+) -> None:
+    """The chart's RBAC for the API, used as the API uses it: its kinds yes, the rest no."""
+    with api_client_for(api_kubeconfig) as api:
+        objects = client.CustomObjectsApi(api)
+        namespace = victim.tenant.namespace
+        for plural in ("sendingdomains", "campaigns", "smtpservers"):
+            assert objects.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        refused: list[tuple[str, Callable[[], Any]]] = [
+            ("secrets", lambda: client.CoreV1Api(api).list_namespaced_secret(namespace)),
+            ("namespaces", lambda: client.CoreV1Api(api).list_namespace()),
+            ("tenants", lambda: objects.list_cluster_custom_object(GROUP, VERSION, "tenants")),
+            (
+                "campaign status",
+                lambda: objects.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    "campaigns",
+                    victim.campaign,
+                    {"status": {"phase": "Completed"}},
+                ),
+            ),
+        ]
+        for what, call in refused:
+            with pytest.raises(ApiException) as caught:
+                call()
+            assert caught.value.status == 403, what
+
+
+def test_chart_lints_with_the_api_and_refuses_it_without_its_secret(tmp_path: Path) -> None:
+    helm = private_helm(tmp_path)
+    enabled = ("--set", "api.enabled=true", "--set", "api.secretName=penguinmails-api")
+    lint = helm.run("lint", "--strict", str(CHART_DIR), *enabled)
+    assert "0 chart(s) failed" in lint.stdout, lint.stdout
+    documents = helm.template("pm", "platform", sets=(enabled[1], enabled[3]))
+    (deployment,) = [
+        d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-api")
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["penguinmails-api"]
+    # Every setting that carries a secret comes from the Secret, never a value.
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]} == {
+        "PM_API_DATABASE_URL": "penguinmails-api",
+        "PM_REDIS_URL": "penguinmails-api",
+        "PM_API_SIGNING_KEYS": "penguinmails-api",
+    }
+    missing = helm.run("template", "pm", str(CHART_DIR), "--set", "api.enabled=true", check=False)
+    assert missing.returncode != 0
+    assert "api.secretName is required" in missing.stderr
