@@ -7,6 +7,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -88,4 +89,28 @@ def create_app(settings: ApiSettings) -> FastAPI:
     for module in (auth, api_keys, sending_domains, smtp_servers, campaigns):
         v1.include_router(module.router)
     app.include_router(v1)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _with_our_errors(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _with_our_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI documents its own 422 validation answer; ours is a 400 in the error envelope."""
+    envelope = {"$ref": "#/components/schemas/ErrorResponse"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None and "400" not in responses:
+                responses["400"] = {
+                    "description": "Invalid request",
+                    "content": {"application/json": {"schema": envelope}},
+                }
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    return schema
