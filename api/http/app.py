@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from .config import ApiSettings
 from .errors import ApiError, error_response, install_error_handlers
 from .kube import CustomObjects
+from .ratelimit import RateState
 from .routes import api_keys, auth, campaigns, sending_domains, smtp_servers
 from .services import Services
 
@@ -76,6 +77,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 ApiError(500, "api_error", "internal_error", "Something went wrong on our side.")
             )
         response.headers[REQUEST_ID_HEADER] = rid
+        rate: RateState | None = getattr(request.state, "rate_limit", None)
+        if rate is not None:
+            response.headers.update(rate.headers())
         return response
 
     @app.get("/healthz", include_in_schema=False)

@@ -26,6 +26,7 @@ from penguinmails.common.db import accounts
 from penguinmails.common.db.accounts import API_KEY_PREFIX, ApiKeyRow, Role, TenantRef
 
 from .errors import ApiError
+from .ratelimit import KeyRateLimit
 from .services import Services, services
 from .tokens import InvalidToken
 
@@ -97,6 +98,9 @@ async def caller(request: Request, svc: Annotated[Services, Depends(services)]) 
         key = await accounts.authenticate_api_key(svc.pool, token)
         if key is None:
             raise ApiError.unauthenticated("The API key is not valid, expired or was revoked.")
+        limiter = KeyRateLimit(svc.redis, svc.settings.api_key_requests_per_minute)
+        # The middleware puts the headers on whatever answer the request ends with.
+        request.state.rate_limit = await limiter.hit(key.id)
         return Caller(api_key=key)
     try:
         claims = svc.settings.signing_keys.verify(token)

@@ -39,6 +39,8 @@ class ApiSettings:
     sign-in answers 429 (PM_API_SIGNIN_FAILURES)."""
     sign_in_window: timedelta = timedelta(minutes=15)
     """Window of the sign-in throttle (PM_API_SIGNIN_WINDOW_SECONDS)."""
+    api_key_requests_per_minute: int = 600
+    """Requests one API key may make per minute before 429 (PM_API_KEY_REQUESTS_PER_MINUTE)."""
     kubeconfig: str | None = None
     """Kubeconfig outside a cluster (PM_KUBECONFIG); in a pod the ServiceAccount's token."""
 
@@ -63,5 +65,6 @@ class ApiSettings:
             refresh_token_ttl=timedelta(days=_float("PM_API_REFRESH_TOKEN_DAYS", 30)),
             sign_in_failures=int(_float("PM_API_SIGNIN_FAILURES", 5)),
             sign_in_window=timedelta(seconds=_float("PM_API_SIGNIN_WINDOW_SECONDS", 900)),
+            api_key_requests_per_minute=int(_float("PM_API_KEY_REQUESTS_PER_MINUTE", 600)),
             kubeconfig=os.environ.get("PM_KUBECONFIG") or None,
         )

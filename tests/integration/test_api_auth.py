@@ -5,12 +5,15 @@ rotation and family revocation on reuse, API key scopes, roles, and forged, expi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import asyncpg
+import httpx
 import jwt
 import pytest
 import pytest_asyncio
@@ -31,6 +34,8 @@ from tests.integration.api_stack import (
     make_tenant,
     make_user,
     sign_in,
+    start_api,
+    stop_api,
 )
 
 pytestmark = pytest.mark.integration
@@ -47,8 +52,8 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def _error(response: object) -> dict[str, object]:
-    body = response.json()  # type: ignore[attr-defined]
+def _error(response: httpx.Response) -> dict[str, object]:
+    body = response.json()
     assert set(body) == {"error"}, body
     assert set(body["error"]) == {"type", "code", "message", "param"}, body
     error: dict[str, object] = body["error"]
@@ -253,3 +258,55 @@ async def test_api_key_scopes_roles_and_revocation(
         assert "viewer" in str(_error(denied)["message"])
     async with api_server.client(member) as http:
         assert (await http.get(f"{base}/api-keys")).status_code == 403
+
+
+async def test_api_keys_are_rate_limited_per_key(
+    api_kubeconfig: Path,
+    api_database_url: str,
+    redis_url: str,
+    db_pool: asyncpg.Pool,
+    tenant: TenantSetup,
+    tmp_path: Path,
+) -> None:
+    limit = 5  # a low allowance of this deployment: the path is the default's
+    process, server = start_api(
+        tmp_path,
+        database_url=api_database_url,
+        redis_url=redis_url,
+        kubeconfig=api_kubeconfig,
+        PM_API_KEY_REQUESTS_PER_MINUTE=str(limit),
+    )
+    try:
+        admin = (await sign_in(server, await make_user(db_pool, tenant, Role.ADMIN)))["accessToken"]
+        busy = await api_key(server, admin, tenant, ["campaigns:read"])
+        other = await api_key(server, admin, tenant, ["campaigns:read"])
+        path = f"/v1/tenants/{tenant.name}/campaigns"
+        async with server.client(busy) as http:
+            first = await http.get(path)
+            assert first.status_code == 200
+            if _rate(first)["reset"] < 10:  # too near the window's end to count within it
+                await asyncio.sleep(_rate(first)["reset"] + 0.5)
+                first = await http.get(path)
+            assert first.headers["ratelimit-policy"] == f"{limit};w=60"
+            remaining = [_rate(first)["remaining"]]
+            for _ in range(limit - 1):
+                response = await http.get(path)
+                assert response.status_code == 200
+                remaining.append(_rate(response)["remaining"])
+            assert remaining == list(range(limit - 1, -1, -1))
+            refused = await http.get(path)
+            assert refused.status_code == 429, refused.text
+            assert _error(refused)["code"] == "rate_limited"
+            assert 0 < int(refused.headers["retry-after"]) <= 60
+            assert int(refused.headers["retry-after"]) == _rate(refused)["reset"]
+            assert _rate(refused)["remaining"] == 0
+        # Another key of the same tenant has its own allowance; users' tokens are not limited here.
+        async with server.client(other) as http:
+            assert (await http.get(path)).status_code == 200
+    finally:
+        stop_api(process)
+
+
+def _rate(response: httpx.Response) -> dict[str, int]:
+    fields = dict(part.strip().split("=") for part in response.headers["ratelimit"].split(","))
+    return {name: int(value) for name, value in fields.items()}

@@ -20,7 +20,7 @@ from ..services import Services, services
 router = APIRouter(tags=["api-keys"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 429)
 }
 
 

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 412)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 412, 429)
 }
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
