@@ -13,6 +13,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI, Request, Response
 
+from . import idempotency
 from .config import ApiSettings
 from .errors import ApiError, error_response, install_error_handlers
 from .kube import CustomObjects
@@ -76,11 +77,20 @@ def create_app(settings: ApiSettings) -> FastAPI:
             response = error_response(
                 ApiError(500, "api_error", "internal_error", "Something went wrong on our side.")
             )
+        claimed: idempotency.Claim | None = getattr(request.state, "idempotency", None)
+        if claimed is not None:
+            response = await idempotency.finish(svc_of(request).redis, claimed, response)
         response.headers[REQUEST_ID_HEADER] = rid
         rate: RateState | None = getattr(request.state, "rate_limit", None)
         if rate is not None:
             response.headers.update(rate.headers())
         return response
+
+    async def on_replay(_request: Request, replay: Exception) -> Response:
+        assert isinstance(replay, idempotency.IdempotentReplay)
+        return replay.response
+
+    app.add_exception_handler(idempotency.IdempotentReplay, on_replay)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> dict[str, str]:
@@ -101,6 +111,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def svc_of(request: Request) -> Services:
+    found = request.app.state.services
+    assert isinstance(found, Services)
+    return found
 
 
 def _with_our_errors(schema: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from fastapi import Depends, Path, Request
 from penguinmails.common.db import accounts
 from penguinmails.common.db.accounts import API_KEY_PREFIX, ApiKeyRow, Role, TenantRef
 
+from . import idempotency
 from .errors import ApiError
 from .ratelimit import KeyRateLimit
 from .services import Services, services
@@ -101,6 +102,7 @@ async def caller(request: Request, svc: Annotated[Services, Depends(services)]) 
         limiter = KeyRateLimit(svc.redis, svc.settings.api_key_requests_per_minute)
         # The middleware puts the headers on whatever answer the request ends with.
         request.state.rate_limit = await limiter.hit(key.id)
+        request.state.idempotency = await idempotency.claim(svc.redis, request, f"key:{key.id}")
         return Caller(api_key=key)
     try:
         claims = svc.settings.signing_keys.verify(token)
@@ -108,6 +110,9 @@ async def caller(request: Request, svc: Annotated[Services, Depends(services)]) 
         raise ApiError.unauthenticated(
             "The access token is not valid or has expired: sign in or refresh it."
         ) from error
+    request.state.idempotency = await idempotency.claim(
+        svc.redis, request, f"user:{claims.user_id}"
+    )
     return Caller(user_id=claims.user_id, family_id=claims.family_id)
 
 

@@ -485,3 +485,37 @@ def test_chart_lints_with_the_api_and_refuses_it_without_its_secret(tmp_path: Pa
     missing = helm.run("template", "pm", str(CHART_DIR), "--set", "api.enabled=true", check=False)
     assert missing.returncode != 0
     assert "api.secretName is required" in missing.stderr
+
+
+async def test_idempotency_key_replays_the_first_answer(
+    api_server: ApiServer, victim: Workspace, attacker: Workspace
+) -> None:
+    base = f"/v1/tenants/{victim.tenant.name}/sending-domains"
+    body = {"name": "once", "spec": domain_spec("once.example.com")}
+    headers = {"Idempotency-Key": "create-once-1"}
+    async with api_server.client(victim.key) as http:
+        first = await http.post(base, json=body, headers=headers)
+        assert first.status_code == 201, first.text
+        assert "idempotent-replayed" not in first.headers
+        again = await http.post(base, json=body, headers=headers)
+        # Without the key the retry would be a 409: the name exists now.
+        assert again.status_code == 201, again.text
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+        assert again.headers["etag"] == first.headers["etag"]
+        other = await http.post(
+            base, json={**body, "name": "twice"}, headers={"Idempotency-Key": "create-once-1"}
+        )
+        assert other.status_code == 400
+        assert _error(other)["code"] == "idempotency_key_reused"
+        assert _error(other)["param"] == "Idempotency-Key"
+        plain = await http.post(base, json=body)
+        assert plain.status_code == 409  # no key: a second create of the same name conflicts
+        listed = (await http.get(base, params={"limit": 100})).json()["data"]
+        assert [d["name"] for d in listed].count("once") == 1
+    # Keys are the caller's own: another caller's same key is another request.
+    async with api_server.client(attacker.key) as http:
+        theirs = await http.post(
+            f"/v1/tenants/{attacker.tenant.name}/sending-domains", json=body, headers=headers
+        )
+        assert theirs.status_code == 201 and "idempotent-replayed" not in theirs.headers
