@@ -310,3 +310,26 @@ async def test_api_keys_are_rate_limited_per_key(
 def _rate(response: httpx.Response) -> dict[str, int]:
     fields = dict(part.strip().split("=") for part in response.headers["ratelimit"].split(","))
     return {name: int(value) for name, value in fields.items()}
+
+
+async def test_a_suspended_tenant_is_read_only(
+    api_server: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api
+) -> None:
+    suspended = await make_tenant(db_pool, core, "apisusp")
+    owner = (await sign_in(api_server, await make_user(db_pool, suspended, Role.OWNER)))[
+        "accessToken"
+    ]
+    # As the operator records a Tenant whose spec.suspended is set.
+    await db_pool.execute("UPDATE tenants SET suspended = true WHERE id = $1", suspended.id)
+    base = f"/v1/tenants/{suspended.name}"
+    async with api_server.client(owner) as http:
+        assert (await http.get(f"{base}/campaigns")).status_code == 200
+        refused = await http.post(
+            f"{base}/sending-domains",
+            json={
+                "name": "s",
+                "spec": {"domain": "s.example.com", "dnsProvider": {"type": "manual"}},
+            },
+        )
+        assert refused.status_code == 403, refused.text
+        assert _error(refused)["code"] == "tenant_suspended"

@@ -36,6 +36,7 @@ from tests.integration.api_stack import (
     sign_in,
 )
 from tests.integration.conftest import GROUP, VERSION, Cluster
+from tests.integration.test_chart import kubectl_dry_run
 
 pytestmark = pytest.mark.integration
 
@@ -465,12 +466,23 @@ def test_the_api_identity_reaches_its_three_kinds_and_nothing_else(
             assert caught.value.status == 403, what
 
 
-def test_chart_lints_with_the_api_and_refuses_it_without_its_secret(tmp_path: Path) -> None:
+def test_chart_lints_with_the_api_and_refuses_it_without_its_secret(
+    tmp_path: Path, cluster: Cluster
+) -> None:
     helm = private_helm(tmp_path)
     enabled = ("--set", "api.enabled=true", "--set", "api.secretName=penguinmails-api")
     lint = helm.run("lint", "--strict", str(CHART_DIR), *enabled)
     assert "0 chart(s) failed" in lint.stdout, lint.stdout
-    documents = helm.template("pm", "platform", sets=(enabled[1], enabled[3]))
+    documents = helm.template("pm", "default", sets=(enabled[1], enabled[3]))
+    api_documents = [
+        d for d in documents if d["metadata"]["labels"].get("app.kubernetes.io/component") == "api"
+    ]
+    assert sorted(d["kind"] for d in api_documents) == [
+        "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount",
+    ]  # fmt: skip
+    # The API server accepts them as rendered (a server-side dry run: nothing is created).
+    output = kubectl_dry_run(cluster, api_documents)
+    assert output.count("serverside-applied (server dry run)") == len(api_documents), output
     (deployment,) = [
         d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-api")
     ]
