@@ -10,7 +10,9 @@ when it is sent. A request with the same key then:
 - gets 409 `idempotency_in_progress` while the first is still being answered.
 
 Keys are scoped to the caller (the API key, or the user), so two callers never share one. A
-5xx answer is not stored: the key is released and the request may be retried. Sign-in and
+5xx answer is not stored: the key is released and the request may be retried. An answer marked
+`Cache-Control: no-store` (it holds a secret shown once, such as a new API key) is never
+stored either: its key stays used, and a repeat gets 409 `idempotency_key_used`. Sign-in and
 refresh take no key (they are not authenticated requests).
 """
 
@@ -70,6 +72,15 @@ async def claim(redis: aioredis.Redis, request: Request, scope: str) -> Claim | 
             HEADER,
             "idempotency_key_reused",
         )
+    if stored.get("state") == "secret":
+        raise ApiError(
+            409,
+            "conflict_error",
+            "idempotency_key_used",
+            f"The request with this {HEADER} succeeded and its answer held a secret shown "
+            "only once: list the resource to find what it created.",
+            param=HEADER,
+        )
     if stored.get("state") != "done":
         raise ApiError(
             409,
@@ -93,6 +104,10 @@ async def finish(redis: aioredis.Redis, claimed: Claim, response: Response) -> R
     """Store the answer for replays (release the key after a 5xx); return it, still sendable."""
     if response.status_code >= 500:
         await redis.delete(claimed.name)
+        return response
+    if "no-store" in response.headers.get("cache-control", ""):
+        secret = {"state": "secret", "fingerprint": claimed.fingerprint}
+        await redis.set(claimed.name, json.dumps(secret), keepttl=True)
         return response
     chunks = [chunk async for chunk in response.body_iterator]  # type: ignore[attr-defined]
     body = b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks)

@@ -17,6 +17,7 @@ import httpx
 import jwt
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from kubernetes import client
@@ -211,7 +212,7 @@ async def test_forged_expired_none_and_malformed_tokens_are_refused(
 
 
 async def test_api_key_scopes_roles_and_revocation(
-    api_server: ApiServer, db_pool: asyncpg.Pool, tenant: TenantSetup
+    api_server: ApiServer, db_pool: asyncpg.Pool, tenant: TenantSetup, redis_url: str
 ) -> None:
     admin = (await sign_in(api_server, await make_user(db_pool, tenant, Role.ADMIN)))["accessToken"]
     key = await api_key(api_server, admin, tenant, ["domains:read", "campaigns:write"])
@@ -240,6 +241,25 @@ async def test_api_key_scopes_roles_and_revocation(
         )
         assert bad_scope.status_code == 400
         assert _error(bad_scope)["param"] == "scopes"
+        # A new key is shown once: a retry with the same Idempotency-Key gets no copy of it,
+        # and none is kept in Redis for replays.
+        once = {"Idempotency-Key": "new-key-1"}
+        made = await http.post(
+            f"{base}/api-keys", json={"name": "ci", "scopes": ["domains:read"]}, headers=once
+        )
+        assert made.status_code == 201
+        retried = await http.post(
+            f"{base}/api-keys", json={"name": "ci", "scopes": ["domains:read"]}, headers=once
+        )
+        assert retried.status_code == 409
+        assert _error(retried)["code"] == "idempotency_key_used"
+        store = aioredis.from_url(redis_url)
+        try:
+            async for name in store.scan_iter("pm:api:*"):
+                if await store.type(name) == b"string":
+                    assert made.json()["key"] not in str(await store.get(name))
+        finally:
+            await store.aclose()
         assert (await http.delete(f"{base}/api-keys/{row['id']}")).status_code == 204
     async with api_server.client(key) as http:
         revoked = await http.get(f"{base}/sending-domains")
