@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,9 +32,9 @@ from penguinmails.common.db import accounts
 from penguinmails.common.db.accounts import Role
 from penguinmails.common.db.tenant_logins import with_login
 from penguinmails.common.db.tenants import upsert_tenant
+from penguinmails.devstack.api import ApiProcess
 from penguinmails.devstack.controlplane import write_kubeconfig
 from penguinmails.devstack.helm import build_helm
-from penguinmails.devstack.ports import LOOPBACK, free_port
 from penguinmails.devstack.stack import apply_documents
 from penguinmails.operator import tenant_resources as res
 from tests.integration.conftest import Cluster
@@ -121,56 +118,23 @@ async def api_database_url(db_pool: asyncpg.Pool, postgres_dsn: str) -> str:
 
 def start_api(
     tmp: Path, *, database_url: str, redis_url: str, kubeconfig: Path, **extra_env: str
-) -> tuple[subprocess.Popen[bytes], ApiServer]:
-    port = free_port()
+) -> tuple[ApiProcess, ApiServer]:
     keys = new_signing_key("test-1")
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONSAFEPATH": "1",
-        "PM_API_DATABASE_URL": database_url,
-        "PM_REDIS_URL": redis_url,
-        "PM_API_SIGNING_KEYS": keys,
-        "PM_KUBECONFIG": str(kubeconfig),
-        **extra_env,
-    }
-    log_path = tmp / f"api-{port}.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "penguinmails.api.http",
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = ApiServer(f"http://{LOOPBACK}:{port}", log_path, keys)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(server.url + "/healthz", timeout=2).status_code == 200:
-                return process, server
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"the API did not start:\n{server.log()[-3000:]}")
-        time.sleep(0.2)
+    process = ApiProcess(
+        tmp,
+        {
+            "PM_API_DATABASE_URL": database_url,
+            "PM_REDIS_URL": redis_url,
+            "PM_API_SIGNING_KEYS": keys,
+            "PM_KUBECONFIG": str(kubeconfig),
+            **extra_env,
+        },
+    ).start()
+    return process, ApiServer(process.url, process.log_path, keys)
 
 
-def stop_api(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def stop_api(process: ApiProcess) -> None:
+    process.stop(timeout=20)
 
 
 @pytest.fixture(scope="module")

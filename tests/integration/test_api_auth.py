@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
+import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -353,3 +355,31 @@ async def test_a_suspended_tenant_is_read_only(
         )
         assert refused.status_code == 403, refused.text
         assert _error(refused)["code"] == "tenant_suspended"
+
+
+async def test_create_user_command_makes_an_account_that_signs_in(
+    api_server: ApiServer, api_database_url: str, tenant: TenantSetup
+) -> None:
+    email = f"cli-{uuid.uuid4().hex[:8]}@example.com"
+    password = "a long enough password"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONSAFEPATH": "1",
+        "PM_API_DATABASE_URL": api_database_url,  # the API's own login suffices
+        "PM_API_NEW_PASSWORD": password,
+    }
+    command = [sys.executable, "-m", "penguinmails.api.http", "create-user", email]
+    command += ["--tenant", tenant.name, "--role", "viewer"]
+    created = await asyncio.to_thread(_run, command, env)
+    assert created.returncode == 0, created.stderr
+    assert password not in created.stdout + created.stderr
+    again = await asyncio.to_thread(_run, command, env)
+    assert again.returncode == 1 and "exists" in again.stderr
+    tokens = await sign_in(api_server, email, password)
+    async with api_server.client(tokens["accessToken"]) as http:
+        me = (await http.get("/v1/me")).json()
+    assert me["memberships"] == [{"tenant": tenant.name, "role": "viewer"}]
+
+
+def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
