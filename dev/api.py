@@ -6,20 +6,49 @@
 
 `python -m penguinmails.api.http` (uvicorn) with exactly the environment given (plus
 PYTHONSAFEPATH and PATH), ready once `/healthz` answers 200, that is once its database answers.
+
+`api_login(dsn)` gives it what production gives it: its own PostgreSQL login, a member of
+`penguinmails_api` only (created with the platform's login after the migrations).
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import asyncpg
 import httpx
 
+from penguinmails.common.db.migrate import migrate
+from penguinmails.common.db.tenant_logins import scram_verifier, with_login
 from penguinmails.devstack.process import PrivateService
 
-__all__ = ["ApiError", "ApiProcess"]
+__all__ = ["ApiError", "ApiProcess", "api_login"]
+
+
+async def api_login(platform_dsn: str, role: str | None = None) -> str:
+    """The DSN of a LOGIN role that is only a member of penguinmails_api (a new password each
+    call); the migrations are applied first, since they create that group."""
+    role = role or f"pm_api_{secrets.token_hex(4)}"
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role):
+        raise ValueError(f"{role!r} is not a plain role name")
+    password = secrets.token_urlsafe(24)
+    await migrate(platform_dsn)
+    conn = await asyncpg.connect(platform_dsn)
+    try:
+        exists = await conn.fetchval(
+            "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)", role
+        )
+        # A SCRAM verifier, never the password, reaches the server (and its statement log).
+        verb = "ALTER" if exists else "CREATE"
+        await conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD '{scram_verifier(password)}'")
+        await conn.execute(f"GRANT penguinmails_api TO {role}")
+    finally:
+        await conn.close()
+    return with_login(platform_dsn, role, password)
 
 
 class ApiError(RuntimeError):

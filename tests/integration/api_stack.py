@@ -30,9 +30,8 @@ from kubernetes import client
 from penguinmails.api.http.tokens import new_signing_key
 from penguinmails.common.db import accounts
 from penguinmails.common.db.accounts import Role
-from penguinmails.common.db.tenant_logins import with_login
 from penguinmails.common.db.tenants import upsert_tenant
-from penguinmails.devstack.api import ApiProcess
+from penguinmails.devstack.api import ApiProcess, api_login
 from penguinmails.devstack.controlplane import write_kubeconfig
 from penguinmails.devstack.helm import build_helm
 from penguinmails.devstack.stack import apply_documents
@@ -107,13 +106,9 @@ def api_kubeconfig(
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def api_database_url(db_pool: asyncpg.Pool, postgres_dsn: str) -> str:
+async def api_database_url(postgres_dsn: str) -> str:
     """A login that is only a member of penguinmails_api, as the chart's Secret would name."""
-    role, password = f"pm_api_{secrets.token_hex(4)}", secrets.token_urlsafe(24)
-    await db_pool.execute(
-        f"CREATE ROLE {role} LOGIN PASSWORD '{password}' IN ROLE penguinmails_api"
-    )
-    return with_login(postgres_dsn, role, password)
+    return await api_login(postgres_dsn)
 
 
 def start_api(
