@@ -220,9 +220,15 @@ def test_migrate_cli(fresh_database: str) -> None:
 # -- row-level security -----------------------------------------------------------------------
 
 # Platform-owned tables that name a tenant without being the tenant's data: tenant_roles (login ->
-# tenant, migration 0003) and the customer API's memberships and API keys (0005, granted to
-# penguinmails_api only).
-PLATFORM_ONLY_TABLES = ("tenant_roles", "memberships", "api_keys")
+# tenant, migration 0003) and the customer API's accounts (0005, granted to penguinmails_api only).
+PLATFORM_ONLY_TABLES = (
+    "tenant_roles",
+    "users",
+    "memberships",
+    "token_families",
+    "refresh_tokens",
+    "api_keys",
+)
 
 
 async def test_every_tenant_owned_table_is_under_forced_rls(db_pool: asyncpg.Pool) -> None:
