@@ -80,6 +80,11 @@ async def test_sign_in_returns_tokens_that_open_the_tenant(
         assert listed.status_code == 200, listed.text
         assert listed.json() == {"data": [], "hasMore": False}
         assert listed.headers["x-request-id"].startswith("req_")
+        # A client's own request id is kept when plain, replaced when not.
+        mine = await http.get("/v1/me", headers={"X-Request-Id": "client-42.a"})
+        assert mine.headers["x-request-id"] == "client-42.a"
+        odd = await http.get("/v1/me", headers={"X-Request-Id": "a b <script>"})
+        assert odd.headers["x-request-id"].startswith("req_")
         # The JWKS verifies the token the API signed.
         jwks = (await http.get("/v1/.well-known/jwks.json")).json()
     (key,) = jwks["keys"]
