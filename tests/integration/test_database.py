@@ -247,10 +247,10 @@ async def test_every_tenant_owned_table_is_under_forced_rls(db_pool: asyncpg.Poo
     # They are the platform's alone: no grant at all to the app role or the tenants' logins.
     for table in PLATFORM_ONLY_TABLES:
         for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
-            for role in (APP_ROLE, "penguinmails_tenant"):
+            for grantee in (APP_ROLE, "penguinmails_tenant"):
                 assert not await db_pool.fetchval(
-                    "SELECT has_table_privilege($1, $2, $3)", role, table, privilege
-                ), (role, table, privilege)
+                    "SELECT has_table_privilege($1, $2, $3)", grantee, table, privilege
+                ), (grantee, table, privilege)
     unprotected = [
         row["relname"]
         for row in rows
