@@ -42,6 +42,8 @@ __all__ = [
     "enqueue",
     "get_campaign_plan",
     "get_pause_reason",
+    "mailbox_counts",
+    "mailbox_first_sent",
     "mark_bounced",
     "mark_complained",
     "mark_unsubscribed",
@@ -560,3 +562,27 @@ async def campaign_counts(conn: AnyConnection, uid: uuid.UUID) -> dict[str, int]
     )
     assert row is not None
     return {key: int(value) for key, value in row.items()}
+
+
+async def mailbox_counts(conn: AnyConnection, uid: uuid.UUID) -> dict[str, dict[str, int]]:
+    """Per mailbox of a rotating campaign: its deliveries sent, and assigned but not final."""
+    rows = await conn.fetch(
+        """
+        SELECT mailbox, count(*) FILTER (WHERE state = 'sent') AS sent,
+               count(*) FILTER (WHERE state IN ('queued', 'sending', 'deferred')) AS queued
+        FROM deliveries WHERE campaign_uid = $1 AND mailbox IS NOT NULL GROUP BY mailbox
+        """,
+        uid,
+    )
+    return {row["mailbox"]: {"sent": row["sent"], "queued": row["queued"]} for row in rows}
+
+
+async def mailbox_first_sent(conn: AnyConnection, addresses: Sequence[str]) -> dict[str, datetime]:
+    """When each mailbox sent its first message, in any campaign of the tenant: where its
+    warm-up started (a mailbox that never sent is on day 0)."""
+    rows = await conn.fetch(
+        "SELECT mailbox, min(sent_at) AS first FROM deliveries "
+        "WHERE mailbox = ANY($1::text[]) AND sent_at IS NOT NULL GROUP BY mailbox",
+        list(addresses),
+    )
+    return {row["mailbox"]: row["first"] for row in rows}

@@ -5,6 +5,9 @@ ALTER TABLE deliveries ADD COLUMN mailbox text CHECK (length(mailbox) <= 320);
 -- Sticky lookup: the mailbox an address was last sent from, in any campaign of the tenant.
 CREATE INDEX deliveries_mailbox_by_address ON deliveries (tenant_id, address_hash, sent_at)
     WHERE mailbox IS NOT NULL;
+-- Warm-up: when each mailbox first sent (the Campaign controller, per reconcile).
+CREATE INDEX deliveries_by_mailbox ON deliveries (tenant_id, mailbox, sent_at)
+    WHERE mailbox IS NOT NULL;
 GRANT UPDATE (mailbox) ON deliveries TO penguinmails_app;
 DO $$
 BEGIN
