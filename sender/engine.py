@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import asyncpg
+import dns.asyncresolver
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio import Redis
@@ -49,6 +50,7 @@ from penguinmails.common.db.ledger import (
     record,
 )
 from penguinmails.common.dkim.signer import DkimSigner
+from penguinmails.common.egress import EgressPolicy
 from penguinmails.common.keys import TokenKey
 from penguinmails.common.suppression import TokenPurpose, make_token
 from penguinmails.common.tenant_redis import tenant_key_prefix
@@ -266,6 +268,8 @@ class Sender:
         secrets: SecretReader,
         redis: Redis | None = None,
         mx_lookup: bool = False,
+        egress: EgressPolicy | None = None,
+        resolver: dns.asyncresolver.Resolver | None = None,
     ) -> None:
         self.pool = pool
         self.config = config
@@ -274,6 +278,10 @@ class Sender:
         prefix = f"{tenant_key_prefix(config.tenant_id)}tb:"
         self.buckets = TokenBuckets(redis, prefix) if redis is not None else None
         self.mx_lookup = mx_lookup
+        self.egress = egress
+        """The platform's egress policy, applied to every relay address at connect time."""
+        self.resolver = resolver
+        """Resolves relay names for that check (None: the system's resolver)."""
         self._campaigns: dict[uuid.UUID, _Campaign] = {}
         self._campaign_locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._relays: dict[tuple[str, int, str, str | None], RelayPool] = {}
@@ -809,6 +817,9 @@ class Sender:
                 password=password,
                 tls_context=tls_context,
                 helo=self.config.helo,
+                egress=self.egress,
+                field=f"SmtpServer {relay.name}: relay host",
+                resolver=self.resolver,
             )
         return self._relays[key]
 
