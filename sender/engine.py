@@ -244,6 +244,10 @@ class _Campaign:
     stopped: str | None = None
     """The stop rule that fired (this sender closed the gate): nothing more is sent."""
 
+    def __post_init__(self) -> None:
+        self._by_address = {m.spec.address.lower(): m for m in self.mailboxes}
+        self._specs = [m.spec for m in self.mailboxes]
+
     def fresh(self) -> bool:
         return time.monotonic() - self.loaded_at < _CAMPAIGN_TTL
 
@@ -251,12 +255,11 @@ class _Campaign:
         """The delivery's own mailbox (it keeps it across retries and throttle waits), else
         (sticky) the one its address was last sent from, else a new one by rendezvous. A
         mailbox no longer in the plan (paused, removed) is not kept."""
-        by_address = {m.spec.address.lower(): m for m in self.mailboxes}
         wanted = [delivery.mailbox, delivery.previous_mailbox if self.plan.sticky else None]
         for address in wanted:
-            if address and address.lower() in by_address:
-                return by_address[address.lower()]
-        return self.mailboxes[rendezvous(delivery.address_hash, [m.spec for m in self.mailboxes])]
+            if address and address.lower() in self._by_address:
+                return self._by_address[address.lower()]
+        return self.mailboxes[rendezvous(delivery.address_hash, self._specs)]
 
 
 class Sender:
