@@ -267,6 +267,30 @@ async def test_two_thousand_contacts_rotate_over_six_mailboxes(
         )
         assert "Traceback" not in stderr, stderr[-3000:]
 
+        # The rest of each mailbox's contacts wait for tokens its cap promised them, no
+        # earlier than its refill allows (whatever the machine's speed): the k-th waiting row
+        # of a mailbox that sent `sent` is due at least (sent + k - burst - 1.5) / rate after
+        # the gate opened (1.5: the half token a promise may borrow, and the k-th token).
+        async with tenant_connection(db_pool, tenant_id) as conn:
+            waiting = await conn.fetch(
+                "SELECT mailbox, extract(epoch FROM next_attempt_at) AS due FROM deliveries "
+                "WHERE campaign_uid = $1 AND state = 'queued' AND reason = 'throttled' "
+                "ORDER BY next_attempt_at",
+                uid,
+            )
+        due_by_mailbox = collections.defaultdict(list)
+        for row in waiting:
+            due_by_mailbox[row["mailbox"]].append(float(row["due"]))
+        for address, limit in limits1.items():
+            burst = burst_for(limit)
+            rate = (limit - burst + 1 - SLACK) / WINDOW
+            dues = due_by_mailbox[address]
+            assert dues, f"{address}: nothing waits for its cap"
+            for k, due in enumerate(dues, start=1):
+                earliest = opened + (phase1_sent[address] + k - burst - 1.5) / rate
+                assert due >= earliest, (address, k, due - opened, earliest - opened)
+            print(f"{address}: {len(dues)} waiting, the last due {dues[-1] - opened:.0f} s in")
+
         # Shares: every contact was given a mailbox under phase 1's limits, in proportion.
         share = collections.Counter(snapshot.values())
         total = sum(limits1.values())
