@@ -613,17 +613,17 @@ async def reconcile(
         done = window["done"]
         fields["bounceRate"] = round(window["bounced"] / done, 4) if done else 0.0
         fields["complaintRate"] = round(window["complained"] / done, 4) if done else 0.0
-    if mailbox_days:
-        # Per mailbox: where its warm-up stands and what this campaign sent from it.
-        fields["mailboxes"] = [
-            {
-                "address": day.address,
-                "dailyLimit": day.daily_limit,
-                "warmupDay": day.warmup_day,
-                **per_mailbox.get(day.address, {"sent": 0, "queued": 0}),
-            }
-            for day in mailbox_days
-        ]
+    # Per mailbox: where its warm-up stands and what this campaign sent from it (None: the
+    # field is removed, e.g. once spec.rotation is unset).
+    fields["mailboxes"] = [
+        {
+            "address": day.address,
+            "dailyLimit": day.daily_limit,
+            "warmupDay": day.warmup_day,
+            **per_mailbox.get(day.address, {"sent": 0, "queued": 0}),
+        }
+        for day in mailbox_days
+    ] or None
     if phase == "Sending" and not status.get("startedAt"):
         fields["startedAt"] = now.isoformat().replace("+00:00", "Z")
     if phase == "Completed" and not status.get("finishedAt"):

@@ -29,6 +29,7 @@ __all__ = [
     "plan_mailboxes",
     "refs",
     "selected",
+    "today",
 ]
 
 
