@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from penguinmails.devstack import controlplane, dns_examples, images
+from penguinmails.devstack import controlplane, dns_examples, images, stripe_mock
 from penguinmails.devstack.knot import KnotServer
 from penguinmails.devstack.stack import (
     OPERATOR_COMMAND,
@@ -38,6 +38,10 @@ def _build() -> int:
             f"control plane {controlplane.KUBERNETES_VERSION}: built in {result.seconds:.0f}s "
             f"into {result.bin_dir}"
         )
+    # Stripe's API mock, which the billing tests run.
+    mock = stripe_mock.build()
+    state = "cached" if mock.cached else f"built in {mock.seconds:.0f}s"
+    print(f"stripe-mock {stripe_mock.STRIPE_MOCK_VERSION}: {state} in {mock.binary}")
     # The node's images, so that tests and `make run` find them cached.
     for image in images.build_all():
         phases = ", ".join(f"{k} {v:.0f}s" for k, v in image.timings.items())

@@ -30,6 +30,7 @@ from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import ValidationError
 
+from penguinmails.api.billing.plans import Allowance, allowance_for
 from penguinmails.api.v1alpha1 import CampaignSpec, TenantSpec
 from penguinmails.api.v1alpha1.campaign import SendWindow
 from penguinmails.api.v1alpha1.common import parse_duration
@@ -122,8 +123,13 @@ def preflight(
     servers: Sequence[Mapping[str, Any]],
     server_names: Sequence[str],
     sent_this_month: int = 0,
+    allowance: Allowance | None = None,
 ) -> list[Failure]:
-    """Every rule that stops the campaign from sending, in the order a user should fix them."""
+    """Every rule that stops the campaign from sending, in the order a user should fix them.
+
+    `allowance` is the tenant's plan (api/billing/plans.py); without one, the tier's
+    emails_per_month with no overage.
+    """
     failures: list[Failure] = []
     if tenant is None:
         return [Failure("TenantNotFound", "no Tenant owns this namespace; create the Tenant first")]
@@ -133,13 +139,15 @@ def preflight(
         failures.append(
             Failure("TenantSuspended", f"the tenant is suspended ({why}); unset spec.suspended")
         )
-    limit = TIERS[tenant_spec.tier].emails_per_month
-    if sent_this_month >= limit:
+    allowance = allowance or Allowance(TIERS[tenant_spec.tier].emails_per_month, False)
+    limit = allowance.emails_per_month
+    if sent_this_month >= limit and not allowance.overage_allowed:
         failures.append(
             Failure(
                 "TierLimitReached",
                 f"the tenant sent {sent_this_month} of the {limit} messages its "
-                f"{tenant_spec.tier.value} tier allows this month; upgrade the tier",
+                f"{tenant_spec.tier.value} plan allows this month; new sends resume on the 1st "
+                "(UTC), or upgrade the plan now (billing portal or change plan)",
             )
         )
     if tenant_spec.postal_address is None:
@@ -477,9 +485,11 @@ async def reconcile(
             ref["name"] for ref in ((domain or {}).get("spec") or {}).get("smtpServerRefs", [])
         ]
         tier_shared = False
+        allowance = None
         if tenant is not None:
             tenant_spec = TenantSpec.model_validate(dict(tenant.get("spec") or {}))
             tier_shared = TIERS[tenant_spec.tier].dedicated_servers == 0 and not names
+            allowance = await allowance_for(ctx.db, tenant_spec.tier)
         server_names, servers = await _servers(ctx, settings, namespace, names, tier_shared)
         rotation_domains = await _rotation_domains(
             ctx, settings, spec, namespace, domain, tier_shared
@@ -492,6 +502,7 @@ async def reconcile(
             servers=servers,
             server_names=server_names,
             sent_this_month=sent_this_month,
+            allowance=allowance,
         )
         if spec.rotation is not None:
             failures += [f for f in rotation_failures(spec, rotation_domains) if f not in failures]
