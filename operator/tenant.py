@@ -33,10 +33,10 @@ from penguinmails.common.db.tenant_logins import (
     tenant_login_name,
     with_login,
 )
-from penguinmails.common.db.tenants import mark_tenant_deleted, upsert_tenant
+from penguinmails.common.db.tenants import get_tenant, mark_tenant_deleted, upsert_tenant
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.settings import OperatorSettings
-from penguinmails.common.tenant_redis import ensure_tenant_redis_user
+from penguinmails.common.tenant_redis import delete_tenant_redis_user, ensure_tenant_redis_user
 from penguinmails.operator import conditions, metrics, usage
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.conditions import Observed
@@ -335,6 +335,7 @@ async def cleanup(
         # 409: already terminating, the namespace controller is removing it.
         with contextlib.suppress(ConflictError):
             await ctx.kube.delete("v1", "Namespace", res.namespace_for(name))
+        await _delete_redis_user(ctx, name, logger)
         await mark_tenant_deleted(ctx.db, name, ctx.settings.tenant_data_retention)
     except Exception as error:
         failure = describe(error)
@@ -343,6 +344,29 @@ async def cleanup(
     logger.info(
         "Tenant %s deleted; its data is kept for %s", name, ctx.settings.tenant_data_retention
     )
+
+
+async def _delete_redis_user(ctx: Context, name: str, logger: kopf.Logger | logging.Logger) -> None:
+    """The tenant's Redis user goes with it (unlike its rows, nothing is kept: its keys are
+    throttle state). Its password was only in the namespace being deleted, but a copy taken
+    before (a leaked Secret) must not keep reaching the tenant's keys, nor the user name be
+    inherited. Without the platform Secret no user was ever created (`_issue_sender_secret`
+    needs it), so there is nothing to delete."""
+    tenant = await get_tenant(ctx.db, name)
+    role = await tenant_login_name(ctx.db, tenant.id) if tenant is not None else None
+    if role is None or not ctx.settings.sender_secret:
+        return
+    namespace, _, secret = ctx.settings.sender_secret.partition("/")
+    source = await ctx.kube.get("v1", "Secret", secret, namespace or None)
+    encoded = ((source or {}).get("data") or {}).get("PM_REDIS_URL")
+    if not encoded:
+        logger.info("Tenant %s: no platform Redis configured, no Redis user to delete", name)
+        return
+    admin = Redis.from_url(_decode(encoded))
+    try:
+        await delete_tenant_redis_user(admin, role)
+    finally:
+        await admin.aclose()
 
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:

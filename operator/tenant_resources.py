@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from penguinmails.api.v1alpha1.tiers import TIERS, Tier, TierLimits
-from penguinmails.common.egress import EgressPolicy
+from penguinmails.common.egress import ALLOW_ENV, CLUSTER_ENV, EgressPolicy
 
 GROUP = "penguinmails.io"
 VERSION = "v1alpha1"
@@ -393,6 +393,16 @@ def role_binding(tenant: TenantRef) -> Manifest:
     }
 
 
+def _egress_env() -> list[dict[str, str]]:
+    """The platform's egress settings, which the sender applies to relay addresses at every
+    connection (DNS rebinding): the operator's own, never the tenant's."""
+    return [
+        {"name": name, "value": os.environ[name]}
+        for name in (ALLOW_ENV, CLUSTER_ENV)
+        if os.environ.get(name, "").strip()
+    ]
+
+
 def sender_deployment(tenant: TenantRef, *, image: str, replicas: int) -> Manifest:
     limits = tenant.limits
     selector = {"app.kubernetes.io/name": SENDER_NAME, TENANT_LABEL: tenant.name}
@@ -409,7 +419,7 @@ def sender_deployment(tenant: TenantRef, *, image: str, replicas: int) -> Manife
                 "name": "sender",
                 "image": image,
                 "command": SENDER_COMMAND,
-                "env": [{"name": "PM_TENANT", "value": tenant.name}],
+                "env": [{"name": "PM_TENANT", "value": tenant.name}, *_egress_env()],
                 "envFrom": [{"secretRef": {"name": SENDER_NAME}}],
                 "resources": {
                     "requests": {
