@@ -14,8 +14,10 @@ unless the platform allows that network explicitly (`PM_EGRESS_ALLOW`, comma-sep
 e.g. an internal relay network; the local stack and the tests allow 127.0.0.0/8). The error
 names the field and the address, never anything secret. The check resolves once: a host whose
 DNS answer changes between the check and the connection (DNS rebinding) is only caught if the
-connection uses the checked address, so prefer IP literals or names under the platform's
-control for anything sensitive; network policies (egress rules) are the second line.
+connection uses the checked address. The sender does so for relays (sender/smtp.py: it checks
+at every new connection and connects to the address it checked); elsewhere prefer IP literals
+or names under the platform's control for anything sensitive; network policies (egress rules)
+are the second line.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
 
 __all__ = ["ALLOW_ENV", "CLUSTER_ENV", "DestinationNotAllowedError", "EgressPolicy"]
 
@@ -86,19 +91,25 @@ class EgressPolicy:
         )
         return next((why for denied, why in checks if denied), None)
 
-    async def check(self, field: str, host: str) -> list[str]:
+    async def check(
+        self, field: str, host: str, *, resolver: dns.asyncresolver.Resolver | None = None
+    ) -> list[str]:
         """The addresses of `host` if tenants may reach all of them; else the error naming
-        `field`. A name that does not resolve is left to the connection to report."""
+        `field`. A name that does not resolve is left to the connection to report. Resolved
+        by the system, or by `resolver` (its A and AAAA records)."""
         try:
             addresses: list[IpAddress] = [ipaddress.ip_address(host.strip("[]"))]
         except ValueError:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    host, None, type=socket.SOCK_STREAM
-                )
-            except OSError:
-                return []
-            addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+            if resolver is not None:
+                addresses = await _resolve(resolver, host)
+            else:
+                try:
+                    infos = await asyncio.get_running_loop().getaddrinfo(
+                        host, None, type=socket.SOCK_STREAM
+                    )
+                except OSError:
+                    return []
+                addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
         for address in addresses:
             why = self.why_denied(address)
             if why is not None:
@@ -110,3 +121,14 @@ class EgressPolicy:
                     f"address, or ask the platform to allow its network ({ALLOW_ENV})",
                 )
         return [str(address) for address in addresses]
+
+
+async def _resolve(resolver: dns.asyncresolver.Resolver, host: str) -> list[IpAddress]:
+    found: list[IpAddress] = []
+    for rdtype in ("A", "AAAA"):
+        try:
+            answer = await resolver.resolve(host, rdtype)
+        except dns.exception.DNSException:
+            continue
+        found += [ipaddress.ip_address(record.to_text()) for record in answer]
+    return found

@@ -191,3 +191,67 @@ class KubeClientSettings:
             read_timeout_seconds=_env_float("PM_KUBE_READ_TIMEOUT_SECONDS", 30.0),
             retries=int(_env_float("PM_KUBE_RETRIES", 3)),
         )
+
+
+@dataclass(frozen=True)
+class StripeSettings:
+    """Billing through Stripe (api/billing/, docs/billing.md). Keys come from a Secret."""
+
+    api_key: str = field(repr=False)
+    """Secret API key (PM_STRIPE_API_KEY, sk_live_... / sk_test_...). Never logged or shown."""
+    webhook_secret: str = field(repr=False)
+    """Signing secret of the webhook endpoint (PM_STRIPE_WEBHOOK_SECRET, whsec_...)."""
+    api_base: str
+    """Base address of Stripe's API (PM_STRIPE_API_BASE); tests point it at stripe-mock."""
+    webhook_tolerance_seconds: int
+    """Oldest signature timestamp accepted, against replays (PM_STRIPE_WEBHOOK_TOLERANCE_SECONDS;
+    Stripe's default: 300)."""
+    grace_seconds: float
+    """How long a past_due subscription keeps sending before the tenant is suspended
+    (PM_STRIPE_GRACE_SECONDS; 3 days, about Stripe's first retries of the payment)."""
+    meter_event_name: str
+    """Event name of the Stripe meter that bills overage messages (PM_STRIPE_METER_EVENT)."""
+    checkout_success_url: str
+    """Where Checkout sends the customer after paying (PM_STRIPE_SUCCESS_URL)."""
+    checkout_cancel_url: str
+    """Where Checkout sends the customer who gives up (PM_STRIPE_CANCEL_URL)."""
+    portal_return_url: str
+    """Where the Customer Portal's back link goes (PM_STRIPE_PORTAL_RETURN_URL)."""
+
+    @classmethod
+    def configured(cls) -> bool:
+        """Whether billing is on (PM_STRIPE_API_KEY set); off, no call to Stripe is made."""
+        return bool(_env_str("PM_STRIPE_API_KEY", ""))
+
+    @classmethod
+    def from_env(cls, *, webhook: bool = True) -> StripeSettings:
+        """`webhook=False` for components that only call Stripe (the operator's usage reports)."""
+        api_key = _env_str("PM_STRIPE_API_KEY", "")
+        if not api_key.startswith(("sk_", "rk_")):
+            raise ValueError(
+                "PM_STRIPE_API_KEY is not set to a Stripe secret key: set it to the sk_live_... "
+                "(or sk_test_...) key of the Stripe account, from a Secret"
+            )
+        webhook_secret = _env_str("PM_STRIPE_WEBHOOK_SECRET", "")
+        if webhook and not webhook_secret.startswith("whsec_"):
+            raise ValueError(
+                "PM_STRIPE_WEBHOOK_SECRET is not set to a webhook signing secret: set it to the "
+                "whsec_... secret Stripe shows for the endpoint /v1/billing/webhook"
+            )
+        return cls(
+            api_key=api_key,
+            webhook_secret=webhook_secret,
+            api_base=_env_str("PM_STRIPE_API_BASE", "https://api.stripe.com"),
+            webhook_tolerance_seconds=int(_env_float("PM_STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300)),
+            grace_seconds=_env_float("PM_STRIPE_GRACE_SECONDS", 3 * 86400.0),
+            meter_event_name=_env_str("PM_STRIPE_METER_EVENT", "penguinmails_emails"),
+            checkout_success_url=_env_str(
+                "PM_STRIPE_SUCCESS_URL", "https://app.penguinmails.io/billing?checkout=success"
+            ),
+            checkout_cancel_url=_env_str(
+                "PM_STRIPE_CANCEL_URL", "https://app.penguinmails.io/billing?checkout=canceled"
+            ),
+            portal_return_url=_env_str(
+                "PM_STRIPE_PORTAL_RETURN_URL", "https://app.penguinmails.io/billing"
+            ),
+        )

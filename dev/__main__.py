@@ -1,12 +1,13 @@
 """`python -m penguinmails.devstack build | run`: build the control plane, or run the whole stack.
 
-`run` starts the control plane, PostgreSQL, Redis and a node, installs the CRDs, runs the operator,
-applies examples/ and waits for Ctrl-C, then stops everything it started.
+`run` starts the control plane, PostgreSQL, Redis and a node, installs the CRDs, runs the operator
+and the customer API, applies examples/ and waits for Ctrl-C, then stops everything it started.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import shutil
@@ -17,7 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from penguinmails.devstack import controlplane, dns_examples, images, kstatus
+from penguinmails.api.http.tokens import new_signing_key
+from penguinmails.devstack import controlplane, dns_examples, images, kstatus, stripe_mock
+from penguinmails.devstack.api import ApiProcess, api_login
 from penguinmails.devstack.knot import KnotServer
 from penguinmails.devstack.stack import (
     OPERATOR_COMMAND,
@@ -42,6 +45,10 @@ def _build() -> int:
     checker = kstatus.build()
     state = "cached" if checker.cached else f"built in {checker.seconds:.0f}s"
     print(f"kstatus: {state} into {checker.bin_dir}")
+    # Stripe's API mock, which the billing tests run.
+    mock = stripe_mock.build()
+    state = "cached" if mock.cached else f"built in {mock.seconds:.0f}s"
+    print(f"stripe-mock {stripe_mock.STRIPE_MOCK_VERSION}: {state} in {mock.binary}")
     # The node's images, so that tests and `make run` find them cached.
     for image in images.build_all():
         phases = ", ".join(f"{k} {v:.0f}s" for k, v in image.timings.items())
@@ -77,7 +84,22 @@ def _run(keep: bool) -> int:
                 stdout=operator_log,
                 stderr=subprocess.STDOUT,
             )
+            customer_api: ApiProcess | None = None
             try:
+                # The customer API with its own database login (the local stack's Kubernetes
+                # identity is the admin's; the chart gives it its own ServiceAccount).
+                api_database_url = asyncio.run(
+                    api_login(stack.database_url, "penguinmails_api_local")
+                )
+                customer_api = ApiProcess(
+                    base,
+                    {
+                        "PM_API_DATABASE_URL": api_database_url,
+                        "PM_REDIS_URL": stack.redis_url,
+                        "PM_API_SIGNING_KEYS": new_signing_key("local"),
+                        "PM_KUBECONFIG": str(stack.kubeconfig),
+                    },
+                ).start()
                 examples = sorted((REPO_ROOT / "examples").glob("*.yaml"))
                 with api_client_for(stack.kubeconfig) as api:
                     apply_documents(api, load_documents(examples))
@@ -100,11 +122,15 @@ def _run(keep: bool) -> int:
                     f"  dns:          {knot.address}:{knot.port} (zone {dns_examples.ZONE}, "
                     f"TSIG key {knot.tsig.name})\n"
                     f"  operator log: {base / 'operator.log'}\n"
+                    f"  api:          {customer_api.url}/v1/docs (log {customer_api.log_path})\n"
                     f"  node:         {node_line}\n\n"
                     f"Watch it with:\n"
                     f"  export KUBECONFIG={stack.kubeconfig}\n"
                     f"  {kubectl} get tenants -w\n"
                     f"  {kubectl} get penguinmails -A\n\n"
+                    f"Create an account for the API (then POST {customer_api.url}/v1/auth/token):\n"
+                    f"  PM_API_DATABASE_URL='{api_database_url}' {sys.executable} -m "
+                    f"penguinmails.api.http create-user you@example.com --tenant <tenant>\n\n"
                     f"Ctrl-C stops everything."
                 )
                 while not stop and operator.poll() is None:
@@ -112,6 +138,8 @@ def _run(keep: bool) -> int:
                 if operator.returncode not in (None, 0):
                     print(f"the operator exited with code {operator.returncode}; see its log")
             finally:
+                if customer_api is not None:
+                    customer_api.stop()
                 if operator.poll() is None:
                     operator.terminate()
                     try:

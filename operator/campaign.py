@@ -30,6 +30,7 @@ from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import ValidationError
 
+from penguinmails.api.billing.plans import Allowance, allowance_for
 from penguinmails.api.v1alpha1 import CampaignSpec, TenantSpec
 from penguinmails.api.v1alpha1.campaign import SendWindow
 from penguinmails.api.v1alpha1.common import parse_duration
@@ -38,12 +39,15 @@ from penguinmails.common.db import tenant_connection
 from penguinmails.common.db.ledger import (
     CAMPAIGN_FAULT,
     CampaignPlan,
+    PlanMailbox,
     Relay,
     StopRules,
     campaign_counts,
     clear_pause_reason,
     enqueue,
     get_pause_reason,
+    mailbox_counts,
+    mailbox_first_sent,
     set_sending,
     upsert_campaign,
     window_counts,
@@ -52,7 +56,7 @@ from penguinmails.common.db.tenants import get_tenant
 from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
 from penguinmails.common.settings import OperatorSettings
 from penguinmails.common.throttle import warmup_daily_limit
-from penguinmails.operator import conditions, metrics
+from penguinmails.operator import conditions, metrics, rotation
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
@@ -60,6 +64,7 @@ from penguinmails.operator.errors import backoff_seconds, describe, describe_val
 from penguinmails.operator.handlers import register_controller
 from penguinmails.operator.inuse import mark_in_use
 from penguinmails.operator.relay_access import ensure_relay_secrets, plan_relay
+from penguinmails.operator.rotation import RotationDomain
 
 PLURAL = "campaigns"
 ACTIVE_ANNOTATION = f"{res.GROUP}/active-campaigns"
@@ -118,8 +123,13 @@ def preflight(
     servers: Sequence[Mapping[str, Any]],
     server_names: Sequence[str],
     sent_this_month: int = 0,
+    allowance: Allowance | None = None,
 ) -> list[Failure]:
-    """Every rule that stops the campaign from sending, in the order a user should fix them."""
+    """Every rule that stops the campaign from sending, in the order a user should fix them.
+
+    `allowance` is the tenant's plan (api/billing/plans.py); without one, the tier's
+    emails_per_month with no overage.
+    """
     failures: list[Failure] = []
     if tenant is None:
         return [Failure("TenantNotFound", "no Tenant owns this namespace; create the Tenant first")]
@@ -129,13 +139,15 @@ def preflight(
         failures.append(
             Failure("TenantSuspended", f"the tenant is suspended ({why}); unset spec.suspended")
         )
-    limit = TIERS[tenant_spec.tier].emails_per_month
-    if sent_this_month >= limit:
+    allowance = allowance or Allowance(TIERS[tenant_spec.tier].emails_per_month, False)
+    limit = allowance.emails_per_month
+    if sent_this_month >= limit and not allowance.overage_allowed:
         failures.append(
             Failure(
                 "TierLimitReached",
                 f"the tenant sent {sent_this_month} of the {limit} messages its "
-                f"{tenant_spec.tier.value} tier allows this month; upgrade the tier",
+                f"{tenant_spec.tier.value} plan allows this month; new sends resume on the 1st "
+                "(UTC), or upgrade the plan now (billing portal or change plan)",
             )
         )
     if tenant_spec.postal_address is None:
@@ -147,31 +159,9 @@ def preflight(
             )
         )
     domain_name = spec.sending_domain_ref.name
-    if domain is None:
-        failures.append(
-            Failure(
-                "SendingDomainNotFound",
-                f"SendingDomain {domain_name} does not exist; create it or fix "
-                "spec.sendingDomainRef",
-            )
-        )
-    else:
+    failures += domain_failures(domain_name, domain, "spec.sendingDomainRef")
+    if domain is not None:
         fqdn = str((domain.get("spec") or {}).get("domain", "")).lower()
-        if not _condition_true(domain, "DNSVerified"):
-            failures.append(
-                Failure(
-                    "DomainNotVerified",
-                    f"SendingDomain {domain_name} is not DNSVerified; publish its records "
-                    "(see its status.records) and wait for verification",
-                )
-            )
-        elif not _condition_true(domain, "Ready"):
-            failures.append(
-                Failure(
-                    "DomainNotReady",
-                    f"SendingDomain {domain_name} is not Ready; see its conditions",
-                )
-            )
         from_domain = spec.from_.address.rpartition("@")[2].lower()
         if fqdn and from_domain != fqdn:
             failures.append(
@@ -181,6 +171,38 @@ def preflight(
                     "send from an address of the sending domain (DMARC alignment)",
                 )
             )
+    failures += server_failures(server_names, servers)
+    failures += check_content(spec)
+    return failures
+
+
+def domain_failures(name: str, domain: Mapping[str, Any] | None, field: str) -> list[Failure]:
+    """A SendingDomain the campaign sends from must exist, be verified and Ready."""
+    if domain is None:
+        return [
+            Failure(
+                "SendingDomainNotFound",
+                f"SendingDomain {name} does not exist; create it or fix {field}",
+            )
+        ]
+    if not _condition_true(domain, "DNSVerified"):
+        return [
+            Failure(
+                "DomainNotVerified",
+                f"SendingDomain {name} is not DNSVerified; publish its records "
+                "(see its status.records) and wait for verification",
+            )
+        ]
+    if not _condition_true(domain, "Ready"):
+        return [Failure("DomainNotReady", f"SendingDomain {name} is not Ready; see its conditions")]
+    return []
+
+
+def server_failures(
+    server_names: Sequence[str], servers: Sequence[Mapping[str, Any]]
+) -> list[Failure]:
+    """There must be servers to send through, each existing and Ready."""
+    failures = []
     if not server_names:
         failures.append(
             Failure(
@@ -200,7 +222,19 @@ def preflight(
             failures.append(
                 Failure("SmtpServerNotReady", f"SmtpServer {name} is not Ready; see its conditions")
             )
-    failures += check_content(spec)
+    return failures
+
+
+def rotation_failures(spec: CampaignSpec, domains: Sequence[RotationDomain]) -> list[Failure]:
+    """Preflight of spec.rotation: each of its SendingDomains and their servers as for the
+    campaign's own domain, and the mailboxes it names."""
+    failures: list[Failure] = []
+    for domain in domains:
+        failures += domain_failures(
+            domain.ref, domain.obj, "spec.rotation.mailboxes[].sendingDomainRef"
+        )
+        failures += server_failures(domain.server_names, domain.servers)
+    failures += [Failure(r, m) for r, m in rotation.mailbox_failures(spec, domains)]
     return failures
 
 
@@ -284,6 +318,7 @@ def build_plan(
     settings: CampaignSettings,
     started_at: datetime | None,
     now: datetime,
+    mailboxes: Sequence[PlanMailbox] = (),
 ) -> CampaignPlan:
     fqdn = str(domain["spec"]["domain"]).lower()
     tenant_namespace = str((domain.get("metadata") or {}).get("namespace") or "")
@@ -320,15 +355,20 @@ def build_plan(
             else 86400
         ),
         stop_rules=plan_stop_rules(spec),
+        mailboxes=list(mailboxes),
+        sticky=spec.rotation.sticky if spec.rotation is not None else True,
     )
 
 
 def plan_secrets(plan: CampaignPlan) -> list[str]:
-    """The Secrets a sender reads for `plan`: its DKIM keys and its relays' credentials and CAs."""
+    """The Secrets a sender reads for `plan`: the DKIM keys of each mailbox's domain and its
+    relays' credentials and CAs (each once)."""
     names = [plan.dkim_secret]
-    for relay in plan.relays:
-        names += [n for n in (relay.credentials_secret, relay.ca_secret) if n]
-    return names
+    for mailbox in plan.senders():
+        names.append(mailbox.dkim_secret)
+        for relay in [*plan.relays, *mailbox.relays]:
+            names += [n for n in (relay.credentials_secret, relay.ca_secret) if n]
+    return list(dict.fromkeys(names))
 
 
 def _relay(server: Mapping[str, Any], tenant_namespace: str) -> Relay:
@@ -361,6 +401,34 @@ async def _servers(
         if server is not None:
             found.append(server)
     return list(names), found
+
+
+async def _rotation_domains(
+    ctx: Context,
+    settings: CampaignSettings,
+    spec: CampaignSpec,
+    namespace: str,
+    domain: Mapping[str, Any] | None,
+    tier_shared: bool,
+) -> list[RotationDomain]:
+    """The SendingDomains spec.rotation names, each with the servers its mailboxes use: the
+    campaign's own smtpServerRefs when set, else the domain's (or the shared pool)."""
+    if spec.rotation is None:
+        return []
+    found = []
+    for ref in rotation.refs(spec):
+        obj = (
+            domain
+            if ref == spec.sending_domain_ref.name
+            else await ctx.kube.get(res.TENANT_API_VERSION, "SendingDomain", ref, namespace)
+        )
+        names = [r.name for r in spec.smtp_server_refs] or [
+            r["name"] for r in ((obj or {}).get("spec") or {}).get("smtpServerRefs", [])
+        ]
+        server_names, servers = await _servers(ctx, settings, namespace, names, tier_shared)
+        relays = [_relay(server, namespace) for server in servers]
+        found.append(RotationDomain(ref, obj, server_names, servers, relays))
+    return found
 
 
 async def reconcile(
@@ -417,10 +485,15 @@ async def reconcile(
             ref["name"] for ref in ((domain or {}).get("spec") or {}).get("smtpServerRefs", [])
         ]
         tier_shared = False
+        allowance = None
         if tenant is not None:
             tenant_spec = TenantSpec.model_validate(dict(tenant.get("spec") or {}))
             tier_shared = TIERS[tenant_spec.tier].dedicated_servers == 0 and not names
+            allowance = await allowance_for(ctx.db, tenant_spec.tier)
         server_names, servers = await _servers(ctx, settings, namespace, names, tier_shared)
+        rotation_domains = await _rotation_domains(
+            ctx, settings, spec, namespace, domain, tier_shared
+        )
         sent_this_month = int(((tenant or {}).get("status") or {}).get("emailsSentThisMonth") or 0)
         failures = preflight(
             spec,
@@ -429,8 +502,13 @@ async def reconcile(
             servers=servers,
             server_names=server_names,
             sent_this_month=sent_this_month,
+            allowance=allowance,
         )
+        if spec.rotation is not None:
+            failures += [f for f in rotation_failures(spec, rotation_domains) if f not in failures]
         failures += await unsubscribe_destination(spec)
+        mailbox_days: list[rotation.MailboxToday] = []
+        per_mailbox: dict[str, dict[str, int]] = {}
         counts: dict[str, int] = {}
         window: dict[str, int] = {}
         pause_reason = None
@@ -443,6 +521,16 @@ async def reconcile(
                     postal = TenantSpec.model_validate(dict(tenant["spec"])).postal_address
                     assert postal is not None
                     await ensure_relay_secrets(ctx, servers, namespace)
+                    planned: list[PlanMailbox] = []
+                    if spec.rotation is not None:
+                        for rotated in rotation_domains:
+                            await ensure_relay_secrets(ctx, rotated.servers, namespace)
+                        first_sent = await mailbox_first_sent(
+                            conn, rotation.addresses(spec, rotation_domains)
+                        )
+                        planned, mailbox_days = rotation.plan_mailboxes(
+                            spec, rotation_domains, first_sent, now
+                        )
                     plan = build_plan(
                         spec,
                         domain=domain,
@@ -451,6 +539,7 @@ async def reconcile(
                         settings=settings,
                         started_at=_time(status.get("startedAt")),
                         now=now,
+                        mailboxes=planned,
                     )
                     # The sender may read the Secrets this plan names, and no other.
                     for manifest in res.campaign_secret_access(
@@ -471,6 +560,7 @@ async def reconcile(
                     await clear_pause_reason(conn, uid)
                 pause_reason = await get_pause_reason(conn, uid)
                 counts = await campaign_counts(conn, uid)
+                per_mailbox = await mailbox_counts(conn, uid) if mailbox_days else {}
                 window = await window_counts(
                     conn, uid, now - parse_duration(spec.stop_rules.window)
                 )
@@ -504,6 +594,12 @@ async def reconcile(
         used = (
             {("SendingDomain", spec.sending_domain_ref.name)}
             | ({("SmtpServer", n) for n in server_names} if not tier_shared else set())
+            | {("SendingDomain", d.ref) for d in rotation_domains}
+            | (
+                {("SmtpServer", n) for d in rotation_domains for n in d.server_names}
+                if not tier_shared
+                else set()
+            )
             if phase == "Sending"
             else set()
         )
@@ -528,6 +624,17 @@ async def reconcile(
         done = window["done"]
         fields["bounceRate"] = round(window["bounced"] / done, 4) if done else 0.0
         fields["complaintRate"] = round(window["complained"] / done, 4) if done else 0.0
+    # Per mailbox: where its warm-up stands and what this campaign sent from it (None: the
+    # field is removed, e.g. once spec.rotation is unset).
+    fields["mailboxes"] = [
+        {
+            "address": day.address,
+            "dailyLimit": day.daily_limit,
+            "warmupDay": day.warmup_day,
+            **per_mailbox.get(day.address, {"sent": 0, "queued": 0}),
+        }
+        for day in mailbox_days
+    ] or None
     if phase == "Sending" and not status.get("startedAt"):
         fields["startedAt"] = now.isoformat().replace("+00:00", "Z")
     if phase == "Completed" and not status.get("finishedAt"):

@@ -32,6 +32,7 @@ PERMANENT_REASONS = frozenset(
         "InvalidSpec",  # every kind: the spec does not parse
         "Forbidden",  # the operator's RBAC (operator/errors.py): the chart must grant it
         "Rejected",  # the API server's admission refused an object the operator made
+        "SendersUnschedulable",  # Tenant: its sender pods need nodes (or capacity), not a retry
         "DestinationNotAllowed",  # the egress policy (common/egress.py) refuses a spec's host
         "DKIMSecretMalformed",  # SendingDomain: the key Secret must be restored or deleted
         "StopRule",  # Campaign: a stop rule fired; a person decides what happens next

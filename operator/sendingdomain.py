@@ -29,10 +29,13 @@ from penguinmails.api.v1alpha1.sendingdomain import (
     DnsProviderType,
     SendingDomainSpec,
 )
+from penguinmails.common.db import tenant_connection
+from penguinmails.common.db.ledger import mailbox_first_sent
+from penguinmails.common.db.tenants import get_tenant
 from penguinmails.common.dkim.keys import DkimKeyError, KeySet, KeyState, load_key_set, secret_data
 from penguinmails.common.dkim.rotation import RotationPolicy, advance, next_due
 from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
-from penguinmails.operator import conditions, metrics
+from penguinmails.operator import conditions, metrics, rotation
 from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
 from penguinmails.operator.dns import base
@@ -60,7 +63,7 @@ from penguinmails.operator.dns.verify import (
 from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
 from penguinmails.operator.handlers import register_controller
 from penguinmails.operator.secret_access import NotATenantNamespaceError, apply_secret
-from penguinmails.operator.tenant_resources import TENANT_LABEL
+from penguinmails.operator.tenant_resources import NAMESPACE_PREFIX, TENANT_LABEL
 
 GROUP, VERSION, PLURAL = "penguinmails.io", "v1alpha1", "sendingdomains"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -460,6 +463,7 @@ async def reconcile(
                     message=f"{r.record.type} {r.record.name} no longer verifies; create it "
                     f"with the value {r.record.value!r}",
                 )
+    mailboxes = await _mailboxes_today(ctx, spec, work.namespace, now)
     _write_success(
         body,
         patch,
@@ -474,7 +478,37 @@ async def reconcile(
         dmarc_policy,
         all_verified,
         missing,
+        mailboxes,
     )
+
+
+async def _mailboxes_today(
+    ctx: Context, spec: SendingDomainSpec, namespace: str, now: datetime
+) -> list[dict[str, Any]]:
+    """Each mailbox's warm-up day and limit today (operator/rotation.py, as campaigns plan
+    them): the warm-up counts from its first message in the tenant's ledger (outside a
+    tenant's namespace, or before any message: day 0)."""
+    if not spec.mailboxes:
+        return []
+    fqdn = spec.domain.lower()
+    addresses = [f"{m.local_part}@{fqdn}" for m in spec.mailboxes]
+    first_sent: dict[str, datetime] = {}
+    if namespace.startswith(NAMESPACE_PREFIX):
+        tenant = await get_tenant(ctx.db, namespace.removeprefix(NAMESPACE_PREFIX))
+        if tenant is not None:
+            async with tenant_connection(ctx.db, tenant.id) as conn:
+                first_sent = await mailbox_first_sent(conn, addresses)
+    found = []
+    for mailbox, address in zip(spec.mailboxes, addresses, strict=True):
+        day = rotation.today(mailbox, address, first_sent.get(address), now)
+        found.append(
+            {
+                "localPart": mailbox.local_part,
+                "warmupDay": day.warmup_day,
+                "dailyLimit": day.daily_limit,
+            }
+        )
+    return found
 
 
 def _announce(body: kopf.Body, steps: Sequence[Any]) -> None:
@@ -515,6 +549,7 @@ def _write_success(
     dmarc_policy: Any,
     all_verified: bool,
     missing: Sequence[str],
+    mailboxes: list[dict[str, Any]],
 ) -> None:
     spec = work.spec
     manual = spec.dns_provider.type == DnsProviderType.MANUAL
@@ -604,6 +639,7 @@ def _write_success(
         "records": records,
         "dkim": dkim,
         "dmarcPolicy": dmarc_policy.value,
+        "mailboxes": mailboxes or None,
     }
     if all_verified:
         fields["firstVerifiedAt"] = status.get("firstVerifiedAt") or _iso(now)

@@ -13,16 +13,19 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import kopf
+import stripe
 from kubernetes.dynamic.exceptions import ConflictError, ResourceNotFoundError
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from penguinmails.api.billing.plans import allowance_for
 from penguinmails.api.v1alpha1 import TenantSpec
-from penguinmails.api.v1alpha1.tiers import TIERS
+from penguinmails.api.v1alpha1.tiers import TIERS, Tier
 from penguinmails.common.db.tenant_logins import (
     connection_limit,
     ensure_tenant_login,
@@ -30,11 +33,11 @@ from penguinmails.common.db.tenant_logins import (
     tenant_login_name,
     with_login,
 )
-from penguinmails.common.db.tenants import mark_tenant_deleted, upsert_tenant
+from penguinmails.common.db.tenants import get_tenant, mark_tenant_deleted, upsert_tenant
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.settings import OperatorSettings
-from penguinmails.common.tenant_redis import ensure_tenant_redis_user
-from penguinmails.operator import conditions, metrics
+from penguinmails.common.tenant_redis import delete_tenant_redis_user, ensure_tenant_redis_user
+from penguinmails.operator import conditions, metrics, usage
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
@@ -49,6 +52,9 @@ from penguinmails.operator.kube import Kube
 from penguinmails.operator.secret_access import apply_secret
 
 PLURAL = "tenants"
+SCHEDULING_ANNOTATION = f"{res.GROUP}/sender-scheduling"
+"""Set on a Tenant when one of its sender pods becomes (un)schedulable, so that its status says
+so at once rather than at the next resync (`watch_sender_scheduling`)."""
 
 
 async def _count_active_campaigns(kube: Kube, namespace: str) -> int:
@@ -182,6 +188,10 @@ async def reconcile(
         )
         if ctx.settings.sender_secret:
             await _issue_sender_secret(ctx, tenant, tenant_id)
+        sent = await _usage(ctx, name, spec, tenant_id, logger)
+        # Scaled to 0, whatever sender pods remain are on their way out: nothing to ask.
+        pods = await ctx.kube.list("v1", "Pod", tenant.namespace) if replicas else []
+        placement = res.sender_placement(pods)
     except Exception as error:
         failure = describe(error)
         logger.warning("Tenant %s not reconciled: %s", name, failure.message)
@@ -192,7 +202,7 @@ async def reconcile(
         metrics.RECONCILE_ERRORS.labels(kind="Tenant", reason=failure.reason).inc()
         raise kopf.TemporaryError(failure.message, delay=backoff_seconds(retry)) from error
 
-    observed = [Observed("Ready", "True", "Reconciled", f"namespace {tenant.namespace} is ready")]
+    observed = _senders_observed(spec.tier, tenant.namespace, placement)
     if spec.suspended:
         why = spec.suspend_reason or "no reason given"
         observed.append(
@@ -207,6 +217,7 @@ async def reconcile(
         observed.append(Observed("Suspended", "False", "Active", "the tenant may send"))
 
     _announce_changes(body, status, spec_tier=spec.tier.value, suspended=spec.suspended)
+    _announce_scheduling(body, status, observed)
     conditions.write_status(
         patch,
         status,
@@ -215,7 +226,75 @@ async def reconcile(
         namespace=tenant.namespace,
         tier=spec.tier.value,
         senderReplicas=replicas,
+        emailsSentThisMonth=sent,
     )
+
+
+async def _usage(
+    ctx: Context,
+    name: str,
+    spec: TenantSpec,
+    tenant_id: uuid.UUID,
+    logger: logging.Logger | kopf.Logger,
+) -> int:
+    """This month's sent messages; past a plan that allows overage, the excess goes to Stripe.
+
+    A failed report is retried on the next pass: it must not hold up the rest of the Tenant.
+    """
+    now = datetime.now(UTC)
+    sent = await usage.month_usage(ctx.db, tenant_id, now)
+    allowance = await allowance_for(ctx.db, spec.tier)
+    customer = spec.billing.stripe_customer_id if spec.billing else None
+    if allowance.overage_allowed and customer and sent > allowance.emails_per_month:
+        try:
+            await usage.report_overage(
+                ctx.db,
+                tenant=name,
+                customer_id=customer,
+                overage=sent - allowance.emails_per_month,
+                period=usage.month_start(now).date(),
+            )
+        except stripe.StripeError as error:
+            logger.warning("overage of Tenant %s not reported yet: %s", name, error.user_message)
+    return sent
+
+
+def _senders_observed(tier: Tier, namespace: str, placement: res.SenderPlacement) -> list[Observed]:
+    """Ready and SendersScheduled: a tenant whose senders find no node cannot send, so it is not
+    Ready, and says why in the scheduler's words (node counts, labels and taints: no secrets)."""
+    if placement.unschedulable:
+        message = (
+            f"{placement.unschedulable} of {placement.pods} sender pods cannot be scheduled: "
+            f"{placement.scheduler_message or 'no node fits them'}; {res.unschedulable_hint(tier)}"
+        )
+        return [
+            Observed("Ready", "False", "SendersUnschedulable", message),
+            Observed("SendersScheduled", "False", "Unschedulable", message),
+        ]
+    if placement.pods:
+        scheduled = Observed(
+            "SendersScheduled",
+            "True",
+            "Scheduled",
+            f"no sender pod is waiting for a node ({placement.pods} running or starting)",
+        )
+    else:
+        scheduled = Observed(
+            "SendersScheduled", "True", "NoSenders", "no sender pod runs: no campaign is sending"
+        )
+    return [Observed("Ready", "True", "Reconciled", f"namespace {namespace} is ready"), scheduled]
+
+
+def _announce_scheduling(
+    body: kopf.Body, status: Mapping[str, Any], observed: list[Observed]
+) -> None:
+    """One event when the senders stop finding a node, one when they find one again."""
+    now = next(o for o in observed if o.type == "SendersScheduled")
+    was = conditions.find(status.get("conditions"), "SendersScheduled") or {}
+    if now.status == "False" and was.get("status") != "False":
+        kopf.warn(body, reason="SendersUnschedulable", message=now.message)
+    elif now.status == "True" and was.get("status") == "False":
+        kopf.info(body, reason="SendersScheduled", message=now.message)
 
 
 def _announce_changes(
@@ -256,6 +335,7 @@ async def cleanup(
         # 409: already terminating, the namespace controller is removing it.
         with contextlib.suppress(ConflictError):
             await ctx.kube.delete("v1", "Namespace", res.namespace_for(name))
+        await _delete_redis_user(ctx, name, logger)
         await mark_tenant_deleted(ctx.db, name, ctx.settings.tenant_data_retention)
     except Exception as error:
         failure = describe(error)
@@ -264,6 +344,29 @@ async def cleanup(
     logger.info(
         "Tenant %s deleted; its data is kept for %s", name, ctx.settings.tenant_data_retention
     )
+
+
+async def _delete_redis_user(ctx: Context, name: str, logger: kopf.Logger | logging.Logger) -> None:
+    """The tenant's Redis user goes with it (unlike its rows, nothing is kept: its keys are
+    throttle state). Its password was only in the namespace being deleted, but a copy taken
+    before (a leaked Secret) must not keep reaching the tenant's keys, nor the user name be
+    inherited. Without the platform Secret no user was ever created (`_issue_sender_secret`
+    needs it), so there is nothing to delete."""
+    tenant = await get_tenant(ctx.db, name)
+    role = await tenant_login_name(ctx.db, tenant.id) if tenant is not None else None
+    if role is None or not ctx.settings.sender_secret:
+        return
+    namespace, _, secret = ctx.settings.sender_secret.partition("/")
+    source = await ctx.kube.get("v1", "Secret", secret, namespace or None)
+    encoded = ((source or {}).get("data") or {}).get("PM_REDIS_URL")
+    if not encoded:
+        logger.info("Tenant %s: no platform Redis configured, no Redis user to delete", name)
+        return
+    admin = Redis.from_url(_decode(encoded))
+    try:
+        await delete_tenant_redis_user(admin, role)
+    finally:
+        await admin.aclose()
 
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
@@ -287,3 +390,44 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     register_controller(
         registry, plural=PLURAL, interval=settings.resync_seconds, reconcile=run, cleanup=delete
     )
+    watch_sender_scheduling(registry)
+
+
+def watch_sender_scheduling(registry: kopf.OperatorRegistry) -> None:
+    """Re-run a Tenant's reconcile when one of its sender pods turns out unschedulable, and when
+    such a pod is placed or goes away: the scheduler decides after the Tenant's pass scaled the
+    Deployment up, so only the pod tells.
+
+    Only sender pods are listed and streamed (a server-side label selector). A pod placed at the
+    first attempt changes nothing the Tenant reports and nudges nothing; the last state nudged
+    per pod is remembered so that the pod's other updates cost no request.
+    """
+    last: dict[str, str] = {}
+
+    @kopf.on.startup(registry=registry)
+    def select_sender_pods(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.watching.label_selectors["v1", "pods"] = (
+            f"app.kubernetes.io/name={res.SENDER_NAME},{res.TENANT_LABEL}"
+        )
+
+    @kopf.on.event(
+        "v1",
+        "pods",
+        registry=registry,
+        labels={"app.kubernetes.io/name": res.SENDER_NAME, res.TENANT_LABEL: kopf.PRESENT},
+    )
+    async def sender_pod_changed(
+        *, type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
+        uid, tenant = str(body.metadata.uid), body.metadata.labels.get(res.TENANT_LABEL)
+        state = res.scheduling_state(body, deleted=type == "DELETED")
+        previous = last.pop(uid, "") if type == "DELETED" else last.get(uid, "")
+        if state and type != "DELETED":
+            last[uid] = state
+        if not tenant or not res.scheduling_news(previous, state):
+            return
+        logger.info(
+            "sender pod %s of Tenant %s: PodScheduled %s", body.metadata.name, tenant, state
+        )
+        nudge = {"metadata": {"annotations": {SCHEDULING_ANNOTATION: f"{uid}/{state}"}}}
+        await memo.context.kube.merge_patch(res.TENANT_API_VERSION, "Tenant", tenant, nudge)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from penguinmails.api.v1alpha1.tiers import TIERS, Tier, TierLimits
-from penguinmails.common.egress import EgressPolicy
+from penguinmails.common.egress import ALLOW_ENV, CLUSTER_ENV, EgressPolicy
 
 GROUP = "penguinmails.io"
 VERSION = "v1alpha1"
@@ -393,6 +393,16 @@ def role_binding(tenant: TenantRef) -> Manifest:
     }
 
 
+def _egress_env() -> list[dict[str, str]]:
+    """The platform's egress settings, which the sender applies to relay addresses at every
+    connection (DNS rebinding): the operator's own, never the tenant's."""
+    return [
+        {"name": name, "value": os.environ[name]}
+        for name in (ALLOW_ENV, CLUSTER_ENV)
+        if os.environ.get(name, "").strip()
+    ]
+
+
 def sender_deployment(tenant: TenantRef, *, image: str, replicas: int) -> Manifest:
     limits = tenant.limits
     selector = {"app.kubernetes.io/name": SENDER_NAME, TENANT_LABEL: tenant.name}
@@ -409,7 +419,7 @@ def sender_deployment(tenant: TenantRef, *, image: str, replicas: int) -> Manife
                 "name": "sender",
                 "image": image,
                 "command": SENDER_COMMAND,
-                "env": [{"name": "PM_TENANT", "value": tenant.name}],
+                "env": [{"name": "PM_TENANT", "value": tenant.name}, *_egress_env()],
                 "envFrom": [{"secretRef": {"name": SENDER_NAME}}],
                 "resources": {
                     "requests": {
@@ -499,3 +509,87 @@ def is_active_campaign(campaign: Mapping[str, Any]) -> bool:
     status = campaign.get("status") or {}
     spec = campaign.get("spec") or {}
     return status.get("phase") == "Sending" and not spec.get("paused", False)
+
+
+SCHEDULER_MESSAGE_MAX = 512
+"""How much of the scheduler's message a condition quotes (it lists node counts and taints,
+never anything secret, but it grows with the cluster)."""
+
+
+def is_sender_pod(pod: Mapping[str, Any]) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get("app.kubernetes.io/name") == SENDER_NAME and labels.get(TENANT_LABEL))
+
+
+def pod_scheduled(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The pod's PodScheduled condition, once the scheduler has decided anything."""
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == "PodScheduled"), None)
+
+
+def scheduling_state(pod: Mapping[str, Any], *, deleted: bool = False) -> str:
+    """A sender pod's standing with the scheduler, as the pod watch tracks it: "True" (placed),
+    "False" (refused), "Gone" (deleted) or "" (not decided yet)."""
+    if deleted:
+        return "Gone"
+    return str((pod_scheduled(pod) or {}).get("status") or "")
+
+
+def scheduling_news(previous: str, state: str) -> bool:
+    """Whether going from `previous` to `state` changes what the pod's Tenant reports: a pod
+    refused, or one that was refused being placed or gone. A pod placed at the first attempt, or
+    one not decided yet, changes nothing."""
+    return bool(state) and state != previous and "False" in (state, previous)
+
+
+@dataclass(frozen=True)
+class SenderPlacement:
+    """Where a tenant's sender pods stand with the scheduler."""
+
+    pods: int
+    """Sender pods that are not being deleted."""
+    unschedulable: int
+    """Of which the scheduler found no node for."""
+    scheduler_message: str = ""
+    """The scheduler's reason for one of them (one line, bounded)."""
+
+
+def sender_placement(pods: Sequence[Mapping[str, Any]]) -> SenderPlacement:
+    """Count the sender pods among `pods` (a tenant namespace's) the scheduler cannot place."""
+    senders = [
+        p
+        for p in pods
+        if is_sender_pod(p) and not (p.get("metadata") or {}).get("deletionTimestamp")
+    ]
+    stuck = [
+        scheduled
+        for scheduled in (pod_scheduled(p) for p in senders)
+        if scheduled is not None
+        and scheduled.get("status") == "False"
+        and scheduled.get("reason") == "Unschedulable"
+    ]
+    message = " ".join(str(stuck[0].get("message") or "").split()) if stuck else ""
+    if len(message) > SCHEDULER_MESSAGE_MAX:
+        message = message[: SCHEDULER_MESSAGE_MAX - 3] + "..."
+    return SenderPlacement(len(senders), len(stuck), message)
+
+
+def _taint(toleration: Mapping[str, str]) -> str:
+    return f"{toleration['key']}={toleration['value']}:{toleration['effect']}"
+
+
+def unschedulable_hint(tier: Tier) -> str:
+    """What an operator of the cluster can do about senders that find no node."""
+    limits = TIERS[tier]
+    if limits.node_selector:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(limits.node_selector.items()))
+        taints = ", ".join(_taint(t) for t in limits.tolerations)
+        return (
+            f"{tier.value} senders run only on the dedicated pool: add a node labelled "
+            f"{selector} and tainted {taints}, or free capacity there"
+        )
+    dedicated = sorted({_taint(t) for other in TIERS.values() for t in other.tolerations})
+    return (
+        f"{tier.value} senders run only outside the dedicated pool (they do not tolerate "
+        f"{', '.join(dedicated)}): add such a node, or free capacity"
+    )

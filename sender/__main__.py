@@ -6,7 +6,10 @@ unset: from the API, namespace tenant-<name>), PM_SENDER_CONCURRENCY, PM_LEASE_S
 PM_RETRY_BASE_SECONDS / PM_RETRY_MAX_SECONDS / PM_RETRY_LIFETIME_SECONDS (4xx schedule: 300,
 14400, 432000), PM_UNCERTAIN_RETRY_SECONDS (3600), PM_MAX_EXPIRED_CLAIMS (5),
 PM_PROVIDER_RATE (messages/s per destination provider),
-PM_MX_LOOKUP (1: group destinations by MX), PM_METRICS_PORT (0: off).
+PM_MX_LOOKUP (1: group destinations by MX), PM_METRICS_PORT (0: off), PM_EGRESS_ALLOW and
+PM_CLUSTER_CIDRS (the platform's egress policy, checked at every relay connection; set by the
+operator on the Deployment), PM_DNS_RESOLVER (ip[:port] resolving relay names for that check;
+unset: the system's).
 
 SIGTERM or SIGINT: stop claiming, finish what is in flight, record it, exit 0.
 
@@ -31,7 +34,9 @@ from redis.asyncio import Redis
 
 from penguinmails.common.db.tenant_logins import SENDER_POOL_SIZE
 from penguinmails.common.db.tenants import get_tenant
+from penguinmails.common.egress import EgressPolicy
 from penguinmails.common.keys import MasterKeys, TokenKey
+from penguinmails.common.resolver import make_resolver
 from penguinmails.sender.engine import Sender, SenderConfig
 from penguinmails.sender.retry import RetrySchedule
 from penguinmails.sender.secrets import DirSecrets, KubeSecrets, SecretReader
@@ -87,7 +92,17 @@ async def run() -> int:
         provider_rate=_env_number("PM_PROVIDER_RATE", 100.0),
     )
     sender = Sender(
-        pool, config, secrets=secrets, redis=redis, mx_lookup=os.environ.get("PM_MX_LOOKUP") == "1"
+        pool,
+        config,
+        secrets=secrets,
+        redis=redis,
+        mx_lookup=os.environ.get("PM_MX_LOOKUP") == "1",
+        # The platform's deny list (PM_EGRESS_ALLOW, PM_CLUSTER_CIDRS, set on the sender's
+        # Deployment by the operator), checked at every relay connection (DNS rebinding).
+        egress=EgressPolicy.from_env(),
+        resolver=make_resolver(resolver)
+        if (resolver := os.environ.get("PM_DNS_RESOLVER"))
+        else None,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import logging
+import math
 import random
 import ssl
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import asyncpg
+import dns.asyncresolver
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio import Redis
@@ -36,6 +41,7 @@ from penguinmails.common.db.ledger import (
     Claimed,
     DeliveryState,
     Outcome,
+    PlanMailbox,
     Relay,
     claim,
     enforce_stop_rules,
@@ -44,12 +50,19 @@ from penguinmails.common.db.ledger import (
     record,
 )
 from penguinmails.common.dkim.signer import DkimSigner
+from penguinmails.common.egress import EgressPolicy
 from penguinmails.common.keys import TokenKey
 from penguinmails.common.suppression import TokenPurpose, make_token
 from penguinmails.common.tenant_redis import tenant_key_prefix
 from penguinmails.common.throttle import Limit, TokenBuckets, provider_group
 from penguinmails.sender.bounces import Kind, classify
-from penguinmails.sender.render import MessageParts, Renderer, RenderError, return_path
+from penguinmails.sender.render import (
+    Identity,
+    MessageParts,
+    Renderer,
+    RenderError,
+    return_path,
+)
 from penguinmails.sender.retry import RetrySchedule
 from penguinmails.sender.secrets import SecretReader, load_signer
 from penguinmails.sender.smtp import RelayPool
@@ -76,6 +89,12 @@ MESSAGES = Counter(
     "penguinmails_messages_total", "Deliveries finished by this sender, by outcome.", ["outcome"]
 )
 IN_FLIGHT = Gauge("penguinmails_sender_in_flight", "Deliveries claimed and not yet recorded.")
+MAILBOX_MESSAGES = Counter(
+    "penguinmails_mailbox_messages_total",
+    "Deliveries finished by this sender, by the mailbox (From address) they went out from "
+    "and outcome (throttled waits are outcome queued).",
+    ["mailbox", "outcome"],
+)
 SEND_SECONDS = Histogram(
     "penguinmails_smtp_send_seconds",
     "Time to hand one message to the relay.",
@@ -134,13 +153,11 @@ _CAMPAIGN_TTL = 60.0
 
 
 def _campaign_limits(uid: uuid.UUID, plan: CampaignPlan) -> tuple[Limit, ...]:
-    """The buckets every message of a campaign takes from, but for its server's and its
-    provider's. Daily caps are spread over the campaign's sending window, hourly ones over
-    the hour."""
+    """The buckets every message of a campaign takes from, but for its mailbox's, its
+    server's and its provider's. Daily caps are spread over the campaign's sending window,
+    hourly ones over the hour."""
     day, hour = plan.sending_seconds, 3600.0
-    limits: list[Limit] = [
-        Limit.spread(f"mailbox:{plan.from_address.lower()}", plan.per_mailbox_per_day, day)
-    ]
+    limits: list[Limit] = []
     campaign_key = f"campaign:{uid}"
     if plan.per_hour:
         limits.append(Limit.spread(f"{campaign_key}:hour", plan.per_hour, hour))
@@ -149,6 +166,34 @@ def _campaign_limits(uid: uuid.UUID, plan: CampaignPlan) -> tuple[Limit, ...]:
     if plan.campaign_daily_limit:
         limits.append(Limit.spread(f"{campaign_key}:warmup", plan.campaign_daily_limit, day))
     return tuple(limits)
+
+
+def _mailbox_limits(uid: uuid.UUID, mailbox: PlanMailbox, plan: CampaignPlan) -> tuple[Limit, ...]:
+    """The buckets of one mailbox: its own daily cap (today's, warm-up applied), shared by
+    every campaign sending from it, and the campaign's throttle.perMailboxPerDay when lower."""
+    day = plan.sending_seconds
+    address = mailbox.address.lower()
+    limits = [Limit.spread(f"mailbox:{address}", mailbox.daily_limit, day)]
+    if plan.mailboxes and plan.per_mailbox_per_day < mailbox.daily_limit:
+        limits.append(
+            Limit.spread(f"campaign:{uid}:mailbox:{address}", plan.per_mailbox_per_day, day)
+        )
+    return tuple(limits)
+
+
+def rendezvous(address_hash: bytes, mailboxes: Sequence[PlanMailbox]) -> int:
+    """The index of the mailbox a new contact gets: weighted rendezvous hashing of its
+    address hash, each mailbox weighted by today's limit. Deterministic (every sender pod
+    picks the same one), shares proportional to the limits (so the mailboxes fill at the
+    same pace), and a mailbox added or removed moves only the contacts it gains or loses."""
+    best, best_score = 0, math.inf
+    for index, mailbox in enumerate(mailboxes):
+        digest = hashlib.sha256(address_hash + mailbox.address.lower().encode()).digest()
+        unit = (int.from_bytes(digest[:8], "big") + 1) / 2.0**64  # in (0, 1]
+        score = -math.log(unit) / mailbox.daily_limit
+        if score < best_score:
+            best, best_score = index, score
+    return best
 
 
 def _server_limits(relay: Relay, plan: CampaignPlan) -> tuple[Limit, ...]:
@@ -172,13 +217,23 @@ class _Route:
     limits: tuple[Limit, ...]
 
 
+@dataclass(frozen=True)
+class _Mailbox:
+    """One mailbox a campaign sends from, ready to use: its identity, signer, routes, buckets."""
+
+    spec: PlanMailbox
+    identity: Identity
+    signer: DkimSigner
+    routes: tuple[_Route, ...]
+    limits: tuple[Limit, ...]
+
+
 @dataclass
 class _Campaign:
     uid: uuid.UUID
     plan: CampaignPlan
     renderer: Renderer
-    signer: DkimSigner
-    routes: tuple[_Route, ...]
+    mailboxes: tuple[_Mailbox, ...]
     limits: tuple[Limit, ...]
     loaded_at: float
     window: dict[str, int] = field(default_factory=dict)
@@ -189,8 +244,22 @@ class _Campaign:
     stopped: str | None = None
     """The stop rule that fired (this sender closed the gate): nothing more is sent."""
 
+    def __post_init__(self) -> None:
+        self._by_address = {m.spec.address.lower(): m for m in self.mailboxes}
+        self._specs = [m.spec for m in self.mailboxes]
+
     def fresh(self) -> bool:
         return time.monotonic() - self.loaded_at < _CAMPAIGN_TTL
+
+    def mailbox_for(self, delivery: Claimed) -> _Mailbox:
+        """The delivery's own mailbox (it keeps it across retries and throttle waits), else
+        (sticky) the one its address was last sent from, else a new one by rendezvous. A
+        mailbox no longer in the plan (paused, removed) is not kept."""
+        wanted = [delivery.mailbox, delivery.previous_mailbox if self.plan.sticky else None]
+        for address in wanted:
+            if address and address.lower() in self._by_address:
+                return self._by_address[address.lower()]
+        return self.mailboxes[rendezvous(delivery.address_hash, self._specs)]
 
 
 class Sender:
@@ -202,6 +271,8 @@ class Sender:
         secrets: SecretReader,
         redis: Redis | None = None,
         mx_lookup: bool = False,
+        egress: EgressPolicy | None = None,
+        resolver: dns.asyncresolver.Resolver | None = None,
     ) -> None:
         self.pool = pool
         self.config = config
@@ -210,6 +281,10 @@ class Sender:
         prefix = f"{tenant_key_prefix(config.tenant_id)}tb:"
         self.buckets = TokenBuckets(redis, prefix) if redis is not None else None
         self.mx_lookup = mx_lookup
+        self.egress = egress
+        """The platform's egress policy, applied to every relay address at connect time."""
+        self.resolver = resolver
+        """Resolves relay names for that check (None: the system's resolver)."""
         self._campaigns: dict[uuid.UUID, _Campaign] = {}
         self._campaign_locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._relays: dict[tuple[str, int, str, str | None], RelayPool] = {}
@@ -388,6 +463,8 @@ class Sender:
             log.exception("delivery %d failed unexpectedly", delivery.id)
             outcome = self._defer(delivery, 0, None, f"sender error: {error!r}")
         MESSAGES.labels(outcome=outcome.state.value).inc()
+        if outcome.mailbox is not None:
+            MAILBOX_MESSAGES.labels(mailbox=outcome.mailbox, outcome=outcome.state.value).inc()
         if outcome.state == DeliveryState.SENT:
             self.sent += 1
         campaign = self._campaigns.get(delivery.campaign_uid)
@@ -469,10 +546,19 @@ class Sender:
             return self._requeue(delivery, reason)
         if campaign.stopped is not None:
             return self._requeue(delivery, f"stopped: {campaign.stopped}")
-        route = self._route(campaign)
+        mailbox = campaign.mailbox_for(delivery)
+        outcome = await self._send(delivery, delivery.email, campaign, mailbox)
+        # Recorded on the row: its retries and throttle waits keep this mailbox, and the
+        # contact's later campaigns find it (sticky rotation).
+        return dataclasses.replace(outcome, mailbox=mailbox.spec.address)
+
+    async def _send(
+        self, delivery: Claimed, email: str, campaign: _Campaign, mailbox: _Mailbox
+    ) -> Outcome:
+        route = self._route(mailbox.routes)
         if route is None:
-            return self._requeue(delivery, "every relay of the campaign is unreachable")
-        wait = await self._throttle(campaign, route, delivery.email, delivery.throttled)
+            return self._requeue(delivery, f"every relay of {mailbox.spec.address} is unreachable")
+        wait = await self._throttle(campaign, mailbox, route, email, delivery.throttled)
         if wait > 0:
             # Scheduled for when a token exists for it (see common.throttle), so the backlog
             # is not re-claimed at every refill.
@@ -487,7 +573,7 @@ class Sender:
         parts = MessageParts(
             delivery_id=delivery.id,
             campaign_uid=delivery.campaign_uid,
-            to=delivery.email,
+            to=email,
             fields=delivery.fields,
             unsubscribe_token=make_token(
                 self.config.token_key, TokenPurpose.UNSUBSCRIBE, tenant, delivery.id
@@ -497,17 +583,17 @@ class Sender:
             ),
         )
         try:
-            message = campaign.renderer.render(parts)
+            message = campaign.renderer.render(parts, identity=mailbox.identity)
         except RenderError as error:
             return Outcome(delivery.id, DeliveryState.FAILED, reason=str(error))
-        signed = campaign.signer.sign(message)
+        signed = mailbox.signer.sign(message)
         if campaign.stopped is not None:
             # A rule fired while this one was throttled or rendered: it stays unsent.
             return self._requeue(delivery, f"stopped: {campaign.stopped}")
         started = time.perf_counter()
         result = await route.pool.send(
-            return_path(campaign.plan, parts.bounce_token),
-            delivery.email,
+            return_path(mailbox.spec.domain, parts.bounce_token),
+            email,
             signed,
             deadline=self.config.lease.total_seconds() / 2,
         )
@@ -625,7 +711,7 @@ class Sender:
         )
 
     async def _throttle(
-        self, campaign: _Campaign, route: _Route, email: str, promised: bool
+        self, campaign: _Campaign, mailbox: _Mailbox, route: _Route, email: str, promised: bool
     ) -> float:
         """0 when the message may go now, else seconds until it should be tried again."""
         if self.buckets is None:
@@ -633,7 +719,7 @@ class Sender:
         group = await self._provider(email.rpartition("@")[2])
         provider = Limit.per_second(f"provider:{group}", self.config.provider_rate)
         wait = await self.buckets.take(
-            [*campaign.limits, *route.limits, provider], promised=promised
+            [*campaign.limits, *mailbox.limits, *route.limits, provider], promised=promised
         )
         if wait.seconds <= 0:
             return 0.0
@@ -676,21 +762,34 @@ class Sender:
                 plan = await get_campaign_plan(conn, uid)
             if plan is None:
                 raise KeyError(f"campaign {uid} has no plan")
-            signer = await load_signer(self.secrets, plan.dkim_secret, plan.domain)
-            routes = tuple(
-                [
-                    _Route(relay, await self._pool(relay), _server_limits(relay, plan))
-                    for relay in plan.relays
-                ]
-            )
+            renderer = Renderer(plan)
+            signers: dict[tuple[str, str], DkimSigner] = {}
+            routes: dict[Relay, _Route] = {}
+            mailboxes = []
+            for spec in plan.senders():
+                key = (spec.dkim_secret, spec.domain)
+                if key not in signers:
+                    signers[key] = await load_signer(self.secrets, *key)
+                for relay in spec.relays:
+                    if relay not in routes:
+                        pool = await self._pool(relay)
+                        routes[relay] = _Route(relay, pool, _server_limits(relay, plan))
+                mailboxes.append(
+                    _Mailbox(
+                        spec,
+                        # The plan's own From (spec.from) keeps its display name.
+                        renderer.identity
+                        if not plan.mailboxes
+                        else Identity.of(
+                            spec.display_name or plan.from_name, spec.address, spec.domain
+                        ),
+                        signers[key],
+                        tuple(routes[relay] for relay in spec.relays),
+                        _mailbox_limits(uid, spec, plan),
+                    )
+                )
             campaign = _Campaign(
-                uid,
-                plan,
-                Renderer(plan),
-                signer,
-                routes,
-                _campaign_limits(uid, plan),
-                time.monotonic(),
+                uid, plan, renderer, tuple(mailboxes), _campaign_limits(uid, plan), time.monotonic()
             )
             if cached is not None:
                 # Outcomes counted on the old object are still to be written; a stop is
@@ -721,14 +820,18 @@ class Sender:
                 password=password,
                 tls_context=tls_context,
                 helo=self.config.helo,
+                egress=self.egress,
+                field=f"SmtpServer {relay.name}: relay host",
+                resolver=self.resolver,
             )
         return self._relays[key]
 
-    def _route(self, campaign: _Campaign) -> _Route | None:
-        """A relay for one message, weighted among those not marked down; None when every
-        one is down (the message waits; the mark expires, so a recovered relay is found)."""
+    def _route(self, routes: Sequence[_Route]) -> _Route | None:
+        """A relay for one message of a mailbox, weighted among those not marked down; None
+        when every one is down (the message waits; the mark expires, so a recovered relay is
+        found)."""
         now = time.monotonic()
-        weighted = [r for r in campaign.routes if r.relay.weight > 0] or list(campaign.routes)
+        weighted = [r for r in routes if r.relay.weight > 0] or list(routes)
         healthy = [r for r in weighted if self._down.get(id(r.pool), 0.0) <= now]
         if len(healthy) <= 1:
             return healthy[0] if healthy else None

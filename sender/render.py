@@ -40,6 +40,7 @@ from penguinmails.sender.sandbox import BoundedEnvironment, TemplateLimitError, 
 __all__ = [
     "MAX_OUTPUT_CHARS",
     "RENDER_SECONDS",
+    "Identity",
     "MessageParts",
     "RenderError",
     "Renderer",
@@ -69,14 +70,31 @@ class MessageParts:
     bounce_token: str
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who a message is from: its From header (as it goes on the wire) and its domain (DKIM
+    d=, Message-ID, Feedback-ID and return path). One per mailbox of a rotating campaign."""
+
+    from_header: str
+    domain: str
+
+    @classmethod
+    def of(cls, display_name: str | None, address: str, domain: str) -> Identity:
+        try:
+            return cls(mailbox("From", display_name, address), domain)
+        except ValueError as error:
+            raise RenderError(f"from address {address!r}: {error}") from error
+
+
 def message_id(campaign_uid: uuid.UUID, delivery_id: int, domain: str) -> str:
     """Same for every attempt of a delivery, so a re-send after a crash is recognisable."""
     return f"<{campaign_uid.hex}.{delivery_id}@{domain}>"
 
 
-def return_path(plan: CampaignPlan, bounce_token: str) -> str:
-    """VERP return-path: the bounce names its delivery without any lookup."""
-    return f"bounces+{bounce_token}@{plan.domain}"
+def return_path(domain: str, bounce_token: str) -> str:
+    """VERP return-path at the sending mailbox's domain: the bounce names its delivery
+    without any lookup."""
+    return f"bounces+{bounce_token}@{domain}"
 
 
 class Renderer:
@@ -88,7 +106,9 @@ class Renderer:
         self._text = self._compile("text", plan.text, StrictUndefined) if plan.text else None
         self._html = self._compile("html", plan.html, StrictUndefined) if plan.html else None
         try:
-            self._from = mailbox("From", plan.from_name, plan.from_address)
+            self.identity = Identity(
+                mailbox("From", plan.from_name, plan.from_address), plan.domain
+            )
             self._reply_to = mailbox("Reply-To", None, plan.reply_to) if plan.reply_to else ""
         except ValueError as error:
             raise RenderError(str(error)) from error
@@ -122,8 +142,12 @@ class Renderer:
     def unsubscribe_url(self, token: str) -> str:
         return f"{self.plan.unsubscribe_url.rstrip('/')}/{token}"
 
-    def render(self, parts: MessageParts, *, now: datetime | None = None) -> bytes:
+    def render(
+        self, parts: MessageParts, *, now: datetime | None = None, identity: Identity | None = None
+    ) -> bytes:
+        """The message bytes; from `identity` (a rotation mailbox), else from spec.from."""
         plan = self.plan
+        sender = identity or self.identity
         url = self.unsubscribe_url(parts.unsubscribe_token)
         context = {
             **parts.fields,
@@ -145,13 +169,14 @@ class Renderer:
             raise RenderError(f"contact address: {error}") from error
         head = "".join(
             (
-                self._from,
+                sender.from_header,
                 to,
                 self._reply_to,
                 unstructured("Subject", subject),
                 f"Date: {format_datetime(now or datetime.now(UTC))}\r\n",
                 structured(
-                    "Message-ID", [message_id(parts.campaign_uid, parts.delivery_id, plan.domain)]
+                    "Message-ID",
+                    [message_id(parts.campaign_uid, parts.delivery_id, sender.domain)],
                 ),
                 structured(
                     "List-Unsubscribe",
@@ -161,7 +186,7 @@ class Renderer:
                     ],
                 ),
                 "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
-                structured("Feedback-ID", [f"{parts.campaign_uid.hex[:12]}:{plan.domain}"]),
+                structured("Feedback-ID", [f"{parts.campaign_uid.hex[:12]}:{sender.domain}"]),
                 "MIME-Version: 1.0\r\n",
             )
         )

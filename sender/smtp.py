@@ -3,16 +3,26 @@
 Connections are opened lazily up to `size`, reused for up to `max_messages` messages (relays
 and receivers cap messages per connection), and replaced when the server drops them. STARTTLS
 is used when the relay's mode asks for it (and then required), AUTH when credentials are given.
+
+With an egress policy (the sender always has one: the platform's, common.egress), the relay's
+name is resolved at each new connection and the connection goes to an address the policy
+allows, the TLS certificate still verified against the name: a relay host that passed the
+operator's check and later resolves to a forbidden address (DNS rebinding: the cluster's
+services, cloud metadata) is refused before anything connects.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from dataclasses import dataclass
 
 import aiosmtplib
+import dns.asyncresolver
+
+from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
 
 __all__ = ["RelayPool", "SendResult"]
 
@@ -57,6 +67,9 @@ class RelayPool:
         max_messages: int = 100,
         helo: str | None = None,
         timeout: float = 60.0,
+        egress: EgressPolicy | None = None,
+        field: str = "relay host",
+        resolver: dns.asyncresolver.Resolver | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.size = size
@@ -66,14 +79,44 @@ class RelayPool:
         self.max_messages = max_messages
         self.helo = helo
         self.timeout = timeout
+        self.egress, self.field, self.resolver = egress, field, resolver
         self._idle: asyncio.Queue[_Connection] = asyncio.Queue()
         self._slots = asyncio.Semaphore(size)
         self._open = 0
 
+    async def _socket(self) -> socket.socket | None:
+        """A TCP connection to an address of the relay that the egress policy allows, resolved
+        now (not when the operator checked the name); None without a policy (aiosmtplib
+        resolves and connects itself). Raises DestinationNotAllowedError naming the field."""
+        if self.egress is None:
+            return None
+        addresses = await self.egress.check(self.field, self.host, resolver=self.resolver)
+        if not addresses:
+            raise OSError(f"{self.field}: {self.host} does not resolve")
+        loop = asyncio.get_running_loop()
+        failure: OSError | None = None
+        for address in addresses:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await loop.sock_connect(sock, (address, self.port))
+            except (OSError, TimeoutError) as error:
+                sock.close()
+                failure = OSError(f"{self.host} ({address}): {error or 'timed out'}")
+                continue
+            return sock
+        assert failure is not None
+        raise failure
+
     async def _connect(self) -> _Connection:
+        sock = await self._socket()
         smtp = aiosmtplib.SMTP(
+            # With a socket of ours, the name is still what TLS verifies (and SNI carries).
             hostname=self.host,
-            port=self.port,
+            port=self.port if sock is None else None,
+            sock=sock,
             local_hostname=self.helo,
             timeout=self.timeout,
             use_tls=self.tls == "tls",
@@ -126,7 +169,7 @@ class RelayPool:
                 except asyncio.QueueEmpty:
                     try:
                         conn = await self._connect()
-                    except (aiosmtplib.SMTPException, OSError) as error:
+                    except (aiosmtplib.SMTPException, OSError, DestinationNotAllowedError) as error:
                         return SendResult(
                             451, f"4.4.1 cannot connect to relay: {error}", unreachable=True
                         )

@@ -25,6 +25,7 @@ import pytest_asyncio
 from penguinmails.common.db.migrate import migrate
 from penguinmails.devstack.postgres import ExistingPostgres, PostgresServer
 from penguinmails.devstack.redis import ExistingRedis, RedisServer
+from penguinmails.devstack.stripe_mock import StripeMock
 
 # Python processes the tests start run from the repository root, where the operator/ folder
 # would shadow the standard library's `operator`; PYTHONSAFEPATH keeps the root off sys.path.
@@ -90,3 +91,10 @@ def redis_server(services_dir: Path) -> Iterator[RedisServer | ExistingRedis]:
 def redis_url(redis_server: RedisServer | ExistingRedis) -> str:
     """`redis://127.0.0.1:PORT/0` of the session Redis."""
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def stripe_mock(services_dir: Path) -> Iterator[StripeMock]:
+    """Stripe's own API mock on a free loopback port (built from its Go module on first use)."""
+    with StripeMock(services_dir) as server:
+        yield server

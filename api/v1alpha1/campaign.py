@@ -374,6 +374,24 @@ class CampaignCounts(StatusModel):
     complained: int = Field(default=0, ge=0, description="Recipients who reported spam.")
 
 
+class CampaignMailboxStatus(StatusModel):
+    """One mailbox of spec.rotation as this campaign uses it today."""
+
+    address: str = Field(max_length=320, description="The mailbox's address.")
+    daily_limit: int = Field(
+        ge=0, description="Messages it may send today across campaigns (warm-up applied)."
+    )
+    warmup_day: int | None = Field(
+        default=None,
+        ge=0,
+        description="Day of its warm-up (0 = first, counted from its first message); unset: none.",
+    )
+    sent: int = Field(default=0, ge=0, description="Messages of this campaign sent from it.")
+    queued: int = Field(
+        default=0, ge=0, description="Deliveries of this campaign assigned to it and not final yet."
+    )
+
+
 class CampaignStatus(ConditionedStatus):
     """Observed state of a Campaign."""
 
@@ -393,6 +411,11 @@ class CampaignStatus(ConditionedStatus):
     )
     started_at: datetime | None = Field(default=None, description="When sending started.")
     finished_at: datetime | None = Field(default=None, description="When sending finished.")
+    mailboxes: list[CampaignMailboxStatus] = Field(
+        default_factory=list,
+        max_length=2000,
+        description="Per mailbox of spec.rotation: today's limit, warm-up day and counts.",
+    )
 
 
 class Campaign(Resource):

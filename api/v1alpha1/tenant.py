@@ -59,6 +59,9 @@ class TenantConditionType(StrEnum):
     """The namespace, quota, RBAC and network policy exist and match the tier."""
     SUSPENDED = "Suspended"
     """Sending is stopped because spec.suspended is true (or billing suspended the tenant)."""
+    SENDERS_SCHEDULED = "SendersScheduled"
+    """No sender pod is waiting for a node; False (Unschedulable, quoting the scheduler) makes
+    Ready False too: e.g. business/enterprise senders with no dedicated-pool node."""
 
 
 class PostalAddress(KubeModel):

@@ -32,6 +32,7 @@ __all__ = [
     "Claimed",
     "DeliveryState",
     "Outcome",
+    "PlanMailbox",
     "Relay",
     "StopRules",
     "campaign_counts",
@@ -41,6 +42,8 @@ __all__ = [
     "enqueue",
     "get_campaign_plan",
     "get_pause_reason",
+    "mailbox_counts",
+    "mailbox_first_sent",
     "mark_bounced",
     "mark_complained",
     "mark_unsubscribed",
@@ -111,6 +114,24 @@ class StopRules(BaseModel):
         return None
 
 
+class PlanMailbox(BaseModel):
+    """One mailbox a rotating campaign sends from (SendingDomain.spec.mailboxes), as the
+    operator resolved it today: its own domain's DKIM keys and servers, its warm-up applied."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str
+    display_name: str | None = None
+    domain: str
+    """Its SendingDomain's domain: DKIM d=, Message-ID and return-path domain of its mail."""
+    dkim_secret: str
+    daily_limit: int = Field(ge=1)
+    """Messages it may send today across every campaign (spec.mailboxes[].dailyLimit, or its
+    warm-up allowance while that is lower); also its share of the campaign's new contacts."""
+    relays: list[Relay] = Field(min_length=1)
+    """Its domain's servers (or the campaign's own smtpServerRefs, or the shared pool)."""
+
+
 class CampaignPlan(BaseModel):
     """What the operator writes to `campaigns.spec` and the sender reads: everything needed to
     render, sign, throttle and relay the campaign's messages. No secret values, only names."""
@@ -141,6 +162,27 @@ class CampaignPlan(BaseModel):
     """Seconds per day the campaign may send (its window): daily caps are spread over them."""
     stop_rules: StopRules | None = None
     """Checked by the sender and the intake as outcomes arrive (None: plans written before)."""
+    mailboxes: list[PlanMailbox] = Field(default_factory=list, max_length=2000)
+    """Campaign.spec.rotation resolved: each message is from one of these (empty: every
+    message is from `from_address` through `relays`, as without rotation)."""
+    sticky: bool = True
+    """A contact keeps the mailbox it was last sent from (in any campaign) when it is one of
+    `mailboxes`; else it gets one by weighted rendezvous hashing of its address hash."""
+
+    def senders(self) -> list[PlanMailbox]:
+        """The mailboxes messages go out from: the rotation's, or `from_address` alone."""
+        if self.mailboxes:
+            return list(self.mailboxes)
+        return [
+            PlanMailbox(
+                address=self.from_address,
+                display_name=self.from_name,
+                domain=self.domain,
+                dkim_secret=self.dkim_secret,
+                daily_limit=self.per_mailbox_per_day,
+                relays=self.relays,
+            )
+        ]
 
 
 CAMPAIGN_FAULT = "the sender cannot send this campaign: "
@@ -181,6 +223,11 @@ class Claimed:
     """It comes back from a throttle wait (it was promised a token: common.throttle)."""
     expired_claims: int = 0
     """Claims (this one included) that took it over after a lease expired without outcome."""
+    address_hash: bytes = b""
+    mailbox: str | None = None
+    """The mailbox this delivery was assigned (recorded with an earlier outcome)."""
+    previous_mailbox: str | None = None
+    """The mailbox the same address was last sent from, in any campaign (sticky rotation)."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +242,8 @@ class Outcome:
     retry_in: timedelta | None = None
     count_attempt: bool = True
     """False for a throttle wait: no attempt was made, so it does not count towards the limit."""
+    mailbox: str | None = None
+    """The mailbox it was (or is to be) sent from: recorded, so the row keeps it."""
 
 
 async def upsert_campaign(
@@ -306,7 +355,12 @@ WHERE d.id = due.id
 RETURNING d.id, d.campaign_uid, d.attempts, d.claims, d.expired_claims,
     d.reason = $5 AS throttled,
     ct.email, ct.fields,
-    EXISTS (SELECT FROM suppressions s WHERE s.address_hash = d.address_hash) AS suppressed
+    EXISTS (SELECT FROM suppressions s WHERE s.address_hash = d.address_hash) AS suppressed,
+    d.address_hash, d.mailbox,
+    (SELECT p.mailbox FROM deliveries p
+     WHERE p.tenant_id = d.tenant_id AND p.address_hash = d.address_hash
+       AND p.mailbox IS NOT NULL AND p.sent_at IS NOT NULL
+     ORDER BY p.sent_at DESC LIMIT 1) AS previous_mailbox
 """
 
 
@@ -339,6 +393,9 @@ async def claim(
             claims=row["claims"],
             throttled=bool(row["throttled"]),
             expired_claims=row["expired_claims"],
+            address_hash=bytes(row["address_hash"]),
+            mailbox=row["mailbox"],
+            previous_mailbox=row["previous_mailbox"],
         )
         for row in rows
     ]
@@ -363,12 +420,13 @@ async def record(conn: AnyConnection, outcomes: Sequence[Outcome], owner: str) -
                                    ELSE now() + make_interval(secs => o.retry_seconds) END,
             attempts = CASE WHEN o.count_attempt THEN d.attempts ELSE d.attempts - 1 END,
             sent_at = CASE WHEN o.state = 'sent' THEN now() ELSE d.sent_at END,
+            mailbox = COALESCE(o.mailbox, d.mailbox),
             lease_owner = NULL,
             lease_until = NULL,
             updated_at = now()
         FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[],
-                    $6::float8[], $7::bool[])
-            AS o(id, state, code, status, reason, retry_seconds, count_attempt)
+                    $6::float8[], $7::bool[], $9::text[])
+            AS o(id, state, code, status, reason, retry_seconds, count_attempt, mailbox)
         WHERE d.id = o.id AND d.state = 'sending' AND d.lease_owner = $8
         """,
         [o.id for o in outcomes],
@@ -379,6 +437,7 @@ async def record(conn: AnyConnection, outcomes: Sequence[Outcome], owner: str) -
         [o.retry_in.total_seconds() if o.retry_in is not None else None for o in outcomes],
         [o.count_attempt for o in outcomes],
         owner,
+        [o.mailbox for o in outcomes],
     )
     bounced = [o.id for o in outcomes if o.state == DeliveryState.BOUNCED]
     if bounced:
@@ -503,3 +562,27 @@ async def campaign_counts(conn: AnyConnection, uid: uuid.UUID) -> dict[str, int]
     )
     assert row is not None
     return {key: int(value) for key, value in row.items()}
+
+
+async def mailbox_counts(conn: AnyConnection, uid: uuid.UUID) -> dict[str, dict[str, int]]:
+    """Per mailbox of a rotating campaign: its deliveries sent, and assigned but not final."""
+    rows = await conn.fetch(
+        """
+        SELECT mailbox, count(*) FILTER (WHERE state = 'sent') AS sent,
+               count(*) FILTER (WHERE state IN ('queued', 'sending', 'deferred')) AS queued
+        FROM deliveries WHERE campaign_uid = $1 AND mailbox IS NOT NULL GROUP BY mailbox
+        """,
+        uid,
+    )
+    return {row["mailbox"]: {"sent": row["sent"], "queued": row["queued"]} for row in rows}
+
+
+async def mailbox_first_sent(conn: AnyConnection, addresses: Sequence[str]) -> dict[str, datetime]:
+    """When each mailbox sent its first message, in any campaign of the tenant: where its
+    warm-up started (a mailbox that never sent is on day 0)."""
+    rows = await conn.fetch(
+        "SELECT mailbox, min(sent_at) AS first FROM deliveries "
+        "WHERE mailbox = ANY($1::text[]) AND sent_at IS NOT NULL GROUP BY mailbox",
+        list(addresses),
+    )
+    return {row["mailbox"]: row["first"] for row in rows}

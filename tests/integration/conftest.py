@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from penguinmails.common.egress import ALLOW_ENV
 from penguinmails.devstack.controlplane import ControlPlane, build
 from penguinmails.devstack.node import Node
 from penguinmails.devstack.stack import OPERATOR_COMMAND, api_client_for, install_crds
@@ -38,6 +39,13 @@ class Cluster:
     @property
     def kubectl(self) -> Path:
         return self.bin_dir / "kubectl"
+
+
+@pytest.fixture(autouse=True)
+def loopback_relays_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test server is on loopback, which tenants may not use in production: the sender
+    processes started here inherit this (the operator gets the same from `operator_process`)."""
+    monkeypatch.setenv(ALLOW_ENV, os.environ.get(ALLOW_ENV) or "127.0.0.0/8,::1/128")
 
 
 @pytest.fixture(scope="session")

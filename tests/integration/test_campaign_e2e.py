@@ -12,6 +12,8 @@ import asyncio
 import base64
 import collections
 import email
+import json
+import logging
 import os
 import secrets
 import subprocess
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import dkim
@@ -210,6 +213,9 @@ def test_campaign_from_apply_to_inbox(
     intake = IntakeHandler(postgres_dsn, MasterKeys.parse(KEY))
     intake_server = Controller(intake, hostname="127.0.0.1", port=free_port())
     intake_server.start()
+    # What the intake logs (it runs in this process), for the secrets scan at the end.
+    intake_log = _Records()
+    logging.getLogger("penguinmails.sender.intake").addHandler(intake_log)
     with (
         SinkServer() as recipients,
         PostfixServer(
@@ -294,6 +300,7 @@ def test_campaign_from_apply_to_inbox(
             what="the sender Deployment scaled to 1",
         )
 
+        sender_log = tmp_path / "sender.log"
         sender = subprocess.Popen(
             [sys.executable, "-m", "penguinmails.sender"],
             env={
@@ -307,7 +314,7 @@ def test_campaign_from_apply_to_inbox(
                 "PM_METRICS_PORT": "0",
                 "PM_POLL_SECONDS": "0.2",
             },
-            stderr=subprocess.PIPE,
+            stderr=sender_log.open("wb"),
         )
         try:
             done = wait_for(
@@ -328,7 +335,7 @@ def test_campaign_from_apply_to_inbox(
         finally:
             sender.terminate()
             sender.wait(30)
-        assert sender.returncode == 0, sender.stderr.read().decode() if sender.stderr else ""
+        assert sender.returncode == 0, sender_log.read_text()[-3000:]
 
         received = collections.Counter(r for m in recipients.messages for r in m.rcpt_tos)
         expected = {f"r{i}@dest.test" for i in range(CONTACTS)} - {"r7@dest.test"}
@@ -365,6 +372,56 @@ def test_campaign_from_apply_to_inbox(
             what="the sender Deployment scaled back to 0",
         )
     intake_server.stop()
+    logging.getLogger("penguinmails.sender.intake").removeHandler(intake_log)
+
+    # Secrets scan (issue 9): no password, key or token used in this run appears in the
+    # sender's, the intake's or the operator's logs, the CLI's output, any event of the
+    # tenant's namespace or any status of its objects.
+    secret_values = _run_secrets(
+        core,
+        namespace,
+        KEY,
+        postgres_dsn,
+        redis_url,
+        knot.tsig.secret,
+        tenant_id(postgres_dsn, name),
+    )
+    corpus = {
+        "sender log": sender_log.read_text(errors="replace"),
+        "intake log": "\n".join(intake_log.lines),
+        "operator log": operator.log(),
+        "contacts import": imported.stdout + imported.stderr,
+        "events": json.dumps(
+            [(e.reason, e.message) for e in core.list_namespaced_event(namespace).items]
+        ),
+        "statuses": json.dumps(
+            [
+                custom_objects.get_cluster_custom_object(GROUP, VERSION, "tenants", name).get(
+                    "status"
+                ),
+                *(
+                    item.get("status")
+                    for plural in ("smtpservers", "sendingdomains", "campaigns")
+                    for item in custom_objects.list_namespaced_custom_object(
+                        GROUP, VERSION, namespace, plural
+                    )["items"]
+                ),
+                done.get("status"),
+            ]
+        ),
+    }
+    assert corpus["sender log"] and corpus["operator log"] and corpus["events"] != "[]"
+    leaks = [
+        (label, where)
+        for label, value in secret_values.items()
+        for where, text in corpus.items()
+        if value in text
+    ]
+    print(
+        f"\nsecrets scan: {len(secret_values)} values x {len(corpus)} sources "
+        f"({sum(len(t) for t in corpus.values())} characters): {leaks or 'none found'}"
+    )
+    assert not leaks
 
     # A Campaign carries the finalizer that closes its gate when it is deleted (the gate
     # itself is tested in test_campaign_controller.py); deletion completes.
@@ -379,3 +436,48 @@ def test_campaign_from_apply_to_inbox(
         timeout=60,
         what="the Campaign deleted",
     )
+
+
+class _Records(logging.Handler):
+    """Keeps every formatted log line of the loggers it is added to."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def _run_secrets(
+    core: client.CoreV1Api,
+    namespace: str,
+    master: str,
+    postgres_dsn: str,
+    redis_url: str,
+    tsig: str,
+    tenant: uuid.UUID,
+) -> dict[str, str]:
+    """Every secret value this run used, by name: the platform master key and the tenant's
+    derived token key, the database and Redis passwords, the TSIG secret, and each line of
+    the DKIM private keys the operator generated (read from their Secret)."""
+    found = {
+        "master key": master,
+        "token key": MasterKeys.parse(master).token_key(tenant).encode(),
+        "tsig secret": tsig,
+    }
+    for label, url in (("database password", postgres_dsn), ("redis password", redis_url)):
+        password = urlsplit(url).password
+        if password:
+            found[label] = password
+    dkim_secret = core.read_namespaced_secret("acme-dkim", namespace)
+    for key, value in (dkim_secret.data or {}).items():
+        text = base64.b64decode(value).decode(errors="replace")
+        if "PRIVATE KEY" not in text:
+            continue
+        body = [line for line in text.splitlines() if line and not line.startswith("-----")]
+        for index, line in enumerate(body):
+            if len(line) >= 16:  # a fragment long enough to be unmistakable
+                found[f"DKIM {key} line {index}"] = line
+    assert any(label.startswith("DKIM") for label in found), "no DKIM private key found"
+    return found

@@ -991,6 +991,7 @@ ALLOWED = [
     ("get", "", "secrets", "", "tenant-acme"),
     ("create", "rbac.authorization.k8s.io", "roles", "", "tenant-acme"),
     ("patch", "apps", "deployments", "", "tenant-acme"),
+    ("watch", "", "pods", "", None),
     ("create", "scheduling.k8s.io", "priorityclasses", "", None),
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions", "", None),
 ]

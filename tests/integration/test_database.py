@@ -219,7 +219,16 @@ def test_migrate_cli(fresh_database: str) -> None:
 
 # -- row-level security -----------------------------------------------------------------------
 
-PLATFORM_ONLY_TABLES = ("tenant_roles",)
+# Platform-owned tables that name a tenant without being the tenant's data: tenant_roles (login ->
+# tenant, migration 0003) and the customer API's accounts (0005, granted to penguinmails_api only).
+PLATFORM_ONLY_TABLES = (
+    "tenant_roles",
+    "users",
+    "memberships",
+    "token_families",
+    "refresh_tokens",
+    "api_keys",
+)
 
 
 async def test_every_tenant_owned_table_is_under_forced_rls(db_pool: asyncpg.Pool) -> None:
@@ -235,12 +244,13 @@ async def test_every_tenant_owned_table_is_under_forced_rls(db_pool: asyncpg.Poo
     )
     found = {row["relname"] for row in rows}
     assert set(TENANT_TABLES) <= found
-    # tenant_roles (login -> tenant, migration 0003) is the platform's alone: no grant at all.
+    # They are the platform's alone: no grant at all to the app role or the tenants' logins.
     for table in PLATFORM_ONLY_TABLES:
         for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
-            assert not await db_pool.fetchval(
-                "SELECT has_table_privilege($1, $2, $3)", APP_ROLE, table, privilege
-            )
+            for grantee in (APP_ROLE, "penguinmails_tenant"):
+                assert not await db_pool.fetchval(
+                    "SELECT has_table_privilege($1, $2, $3)", grantee, table, privilege
+                ), (grantee, table, privilege)
     unprotected = [
         row["relname"]
         for row in rows

@@ -39,7 +39,7 @@ PLURALS = {
     "Campaign": "campaigns",
 }
 TENANT_SPEC = {
-    "tier": "business",  # room for three SmtpServers and two SendingDomains
+    "tier": "professional",  # room for three SmtpServers and two SendingDomains
     "contactEmail": "ops@kstatus.test",
     "postalAddress": {"street": "1 Penguin Way", "city": "Iceberg", "country": "AQ"},
 }

@@ -384,6 +384,10 @@ def test_manual_provider_lists_records_and_verifies_them(
     domain = f"{namespace}.{ZONE}"
     body = domain_body("manual", domain, knot, dnsProvider={"type": "manual"})
     body["spec"]["dkim"] = {"algorithms": ["ed25519"]}
+    body["spec"]["mailboxes"] = [
+        {"localPart": "jane", "dailyLimit": 40},
+        {"localPart": "sales", "dailyLimit": 80, "warmup": {"initialPerDay": 20}},
+    ]
     custom_objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
 
     def listed() -> dict[str, Any] | None:
@@ -397,6 +401,11 @@ def test_manual_provider_lists_records_and_verifies_them(
     assert not any(r["published"] or r["verified"] for r in records)
     assert all("serves nothing" in r["diff"] for r in records)
     assert txt(knot, domain) == []  # nothing was published for a manual domain
+    # Each mailbox's limit today; the warm-up one on its day 0 (it has sent nothing).
+    assert obj["status"]["mailboxes"] == [
+        {"localPart": "jane", "dailyLimit": 40},
+        {"localPart": "sales", "warmupDay": 0, "dailyLimit": 20},
+    ]
 
     # The customer creates exactly what status lists; the operator sees it on every nameserver.
     update = dns.update.UpdateMessage(

@@ -12,6 +12,8 @@ import asyncpg
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError
 
 from penguinmails.common.keys import TokenKey
 from tests.integration.conftest import GROUP, VERSION, OperatorFactory, wait_for
@@ -146,6 +148,29 @@ async def test_sender_secret_is_issued_once_the_platform_secret_exists(
     for secret in secrets:
         assert secret not in status
         assert secret not in operator.log()
-    custom_objects.delete_cluster_custom_object(GROUP, VERSION, "tenants", "wired")
+
+    # Deleting the Tenant deletes its Redis user: a copy of its credentials no longer works.
+    admin = Redis.from_url(redis_url)
+    try:
+        assert await admin.acl_getuser(tenant_redis.username) is not None
+        custom_objects.delete_cluster_custom_object(GROUP, VERSION, "tenants", "wired")
+
+        def gone() -> bool:
+            try:
+                custom_objects.get_cluster_custom_object(GROUP, VERSION, "tenants", "wired")
+            except ApiException as error:
+                return bool(error.status == 404)
+            return False
+
+        wait_for(gone, timeout=60, what="the Tenant deleted (its finalizer ran)")
+        assert await admin.acl_getuser(tenant_redis.username) is None
+    finally:
+        await admin.aclose()
+    stale = Redis.from_url(rotated["PM_REDIS_URL"])
+    try:
+        with pytest.raises(AuthenticationError):
+            await stale.ping()
+    finally:
+        await stale.aclose()
     operator.stop()
     operator.assert_no_errors()

@@ -58,6 +58,7 @@ def test_schema_is_strict_and_declares_every_default() -> None:
         "podDisruptionBudget",
         "unsubscribe",
         "intake",
+        "api",
     ):
         assert SCHEMA["properties"][section]["additionalProperties"] is False, section
     ingress = SCHEMA["properties"]["unsubscribe"]["properties"]["ingress"]

@@ -249,3 +249,76 @@ def test_sender_secret_copies_only_what_the_sender_needs() -> None:
     assert secret["data"] == {k: platform[k] for k in res.TENANT_SECRET_KEYS}
     assert "PM_SUPPRESSION_KEY" not in secret["data"]  # the platform's master key
     assert "STRIPE_API_KEY" not in secret["data"]
+
+
+def _pod(
+    tenant: str | None = "acme",
+    scheduled: tuple[str, str, str] | None = None,
+    *,
+    app: str = res.SENDER_NAME,
+    deleting: bool = False,
+) -> dict[str, object]:
+    labels = {"app.kubernetes.io/name": app} | ({res.TENANT_LABEL: tenant} if tenant else {})
+    metadata: dict[str, object] = {"name": "p", "labels": labels}
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-12-01T00:00:00Z"
+    conditions = []
+    if scheduled is not None:
+        status, reason, message = scheduled
+        conditions.append(
+            {"type": "PodScheduled", "status": status, "reason": reason, "message": message}
+        )
+    return {"metadata": metadata, "status": {"conditions": conditions}}
+
+
+UNSCHEDULABLE = ("False", "Unschedulable", "0/1 nodes are available:\n 1 node(s) didn't match")
+
+
+def test_sender_placement_counts_only_live_sender_pods_the_scheduler_refused() -> None:
+    pods = [
+        _pod(scheduled=UNSCHEDULABLE),
+        _pod(scheduled=("True", "", "")),
+        _pod(),  # not decided yet: not counted as stuck
+        _pod(scheduled=UNSCHEDULABLE, deleting=True),  # going away: not counted at all
+        _pod(scheduled=UNSCHEDULABLE, app="mailu-front"),  # MailU in the namespace
+    ]
+    placement = res.sender_placement(pods)
+    assert placement == res.SenderPlacement(
+        pods=3, unschedulable=1, scheduler_message="0/1 nodes are available: 1 node(s) didn't match"
+    )
+    assert res.sender_placement([]) == res.SenderPlacement(0, 0, "")
+
+
+def test_the_scheduler_message_quoted_is_one_bounded_line() -> None:
+    long = ("False", "Unschedulable", "x\n" * 2000)
+    message = res.sender_placement([_pod(scheduled=long)]).scheduler_message
+    assert len(message) == res.SCHEDULER_MESSAGE_MAX and "\n" not in message
+    assert message.endswith("...")
+
+
+def test_the_hint_names_the_pool_each_tier_needs() -> None:
+    taint = "penguinmails.io/pool=dedicated:NoSchedule"
+    for tier in (Tier.BUSINESS, Tier.ENTERPRISE):
+        hint = res.unschedulable_hint(tier)
+        assert f"labelled penguinmails.io/pool=dedicated and tainted {taint}" in hint
+    for tier in (Tier.STARTER, Tier.PROFESSIONAL):
+        assert f"outside the dedicated pool (they do not tolerate {taint})" in (
+            res.unschedulable_hint(tier)
+        )
+
+
+def test_the_pod_watch_nudges_a_tenant_only_when_its_report_changes() -> None:
+    refused = _pod(scheduled=UNSCHEDULABLE)
+    placed = _pod(scheduled=("True", "", ""))
+    assert res.scheduling_state(_pod()) == ""
+    assert res.scheduling_state(refused) == "False"
+    assert res.scheduling_state(placed) == "True"
+    assert res.scheduling_state(placed, deleted=True) == "Gone"
+    news = res.scheduling_news
+    assert news("", "False")  # refused (also the first sight after an operator restart)
+    assert news("False", "True")  # placed after all
+    assert news("False", "Gone")  # a refused pod went away
+    assert not news("", "True")  # placed at once: nothing to report
+    assert not news("True", "Gone")
+    assert not news("False", "False")  # the scheduler retried: same report
+    assert not news("", "")  # not decided yet

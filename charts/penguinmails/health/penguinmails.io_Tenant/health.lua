@@ -70,10 +70,12 @@ end
 -- End of the prelude shared by the four checks (the tests keep the copies equal).
 
 -- Tenant (cluster-scoped). Ready=False InvalidSpec needs a spec fix; Forbidden and Rejected need
--- the chart's RBAC or the API server's admission fixed (operator/errors.py). Other reasons retry.
+-- the chart's RBAC or the API server's admission fixed (operator/errors.py); SendersUnschedulable
+-- needs nodes (e.g. of the dedicated pool) or capacity. Other reasons retry.
 local suspended = nil
 local flag = condition(obj.status, "Suspended")
 if (obj.spec ~= nil and obj.spec.suspended) or (flag ~= nil and flag.status == "True") then
   suspended = flag ~= nil and flag.status == "True" and describe(flag) or "spec.suspended is true"
 end
-return health(obj, {InvalidSpec = true, Forbidden = true, Rejected = true}, nil, suspended)
+local permanent = {InvalidSpec = true, Forbidden = true, Rejected = true, SendersUnschedulable = true}
+return health(obj, permanent, nil, suspended)

@@ -1,0 +1,98 @@
+"""`penguinmails-api` / `python -m penguinmails.api.http`: serve the API with uvicorn.
+
+python -m penguinmails.api.http [--host 0.0.0.0] [--port 8000]
+python -m penguinmails.api.http new-signing-key [KID]   # an entry for PM_API_SIGNING_KEYS
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+
+import asyncpg
+import uvicorn
+
+from penguinmails.common.db import accounts
+from penguinmails.common.db.accounts import Role
+
+from .app import create_app
+from .config import ApiSettings
+from .tokens import new_signing_key
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "new-signing-key":
+        print(new_signing_key(args[1] if len(args) > 1 else datetime.now(UTC).strftime("%Y-%m")))
+        return 0
+    if args and args[0] == "create-user":
+        return _create_user(args[1:])
+    parser = argparse.ArgumentParser(prog="penguinmails-api", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    options = parser.parse_args(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = ApiSettings.from_env()
+    except ValueError as error:
+        print(f"penguinmails-api: {error}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        create_app(settings),
+        host=options.host,
+        port=options.port,
+        log_level="info",
+        proxy_headers=True,
+        server_header=False,
+    )
+    return 0
+
+
+def _create_user(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="penguinmails-api create-user")
+    parser.add_argument("email")
+    parser.add_argument("--tenant", help="make the user a member of this tenant")
+    parser.add_argument("--role", default="owner", choices=[r.value for r in Role])
+    options = parser.parse_args(args)
+    dsn = os.environ.get("PM_API_DATABASE_URL") or os.environ.get("PM_DATABASE_URL", "")
+    if not dsn:
+        print("penguinmails-api: set PM_API_DATABASE_URL", file=sys.stderr)
+        return 2
+    password = os.environ.get("PM_API_NEW_PASSWORD") or getpass.getpass("password: ")
+    if len(password) < 12:
+        print("penguinmails-api: the password needs at least 12 characters", file=sys.stderr)
+        return 2
+
+    async def create() -> str | None:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        try:
+            tenant = None
+            if options.tenant:
+                tenant = await accounts.tenant_by_name(pool, options.tenant)
+                if tenant is None:
+                    return f"no live tenant {options.tenant!r}"
+            user_id = await accounts.create_user(pool, options.email, password)
+            if tenant is not None:
+                await accounts.add_membership(pool, tenant.id, user_id, Role(options.role))
+            return None
+        except asyncpg.UniqueViolationError:
+            return f"a user with the address {options.email} exists"
+        finally:
+            await pool.close()
+
+    problem = asyncio.run(create())
+    if problem:
+        print(f"penguinmails-api: {problem}", file=sys.stderr)
+        return 1
+    member = f" ({options.role} of {options.tenant})" if options.tenant else ""
+    print(f"created {options.email}{member}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The ASGI app: `/v1`, OpenAPI 3.1 at `/v1/openapi.json`, interactive docs at `/v1/docs`."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from fastapi import APIRouter, FastAPI, Request, Response
+
+from . import idempotency
+from .config import ApiSettings
+from .errors import ApiError, error_response, install_error_handlers
+from .kube import CustomObjects
+from .ratelimit import RateState
+from .routes import api_keys, auth, campaigns, sending_domains, smtp_servers
+from .services import Services
+
+__all__ = ["REQUEST_ID_HEADER", "create_app"]
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# A client's own id is kept (to correlate with its logs) when it is short and plain; anything
+# else is replaced, so a header cannot inject text into our logs.
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=10)
+        redis = aioredis.from_url(settings.redis_url)
+        kube = CustomObjects(settings.kubeconfig)
+        app.state.services = Services(settings, pool, redis, kube)
+        try:
+            yield
+        finally:
+            kube.close()
+            await redis.aclose()
+            await pool.close()
+
+    app = FastAPI(
+        title="PenguinMails API",
+        version="1",
+        summary="Sending domains, SMTP servers and campaigns of your PenguinMails tenants.",
+        openapi_url="/v1/openapi.json",
+        docs_url="/v1/docs",
+        redoc_url="/v1/redoc",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        rid = given if _CLIENT_REQUEST_ID.match(given) else "req_" + secrets.token_hex(12)
+        request.state.request_id = rid
+        try:
+            response = await call_next(request)
+        except Exception:
+            # Answered here rather than by Starlette's outermost handler, so that the client
+            # gets the envelope and the request id to quote.
+            log.exception(
+                "unexpected failure answering %s %s (request %s)",
+                request.method,
+                request.url.path,
+                rid,
+            )
+            response = error_response(
+                ApiError(500, "api_error", "internal_error", "Something went wrong on our side.")
+            )
+        claimed: idempotency.Claim | None = getattr(request.state, "idempotency", None)
+        if claimed is not None:
+            response = await idempotency.finish(svc_of(request).redis, claimed, response)
+        response.headers[REQUEST_ID_HEADER] = rid
+        rate: RateState | None = getattr(request.state, "rate_limit", None)
+        if rate is not None:
+            response.headers.update(rate.headers())
+        return response
+
+    async def on_replay(_request: Request, replay: Exception) -> Response:
+        assert isinstance(replay, idempotency.IdempotentReplay)
+        return replay.response
+
+    app.add_exception_handler(idempotency.IdempotentReplay, on_replay)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz(request: Request) -> dict[str, str]:
+        """Ready once the database answers (the probes of the chart's Deployment)."""
+        svc: Services = request.app.state.services
+        await svc.pool.fetchval("SELECT 1")
+        return {"status": "ok"}
+
+    v1 = APIRouter(prefix="/v1")
+    for module in (auth, api_keys, sending_domains, smtp_servers, campaigns):
+        v1.include_router(module.router)
+    app.include_router(v1)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _with_our_errors(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def svc_of(request: Request) -> Services:
+    found = request.app.state.services
+    assert isinstance(found, Services)
+    return found
+
+
+def _with_our_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI documents its own 422 validation answer; ours is a 400 in the error envelope."""
+    envelope = {"$ref": "#/components/schemas/ErrorResponse"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None and "400" not in responses:
+                responses["400"] = {
+                    "description": "Invalid request",
+                    "content": {"application/json": {"schema": envelope}},
+                }
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    return schema

@@ -1,0 +1,187 @@
+"""Who is calling, and may they do this to this tenant.
+
+Two kinds of credentials, both as `Authorization: Bearer ...`:
+
+- an access token (JWT, EdDSA, from `POST /v1/auth/token`): a user, acting in any tenant they
+  are a member of, with their role there (owner > admin > member > viewer). Every request
+  checks the membership and that the sign-in was not revoked, so removing a member or signing
+  out takes effect at once rather than when the token expires;
+- an API key (`pm_live_...`): one tenant, the scopes it was given (`<resource>:read` or
+  `<resource>:write`; write implies read).
+
+A tenant the caller cannot see is answered 404, exactly as a tenant that does not exist, so
+names of other tenants cannot be probed; a visible tenant and a missing right is 403.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from penguinmails.common.db import accounts
+from penguinmails.common.db.accounts import API_KEY_PREFIX, ApiKeyRow, Role, TenantRef
+
+from . import idempotency
+from .errors import ApiError
+from .ratelimit import KeyRateLimit
+from .services import Services, services
+from .tokens import InvalidToken
+
+__all__ = [
+    "SCOPES",
+    "Access",
+    "Caller",
+    "Resource",
+    "TenantAccess",
+    "caller",
+    "tenant_access",
+]
+
+
+class Resource(StrEnum):
+    """What a scope or a role check is about."""
+
+    DOMAINS = "domains"
+    CAMPAIGNS = "campaigns"
+    SMTP_SERVERS = "smtp_servers"
+    API_KEYS = "api_keys"
+
+
+SCOPES: tuple[str, ...] = tuple(
+    f"{r.value}:{a}" for r in Resource if r is not Resource.API_KEYS for a in ("read", "write")
+)
+"""Every scope an API key can be given."""
+
+
+class Access(StrEnum):
+    READ = "read"
+    WRITE = "write"
+
+
+@dataclass(frozen=True)
+class Caller:
+    user_id: uuid.UUID | None = None
+    family_id: uuid.UUID | None = None
+    api_key: ApiKeyRow | None = None
+
+
+@dataclass(frozen=True)
+class TenantAccess:
+    tenant: TenantRef
+    caller: Caller
+    role: Role | None
+    """The user's role (None for an API key)."""
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if not header:
+        raise ApiError.unauthenticated(
+            "No credentials: send `Authorization: Bearer <access token or API key>`.",
+            "credentials_missing",
+        )
+    if scheme.lower() != "bearer" or not value.strip():
+        raise ApiError.unauthenticated(
+            "The Authorization header must be `Bearer <access token or API key>`."
+        )
+    return value.strip()
+
+
+async def caller(request: Request, svc: Annotated[Services, Depends(services)]) -> Caller:
+    """The authenticated caller; 401 for missing, malformed, forged, expired or revoked."""
+    token = _bearer(request)
+    if token.startswith(API_KEY_PREFIX):
+        key = await accounts.authenticate_api_key(svc.pool, token)
+        if key is None:
+            raise ApiError.unauthenticated("The API key is not valid, expired or was revoked.")
+        limiter = KeyRateLimit(svc.redis, svc.settings.api_key_requests_per_minute)
+        # The middleware puts the headers on whatever answer the request ends with.
+        request.state.rate_limit = await limiter.hit(key.id)
+        request.state.idempotency = await idempotency.claim(svc.redis, request, f"key:{key.id}")
+        return Caller(api_key=key)
+    try:
+        claims = svc.settings.signing_keys.verify(token)
+    except InvalidToken as error:
+        raise ApiError.unauthenticated(
+            "The access token is not valid or has expired: sign in or refresh it."
+        ) from error
+    request.state.idempotency = await idempotency.claim(
+        svc.redis, request, f"user:{claims.user_id}"
+    )
+    return Caller(user_id=claims.user_id, family_id=claims.family_id)
+
+
+def _required_role(resource: Resource, access: Access) -> Role:
+    if resource is Resource.API_KEYS:
+        return Role.ADMIN
+    return Role.MEMBER if access is Access.WRITE else Role.VIEWER
+
+
+TenantName = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="The tenant's name (its Tenant resource).",
+    ),
+]
+
+
+def tenant_access(resource: Resource, access: Access) -> object:
+    """A dependency: the tenant named in the path, if the caller may `access` its `resource`."""
+
+    async def check(
+        tenant: TenantName,
+        who: Annotated[Caller, Depends(caller)],
+        svc: Annotated[Services, Depends(services)],
+    ) -> TenantAccess:
+        found = await accounts.tenant_by_name(svc.pool, tenant)
+        role: Role | None = None
+        if who.api_key is not None:
+            if found is None or who.api_key.tenant_id != found.id:
+                raise ApiError.not_found("tenant", "tenant")
+            if resource is Resource.API_KEYS:
+                raise ApiError.forbidden(
+                    "API keys cannot manage API keys: sign in as an admin of the tenant."
+                )
+            held = set(who.api_key.scopes)
+            wanted = {f"{resource.value}:write"}
+            if access is Access.READ:
+                wanted.add(f"{resource.value}:read")
+            if not held & wanted:
+                raise ApiError.forbidden(
+                    f"This API key lacks the scope {resource.value}:{access.value}.",
+                    "scope_missing",
+                )
+        else:
+            assert who.user_id is not None and who.family_id is not None
+            if found is not None:
+                role = await accounts.membership_role(
+                    svc.pool, who.user_id, found.id, who.family_id
+                )
+            if role is None:
+                if await accounts.family_revoked(svc.pool, who.family_id):
+                    raise ApiError.unauthenticated(
+                        "This sign-in was revoked: sign in again.", "token_revoked"
+                    )
+                raise ApiError.not_found("tenant", "tenant")
+            needed = _required_role(resource, access)
+            if not role.at_least(needed):
+                raise ApiError.forbidden(
+                    f"Your role {role.value} cannot {access.value} {resource.value}: "
+                    f"it needs {needed.value} or above."
+                )
+        assert found is not None
+        if found.suspended and access is Access.WRITE:
+            raise ApiError.forbidden(
+                "The tenant is suspended: only reads are allowed.", "tenant_suspended"
+            )
+        return TenantAccess(found, who, role)
+
+    return Depends(check)

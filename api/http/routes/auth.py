@@ -1,0 +1,149 @@
+"""Sign-in, refresh, sign-out, who am I, and the public keys that verify access tokens."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import Field
+
+from penguinmails.common.db import accounts
+
+from ..auth import Caller, caller
+from ..errors import ApiError, ErrorResponse
+from ..models import ApiModel
+from ..services import Services, services
+from ..throttle import SignInThrottle
+
+router = APIRouter(tags=["auth"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse},
+    401: {"model": ErrorResponse},
+    429: {"model": ErrorResponse},
+}
+
+
+class SignIn(ApiModel):
+    email: str = Field(min_length=3, max_length=254, description="The account's e-mail address.")
+    password: str = Field(min_length=1, max_length=1024, description="The account's password.")
+
+
+class Refresh(ApiModel):
+    refresh_token: str = Field(
+        min_length=1, max_length=256, description="The refresh token of the last answer."
+    )
+
+
+class Tokens(ApiModel):
+    access_token: str = Field(description="Send as `Authorization: Bearer <token>`.")
+    token_type: str = Field(default="Bearer", description="Always Bearer.")
+    expires_in: int = Field(description="Seconds the access token is valid for.")
+    refresh_token: str = Field(
+        description="Exchange at /v1/auth/refresh for new tokens; valid once."
+    )
+
+
+class Membership(ApiModel):
+    tenant: str
+    role: str
+
+
+class Me(ApiModel):
+    id: uuid.UUID
+    memberships: list[Membership]
+
+
+def _tokens(svc: Services, outcome: accounts.RefreshOutcome) -> Tokens:
+    ttl = svc.settings.access_token_ttl
+    return Tokens(
+        access_token=svc.settings.signing_keys.issue(outcome.user_id, outcome.family_id, ttl),
+        expires_in=int(ttl.total_seconds()),
+        refresh_token=outcome.token,
+    )
+
+
+def _no_store(response: Response) -> None:
+    response.headers["Cache-Control"] = "no-store"
+
+
+@router.post("/auth/token", responses=_ERRORS, summary="Sign in with e-mail and password")
+async def sign_in(
+    body: SignIn,
+    request: Request,
+    response: Response,
+    svc: Annotated[Services, Depends(services)],
+) -> Tokens:
+    throttle = SignInThrottle(
+        svc.redis,
+        failures=svc.settings.sign_in_failures,
+        window_seconds=svc.settings.sign_in_window.total_seconds(),
+    )
+    source = request.client.host if request.client else "unknown"
+    await throttle.check(body.email, source)
+    user_id = await accounts.authenticate_password(svc.pool, body.email, body.password)
+    if user_id is None:
+        await throttle.failed(body.email, source)
+        raise ApiError.unauthenticated("Wrong e-mail address or password.")
+    await throttle.succeeded(body.email, source)
+    outcome = await accounts.issue_refresh_token(svc.pool, user_id, svc.settings.refresh_token_ttl)
+    _no_store(response)
+    return _tokens(svc, outcome)
+
+
+@router.post("/auth/refresh", responses=_ERRORS, summary="Exchange a refresh token")
+async def refresh(
+    body: Refresh, response: Response, svc: Annotated[Services, Depends(services)]
+) -> Tokens:
+    outcome = await accounts.rotate_refresh_token(
+        svc.pool, body.refresh_token, svc.settings.refresh_token_ttl
+    )
+    if outcome is None:
+        raise ApiError.unauthenticated(
+            "The refresh token is not valid, expired, or was already used (which signs out "
+            "every session of that sign-in): sign in again.",
+            "refresh_token_invalid",
+        )
+    _no_store(response)
+    return _tokens(svc, outcome)
+
+
+async def _signed_in_user(who: Caller, svc: Services) -> tuple[uuid.UUID, uuid.UUID]:
+    if who.user_id is None or who.family_id is None:
+        raise ApiError.forbidden("This needs a signed-in user, not an API key.", "user_required")
+    if await accounts.family_revoked(svc.pool, who.family_id):
+        raise ApiError.unauthenticated("This sign-in was revoked: sign in again.", "token_revoked")
+    return who.user_id, who.family_id
+
+
+@router.post(
+    "/auth/logout",
+    status_code=204,
+    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}},
+    summary="Sign out: revoke this sign-in's refresh and access tokens",
+)
+async def logout(
+    who: Annotated[Caller, Depends(caller)], svc: Annotated[Services, Depends(services)]
+) -> Response:
+    _, family_id = await _signed_in_user(who, svc)
+    await accounts.revoke_family(svc.pool, family_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/me",
+    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}},
+    summary="The signed-in user and their tenants",
+)
+async def me(
+    who: Annotated[Caller, Depends(caller)], svc: Annotated[Services, Depends(services)]
+) -> Me:
+    user_id, _ = await _signed_in_user(who, svc)
+    rows = await accounts.memberships_of(svc.pool, user_id)
+    return Me(id=user_id, memberships=[Membership(tenant=t, role=r.value) for t, r in rows])
+
+
+@router.get("/.well-known/jwks.json", summary="Public keys verifying access tokens")
+async def jwks(svc: Annotated[Services, Depends(services)]) -> dict[str, Any]:
+    return svc.settings.signing_keys.jwks()

@@ -1,0 +1,195 @@
+"""The customer API as it runs in production, for the tests/integration/test_api_*.py modules.
+
+- its Kubernetes identity is the chart's own ServiceAccount (rendered by helm, RBAC applied,
+  a token requested for it): the tests exercise exactly the rights the chart grants;
+- its PostgreSQL login is a fresh LOGIN role that is only a member of penguinmails_api (no
+  superuser, no ownership);
+- it runs as its own process (`python -m penguinmails.api.http`, uvicorn) on a free loopback
+  port, with Redis for the sign-in throttle.
+
+Tenants are set up as the operator leaves them (their row in `tenants`, their namespace).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+from kubernetes import client
+
+from penguinmails.api.http.tokens import new_signing_key
+from penguinmails.common.db import accounts
+from penguinmails.common.db.accounts import Role
+from penguinmails.common.db.tenants import upsert_tenant
+from penguinmails.devstack.api import ApiProcess, api_login
+from penguinmails.devstack.controlplane import write_kubeconfig
+from penguinmails.devstack.helm import build_helm
+from penguinmails.devstack.stack import apply_documents
+from penguinmails.operator import tenant_resources as res
+from tests.integration.conftest import Cluster
+from tests.integration.test_chart import Helm
+
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass(frozen=True)
+class ApiServer:
+    url: str
+    log_path: Path
+    signing_keys: str
+
+    def client(self, token: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30.0)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass(frozen=True)
+class TenantSetup:
+    name: str
+    id: uuid.UUID
+    namespace: str
+
+
+def private_helm(private: Path) -> Helm:
+    return Helm(build_helm(), {"HELM_CACHE_HOME": str(private / "cache"), "PATH": "/usr/bin"})
+
+
+@pytest.fixture(scope="module")
+def api_kubeconfig(
+    cluster: Cluster, api_client: client.ApiClient, core: client.CoreV1Api, crds_installed: Any
+) -> Iterator[Path]:
+    """A kubeconfig for the chart's API ServiceAccount, with exactly the chart's RBAC."""
+    private = Path(tempfile.mkdtemp(prefix="penguinmails-api-"))
+    release, namespace = f"pm-api-{secrets.token_hex(3)}", f"pm-api-rel-{secrets.token_hex(3)}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    helm = private_helm(private)
+    rendered = helm.template(
+        release, namespace, sets=("api.enabled=true", "api.secretName=penguinmails-api")
+    )
+    documents = [
+        d
+        for d in rendered
+        if d["kind"] in RBAC_KINDS
+        and d["metadata"]["labels"].get("app.kubernetes.io/component") == "api"
+    ]
+    assert {d["kind"] for d in documents} == RBAC_KINDS
+    apply_documents(api_client, documents)
+    (account,) = [d["metadata"]["name"] for d in documents if d["kind"] == "ServiceAccount"]
+    token = core.create_namespaced_service_account_token(
+        account, namespace, client.AuthenticationV1TokenRequest(spec={"audiences": []})
+    ).status.token
+    kubeconfig = private / "api.kubeconfig"
+    write_kubeconfig(kubeconfig, cluster.server, str(token), cluster.ca_file)
+    yield kubeconfig
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    for document in documents:
+        if document["kind"] == "ClusterRoleBinding":
+            rbac.delete_cluster_role_binding(document["metadata"]["name"])
+        elif document["kind"] == "ClusterRole":
+            rbac.delete_cluster_role(document["metadata"]["name"])
+    core.delete_namespace(namespace)
+    shutil.rmtree(private, ignore_errors=True)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def api_database_url(postgres_dsn: str) -> str:
+    """A login that is only a member of penguinmails_api, as the chart's Secret would name."""
+    return await api_login(postgres_dsn)
+
+
+def start_api(
+    tmp: Path, *, database_url: str, redis_url: str, kubeconfig: Path, **extra_env: str
+) -> tuple[ApiProcess, ApiServer]:
+    keys = new_signing_key("test-1")
+    process = ApiProcess(
+        tmp,
+        {
+            "PM_API_DATABASE_URL": database_url,
+            "PM_REDIS_URL": redis_url,
+            "PM_API_SIGNING_KEYS": keys,
+            "PM_KUBECONFIG": str(kubeconfig),
+            **extra_env,
+        },
+    ).start()
+    return process, ApiServer(process.url, process.log_path, keys)
+
+
+def stop_api(process: ApiProcess) -> None:
+    process.stop(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def api_server(
+    api_kubeconfig: Path,
+    api_database_url: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ApiServer]:
+    process, server = start_api(
+        tmp_path_factory.mktemp("api"),
+        database_url=api_database_url,
+        redis_url=redis_url,
+        kubeconfig=api_kubeconfig,
+    )
+    yield server
+    stop_api(process)
+    text = server.log()
+    assert "Traceback" not in text, text[-4000:]
+
+
+async def make_tenant(pool: asyncpg.Pool, core: client.CoreV1Api, prefix: str) -> TenantSetup:
+    """A tenant as the operator leaves it: its row and its namespace."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    namespace = res.namespace_for(name)
+    core.create_namespace({"metadata": {"name": namespace}})
+    tenant_id = await upsert_tenant(
+        pool,
+        name=name,
+        tier="starter",
+        namespace=namespace,
+        display_name=None,
+        contact_email="ops@example.com",
+        suspended=False,
+    )
+    return TenantSetup(name, tenant_id, namespace)
+
+
+async def make_user(pool: asyncpg.Pool, tenant: TenantSetup | None, role: Role) -> str:
+    """A user (member of `tenant` with `role`); returns the e-mail address."""
+    email = f"user-{secrets.token_hex(4)}@example.com"
+    user_id = await accounts.create_user(pool, email, PASSWORD)
+    if tenant is not None:
+        await accounts.add_membership(pool, tenant.id, user_id, role)
+    return email
+
+
+async def sign_in(api: ApiServer, email: str, password: str = PASSWORD) -> dict[str, Any]:
+    async with api.client() as http:
+        response = await http.post("/v1/auth/token", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def api_key(api: ApiServer, admin_token: str, tenant: TenantSetup, scopes: list[str]) -> str:
+    async with api.client(admin_token) as http:
+        response = await http.post(
+            f"/v1/tenants/{tenant.name}/api-keys", json={"name": "test", "scopes": scopes}
+        )
+    assert response.status_code == 201, response.text
+    key: str = response.json()["key"]
+    return key

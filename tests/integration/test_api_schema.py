@@ -1,0 +1,132 @@
+"""Schemathesis over the API's whole OpenAPI document, against the API running as its own
+process: generated requests (valid and invalid) to every operation, signed in as a tenant's
+owner and aimed at that tenant; no answer is a 5xx, and every answer matches the document
+(status code documented, content type, body schema)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from kubernetes import client
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.core.result import Ok
+
+from penguinmails.common.db.accounts import Role
+from tests.integration.api_stack import (
+    ApiServer,
+    TenantSetup,
+    api_database_url,
+    api_kubeconfig,
+    make_tenant,
+    make_user,
+    sign_in,
+    start_api,
+    stop_api,
+)
+
+pytestmark = pytest.mark.integration
+
+__all__ = ["api_database_url", "api_kubeconfig"]  # fixtures used by name
+
+EXAMPLES_PER_OPERATION = 30
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+@pytest.fixture(scope="module")
+def fuzzed_api(
+    api_kubeconfig: Path,
+    api_database_url: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ApiServer]:
+    # Its own Redis database: the fuzzer's failed sign-ins must not throttle other modules'.
+    base, _, _ = redis_url.rpartition("/")
+    process, server = start_api(
+        tmp_path_factory.mktemp("api-fuzz"),
+        database_url=api_database_url,
+        redis_url=f"{base}/2",
+        kubeconfig=api_kubeconfig,
+    )
+    yield server
+    stop_api(process)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def owner(
+    fuzzed_api: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api
+) -> tuple[TenantSetup, str, list[str]]:
+    """The tenant, its owner's access token, and spare sign-ins for the logout operation to
+    revoke (made before the fuzzer's failed sign-ins throttle this source address)."""
+    tenant = await make_tenant(db_pool, core, "fuzz")
+    email = await make_user(db_pool, tenant, Role.OWNER)
+    count = EXAMPLES_PER_OPERATION + 6
+    tokens = [(await sign_in(fuzzed_api, email))["accessToken"] for _ in range(count)]
+    return tenant, tokens[0], tokens[1:]
+
+
+def test_every_operation_answers_as_documented(
+    fuzzed_api: ApiServer, owner: tuple[TenantSetup, str, list[str]]
+) -> None:
+    tenant, token, spare = owner
+
+    schema = schemathesis.openapi.from_url(f"{fuzzed_api.url}/v1/openapi.json")
+    assert schema.raw_schema["openapi"].startswith("3.1")
+    operations = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
+        operations.append(result.ok())
+    calls: dict[str, int] = {}
+    statuses: dict[int, int] = {}
+
+    def fuzz(operation: Any) -> None:
+        label = f"{operation.method.upper()} {operation.path}"
+
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=operation.as_strategy())
+        def check(case: schemathesis.Case[Any]) -> None:
+            # Aim most requests at the owner's tenant so they reach the handlers, not the 404.
+            if case.path_parameters and "tenant" in case.path_parameters:
+                case.path_parameters["tenant"] = tenant.name
+            bearer = token
+            if label == "POST /v1/auth/logout":  # a sign-in of its own to sign out of
+                bearer = spare.pop()
+            response = case.call(
+                base_url=fuzzed_api.url, headers={"Authorization": f"Bearer {bearer}"}
+            )
+            calls[label] = calls.get(label, 0) + 1
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            case.validate_response(response, checks=CHECKS)
+
+        check()
+
+    for operation in operations:
+        fuzz(operation)
+    print(
+        f"\nschemathesis: {sum(calls.values())} requests over {len(calls)} operations, "
+        f"by status: {dict(sorted(statuses.items()))}"
+    )
+    assert len(calls) == len(operations) == 23
+    assert not fuzzed_api.log().count("Traceback"), fuzzed_api.log()[-4000:]
