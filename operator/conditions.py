@@ -40,7 +40,8 @@ PERMANENT_REASONS = frozenset(
         "SenderAuthenticationFailed",  # Campaign: receivers reject our DKIM/SPF/DMARC
     }
 )
-"""Ready=False reasons that retrying cannot fix (the Argo CD checks list the same ones)."""
+"""Ready=False reasons that retrying cannot fix. The chart's Argo CD checks read Stalled first;
+their own lists of reasons only serve objects written before Stalled existed."""
 
 
 @dataclass(frozen=True)
