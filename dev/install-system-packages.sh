@@ -2,11 +2,11 @@
 # Installs the Debian packages the local stack and the tests run (PostgreSQL, Redis, Knot DNS,
 # PowerDNS, Postfix, OpenSSH, SpamAssassin), and what the local node runs on (containerd, runc,
 # the CNI plugins, iptables and conntrack for kube-proxy, debootstrap for the image's root
-# filesystem), only when missing.
+# filesystem, socat to reach local services from pods), only when missing.
 set -euo pipefail
 
 packages=(postgresql redis-server knot pdns-server pdns-backend-sqlite3 postfix openssh-server spamassassin
-  containerd runc containernetworking-plugins iptables conntrack debootstrap)
+  containerd runc containernetworking-plugins iptables conntrack debootstrap socat)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
