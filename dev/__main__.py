@@ -89,6 +89,8 @@ def _run(keep: bool) -> int:
                 stack.database_url,
                 stack.redis_url,
                 dns_ttl=5,
+                # A demo shows the sender scale up and down within seconds, not a minute.
+                values={"operator": {"resyncSeconds": 10}},
             ) as delivery:
                 for step, seconds in {**stack.timings, **delivery.timings}.items():
                     print(f"  {step}: {seconds:.1f}s")

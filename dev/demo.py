@@ -206,8 +206,12 @@ class Delivery(Startable):
         found: subprocess.CompletedProcess[str] = _wait(attempt, "the tenant row")
         return found
 
-    def campaign_documents(self) -> list[dict[str, Any]]:
-        """SmtpServer `relay`, SendingDomain `adelie` (published to Knot), Campaign `hello`."""
+    def campaign_documents(self, per_hour: int | None = None) -> list[dict[str, Any]]:
+        """SmtpServer `relay`, SendingDomain `adelie` (published to Knot), Campaign `hello`
+        (`per_hour` spreads its sends: one every 3600/per_hour seconds)."""
+        throttle: dict[str, int] = {"perMailboxPerDay": 10000}
+        if per_hour is not None:
+            throttle["perHour"] = per_hour
         documents: list[dict[str, Any]] = [
             {
                 "kind": "SmtpServer",
@@ -248,22 +252,28 @@ class Delivery(Startable):
                     "subject": "Hello {{ first_name }}",
                     "text": "Hi {{ first_name }}, a short note from your local PenguinMails.",
                     "audience": {"lists": ["leads"]},
-                    "throttle": {"perMailboxPerDay": 10000},
+                    "throttle": throttle,
                 },
             },
         ]
         return [{"apiVersion": f"{GROUP}/{VERSION}", **d} for d in documents]
 
-    def apply_campaign(self, api: client.ApiClient, namespace: str) -> None:
+    def apply_campaign(
+        self, api: client.ApiClient, namespace: str, per_hour: int | None = None
+    ) -> None:
         custom = client.CustomObjectsApi(api)
         plurals = {"SmtpServer": "smtpservers", "SendingDomain": "sendingdomains"}
-        for document in self.campaign_documents():
+        for document in self.campaign_documents(per_hour):
             plural = plurals.get(document["kind"], "campaigns")
             custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, document)
 
 
-def contacts_csv(path: Path, count: int) -> Path:
-    rows = ["email,first_name", *(f"r{i}@{RECIPIENT_DOMAIN},R{i}" for i in range(count))]
+def contacts_csv(path: Path, count: int, local_prefix: str = "r") -> Path:
+    """`count` contacts `<local_prefix><i>@dest.test`, first name R<i>."""
+    rows = [
+        "email,first_name",
+        *(f"{local_prefix}{i}@{RECIPIENT_DOMAIN},R{i}" for i in range(count)),
+    ]
     path.write_text("\n".join(rows) + "\n")
     return path
 

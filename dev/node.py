@@ -429,7 +429,9 @@ class KubeProxy(PrivateService):
             "metricsBindAddress": f"127.0.0.1:{free_port()}",
             # NodePorts on our bridge only: no route_localnet, nothing on the machine's NICs.
             "nodePortAddresses": [f"{self.bridge.gateway}/32"],
-            "iptables": {"localhostNodePorts": False},
+            # Resynced (and a flush of its chains, e.g. by another node's `--cleanup` on this
+            # machine, detected) within seconds rather than the default 30 s.
+            "iptables": {"localhostNodePorts": False, "syncPeriod": "5s"},
             # Leave the machine's conntrack sysctls alone.
             "conntrack": {
                 "maxPerCore": 0,

@@ -10,16 +10,20 @@ The setup is dev/demo.py's, the one `make run` shows.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import imaplib
+import re
 import secrets
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import dkim
 import pytest
 from kubernetes import client
@@ -192,4 +196,100 @@ def test_a_campaign_is_delivered_by_sender_pods_that_scale_up_and_back_to_zero(
         lambda: not core.list_namespaced_pod(namespace).items,
         timeout=120,
         what="the sender pods gone",
+    )
+
+
+def deliveries_in_flight(dsn: str, owner: str) -> int:
+    """Deliveries a sender (by its owner id) claimed and had not recorded: those it may have
+    handed to the relay without saying so, the only ones another sender may send again."""
+
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            found = await conn.fetchval(
+                "SELECT count(*) FROM deliveries WHERE state = 'sending' AND lease_owner = $1",
+                owner,
+            )
+            return int(found)
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+def running(node: Node, pod: str) -> bool:
+    """Whether containerd still runs a container (or the sandbox) of `pod`."""
+    assert node.containerd is not None
+    label = f'labels."io.kubernetes.pod.name"=={pod}'
+    ids = set(node.containerd.ctr("containers", "ls", "-q", label).stdout.split())
+    tasks = node.containerd.ctr("tasks", "ls").stdout.splitlines()[1:]
+    return any(t.split()[0] in ids and "RUNNING" in t for t in tasks if t.split())
+
+
+def test_a_sender_pod_killed_mid_campaign_loses_nothing(
+    delivery: Delivery,
+    node: Node,
+    tenants: list[str],
+    api_client: client.ApiClient,
+    custom_objects: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    cluster: Cluster,
+    postgres_dsn: str,
+) -> None:
+    """`kubectl delete pod --grace-period=0` of the only sender while it sends, paced at one
+    message a second: the Deployment replaces it, the replacement takes over the dead pod's
+    deliveries once their leases expire, every contact gets the message, and at most the
+    deliveries the dead pod had in flight arrive twice."""
+    name = f"crash-{secrets.token_hex(3)}"
+    tenants.append(name)
+    namespace = delivery.apply_tenant(api_client, name)
+    contacts = 30
+    prefix = f"{name}-"
+    csv = contacts_csv(delivery.base_dir / f"{name}.csv", contacts, local_prefix=prefix)
+    assert delivery.import_contacts(name, csv).returncode == 0
+    delivery.apply_campaign(api_client, namespace, per_hour=3600)
+    addresses = [f"{prefix}{i}@{RECIPIENT_DOMAIN}" for i in range(contacts)]
+
+    def delivered() -> int:
+        return sum(delivery.mailboxes.maildir(a).is_dir() for a in addresses)
+
+    wait_for(lambda: delivered() >= 5, timeout=300, what="the campaign under way")
+    pods = core.list_namespaced_pod(namespace).items
+    assert len(pods) == 1, pods
+    victim = pods[0].metadata.name
+    started = re.search(r"sender (\S+) started", core.read_namespaced_pod_log(victim, namespace))
+    assert started is not None
+    subprocess.run(
+        [
+            *(str(cluster.kubectl), "--kubeconfig", str(cluster.kubeconfig)),
+            *("delete", "pod", victim, "--namespace", namespace, "--grace-period=0", "--force"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    # Counted once its containers are dead: until then it may still claim and send.
+    wait_for(lambda: not running(node, victim), timeout=60, what=f"{victim}'s containers dead")
+    before = delivered()
+    in_flight = deliveries_in_flight(postgres_dsn, started.group(1))
+    assert before < contacts, "the campaign finished before the kill: nothing was tested"
+
+    wait_for(
+        lambda: campaign(custom_objects, namespace).get("status", {}).get("phase") == "Completed",
+        timeout=600,
+        what="the campaign to complete after the kill",
+    )
+    wait_for(
+        lambda: delivery.relay.queue_size() == 0 and delivered() == contacts,
+        timeout=120,
+        what="every contact's mailbox",
+    )
+    received = {a: len(inbox(delivery, a)) for a in addresses}
+    assert min(received.values()) >= 1, received  # none lost
+    duplicates = sum(received.values()) - contacts
+    assert duplicates <= in_flight, (duplicates, in_flight, received)
+    wait_for(
+        lambda: sender_replicas(apps, namespace) == (0, 0),
+        timeout=120,
+        what="the sender Deployment scaled back to 0",
     )
