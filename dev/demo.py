@@ -150,7 +150,8 @@ class Delivery(Startable):
     # -- what a tenant does ------------------------------------------------------------------
 
     def apply_tenant(self, api: client.ApiClient, name: str) -> str:
-        """The Tenant, its namespace once the operator made it, and the TSIG Secret there."""
+        """The Tenant, its namespace once the operator made it Ready (quotas counted), and the
+        TSIG Secret there."""
         custom = client.CustomObjectsApi(api)
         core = client.CoreV1Api(api)
         custom.create_cluster_custom_object(
@@ -173,10 +174,23 @@ class Delivery(Startable):
             },
         )
         namespace = f"tenant-{name}"
-        _wait(
-            lambda: core.list_namespace(field_selector=f"metadata.name={namespace}").items,
-            f"the namespace {namespace}",
-        )
+
+        def ready() -> bool:
+            tenant = custom.get_cluster_custom_object(GROUP, VERSION, "tenants", name)
+            conditions = (tenant.get("status") or {}).get("conditions") or []
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+        def quotas_counted() -> bool:
+            # Until the quota controller counted a new quota, the API server refuses every
+            # object the quota covers ("status unknown for quota").
+            quotas = core.list_namespaced_resource_quota(namespace).items
+            return bool(quotas) and all(
+                q.status and q.status.hard and set(q.status.hard) <= set(q.status.used or {})
+                for q in quotas
+            )
+
+        _wait(ready, f"Tenant {name} Ready")
+        _wait(quotas_counted, f"the quotas of {namespace} counted")
         core.create_namespaced_secret(
             namespace,
             {"metadata": {"name": "tsig"}, "stringData": {"secret": self.knot.tsig.secret}},
