@@ -179,6 +179,7 @@ class ControlPlane:
     with_controller_manager: bool = True
     kubeconfig: Path = field(init=False)
     server: str = field(init=False)
+    api_port: int = field(init=False)
     admin_token: str = field(init=False)
     build_result: BuildResult | None = field(init=False, default=None)
     started_in: float = field(init=False, default=0.0)
@@ -239,6 +240,7 @@ class ControlPlane:
                 f"http://127.0.0.1:{etcd_peer}",
             ],
         )
+        self.api_port = api_port
         self.server = f"https://127.0.0.1:{api_port}"
         apiserver_args = [
             str(bins / "kube-apiserver"),
@@ -247,6 +249,9 @@ class ControlPlane:
             f"--secure-port={api_port}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # The `kubernetes` Service's endpoint would be 127.0.0.1, which pods cannot reach:
+            # a node writes its own (dev/node.py, the API server forwarded to its bridge).
+            "--endpoint-reconciler-type=none",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={sa_key}",

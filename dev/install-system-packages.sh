@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local stack and the tests run (PostgreSQL, Redis, Knot DNS,
-# PowerDNS, Postfix, OpenSSH, SpamAssassin), and what the local node runs on (containerd, runc,
+# PowerDNS, Postfix, Dovecot, OpenSSH, SpamAssassin), and what the local node runs on (containerd, runc,
 # the CNI plugins, iptables and conntrack for kube-proxy, debootstrap for the image's root
-# filesystem), only when missing.
+# filesystem, socat to reach local services from pods), only when missing.
 set -euo pipefail
 
-packages=(postgresql redis-server knot pdns-server pdns-backend-sqlite3 postfix openssh-server spamassassin
-  containerd runc containernetworking-plugins iptables conntrack debootstrap)
+packages=(postgresql redis-server knot pdns-server pdns-backend-sqlite3 postfix dovecot-imapd dovecot-lmtpd
+  openssh-server spamassassin
+  containerd runc containernetworking-plugins iptables conntrack debootstrap socat)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
@@ -25,6 +26,7 @@ $SUDO service redis-server stop >/dev/null 2>&1 || true
 $SUDO service knot stop >/dev/null 2>&1 || true
 $SUDO service pdns stop >/dev/null 2>&1 || true
 $SUDO service postfix stop >/dev/null 2>&1 || true
+$SUDO service dovecot stop >/dev/null 2>&1 || true
 $SUDO service ssh stop >/dev/null 2>&1 || true
 # The node runs a private containerd (own socket and directories), never the system one.
 $SUDO service containerd stop >/dev/null 2>&1 || true

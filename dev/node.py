@@ -11,7 +11,10 @@
 3. the kubelet (config per ../shared/NOTES.md, "A real node": cgroupfs, no QoS cgroups, no
    swap check, cgroup v1 allowed), registering `NODE_NAME` with `--node-ip` on the bridge,
    optionally with the dedicated pool's label and taint; ready once the Node is Ready;
-4. kube-proxy (iptables mode, Service NodePorts only on the bridge address).
+4. kube-proxy (iptables mode, Service NodePorts only on the bridge address);
+5. the API server forwarded to the bridge (dev/forward.py) and written as the endpoint of the
+   `kubernetes` Service, so pods reach it in-cluster (10.96.0.1:443) through kube-proxy.
+   `expose(port)` forwards any other local service the same way (same port, bridge address).
 
 `stop()` (also on Ctrl-C, a failed test, or interpreter exit) leaves nothing behind: pods are
 deleted through the API so the kubelet tears their networks down, then kubelet and kube-proxy
@@ -48,6 +51,7 @@ from kubernetes.client.rest import ApiException
 from penguinmails.api.v1alpha1.tiers import DEDICATED_POOL_LABEL, DEDICATED_POOL_VALUE
 from penguinmails.devstack import images
 from penguinmails.devstack.controlplane import NODE_NAME, SERVICE_CIDR, ControlPlane
+from penguinmails.devstack.forward import Forwarder
 from penguinmails.devstack.mounts import unmount_under
 from penguinmails.devstack.ports import free_port
 from penguinmails.devstack.process import PrivateService, Startable, find_binary
@@ -425,7 +429,9 @@ class KubeProxy(PrivateService):
             "metricsBindAddress": f"127.0.0.1:{free_port()}",
             # NodePorts on our bridge only: no route_localnet, nothing on the machine's NICs.
             "nodePortAddresses": [f"{self.bridge.gateway}/32"],
-            "iptables": {"localhostNodePorts": False},
+            # Resynced (and a flush of its chains, e.g. by another node's `--cleanup` on this
+            # machine, detected) within seconds rather than the default 30 s.
+            "iptables": {"localhostNodePorts": False, "syncPeriod": "5s"},
             # Leave the machine's conntrack sysctls alone.
             "conntrack": {
                 "maxPerCore": 0,
@@ -476,6 +482,7 @@ class Node(Startable):
     containerd: Containerd | None = field(init=False, default=None)
     kubelet: Kubelet | None = field(init=False, default=None)
     kube_proxy: KubeProxy | None = field(init=False, default=None)
+    forwarders: list[Forwarder] = field(init=False, default_factory=list)
 
     drain_timeout: ClassVar[float] = 60.0
 
@@ -524,6 +531,8 @@ class Node(Startable):
                 bridge=self.bridge,
             ).start()
             self.timings["kube-proxy start"] = time.monotonic() - started
+            self.expose(self.plane.api_port)
+            self._publish_api_endpoint()
         except BaseException:
             self.stop()
             raise
@@ -533,6 +542,45 @@ class Node(Startable):
             ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()),
         )
         return self
+
+    def expose(self, port: int, *, udp: bool = False) -> str:
+        """Forward the local service on 127.0.0.1:`port` to the bridge (TCP, or UDP); returns
+        the address pods reach it at (same port). Stopped with the node."""
+        if self.bridge is None:
+            raise NodeError("start the node before exposing services to its pods")
+        forwarder = Forwarder(
+            self.base_dir / "forwarders", host=self.bridge.gateway, port=port, udp=udp
+        )
+        self.forwarders.append(forwarder)
+        forwarder.start()
+        return self.bridge.gateway
+
+    def _publish_api_endpoint(self) -> None:
+        """The `kubernetes` Service's EndpointSlice: the API server's port on the bridge."""
+        assert self.bridge is not None
+        body = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {
+                    "kubernetes.io/service-name": "kubernetes",
+                    "endpointslice.kubernetes.io/managed-by": "penguinmails-dev",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [self.bridge.gateway], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": self.plane.api_port, "protocol": "TCP"}],
+        }
+        with api_client_for(self.plane.kubeconfig, connections=1) as api:
+            discovery = client.DiscoveryV1Api(api)
+            try:
+                discovery.create_namespaced_endpoint_slice("default", body)
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+                discovery.replace_namespaced_endpoint_slice("kubernetes", "default", body)
 
     def set_dedicated(self, dedicated: bool) -> None:
         """Give the node the dedicated pool's label and taint, or take them away."""
@@ -568,6 +616,9 @@ class Node(Startable):
         for service in (self.kube_proxy, self.kubelet):
             if service is not None:
                 attempt(f"stop {service.display_name}", service.stop)
+        for forwarder in self.forwarders:
+            attempt(f"stop {forwarder.log_path.stem}", forwarder.stop)
+        self.forwarders.clear()
         if self.containerd is not None:
             attempt("kill containers", self.containerd.kill_containers)
             attempt("stop containerd", self.containerd.stop)

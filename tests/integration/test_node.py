@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -203,3 +204,41 @@ def test_an_image_that_is_not_local_is_never_fetched(
     message = wait_for(pull_failure, timeout=120, what="the pull to fail")
     assert f"127.0.0.1:{NO_REGISTRY_PORT}" in message, message
     assert phase(core, namespace, "remote") == "Pending"
+
+
+def test_pods_reach_the_api_server_in_cluster_and_local_services_exposed_to_them(
+    core: client.CoreV1Api, namespace: str, node: Node
+) -> None:
+    """The `kubernetes` Service (kube-proxy to the API server's forwarder on the bridge), with
+    the service-account token and CA a pod gets; and a loopback service `Node.expose`s."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    host = node.expose(port)
+    script = (
+        "import json, os, socket, ssl, urllib.request\n"
+        "sa = '/var/run/secrets/kubernetes.io/serviceaccount'\n"
+        "url = 'https://%s:%s/version' % (os.environ['KUBERNETES_SERVICE_HOST'],"
+        " os.environ['KUBERNETES_SERVICE_PORT'])\n"
+        "token = open(sa + '/token').read()\n"
+        "request = urllib.request.Request(url, headers={'Authorization': 'Bearer ' + token})\n"
+        "context = ssl.create_default_context(cafile=sa + '/ca.crt')\n"
+        "print(json.load(urllib.request.urlopen(request, context=context))['gitVersion'])\n"
+        f"socket.create_connection(({host!r}, {port}), timeout=10).sendall(b'from a pod')\n"
+    )
+    manifest = pod_manifest("in-cluster", ["python", "-c", script])
+    manifest["spec"]["automountServiceAccountToken"] = True
+    core.create_namespaced_pod(namespace, manifest)
+    listener.settimeout(180)
+    connection, _ = listener.accept()
+    with connection, listener:
+        assert connection.recv(100) == b"from a pod"
+    wait_for(
+        lambda: phase(core, namespace, "in-cluster") in ("Succeeded", "Failed"),
+        timeout=60,
+        what="the pod to finish",
+    )
+    logs = core.read_namespaced_pod_log("in-cluster", namespace)
+    assert phase(core, namespace, "in-cluster") == "Succeeded", logs
+    assert logs.split() == [KUBERNETES_VERSION]
