@@ -32,6 +32,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from urllib3.exceptions import HTTPError as TransportError
 
 from penguinmails.common.db import tenant_connection
 from penguinmails.common.db.ledger import (
@@ -80,6 +81,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     RedisError,
     ApiException,
+    # The Kubernetes client's transport (urllib3): a refused or reset connection to the API
+    # server surfaces as MaxRetryError/ProtocolError, neither of them an OSError.
+    TransportError,
     OSError,
     TimeoutError,
 )
