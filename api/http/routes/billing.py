@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -106,7 +106,7 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", include_i
 
 
 @contextlib.contextmanager
-def _stripe_errors() -> Any:
+def _stripe_errors() -> Iterator[None]:
     """Stripe's refusals in the API's envelope; its message never holds the key."""
     try:
         yield
