@@ -117,7 +117,8 @@ def _stripe_errors() -> Iterator[None]:
             "billing_refused",
         ) from error
     except stripe_errors.StripeError as error:
-        log.warning("stripe call failed: %s", type(error).__name__)
+        # Stripe's messages mask keys; the cause goes to the log, not to the client.
+        log.warning("stripe call failed: %s: %s", type(error).__name__, error.user_message or error)
         raise ApiError(
             502, "api_error", "billing_unavailable", "Stripe could not be reached: retry later."
         ) from error
