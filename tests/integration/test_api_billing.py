@@ -29,6 +29,8 @@ from tests.integration.api_stack import (
     TenantSetup,
     api_database_url,
     api_key,
+    api_kubeconfig,
+    api_server,
     chart_api_identity,
     make_tenant,
     make_user,
@@ -41,7 +43,7 @@ from tests.integration.conftest import GROUP, VERSION, Cluster
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["api_database_url"]  # fixture used by name
+__all__ = ["api_database_url", "api_kubeconfig", "api_server"]  # fixtures used by name
 
 STARTER = Plan(Tier.STARTER, "price_apiStarterM", "price_apiStarterY", 10_000, False)
 BUSINESS = Plan(Tier.BUSINESS, "price_apiBusinessM", None, 500_000, True)
@@ -317,3 +319,21 @@ async def test_the_api_serves_stripes_webhook(
         "stripeCustomerId": "cus_apiFresh",
         "stripeSubscriptionId": "sub_apiFresh",
     }
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_without_a_stripe_key_there_is_no_billing(
+    api_server: ApiServer, billing_api: ApiServer
+) -> None:
+    """The API started without PM_STRIPE_API_KEY: no billing endpoint, no webhook."""
+    async with billing_api.client() as http:
+        on = [p for p in (await http.get("/v1/openapi.json")).json()["paths"] if "billing" in p]
+    tenant = "/v1/tenants/{tenant}/billing/"
+    assert sorted(on) == sorted(
+        ["/v1/billing/plans", "/v1/billing/webhook"]
+        + [tenant + e for e in ("checkout", "portal", "plan", "cancel", "invoices", "usage")]
+    )
+    async with api_server.client() as http:
+        paths = (await http.get("/v1/openapi.json")).json()["paths"]
+        assert not [p for p in paths if "billing" in p]
+        _error(await http.post("/v1/billing/webhook", content=b"{}"), 404, "route_missing")
