@@ -115,8 +115,16 @@ class StripeMock(PrivateService):
         return f"http://{self.host}:{self.port}"
 
     def _command(self, port: int) -> list[str]:
-        # Only HTTP, and only on loopback (an empty address would bind every interface).
-        return [str(build().binary), "-http-addr", f"{self.host}:{port}"]
+        # Only on loopback (an empty address would bind every interface). -http-addr alone does
+        # not turn HTTPS off: stripe-mock would also bind :12112 on every interface, and exit when
+        # another instance holds it. So HTTPS gets a loopback port the system picks, unused.
+        return [
+            str(build().binary),
+            "-http-addr",
+            f"{self.host}:{port}",
+            "-https-addr",
+            f"{self.host}:0",
+        ]
 
     def _prepare(self) -> None:
         super()._prepare()

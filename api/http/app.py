@@ -6,19 +6,21 @@ import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI, Request, Response
 
+from penguinmails.common.settings import StripeSettings
+
 from . import idempotency
 from .config import ApiSettings
 from .errors import ApiError, error_response, install_error_handlers
 from .kube import CustomObjects
 from .ratelimit import RateState
-from .routes import api_keys, auth, campaigns, sending_domains, smtp_servers
+from .routes import api_keys, auth, billing, campaigns, sending_domains, smtp_servers
 from .services import Services
 
 __all__ = ["REQUEST_ID_HEADER", "create_app"]
@@ -32,6 +34,8 @@ _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
+    billing_on = StripeSettings.configured()  # PM_STRIPE_API_KEY: billing and its webhook
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=10)
@@ -39,7 +43,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         kube = CustomObjects(settings.kubeconfig)
         app.state.services = Services(settings, pool, redis, kube)
         try:
-            yield
+            async with billing.running(app, settings) if billing_on else nullcontext():
+                yield
         finally:
             kube.close()
             await redis.aclose()
@@ -102,6 +107,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     v1 = APIRouter(prefix="/v1")
     for module in (auth, api_keys, sending_domains, smtp_servers, campaigns):
         v1.include_router(module.router)
+    if billing_on:
+        v1.include_router(billing.router)
     app.include_router(v1)
 
     def openapi() -> dict[str, Any]:

@@ -49,10 +49,14 @@ class Resource(StrEnum):
     CAMPAIGNS = "campaigns"
     SMTP_SERVERS = "smtp_servers"
     API_KEYS = "api_keys"
+    BILLING = "billing"
 
+
+_USERS_ONLY = (Resource.API_KEYS, Resource.BILLING)
+"""Resources only signed-in users reach: an API key can neither make keys nor spend money."""
 
 SCOPES: tuple[str, ...] = tuple(
-    f"{r.value}:{a}" for r in Resource if r is not Resource.API_KEYS for a in ("read", "write")
+    f"{r.value}:{a}" for r in Resource if r not in _USERS_ONLY for a in ("read", "write")
 )
 """Every scope an API key can be given."""
 
@@ -119,6 +123,9 @@ async def caller(request: Request, svc: Annotated[Services, Depends(services)]) 
 def _required_role(resource: Resource, access: Access) -> Role:
     if resource is Resource.API_KEYS:
         return Role.ADMIN
+    if resource is Resource.BILLING:
+        # Every member may see what the tenant pays and uses; only admins change it.
+        return Role.ADMIN if access is Access.WRITE else Role.VIEWER
     return Role.MEMBER if access is Access.WRITE else Role.VIEWER
 
 
@@ -146,9 +153,10 @@ def tenant_access(resource: Resource, access: Access) -> object:
         if who.api_key is not None:
             if found is None or who.api_key.tenant_id != found.id:
                 raise ApiError.not_found("tenant", "tenant")
-            if resource is Resource.API_KEYS:
+            if resource in _USERS_ONLY:
+                what = "API keys" if resource is Resource.API_KEYS else "billing"
                 raise ApiError.forbidden(
-                    "API keys cannot manage API keys: sign in as an admin of the tenant."
+                    f"API keys cannot manage {what}: sign in as an admin of the tenant."
                 )
             held = set(who.api_key.scopes)
             wanted = {f"{resource.value}:write"}
@@ -178,7 +186,8 @@ def tenant_access(resource: Resource, access: Access) -> object:
                     f"it needs {needed.value} or above."
                 )
         assert found is not None
-        if found.suspended and access is Access.WRITE:
+        # A tenant suspended for not paying must still be able to pay.
+        if found.suspended and access is Access.WRITE and resource is not Resource.BILLING:
             raise ApiError.forbidden(
                 "The tenant is suspended: only reads are allowed.", "tenant_suspended"
             )

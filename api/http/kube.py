@@ -22,7 +22,7 @@ from penguinmails.api.v1alpha1 import API_GROUP, API_VERSION
 
 from .errors import ApiError
 
-__all__ = ["CustomObjects", "kube_error"]
+__all__ = ["CustomObjects", "api_client", "kube_error"]
 
 _TIMEOUT = (10.0, 30.0)
 _MERGE_PATCH = "application/merge-patch+json"
@@ -37,6 +37,11 @@ def _configuration(kubeconfig: str | None) -> client.Configuration:
     else:
         config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     return configuration
+
+
+def api_client(kubeconfig: str | None) -> client.ApiClient:
+    """A client with the API's own identity (its ServiceAccount in a pod)."""
+    return client.ApiClient(_configuration(kubeconfig))
 
 
 def kube_error(error: ApiException, what: str, *, if_match: bool = False) -> ApiError:
@@ -94,7 +99,7 @@ class CustomObjects:
     """The penguinmails.io/v1alpha1 objects of one namespace at a time."""
 
     def __init__(self, kubeconfig: str | None) -> None:
-        self._client = client.ApiClient(_configuration(kubeconfig))
+        self._client = api_client(kubeconfig)
         self._api = client.CustomObjectsApi(self._client)
 
     def close(self) -> None:

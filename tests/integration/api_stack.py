@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,21 @@ def api_kubeconfig(
     cluster: Cluster, api_client: client.ApiClient, core: client.CoreV1Api, crds_installed: Any
 ) -> Iterator[Path]:
     """A kubeconfig for the chart's API ServiceAccount, with exactly the chart's RBAC."""
+    with chart_api_identity(cluster, api_client, core) as kubeconfig:
+        yield kubeconfig
+
+
+@contextmanager
+def chart_api_identity(
+    cluster: Cluster, api_client: client.ApiClient, core: client.CoreV1Api, *sets: str
+) -> Iterator[Path]:
+    """The API ServiceAccount and RBAC the chart renders with `sets` (e.g. billing on)."""
     private = Path(tempfile.mkdtemp(prefix="penguinmails-api-"))
     release, namespace = f"pm-api-{secrets.token_hex(3)}", f"pm-api-rel-{secrets.token_hex(3)}"
     core.create_namespace({"metadata": {"name": namespace}})
     helm = private_helm(private)
     rendered = helm.template(
-        release, namespace, sets=("api.enabled=true", "api.secretName=penguinmails-api")
+        release, namespace, sets=("api.enabled=true", "api.secretName=penguinmails-api", *sets)
     )
     documents = [
         d

@@ -297,6 +297,14 @@ def test_every_option_renders(helm: Helm) -> None:
     assert env["PM_TENANT_APISERVER_CIDRS"]["value"] == "192.168.1.10/32"
     assert env["PM_CLUSTER_CIDRS"]["value"] == "10.244.0.0/16,10.96.0.0/12"
     assert env["PM_EGRESS_ALLOW"]["value"] == "10.99.0.0/24"
+    # Billing: the operator only reports overage, so it gets the key but not the webhook's secret.
+    assert env["PM_STRIPE_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "penguinmails-stripe",
+        "key": "apiKey",
+    }
+    assert env["PM_STRIPE_API_BASE"]["value"] == "https://stripe-proxy.example.com"
+    assert env["PM_STRIPE_METER_EVENT"]["value"] == "pm_emails"
+    assert "PM_STRIPE_WEBHOOK_SECRET" not in env
     assert pod["serviceAccountName"] == "penguinmails-operator"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert pod["priorityClassName"] == "system-cluster-critical"
@@ -319,6 +327,45 @@ def test_every_option_renders(helm: Helm) -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "penguinmails-operator", "namespace": "platform"}
     ]
+
+
+def test_billing_reaches_the_api_and_the_operator_only_when_its_secret_is_named(
+    helm: Helm,
+) -> None:
+    api = ("api.enabled=true", "api.secretName=penguinmails-api")
+    off = helm.template("pm", "platform", sets=api)
+    for component in ("operator", "api"):
+        (container,) = of_component(off, "Deployment", component)["spec"]["template"]["spec"][
+            "containers"
+        ]
+        assert not [n for n in env_of(container) if n.startswith("PM_STRIPE_")], component
+    api_role = of_component(off, "ClusterRole", "api")
+    assert not _covers(api_role["rules"], "penguinmails.io", "tenants", "get")
+
+    on = helm.template("pm", "platform", OPTIONS, sets=api)
+    (container,) = of_component(on, "Deployment", "api")["spec"]["template"]["spec"]["containers"]
+    env = env_of(container)
+    for name, key in (
+        ("PM_STRIPE_API_KEY", "apiKey"),
+        ("PM_STRIPE_WEBHOOK_SECRET", "webhookSecret"),
+    ):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "penguinmails-stripe", "key": key}
+    assert env["PM_BILLING_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "pg-app",
+        "key": "uri",
+    }
+    assert env["PM_STRIPE_WEBHOOK_TOLERANCE_SECONDS"]["value"] == "120"
+    assert env["PM_STRIPE_GRACE_SECONDS"]["value"] == "86400"
+    assert env["PM_STRIPE_PORTAL_RETURN_URL"]["value"] == "https://app.example.com/billing"
+    # The webhook changes Tenants (tier, suspension): get and patch, nothing more.
+    rules = of_component(on, "ClusterRole", "api")["rules"]
+    tenant_verbs = {
+        verb
+        for rule in rules
+        if "tenants" in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
+    }
+    assert tenant_verbs == {"get", "patch"}
 
 
 def _locked_down(pod: Mapping[str, Any], container: Mapping[str, Any]) -> None:

@@ -59,10 +59,19 @@ def test_schema_is_strict_and_declares_every_default() -> None:
         "unsubscribe",
         "intake",
         "api",
+        "billing",
     ):
         assert SCHEMA["properties"][section]["additionalProperties"] is False, section
     ingress = SCHEMA["properties"]["unsubscribe"]["properties"]["ingress"]
     assert ingress["additionalProperties"] is False
+    assert SCHEMA["properties"]["billing"]["properties"]["stripe"]["additionalProperties"] is False
+
+
+def test_billing_is_off_and_its_keys_come_only_from_a_secret() -> None:
+    assert VALUES["billing"]["stripe"]["secretName"] == ""
+    properties = SCHEMA["properties"]["billing"]["properties"]["stripe"]["properties"]
+    suspects = {k for k in properties if re.search(r"(?i)password|secret|key", k)}
+    assert suspects == {"secretName"}, suspects
 
 
 def test_the_components_are_off_until_they_can_start() -> None:
@@ -111,6 +120,10 @@ def test_the_deployment_sets_every_operator_setting() -> None:
     # The tenant egress rules (its other PM_* names are Secret keys, not settings).
     egress = (REPO_ROOT / "operator" / "tenant_resources.py").read_text()
     names |= set(re.findall(r'"(PM_TENANT_[A-Z0-9_]+)"', egress))
-    deployment = (CHART_DIR / "templates" / "deployment.yaml").read_text()
+    # Each setting is set where the process that reads it runs: the operator's Deployment or
+    # the API's (billing's webhook settings are the API's alone).
+    templates = "".join(
+        (CHART_DIR / "templates" / name).read_text() for name in ("deployment.yaml", "api.yaml")
+    )
     assert names, "no PM_* settings found"
-    assert not sorted(n for n in names if f"name: {n}" not in deployment)
+    assert not sorted(n for n in names if f"name: {n}" not in templates)
