@@ -32,6 +32,7 @@ from .services import Services, services
 from .tokens import InvalidToken
 
 __all__ = [
+    "ADMIN_ONLY",
     "SCOPES",
     "Access",
     "Caller",
@@ -49,10 +50,16 @@ class Resource(StrEnum):
     CAMPAIGNS = "campaigns"
     SMTP_SERVERS = "smtp_servers"
     API_KEYS = "api_keys"
+    AUDIT_LOG = "audit_log"
+    WEBHOOKS = "webhooks"
+    GDPR = "gdpr"
 
+
+ADMIN_ONLY = frozenset({Resource.API_KEYS, Resource.AUDIT_LOG, Resource.WEBHOOKS, Resource.GDPR})
+"""Managed by the tenant's admins and owners only, signed in: no API key scope reaches them."""
 
 SCOPES: tuple[str, ...] = tuple(
-    f"{r.value}:{a}" for r in Resource if r is not Resource.API_KEYS for a in ("read", "write")
+    f"{r.value}:{a}" for r in Resource if r not in ADMIN_ONLY for a in ("read", "write")
 )
 """Every scope an API key can be given."""
 
@@ -117,7 +124,7 @@ async def caller(request: Request, svc: Annotated[Services, Depends(services)]) 
 
 
 def _required_role(resource: Resource, access: Access) -> Role:
-    if resource is Resource.API_KEYS:
+    if resource in ADMIN_ONLY:
         return Role.ADMIN
     return Role.MEMBER if access is Access.WRITE else Role.VIEWER
 
@@ -137,6 +144,7 @@ def tenant_access(resource: Resource, access: Access) -> object:
     """A dependency: the tenant named in the path, if the caller may `access` its `resource`."""
 
     async def check(
+        request: Request,
         tenant: TenantName,
         who: Annotated[Caller, Depends(caller)],
         svc: Annotated[Services, Depends(services)],
@@ -146,9 +154,10 @@ def tenant_access(resource: Resource, access: Access) -> object:
         if who.api_key is not None:
             if found is None or who.api_key.tenant_id != found.id:
                 raise ApiError.not_found("tenant", "tenant")
-            if resource is Resource.API_KEYS:
+            if resource in ADMIN_ONLY:
+                what = resource.value.replace("_", " ")
                 raise ApiError.forbidden(
-                    "API keys cannot manage API keys: sign in as an admin of the tenant."
+                    f"API keys cannot reach {what}: sign in as an admin of the tenant."
                 )
             held = set(who.api_key.scopes)
             wanted = {f"{resource.value}:write"}
@@ -182,6 +191,9 @@ def tenant_access(resource: Resource, access: Access) -> object:
             raise ApiError.forbidden(
                 "The tenant is suspended: only reads are allowed.", "tenant_suspended"
             )
-        return TenantAccess(found, who, role)
+        granted = TenantAccess(found, who, role)
+        # For the audit trail the middleware writes once the route answered (api/http/audit.py).
+        request.state.tenant_access = granted
+        return granted
 
     return Depends(check)
