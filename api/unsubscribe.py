@@ -30,6 +30,8 @@ from penguinmails.common.suppression import (
     read_token,
     suppress,
 )
+from penguinmails.common.webhook_events import delivery_event
+from penguinmails.common.webhooks import EventType
 
 __all__ = ["make_app", "serve", "unsubscribe"]
 
@@ -62,6 +64,7 @@ async def unsubscribe(pool: asyncpg.Pool, tenant_id: uuid.UUID, delivery_id: int
         if hashed is None:
             return False
         await suppress(conn, hashed, SuppressionReason.UNSUBSCRIBED, "one-click")
+        await delivery_event(conn, EventType.UNSUBSCRIBED, delivery_id)
     return True
 
 

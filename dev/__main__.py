@@ -80,6 +80,13 @@ def _run(keep: bool) -> int:
                 stdout=operator_log,
                 stderr=subprocess.STDOUT,
             )
+            # The webhook dispatcher (common/webhook_dispatch.py), on the platform's login.
+            dispatcher = subprocess.Popen(
+                [sys.executable, "-m", "penguinmails.common.webhook_dispatch"],
+                env={**os.environ, **stack.env()},
+                stdout=operator_log,
+                stderr=subprocess.STDOUT,
+            )
             customer_api: ApiProcess | None = None
             try:
                 # The customer API with its own database login (the local stack's Kubernetes
@@ -94,6 +101,10 @@ def _run(keep: bool) -> int:
                         "PM_REDIS_URL": stack.redis_url,
                         "PM_API_SIGNING_KEYS": new_signing_key("local"),
                         "PM_KUBECONFIG": str(stack.kubeconfig),
+                        # Webhook endpoints on loopback, as for the operator.
+                        "PM_EGRESS_ALLOW": stack.env()["PM_EGRESS_ALLOW"],
+                        # GDPR export and erasure need the platform's key ring (else 503).
+                        **{k: v for k, v in os.environ.items() if k == "PM_SUPPRESSION_KEY"},
                     },
                 ).start()
                 examples = sorted((REPO_ROOT / "examples").glob("*.yaml"))
@@ -117,7 +128,7 @@ def _run(keep: bool) -> int:
                     f"  redis:        {stack.redis_url}\n"
                     f"  dns:          {knot.address}:{knot.port} (zone {dns_examples.ZONE}, "
                     f"TSIG key {knot.tsig.name})\n"
-                    f"  operator log: {base / 'operator.log'}\n"
+                    f"  operator log: {base / 'operator.log'} (and the webhook dispatcher's)\n"
                     f"  api:          {customer_api.url}/v1/docs (log {customer_api.log_path})\n"
                     f"  node:         {node_line}\n\n"
                     f"Watch it with:\n"
@@ -136,6 +147,12 @@ def _run(keep: bool) -> int:
             finally:
                 if customer_api is not None:
                     customer_api.stop()
+                if dispatcher.poll() is None:
+                    dispatcher.terminate()  # SIGTERM: it finishes the tenant it is on
+                    try:
+                        dispatcher.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        dispatcher.kill()
                 if operator.poll() is None:
                     operator.terminate()
                     try:
