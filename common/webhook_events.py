@@ -21,7 +21,7 @@ from typing import Any
 from penguinmails.common.db import AnyConnection
 from penguinmails.common.webhooks import EventType, emit
 
-__all__ = ["campaign_state_changed", "delivery_event"]
+__all__ = ["campaign_state_changed", "delivery_event", "unsubscribed_before"]
 
 
 async def delivery_event(
@@ -51,3 +51,13 @@ async def campaign_state_changed(
     """Emit `campaign.state_changed`: `campaign`, `phase` and `previousPhase`."""
     data = {"campaign": name, "namespace": namespace, "phase": phase, "previousPhase": previous}
     return await emit(conn, EventType.CAMPAIGN_STATE_CHANGED, data)
+
+
+async def unsubscribed_before(conn: AnyConnection, delivery_id: int) -> bool:
+    """Whether the delivery was unsubscribed already: read before marking it, so that a repeated
+    click or mailto sends `delivery.unsubscribed` once, not each time."""
+    return bool(
+        await conn.fetchval(
+            "SELECT unsubscribed_at IS NOT NULL FROM deliveries WHERE id = $1", delivery_id
+        )
+    )

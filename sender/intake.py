@@ -48,7 +48,7 @@ from penguinmails.common.suppression import (
     read_token,
     suppress,
 )
-from penguinmails.common.webhook_events import delivery_event
+from penguinmails.common.webhook_events import delivery_event, unsubscribed_before
 from penguinmails.common.webhooks import EventType
 from penguinmails.sender.bounces import Kind, ReportType, parse_report, token_from_address
 
@@ -129,10 +129,12 @@ async def ingest(
         if target is None:
             return IntakeResult.IGNORED
         async with tenant_connection(pool, target.tenant_id) as conn:
+            repeated = await unsubscribed_before(conn, target.delivery_id)
             hashed = await mark_unsubscribed(conn, target.delivery_id)
             if hashed is not None:
                 await suppress(conn, hashed, SuppressionReason.UNSUBSCRIBED, "mailto")
-                await delivery_event(conn, EventType.UNSUBSCRIBED, target.delivery_id)
+                if not repeated:
+                    await delivery_event(conn, EventType.UNSUBSCRIBED, target.delivery_id)
         return IntakeResult.UNSUBSCRIBED if hashed is not None else IntakeResult.IGNORED
     report = parse_report(raw, envelope_to)
     if report is None:
