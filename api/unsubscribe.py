@@ -30,6 +30,8 @@ from penguinmails.common.suppression import (
     read_token,
     suppress,
 )
+from penguinmails.common.webhook_events import delivery_event, unsubscribed_before
+from penguinmails.common.webhooks import EventType
 
 __all__ = ["make_app", "serve", "unsubscribe"]
 
@@ -58,10 +60,13 @@ def _page(title: str, body: str, status: int = 200) -> web.Response:
 async def unsubscribe(pool: asyncpg.Pool, tenant_id: uuid.UUID, delivery_id: int) -> bool:
     """Suppress the delivery's address for its tenant; False when there is no such delivery."""
     async with tenant_connection(pool, tenant_id) as conn:
+        repeated = await unsubscribed_before(conn, delivery_id)
         hashed = await mark_unsubscribed(conn, delivery_id)
         if hashed is None:
             return False
         await suppress(conn, hashed, SuppressionReason.UNSUBSCRIBED, "one-click")
+        if not repeated:
+            await delivery_event(conn, EventType.UNSUBSCRIBED, delivery_id)
     return True
 
 

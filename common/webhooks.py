@@ -50,6 +50,7 @@ __all__ = [
     "ROTATION_GRACE",
     "SECRET_PREFIX",
     "Attempt",
+    "Delivery",
     "Endpoint",
     "EventType",
     "WebhookError",
@@ -58,6 +59,7 @@ __all__ = [
     "delete_endpoint",
     "delivery_log",
     "emit",
+    "list_deliveries",
     "list_endpoints",
     "new_secret",
     "redeliver",
@@ -436,6 +438,59 @@ async def delivery_log(
             response=row["response"],
             error=row["error"],
             state=row["state"],
+        )
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event sent (or to be sent) to one endpoint, with its attempts, oldest first."""
+
+    id: int
+    event_id: str
+    event_type: str
+    state: str
+    next_attempt_at: datetime
+    created_at: datetime
+    attempts: list[dict[str, Any]]
+    """`attempt`, `at`, `statusCode`, `latencyMs`, `response`, `error` of each attempt."""
+
+
+async def list_deliveries(
+    conn: AnyConnection, endpoint_id: uuid.UUID, *, limit: int = 20, before: int | None = None
+) -> list[Delivery]:
+    """The endpoint's deliveries of the current tenant, newest first (`before`: a delivery id,
+    for paging), each with its attempts (also those not made yet: none for a new delivery)."""
+    if not 1 <= limit <= 101:
+        raise WebhookError("limit", "must be between 1 and 100")
+    rows = await conn.fetch(
+        """
+        SELECT d.id, d.event_id, e.event_type, d.state, d.next_attempt_at, e.created_at,
+               COALESCE((
+                   SELECT json_agg(json_build_object(
+                       'attempt', a.attempt, 'at', a.at, 'statusCode', a.status_code,
+                       'latencyMs', a.latency_ms, 'response', a.response, 'error', a.error)
+                       ORDER BY a.id)
+                   FROM webhook_attempts a WHERE a.delivery_id = d.id
+               ), '[]') AS attempts
+        FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
+        WHERE d.endpoint_id = $1 AND ($2::bigint IS NULL OR d.id < $2)
+        ORDER BY d.id DESC LIMIT $3
+        """,
+        endpoint_id,
+        before,
+        limit,
+    )
+    return [
+        Delivery(
+            id=row["id"],
+            event_id=row["event_id"],
+            event_type=row["event_type"],
+            state=row["state"],
+            next_attempt_at=row["next_attempt_at"],
+            created_at=row["created_at"],
+            attempts=json.loads(row["attempts"]),
         )
         for row in rows
     ]

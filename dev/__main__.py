@@ -14,8 +14,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -106,6 +108,7 @@ def _run(keep: bool) -> int:
                     values={"operator": {"resyncSeconds": 10}},
                 ) as delivery,
                 _customer_api(base, stack) as (customer_api, api_database_url),
+                _webhook_dispatcher(base, stack),
             ):
                 for step, seconds in {**stack.timings, **delivery.timings}.items():
                     print(f"  {step}: {seconds:.1f}s")
@@ -141,12 +144,36 @@ def _customer_api(base: Path, stack: Stack) -> Iterator[tuple[ApiProcess, str]]:
             "PM_REDIS_URL": stack.redis_url,
             "PM_API_SIGNING_KEYS": new_signing_key("local"),
             "PM_KUBECONFIG": str(stack.kubeconfig),
+            # Webhook endpoints on loopback, as for the operator.
+            "PM_EGRESS_ALLOW": stack.env()["PM_EGRESS_ALLOW"],
+            # GDPR export and erasure need the platform's key ring (else 503).
+            **{k: v for k, v in os.environ.items() if k == "PM_SUPPRESSION_KEY"},
         },
     ).start()
     try:
         yield process, database_url
     finally:
         process.stop()
+
+
+@contextlib.contextmanager
+def _webhook_dispatcher(base: Path, stack: Stack) -> Iterator[None]:
+    """The webhook dispatcher (common/webhook_dispatch.py), on the platform's login."""
+    with (base / "webhook-dispatcher.log").open("ab") as log:
+        dispatcher = subprocess.Popen(
+            [sys.executable, "-m", "penguinmails.common.webhook_dispatch"],
+            env={**os.environ, **stack.env()},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield
+        finally:
+            dispatcher.terminate()  # SIGTERM: it finishes the tenant it is on
+            try:
+                dispatcher.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                dispatcher.kill()
 
 
 def _print_running(

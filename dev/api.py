@@ -8,7 +8,10 @@
 PYTHONSAFEPATH and PATH), ready once `/healthz` answers 200, that is once its database answers.
 
 `api_login(dsn)` gives it what production gives it: its own PostgreSQL login, a member of
-`penguinmails_api` only (created with the platform's login after the migrations).
+`penguinmails_api` (accounts) and of `penguinmails_app` / `penguinmails_platform`, so that
+`tenant_connection()` can act for one tenant under row-level security (audit log, GDPR,
+webhooks); never a superuser, owner of nothing (created with the platform's login after the
+migrations).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ __all__ = ["ApiError", "ApiProcess", "api_login"]
 
 
 async def api_login(platform_dsn: str, role: str | None = None) -> str:
-    """The DSN of a LOGIN role that is only a member of penguinmails_api (a new password each
-    call); the migrations are applied first, since they create that group."""
+    """The DSN of a LOGIN role that is a member of penguinmails_api, penguinmails_app and
+    penguinmails_platform only (a new password each call); the migrations are applied first,
+    since they create those groups."""
     role = role or f"pm_api_{secrets.token_hex(4)}"
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role):
         raise ValueError(f"{role!r} is not a plain role name")
@@ -45,7 +49,9 @@ async def api_login(platform_dsn: str, role: str | None = None) -> str:
         # A SCRAM verifier, never the password, reaches the server (and its statement log).
         verb = "ALTER" if exists else "CREATE"
         await conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD '{scram_verifier(password)}'")
-        await conn.execute(f"GRANT penguinmails_api TO {role}")
+        await conn.execute(
+            f"GRANT penguinmails_api, penguinmails_app, penguinmails_platform TO {role}"
+        )
     finally:
         await conn.close()
     return with_login(platform_dsn, role, password)

@@ -56,6 +56,7 @@ from penguinmails.common.db.tenants import get_tenant
 from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
 from penguinmails.common.settings import OperatorSettings
 from penguinmails.common.throttle import warmup_daily_limit
+from penguinmails.common.webhook_events import campaign_state_changed
 from penguinmails.operator import conditions, metrics, rotation
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.conditions import Observed
@@ -588,6 +589,10 @@ async def reconcile(
                 )
                 if await conn.fetchval("SELECT EXISTS (SELECT FROM campaigns WHERE uid = $1)", uid):
                     await set_sending(conn, uid, phase == "Sending")
+                if phase != status.get("phase"):
+                    # With the phase it announces: stored only if this transaction commits; a
+                    # status patch that fails after it re-emits on the next pass (at least once).
+                    await campaign_state_changed(conn, namespace, name, phase, status.get("phase"))
         else:
             phase = "Pending"
         # While sending, the domain and dedicated servers may not be deleted (inuse-guard).

@@ -48,6 +48,8 @@ from penguinmails.common.suppression import (
     read_token,
     suppress,
 )
+from penguinmails.common.webhook_events import delivery_event, unsubscribed_before
+from penguinmails.common.webhooks import EventType
 from penguinmails.sender.bounces import Kind, ReportType, parse_report, token_from_address
 
 __all__ = [
@@ -127,9 +129,12 @@ async def ingest(
         if target is None:
             return IntakeResult.IGNORED
         async with tenant_connection(pool, target.tenant_id) as conn:
+            repeated = await unsubscribed_before(conn, target.delivery_id)
             hashed = await mark_unsubscribed(conn, target.delivery_id)
             if hashed is not None:
                 await suppress(conn, hashed, SuppressionReason.UNSUBSCRIBED, "mailto")
+                if not repeated:
+                    await delivery_event(conn, EventType.UNSUBSCRIBED, target.delivery_id)
         return IntakeResult.UNSUBSCRIBED if hashed is not None else IntakeResult.IGNORED
     report = parse_report(raw, envelope_to)
     if report is None:
@@ -145,6 +150,7 @@ async def ingest(
             hashed = await mark_complained(conn, target.delivery_id)
             if hashed is not None:
                 await suppress(conn, hashed, SuppressionReason.COMPLAINT, "arf")
+                await delivery_event(conn, EventType.COMPLAINED, target.delivery_id)
                 await _check_stop_rules(conn, target.delivery_id)
                 return IntakeResult.COMPLAINED
             return IntakeResult.IGNORED
@@ -157,6 +163,13 @@ async def ingest(
             return IntakeResult.IGNORED  # already bounced, or never handed to a relay
         if verdict.kind == Kind.HARD_BOUNCE:
             await suppress(conn, hashed, SuppressionReason.HARD_BOUNCE, "dsn")
+        await delivery_event(
+            conn,
+            EventType.BOUNCED,
+            target.delivery_id,
+            status=verdict.status,
+            kind=verdict.kind.value,
+        )
         campaign_uid = await _check_stop_rules(conn, target.delivery_id)
         if verdict.kind == Kind.AUTH and campaign_uid is not None:
             await pause_campaign(conn, campaign_uid, f"receiver refused with {reason}"[:300])

@@ -15,12 +15,22 @@ from fastapi import APIRouter, FastAPI, Request, Response
 
 from penguinmails.common.settings import StripeSettings
 
-from . import idempotency
+from . import audit, idempotency
 from .config import ApiSettings
 from .errors import ApiError, error_response, install_error_handlers
 from .kube import CustomObjects
 from .ratelimit import RateState
-from .routes import api_keys, auth, billing, campaigns, sending_domains, smtp_servers
+from .routes import (
+    api_keys,
+    audit_log,
+    auth,
+    billing,
+    campaigns,
+    gdpr,
+    sending_domains,
+    smtp_servers,
+    webhooks,
+)
 from .services import Services
 
 __all__ = ["REQUEST_ID_HEADER", "create_app"]
@@ -85,6 +95,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         claimed: idempotency.Claim | None = getattr(request.state, "idempotency", None)
         if claimed is not None:
             response = await idempotency.finish(svc_of(request).redis, claimed, response)
+        response = await audit.record_write(svc_of(request), request, response)
         response.headers[REQUEST_ID_HEADER] = rid
         rate: RateState | None = getattr(request.state, "rate_limit", None)
         if rate is not None:
@@ -105,7 +116,16 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return {"status": "ok"}
 
     v1 = APIRouter(prefix="/v1")
-    for module in (auth, api_keys, sending_domains, smtp_servers, campaigns):
+    for module in (
+        auth,
+        api_keys,
+        sending_domains,
+        smtp_servers,
+        campaigns,
+        audit_log,
+        gdpr,
+        webhooks,
+    ):
         v1.include_router(module.router)
     if billing_on:
         v1.include_router(billing.router)

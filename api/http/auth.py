@@ -32,6 +32,7 @@ from .services import Services, services
 from .tokens import InvalidToken
 
 __all__ = [
+    "ADMIN_ONLY",
     "SCOPES",
     "Access",
     "Caller",
@@ -50,9 +51,15 @@ class Resource(StrEnum):
     SMTP_SERVERS = "smtp_servers"
     API_KEYS = "api_keys"
     BILLING = "billing"
+    AUDIT_LOG = "audit_log"
+    WEBHOOKS = "webhooks"
+    GDPR = "gdpr"
 
 
-_USERS_ONLY = (Resource.API_KEYS, Resource.BILLING)
+ADMIN_ONLY = frozenset({Resource.API_KEYS, Resource.AUDIT_LOG, Resource.WEBHOOKS, Resource.GDPR})
+"""Managed by the tenant's admins and owners only, signed in: no API key scope reaches them."""
+
+_USERS_ONLY = ADMIN_ONLY | {Resource.BILLING}
 """Resources only signed-in users reach: an API key can neither make keys nor spend money."""
 
 SCOPES: tuple[str, ...] = tuple(
@@ -121,7 +128,7 @@ async def caller(request: Request, svc: Annotated[Services, Depends(services)]) 
 
 
 def _required_role(resource: Resource, access: Access) -> Role:
-    if resource is Resource.API_KEYS:
+    if resource in ADMIN_ONLY:
         return Role.ADMIN
     if resource is Resource.BILLING:
         # Every member may see what the tenant pays and uses; only admins change it.
@@ -144,6 +151,7 @@ def tenant_access(resource: Resource, access: Access) -> object:
     """A dependency: the tenant named in the path, if the caller may `access` its `resource`."""
 
     async def check(
+        request: Request,
         tenant: TenantName,
         who: Annotated[Caller, Depends(caller)],
         svc: Annotated[Services, Depends(services)],
@@ -154,9 +162,9 @@ def tenant_access(resource: Resource, access: Access) -> object:
             if found is None or who.api_key.tenant_id != found.id:
                 raise ApiError.not_found("tenant", "tenant")
             if resource in _USERS_ONLY:
-                what = "API keys" if resource is Resource.API_KEYS else "billing"
+                what = resource.value.replace("_", " ")
                 raise ApiError.forbidden(
-                    f"API keys cannot manage {what}: sign in as an admin of the tenant."
+                    f"API keys cannot reach {what}: sign in as an admin of the tenant."
                 )
             held = set(who.api_key.scopes)
             wanted = {f"{resource.value}:write"}
@@ -191,6 +199,9 @@ def tenant_access(resource: Resource, access: Access) -> object:
             raise ApiError.forbidden(
                 "The tenant is suspended: only reads are allowed.", "tenant_suspended"
             )
-        return TenantAccess(found, who, role)
+        granted = TenantAccess(found, who, role)
+        # For the audit trail the middleware writes once the route answered (api/http/audit.py).
+        request.state.tenant_access = granted
+        return granted
 
     return Depends(check)

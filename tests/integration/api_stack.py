@@ -2,7 +2,8 @@
 
 - its Kubernetes identity is the chart's own ServiceAccount (rendered by helm, RBAC applied,
   a token requested for it): the tests exercise exactly the rights the chart grants;
-- its PostgreSQL login is a fresh LOGIN role that is only a member of penguinmails_api (no
+- its PostgreSQL login is a fresh LOGIN role, a member of penguinmails_api, penguinmails_app and
+  penguinmails_platform only (tenant work under row-level security; no
   superuser, no ownership);
 - it runs as its own process (`python -m penguinmails.api.http`, uvicorn) on a free loopback
   port, with Redis for the sign-in throttle.
@@ -117,7 +118,7 @@ def chart_api_identity(
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def api_database_url(postgres_dsn: str) -> str:
-    """A login that is only a member of penguinmails_api, as the chart's Secret would name."""
+    """The API's own login (`api_login()`), as the chart's Secret would name."""
     return await api_login(postgres_dsn)
 
 

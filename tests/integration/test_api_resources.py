@@ -488,11 +488,17 @@ def test_chart_lints_with_the_api_and_refuses_it_without_its_secret(
     ]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["penguinmails-api"]
-    # Every setting that carries a secret comes from the Secret, never a value.
-    assert {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]} == {
+    # Every setting that carries a secret comes from the Secret, never a value; the only plain
+    # values are the egress policy webhook URLs are checked against.
+    env = {e["name"]: e for e in container["env"]}
+    assert {n for n, e in env.items() if "value" in e} == {"PM_CLUSTER_CIDRS", "PM_EGRESS_ALLOW"}
+    assert {
+        n: e["valueFrom"]["secretKeyRef"]["name"] for n, e in env.items() if "value" not in e
+    } == {
         "PM_API_DATABASE_URL": "penguinmails-api",
         "PM_REDIS_URL": "penguinmails-api",
         "PM_API_SIGNING_KEYS": "penguinmails-api",
+        "PM_SUPPRESSION_KEY": "penguinmails-api",
     }
     missing = helm.run("template", "pm", str(CHART_DIR), "--set", "api.enabled=true", check=False)
     assert missing.returncode != 0

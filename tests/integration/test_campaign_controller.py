@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
+import itertools
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +29,7 @@ from kopf._core.engines import posting
 from kubernetes import client
 
 from penguinmails.common.db import tenant_connection
+from penguinmails.common.db.audit import Context as AuditContext
 from penguinmails.common.db.contacts import import_contacts
 from penguinmails.common.db.tenants import upsert_tenant
 from penguinmails.common.dkim.keys import (
@@ -35,8 +39,10 @@ from penguinmails.common.dkim.keys import (
     generate_private_key,
     secret_data,
 )
+from penguinmails.common.egress import EgressPolicy
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.settings import OperatorSettings
+from penguinmails.common.webhooks import EventType, create_endpoint
 from penguinmails.devstack.sink import SinkServer
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.campaign import (
@@ -197,6 +203,14 @@ async def test_preflight_gates_then_campaign_sends_and_completes(
     async with tenant_connection(db_pool, tenant_id) as conn:
         csv = "email,first_name\n" + "".join(f"p{i}@dest.test,P{i}\n" for i in range(40))
         await import_contacts(conn, "leads", csv.encode(), KEY)
+        # Subscribed to phase changes (read from the table below, not posted).
+        await create_endpoint(
+            conn,
+            AuditContext("user:test"),
+            "http://127.0.0.1:9/hooks",
+            [EventType.CAMPAIGN_STATE_CHANGED],
+            policy=EgressPolicy(allowed=(ipaddress.ip_network("127.0.0.0/8"),)),
+        )
 
     with SinkServer() as sink:
         world.create(
@@ -372,3 +386,13 @@ async def test_preflight_gates_then_campaign_sends_and_completes(
         ]["annotations"]
         assert annotations[ACTIVE_ANNOTATION] == "0"
         assert tenant["metadata"]["name"] == name
+    # Every phase change was one campaign.state_changed event, in order, none repeated.
+    async with tenant_connection(db_pool, tenant_id) as conn:
+        rows = await conn.fetch("SELECT payload FROM webhook_events ORDER BY created_at, id")
+    changes = [json.loads(r["payload"])["data"] for r in rows]
+    chain = [(c["previousPhase"], c["phase"]) for c in changes]
+    print(f"campaign.state_changed events: {chain}")
+    assert {c["campaign"] for c in changes} == {"hello"}
+    assert chain[0][0] is None and chain[-1][1] == "Completed"
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(chain)), chain
+    assert {"Pending", "Sending", "Paused", "Stopped", "Completed"} <= {c[1] for c in chain}

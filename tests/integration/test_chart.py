@@ -477,6 +477,30 @@ def test_unsubscribe_and_intake_render_with_every_option(helm: Helm) -> None:
     }
 
 
+def test_webhook_dispatcher_comes_with_the_api_or_alone(helm: Helm) -> None:
+    def dispatchers(*sets: str) -> list[Document]:
+        return [
+            d
+            for d in helm.template("pm", "platform", sets=sets)
+            if d["metadata"]["labels"].get("app.kubernetes.io/component") == "webhook-dispatcher"
+        ]
+
+    assert dispatchers() == []  # off by default, like the API
+    with_api = dispatchers("api.enabled=true", "api.secretName=api")
+    assert sorted(d["kind"] for d in with_api) == ["Deployment", "ServiceAccount"]
+    alone = dispatchers("webhookDispatcher.enabled=true", "webhookDispatcher.rescanSeconds=15")
+    deployment = one(alone, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False  # PostgreSQL only, no Kubernetes API
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-m", "penguinmails.common.webhook_dispatch"]
+    env = {e["name"]: e for e in container["env"]}
+    # The platform's login (the operator's Secret), never a tenant's.
+    assert env["PM_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "penguinmails-database"
+    assert env["PM_WEBHOOK_RESCAN_SECONDS"]["value"] == "15"
+    assert {"PM_CLUSTER_CIDRS", "PM_EGRESS_ALLOW"} <= set(env)
+
+
 def test_unsubscribe_url_follows_the_ingress_host(helm: Helm) -> None:
     documents = helm.template(
         "pm",

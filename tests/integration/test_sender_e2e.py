@@ -13,6 +13,8 @@ import base64
 import collections
 import email
 import email.header
+import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +37,7 @@ from redis.asyncio import Redis
 
 from penguinmails.api.unsubscribe import make_app
 from penguinmails.common.db import tenant_connection
+from penguinmails.common.db.audit import Context
 from penguinmails.common.db.contacts import import_contacts
 from penguinmails.common.db.ledger import (
     CampaignPlan,
@@ -53,6 +56,7 @@ from penguinmails.common.dkim.keys import (
     generate_private_key,
     secret_data,
 )
+from penguinmails.common.egress import EgressPolicy
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import (
     SuppressionReason,
@@ -63,6 +67,7 @@ from penguinmails.common.suppression import (
     suppress,
 )
 from penguinmails.common.tenant_redis import ensure_tenant_redis_user
+from penguinmails.common.webhooks import EventType, create_endpoint
 from penguinmails.devstack.ports import free_port
 from penguinmails.devstack.postfix import PostfixServer
 from penguinmails.devstack.sink import SinkServer
@@ -384,6 +389,14 @@ async def test_campaign_delivered_exactly_once_through_postfix_despite_sigkill(
     token = url.rsplit("/", 1)[1]
     assert read_token(KEYS, TokenPurpose.UNSUBSCRIBE, token) is not None
     address = stack.recipients.messages[0].rcpt_tos[0]
+    async with tenant_connection(db_pool, campaign.tenant_id) as conn:
+        await create_endpoint(
+            conn,
+            Context("user:test"),
+            "http://127.0.0.1:9/hooks",
+            [EventType.UNSUBSCRIBED],
+            policy=EgressPolicy(allowed=(ipaddress.ip_network("127.0.0.0/8"),)),
+        )
     async with TestClient(TestServer(make_app(db_pool, KEYS))) as http:
         page = await http.get(f"/u/{token}")
         assert page.status == 200 and "Unsubscribe" in await page.text()
@@ -395,3 +408,9 @@ async def test_campaign_delivered_exactly_once_through_postfix_despite_sigkill(
     async with tenant_connection(db_pool, campaign.tenant_id) as conn:
         assert await is_suppressed(conn, address_hash(KEY, address))
         assert (await campaign_counts(conn, campaign.uid))["unsubscribed"] == 1
+        # One webhook event for the two clicks, naming the contact.
+        events = await conn.fetch("SELECT payload FROM webhook_events")
+    assert [
+        (json.loads(e["payload"])["type"], json.loads(e["payload"])["data"]["email"])
+        for e in events
+    ] == [("delivery.unsubscribed", address)]

@@ -8,6 +8,8 @@ report is about the recipient."""
 from __future__ import annotations
 
 import base64
+import ipaddress
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +19,7 @@ import asyncpg
 import pytest
 
 from penguinmails.common.db import tenant_connection
+from penguinmails.common.db.audit import Context
 from penguinmails.common.db.contacts import import_contacts
 from penguinmails.common.db.ledger import (
     CampaignPlan,
@@ -37,8 +40,10 @@ from penguinmails.common.dkim.keys import (
     generate_private_key,
     secret_data,
 )
+from penguinmails.common.egress import EgressPolicy
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import address_hash, is_suppressed
+from penguinmails.common.webhooks import EventType, create_endpoint
 from penguinmails.devstack.ports import free_port
 from penguinmails.devstack.sink import SinkServer, StoredMessage
 from penguinmails.sender.engine import Sender, SenderConfig
@@ -130,6 +135,15 @@ async def test_dsns_and_complaints_after_acceptance(
         uid = uuid.uuid4()
         async with tenant_connection(db_pool, tenant_id) as conn:
             await import_contacts(conn, "l", csv.encode(), KEY)
+            # Subscribed to what the intake reports (never posted to here: the events are read
+            # from the tables; docs/data-protection.md covers the dispatch).
+            await create_endpoint(
+                conn,
+                Context("user:test"),
+                "http://127.0.0.1:9/hooks",
+                [EventType.BOUNCED, EventType.COMPLAINED],
+                policy=EgressPolicy(allowed=(ipaddress.ip_network("127.0.0.0/8"),)),
+            )
             await upsert_campaign(conn, uid=uid, namespace="ns", name="c", plan=plan)
             await enqueue(conn, uid, ["l"])
             await set_sending(conn, uid, True)
@@ -234,6 +248,25 @@ async def test_dsns_and_complaints_after_acceptance(
         assert counts["sent"] == 3 and counts["bounced"] == 3 and counts["complained"] == 1
         # The stop rules' window sees them: 6 done, 3 bounced, 1 complaint.
         assert window == {"done": 6, "bounced": 3, "complained": 1}
+
+        # Each counted bounce and complaint is a webhook event, once (the repeated DSN and
+        # the forged complaint are not), naming the contact and, for a bounce, its status.
+        async with tenant_connection(db_pool, tenant_id) as conn:
+            events = await conn.fetch("SELECT payload FROM webhook_events ORDER BY created_at")
+        seen = sorted(
+            (
+                json.loads(e["payload"])["type"],
+                json.loads(e["payload"])["data"]["email"].partition("@")[0],
+                json.loads(e["payload"])["data"].get("status"),
+            )
+            for e in events
+        )
+        assert seen == [
+            ("delivery.bounced", "auth", "5.7.26"),
+            ("delivery.bounced", "blocked", "5.7.1"),
+            ("delivery.bounced", "gone", "5.1.1"),
+            ("delivery.complained", "complainer", None),
+        ], seen
 
         # Nothing else is taken, and the size limit holds (SIZE / 552).
         with pytest.raises(aiosmtplib.SMTPRecipientRefused):
