@@ -13,6 +13,7 @@ Tenants are set up as the operator leaves them (their row in `tenants`, their na
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import tempfile
@@ -74,9 +75,15 @@ def private_helm(private: Path) -> Helm:
 def api_kubeconfig(
     cluster: Cluster, api_client: client.ApiClient, core: client.CoreV1Api, crds_installed: Any
 ) -> Iterator[Path]:
-    """A kubeconfig for the chart's API ServiceAccount, with exactly the chart's RBAC."""
+    """A kubeconfig for the chart's API ServiceAccount, with exactly the chart's RBAC.
+
+    The module's tenant namespaces (make_tenant) go with it: the tenants were never Tenant
+    resources, so an operator started by a later module must not find their objects."""
     with chart_api_identity(cluster, api_client, core) as kubeconfig:
         yield kubeconfig
+    while _TENANT_NAMESPACES:
+        with contextlib.suppress(client.ApiException):
+            core.delete_namespace(_TENANT_NAMESPACES.pop())
 
 
 @contextmanager
@@ -162,11 +169,16 @@ def api_server(
     assert "Traceback" not in text, text[-4000:]
 
 
+_TENANT_NAMESPACES: list[str] = []
+"""Namespaces make_tenant created in this module, deleted with api_kubeconfig."""
+
+
 async def make_tenant(pool: asyncpg.Pool, core: client.CoreV1Api, prefix: str) -> TenantSetup:
     """A tenant as the operator leaves it: its row and its namespace."""
     name = f"{prefix}-{secrets.token_hex(3)}"
     namespace = res.namespace_for(name)
     core.create_namespace({"metadata": {"name": namespace}})
+    _TENANT_NAMESPACES.append(namespace)
     tenant_id = await upsert_tenant(
         pool,
         name=name,
