@@ -291,10 +291,15 @@ async def test_two_thousand_contacts_rotate_over_six_mailboxes(
             rate = (limit - burst + 1 - SLACK) / WINDOW
             dues = due_by_mailbox[address]
             assert dues, f"{address}: nothing waits for its cap"
+            margin = math.inf
             for k, due in enumerate(dues, start=1):
                 earliest = opened + (phase1_sent[address] + k - burst - 1.5) / rate
                 assert due >= earliest, (address, k, due - opened, earliest - opened)
-            print(f"{address}: {len(dues)} waiting, the last due {dues[-1] - opened:.0f} s in")
+                margin = min(margin, (due - earliest) * rate)
+            print(
+                f"{address}: {len(dues)} waiting, the last due {dues[-1] - opened:.0f} s in, "
+                f"the closest {margin:.2f} tokens after its bound"
+            )
 
         # Shares: every contact was given a mailbox under phase 1's limits, in proportion.
         share = collections.Counter(snapshot.values())
