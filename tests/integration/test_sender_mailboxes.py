@@ -274,8 +274,9 @@ async def test_two_thousand_contacts_rotate_over_six_mailboxes(
         # A promise is the mailbox bucket's own: rows the destination provider's bucket
         # (100/s, short while the bursts leave) throttled come back as holders of that
         # promise only, and queue behind the mailbox's. When any throttled row counted as a
-        # holder everywhere they took the mailbox's promised tokens, and this check failed
-        # in CI (ann's 4th waiting row due 16.61 s in, under the bound of 16.84 s).
+        # holder everywhere it could take a token the mailbox promised another row, leaving
+        # that row due before this bound: the likely cause of a CI failure here (ann's 4th
+        # waiting row due 16.61 s in, under the bound of 16.84 s).
         async with tenant_connection(db_pool, tenant_id) as conn:
             waiting = await conn.fetch(
                 "SELECT mailbox, extract(epoch FROM next_attempt_at) AS due FROM deliveries "

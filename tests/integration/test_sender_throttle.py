@@ -119,8 +119,8 @@ async def test_refused_messages_get_distinct_promised_tokens(redis: Redis) -> No
 async def test_a_promise_of_one_bucket_does_not_jump_another_buckets_queue(redis: Redis) -> None:
     """A row refused by its provider's bucket comes back as the holder of that promise only:
     at its mailbox's bucket it queues behind the row the mailbox promised a token, which
-    then gets that token at its promised time (the CI failure of the mailbox acceptance test:
-    provider-throttled rows took the mailbox's promised tokens)."""
+    then gets that token at its promised time (before, any throttled row was a holder in
+    every bucket and took it: the likely cause of a CI failure of the mailbox test)."""
     mailbox = Limit(f"mailbox:{uuid.uuid4()}", 2, 1.0)
     provider = Limit(f"provider:{uuid.uuid4()}", 1, 10.0)
     buckets = TokenBuckets(redis, f"{tenant_key_prefix(uuid.uuid4())}tb:")
