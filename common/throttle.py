@@ -19,8 +19,11 @@ bucket keeps `next`, the time up to which refills are already promised to earlie
 messages, and a new refusal is scheduled after them (and pushes `next` by one token). So a
 backlog of 500 rows behind a 50-a-day mailbox is scheduled once, row after row, one token
 apart, instead of every row being re-claimed each time any token appears. While promises are
-outstanding, a message without one queues behind them rather than taking their tokens (the
-ledger tells the sender which rows come back from a throttle wait). Promises reach at
+outstanding, a message without one queues behind them rather than taking their tokens. A
+promise is a bucket's: each message passes its ticket (the delivery's id), and a bucket that
+refuses it keeps the ticket until the message takes a token, so a message promised a token
+by one bucket (its provider's, say) still queues behind the promises of the others (its
+mailbox's). Promises reach at
 most `HORIZON` seconds ahead: rows beyond it are told to come back after the horizon without
 a promise, so a cancelled backlog cannot hold a mailbox's tokens for weeks.
 
@@ -60,26 +63,37 @@ _TAKE = """
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
 local horizon = tonumber(ARGV[3])
-local holder = ARGV[4] == '1'
--- A returning message may be a little early for its token (the one before it came late, and
--- a full bucket does not store the refill of its lateness): it may borrow up to SLACK.
-local slack = holder and tonumber(ARGV[5]) or 0
+-- The message's ticket (its id; '' for none). A bucket that promises it a token keeps the
+-- ticket as a field until the message takes one, so the message comes back as the holder
+-- of a promise only in the buckets that made one: a row promised a token by its provider's
+-- bucket must still queue behind the promises of its mailbox's bucket, else it takes a
+-- token promised to another row (which then comes back to be refused and re-scheduled).
+local ticket = ARGV[4] ~= '' and ('promise:' .. ARGV[4]) or nil
 local slot = 0
 local tokens = {}
+local times = {}
 local short = {}
 for i, key in ipairs(KEYS) do
     local burst = tonumber(ARGV[4 + 2 * i])
     local rate = tonumber(ARGV[5 + 2 * i])
-    local saved = redis.call('HMGET', key, 'tokens', 'at', 'next')
+    local saved = redis.call('HMGET', key, 'tokens', 'at', 'next', ticket or 'next')
     local have = tonumber(saved[1]) or burst
     local at = tonumber(saved[2]) or now
     local promised = tonumber(saved[3]) or 0
-    have = math.min(burst, have + math.max(0, now - at) * rate)
+    local holder = ticket ~= nil and saved[4] ~= false
+    -- Concurrent takes reach Redis in another order than they read the clock: a late one
+    -- must not move `at` back (the refill since would be counted twice).
+    local t = math.max(now, at)
+    times[i] = t
+    have = math.min(burst, have + (t - at) * rate)
     tokens[i] = have
-    -- A message that was not promised a token queues behind those that were (first come,
+    -- A returning holder may be a little early for its token (the one before it came late,
+    -- and a full bucket does not store the refill of its lateness): it may borrow up to
+    -- SLACK. A message without a promise here queues behind those with one (first come,
     -- first served); one coming back for its promise takes what is there.
-    if have < n - slack or (not holder and promised > now) then
-        local ready = math.max(now + math.max(0, n - have) / rate, promised)
+    local slack = holder and tonumber(ARGV[5]) or 0
+    if have < n - slack or (not holder and promised > t) then
+        local ready = math.max(t + math.max(0, n - have) / rate, promised)
         slot = math.max(slot, ready)
         short[i] = rate
     end
@@ -92,6 +106,9 @@ if slot > 0 then
         if short[i] then
             local promised = slot + n / short[i]
             redis.call('HSET', key, 'next', promised)
+            if ticket then
+                redis.call('HSET', key, ticket, slot)
+            end
             local ttl = math.ceil(promised - now) + 60
             if redis.call('TTL', key) < ttl then
                 redis.call('EXPIRE', key, ttl)
@@ -103,7 +120,10 @@ end
 for i, key in ipairs(KEYS) do
     local burst = tonumber(ARGV[4 + 2 * i])
     local rate = tonumber(ARGV[5 + 2 * i])
-    redis.call('HSET', key, 'tokens', tokens[i] - n, 'at', now)
+    redis.call('HSET', key, 'tokens', tokens[i] - n, 'at', times[i])
+    if ticket then
+        redis.call('HDEL', key, ticket)
+    end
     local ttl = math.ceil(burst / rate) + 60
     if redis.call('TTL', key) < ttl then
         redis.call('EXPIRE', key, ttl)
@@ -162,22 +182,23 @@ class TokenBuckets:
         limits: Sequence[Limit],
         n: int = 1,
         *,
-        promised: bool = False,
+        ticket: str = "",
         now: float | None = None,
     ) -> Wait:
         """Take `n` tokens from every bucket, or none (then `Wait` says until when).
-        `promised`: the message comes back for a token it was promised (it does not queue
-        behind the other promises again)."""
+        `ticket`: the message's own id, the same on every try; in a bucket that promised it a
+        token it comes back for that token (it does not queue behind the other promises
+        again), in the others it queues like any message. "" (no ticket): never a holder."""
         if not limits:
             return Wait(0.0, True)
         for limit in limits:
             if n > limit.burst:
                 raise ValueError(f"{n} tokens can never fit bucket {limit.key} of {limit.burst}")
-        args: list[float | int] = [
+        args: list[float | int | str] = [
             time.time() if now is None else now,
             n,
             HORIZON,
-            int(promised),
+            ticket,
             SLACK,
         ]
         for limit in limits:

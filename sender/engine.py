@@ -562,7 +562,7 @@ class Sender:
         route = self._route(mailbox.routes)
         if route is None:
             return self._requeue(delivery, f"every relay of {mailbox.spec.address} is unreachable")
-        wait = await self._throttle(campaign, mailbox, route, email, delivery.throttled)
+        wait = await self._throttle(campaign, mailbox, route, email, str(delivery.id))
         if wait > 0:
             # Scheduled for when a token exists for it (see common.throttle), so the backlog
             # is not re-claimed at every refill.
@@ -715,15 +715,18 @@ class Sender:
         )
 
     async def _throttle(
-        self, campaign: _Campaign, mailbox: _Mailbox, route: _Route, email: str, promised: bool
+        self, campaign: _Campaign, mailbox: _Mailbox, route: _Route, email: str, ticket: str
     ) -> float:
-        """0 when the message may go now, else seconds until it should be tried again."""
+        """0 when the message may go now, else seconds until it should be tried again.
+        `ticket` (the delivery's id): the buckets that promised this row a token know it, so
+        it comes back as a holder only in those (a row throttled by its provider's bucket
+        must not take a token its mailbox's bucket promised to another row)."""
         if self.buckets is None:
             return 0.0
         group = await self._provider(email.rpartition("@")[2])
         provider = Limit.per_second(f"provider:{group}", self.config.provider_rate)
         wait = await self.buckets.take(
-            [*campaign.limits, *mailbox.limits, *route.limits, provider], promised=promised
+            [*campaign.limits, *mailbox.limits, *route.limits, provider], ticket=ticket
         )
         if wait.seconds <= 0:
             return 0.0
