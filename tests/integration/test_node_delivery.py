@@ -5,7 +5,9 @@ into Dovecot mailboxes read back over IMAP, every message DKIM-verified against 
 PostgreSQL, Redis, Knot and the Postfix relay run on loopback and reach pods through the node's
 bridge (`Node.expose`); the API server through the in-cluster `kubernetes` Service. Nothing here
 runs the operator or the sender as a host process: both are the locally built image in pods.
-The setup is dev/demo.py's, the one `make run` shows.
+The setup is dev/demo.py's, the one `make run` shows. The Hostwinds stand-in is the only other
+service: exposed on the bridge too, the operator pod orders VPS from it (the chart's
+`smtpServers.hostwinds.url`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -31,13 +34,41 @@ from kubernetes import client
 from penguinmails.devstack.demo import CAMPAIGN, RECIPIENT_DOMAIN, Delivery, contacts_csv
 from penguinmails.devstack.dovecot import PASSWORD
 from penguinmails.devstack.node import Node
-from penguinmails.devstack.release import RELEASE
+from penguinmails.devstack.release import RELEASE, pod_url
 from tests.integration.conftest import GROUP, VERSION, Cluster, wait_for
+from tests.integration.smtpserver_helpers import (
+    condition,
+    get,
+    hostwinds_body,
+    put_secret,
+    ssh_private_key,
+    wait_condition,
+)
 from tests.integration.test_campaign_e2e import txt_lookup
+from tests.standins.hostwinds import HostwindsStandIn
 
 pytestmark = pytest.mark.integration
 
 CONTACTS = 40
+HOSTWINDS_KEY = "hw-node-key"
+
+
+@pytest.fixture(scope="module")
+def hostwinds(node: Node) -> Iterator[HostwindsStandIn]:
+    """The stand-in, reachable from pods. Its servers' IPs are the bridge's own address, so
+    anything that ever contacted one would stay on this machine (the operator here does not:
+    no MailU install, no probes)."""
+    assert node.bridge is not None
+    gateway = node.bridge.gateway
+    with HostwindsStandIn({HOSTWINDS_KEY}, ip_for=lambda n: gateway) as server:
+        node.expose(_port_of(server.url))
+        yield server
+
+
+def _port_of(url: str) -> int:
+    port = urllib.parse.urlsplit(url).port
+    assert port is not None, url
+    return port
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +77,13 @@ def delivery(
     # Before the node: the quota controller must discover the CRDs (tenant quotas count them).
     crds_installed: list[str],
     node: Node,
+    hostwinds: HostwindsStandIn,
     postgres_dsn: str,
     redis_url: str,
 ) -> Iterator[Delivery]:
     # Outside pytest's basetemp, which a concurrent session may clean up.
     base = Path(tempfile.mkdtemp(prefix="penguinmails-node-delivery-"))
+    assert node.bridge is not None
     try:
         with Delivery(
             base,
@@ -59,7 +92,14 @@ def delivery(
             postgres_dsn,
             redis_url,
             namespace=f"pm-system-{secrets.token_hex(3)}",
-            values={"operator": {"resyncSeconds": 3}},
+            values={
+                "operator": {"resyncSeconds": 3},
+                "smtpServers": {
+                    "hostwinds": {"url": pod_url(hostwinds.url, node.bridge.gateway)},
+                    # The stand-in's VPS run no SSH server to install MailU on.
+                    "mailu": {"install": False},
+                },
+            },
         ) as started:
             yield started
     finally:
@@ -297,3 +337,98 @@ def test_a_sender_pod_killed_mid_campaign_loses_nothing(
         timeout=120,
         what="the sender Deployment scaled back to 0",
     )
+
+
+def operator_pods(core: client.CoreV1Api, namespace: str) -> list[Any]:
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    return list(core.list_namespaced_pod(namespace, label_selector=selector).items)
+
+
+def test_the_operator_pod_killed_while_ordering_a_vps_orders_it_once(
+    delivery: Delivery,
+    hostwinds: HostwindsStandIn,
+    node: Node,
+    tenants: list[str],
+    api_client: client.ApiClient,
+    custom_objects: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    cluster: Cluster,
+) -> None:
+    """`kubectl delete pod --grace-period=0` of the operator while Hostwinds takes its order
+    (the order placed, its answer never delivered) and the order stays unlisted, as Hostwinds'
+    listing lags: the Deployment's replacement takes the Lease, finds nothing listed, and must
+    wait for the listing instead of ordering a second VPS, then finish provisioning it.
+
+    Chart defaults throughout (the 30 s poll, the 30 min settle window, the 15 s Lease); the
+    listing lags long enough that the replacement's first pass sees nothing listed."""
+    name = f"hw-{secrets.token_hex(3)}"
+    tenants.append(name)
+    namespace = delivery.apply_tenant(api_client, name)
+    put_secret(core, namespace, "hostwinds", {"apiKey": HOSTWINDS_KEY})
+    put_secret(core, namespace, "vps-ssh", {"id_ed25519": ssh_private_key()})
+    (victim,) = operator_pods(core, delivery.namespace)
+    hostwinds.listing_lag_seconds = 90.0
+    hostwinds.provision_seconds = 5.0
+    hostwinds.hold("add_instance", after=True)
+    try:
+        custom_objects.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "smtpservers", hostwinds_body("mx", f"mx.{name}.test")
+        )
+        assert hostwinds.wait_held("add_instance", timeout=120), "the operator never ordered"
+        subprocess.run(
+            [
+                *(str(cluster.kubectl), "--kubeconfig", str(cluster.kubeconfig)),
+                *("delete", "pod", victim.metadata.name, "--namespace", delivery.namespace),
+                *("--grace-period=0", "--force"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        wait_for(
+            lambda: not running(node, victim.metadata.name),
+            timeout=60,
+            what="the operator pod's containers dead",
+        )
+    finally:
+        hostwinds.release("add_instance")
+    killed = get(custom_objects, namespace, "mx")
+    assert killed is not None
+    srvrname = f"pm-{killed['metadata']['uid'].replace('-', '')[:20]}"
+    assert len(hostwinds.live(srvrname)) == 1, "ordered once before the kill"
+    assert (killed["status"].get("createRequested") or {}).get("name") == srvrname
+
+    def orders() -> int:
+        with hostwinds._lock:
+            calls = list(hostwinds.calls)
+        return sum(1 for a, f in calls if a == "add_instance" and f.get("srvrname") == srvrname)
+
+    try:
+        # The replacement's pass that found the order unlisted and declined to order again:
+        # the case a missing in-flight record turns into a second VPS.
+        waiting = wait_condition(
+            custom_objects, namespace, "mx", "Provisioned", "False",
+            reason="CreateRequested", timeout=300,
+        )  # fmt: skip
+        assert "not ordering again" in condition(waiting, "Provisioned")["message"], waiting
+        assert "providerId" not in waiting["status"], "the order was still unlisted"
+        replacement = [
+            p for p in operator_pods(core, delivery.namespace)
+            if p.metadata.name != victim.metadata.name
+        ]  # fmt: skip
+        assert len(replacement) == 1, replacement
+        done = wait_condition(custom_objects, namespace, "mx", "Provisioned", "True", timeout=300)
+        (instance,) = hostwinds.live(srvrname)
+        print(f"\nkilled {victim.metadata.name} mid-order; replaced by "
+              f"{replacement[0].metadata.name}: {orders()} order(s), "
+              f"phase {done['status'].get('phase')}")  # fmt: skip
+        assert orders() == 1, hostwinds.live()
+        assert done["status"]["providerId"] == instance.serviceid
+        assert "createRequested" not in done["status"]
+        assert instance.rdns == {instance.main_ip: f"mx.{name}.test"}
+        ready_condition = wait_condition(
+            custom_objects, namespace, "mx", "Ready", "True", timeout=120
+        )
+        assert ready_condition["status"]["phase"] == "Ready", ready_condition["status"]
+    finally:
+        hostwinds.listing_lag_seconds = 0.0
+        hostwinds.provision_seconds = 0.0
