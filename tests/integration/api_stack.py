@@ -17,6 +17,7 @@ import contextlib
 import secrets
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,9 +82,18 @@ def api_kubeconfig(
     resources, so an operator started by a later module must not find their objects."""
     with chart_api_identity(cluster, api_client, core) as kubeconfig:
         yield kubeconfig
-    while _TENANT_NAMESPACES:
+    made = list(_TENANT_NAMESPACES)
+    _TENANT_NAMESPACES.clear()
+    for namespace in made:
         with contextlib.suppress(client.ApiException):
-            core.delete_namespace(_TENANT_NAMESPACES.pop())
+            core.delete_namespace(namespace)
+    # Gone before the next module starts an operator: one that found them still terminating
+    # would put its finalizer on their objects and keep them (and their namespace) forever.
+    deadline = time.monotonic() + 120
+    while made and time.monotonic() < deadline:
+        names = {n.metadata.name for n in core.list_namespace().items}
+        made = [namespace for namespace in made if namespace in names]
+        time.sleep(0.5)
 
 
 @contextmanager

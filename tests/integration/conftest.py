@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -194,6 +195,32 @@ def operator_process(
     yield start
     for handle in started:
         handle.stop()
+
+
+_NAMESPACE_IN_LINE = re.compile(r'namespaces?(?:/| "| )([a-z0-9][-a-z0-9]*)')
+_REFUSALS = ("Forbidden", "forbidden", "Not enough permissions")
+
+
+def refusals(log: str, namespace: str) -> list[str]:
+    """Lines of an operator log where the API server refused it something concerning
+    `namespace` or the cluster scope.
+
+    The cluster is shared by every module: an object another module left in a namespace that
+    is no longer a tenant's is rightly refused to the chart's identity (the admission
+    policy, the secret-writer bindings, a terminating namespace), which is not what a test of
+    one Tenant's reconcile is about."""
+    found = []
+    for line in log.splitlines():
+        if not any(marker in line for marker in _REFUSALS):
+            continue
+        others = {
+            name
+            for name in _NAMESPACE_IN_LINE.findall(line)
+            if name != namespace and name.startswith("tenant-")
+        }
+        if not others:
+            found.append(line)
+    return found
 
 
 def wait_for(

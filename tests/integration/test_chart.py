@@ -29,7 +29,14 @@ from penguinmails.devstack.controlplane import write_kubeconfig
 from penguinmails.devstack.helm import CHART_DIR, build_helm
 from penguinmails.devstack.stack import api_client_for, apply_documents
 from penguinmails.operator import tenant_resources as res
-from tests.integration.conftest import GROUP, VERSION, Cluster, OperatorFactory, wait_for
+from tests.integration.conftest import (
+    GROUP,
+    VERSION,
+    Cluster,
+    OperatorFactory,
+    refusals,
+    wait_for,
+)
 from tests.integration.smtpserver_helpers import (
     hostwinds_body,
     put_secret,
@@ -942,16 +949,8 @@ def test_operator_reconciles_a_tenant_with_only_the_chart_rbac(
     log = operator.log()
     for handler in ("tenants-changed", "tenants-deleted"):
         assert f"Handler '{handler}' succeeded" in log, log[-4000:]
-    # Refusals about this Tenant, its namespace or the cluster scope. An object another module
-    # left in a namespace that is not a tenant's is rightly refused to the chart's identity
-    # (the admission policy and the secret-writer bindings see to it): not this test's concern.
-    refusals = [
-        line
-        for line in log.splitlines()
-        if any(m in line for m in ("Forbidden", "forbidden", "Not enough permissions"))
-        and all(ns == namespace for ns in re.findall(r'namespace "([^"]+)"', line))
-    ]
-    assert not refusals, "operator log has refusals:\n" + "\n".join(refusals[-20:])
+    found = refusals(log, namespace)
+    assert not found, "operator log has refusals:\n" + "\n".join(found[-20:])
     operator.assert_no_errors()
 
 
