@@ -321,9 +321,10 @@ def test_life_cycle_driven_by_signed_events(
     wait_status(api, name, tier="starter", suspended=False)
     events = Events(time.time(), "life")
 
-    def deliver(type_: str, obj: dict[str, Any]) -> str:
+    def deliver(type_: str, obj: dict[str, Any], created: float | None = None) -> str:
         # Created now, as Stripe would: the grace period runs from the past_due event's time.
-        response = server.deliver(events.make(type_, obj, created=time.time()))
+        event = events.make(type_, obj, created=created or time.time())
+        response = server.deliver(event)
         assert response.status_code == 200, response.text
         print(f"{type_}: {response.json()}")
         return str(response.json()["verdict"])
@@ -351,11 +352,16 @@ def test_life_cycle_driven_by_signed_events(
     assert quota_pods(core, name) == TIERS[Tier.BUSINESS].quota_pods
 
     # past_due: still sending during the grace period, suspended once it is over.
+    past_due = time.time()
     deliver(
         "customer.subscription.updated",
         subscription(sub, customer, name, "past_due", BUSINESS.price_monthly),
+        created=past_due,
     )
-    assert not spec_of(api, name).get("suspended")
+    # Not suspended before the grace period is over (a slow API server under a full test run
+    # can take that long to answer, so the check is about the clock, not about promptness).
+    suspended_early = spec_of(api, name).get("suspended")
+    assert not suspended_early or time.time() - past_due >= GRACE_SECONDS
     wait_for(lambda: spec_of(api, name).get("suspended"), what="suspension after the grace")
     reason = spec_of(api, name)["suspendReason"]
     assert reason.startswith("Billing: the payment of the latest invoice failed on ")
