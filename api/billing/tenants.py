@@ -2,8 +2,10 @@
 
 Billing writes `spec.tier`, `spec.suspended`, `spec.suspendReason` and `spec.billing` with a
 JSON merge patch under its own field manager (`penguinmails-billing`), so GitOps tools see who
-owns what. Each patch names the resourceVersion it was computed from: a concurrent edit makes
-it fail (409) and the webhook delivery is retried, instead of overwriting the edit.
+owns what. Each patch names the resourceVersion it was computed from, so a concurrent edit
+makes it fail (409) instead of being overwritten; the change is then decided again from the
+Tenant as it is now (the operator's status writes alone move the resourceVersion), a few
+times, before the webhook delivery fails and Stripe retries it.
 
 A Tenant is billing's only while its `spec.billing.stripeSubscriptionId` names the
 subscription an event is about: a Tenant managed by GitOps (no subscription) is never touched,
@@ -19,12 +21,14 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
 
 from penguinmails.api.v1alpha1 import GROUP_VERSION
 from penguinmails.api.v1alpha1.tiers import Tier
 
 FIELD_MANAGER = "penguinmails-billing"
+CONFLICT_ATTEMPTS = 5
+"""Reads and patches per change before a conflict fails the delivery."""
 SUSPEND_PREFIX = "Billing: "
 """Every suspension reason billing writes starts so; only those are lifted by billing."""
 
@@ -66,6 +70,15 @@ class TenantWriter:
 
     async def link(self, name: str, *, customer_id: str, subscription_id: str) -> str:
         """Record the subscription paying for `name` (after Checkout); what happened."""
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                return await self._link(name, customer_id, subscription_id)
+            except ConflictError:
+                if attempt == CONFLICT_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _link(self, name: str, customer_id: str, subscription_id: str) -> str:
         tenant = await self.get(name)
         if tenant is None:
             return f"no Tenant {name}"
@@ -89,6 +102,15 @@ class TenantWriter:
 
     async def apply(self, name: str, subscription_id: str, desired: Desired) -> str:
         """Bring the Tenant to `desired` if `subscription_id` pays for it; what happened."""
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                return await self._apply(name, subscription_id, desired)
+            except ConflictError:
+                if attempt == CONFLICT_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _apply(self, name: str, subscription_id: str, desired: Desired) -> str:
         tenant = await self.get(name)
         if tenant is None:
             return f"no Tenant {name}"
