@@ -219,8 +219,6 @@ class Claimed:
     suppressed: bool
     claims: int = 1
     """Times this row was claimed, this claim included (migration 0004)."""
-    throttled: bool = False
-    """It comes back from a throttle wait (it was promised a token: common.throttle)."""
     expired_claims: int = 0
     """Claims (this one included) that took it over after a lease expired without outcome."""
     address_hash: bytes = b""
@@ -353,7 +351,6 @@ SET state = 'sending', lease_owner = $1, lease_until = now() + $3::interval,
 FROM due LEFT JOIN contacts ct ON ct.id = due.contact_id
 WHERE d.id = due.id
 RETURNING d.id, d.campaign_uid, d.attempts, d.claims, d.expired_claims,
-    d.reason = $5 AS throttled,
     ct.email, ct.fields,
     EXISTS (SELECT FROM suppressions s WHERE s.address_hash = d.address_hash) AS suppressed,
     d.address_hash, d.mailbox,
@@ -380,7 +377,6 @@ async def claim(
         limit,
         lease,
         campaign_uid,
-        THROTTLED,
     )
     return [
         Claimed(
@@ -391,7 +387,6 @@ async def claim(
             fields=json.loads(row["fields"]) if row["fields"] is not None else {},
             suppressed=row["suppressed"],
             claims=row["claims"],
-            throttled=bool(row["throttled"]),
             expired_claims=row["expired_claims"],
             address_hash=bytes(row["address_hash"]),
             mailbox=row["mailbox"],
