@@ -23,8 +23,10 @@ outstanding, a message without one queues behind them rather than taking their t
 promise is a bucket's: each message passes its ticket (the delivery's id), and a bucket that
 refuses it keeps the ticket until the message takes a token, so a message promised a token
 by one bucket (its provider's, say) still queues behind the promises of the others (its
-mailbox's). Promises reach at
-most `HORIZON` seconds ahead: rows beyond it are told to come back after the horizon without
+mailbox's). A promise lasts as long as its chain: once every promised time has passed, a
+late holder's token is anyone's, and a holder coming back after a new chain started queues
+like any message, so the promised schedule is never overbooked. Promises reach at most
+`HORIZON` seconds ahead: rows beyond it are told to come back after the horizon without
 a promise, so a cancelled backlog cannot hold a mailbox's tokens for weeks.
 
 **Keys.** Every key lives under `tenant:<tenant id>:` (`common.tenant_redis.tenant_key_prefix`),
@@ -73,18 +75,27 @@ local slot = 0
 local tokens = {}
 local times = {}
 local short = {}
+local chain = {}
 for i, key in ipairs(KEYS) do
     local burst = tonumber(ARGV[4 + 2 * i])
     local rate = tonumber(ARGV[5 + 2 * i])
-    local saved = redis.call('HMGET', key, 'tokens', 'at', 'next', ticket or 'next')
+    local saved = redis.call('HMGET', key, 'tokens', 'at', 'next', 'from', ticket or 'next')
     local have = tonumber(saved[1]) or burst
     local at = tonumber(saved[2]) or now
     local promised = tonumber(saved[3]) or 0
-    local holder = ticket ~= nil and saved[4] ~= false
+    -- A promise holds only in the chain that made it: once every promise's time has passed
+    -- (`next` <= now), the tokens late holders left are free for anyone, and a new chain
+    -- starts from what the bucket holds. A holder of the old chain coming back after that
+    -- restart (`from`: the old chain's end) queues like any message; were it still a holder,
+    -- it would take a token the new chain promised to another row, and that row would come
+    -- back early for nothing (the promised schedule overbooked by every late holder).
+    local holder = ticket ~= nil and saved[5] ~= false
+        and tonumber(saved[5]) >= (tonumber(saved[4]) or 0)
     -- Concurrent takes reach Redis in another order than they read the clock: a late one
     -- must not move `at` back (the refill since would be counted twice).
     local t = math.max(now, at)
     times[i] = t
+    chain[i] = promised
     have = math.min(burst, have + (t - at) * rate)
     tokens[i] = have
     -- A returning holder may be a little early for its token (the one before it came late,
@@ -104,6 +115,9 @@ if slot > 0 then
     end
     for i, key in ipairs(KEYS) do
         if short[i] then
+            if chain[i] <= times[i] then
+                redis.call('HSET', key, 'from', chain[i])  -- a new chain starts here
+            end
             local promised = slot + n / short[i]
             redis.call('HSET', key, 'next', promised)
             if ticket then
