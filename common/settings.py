@@ -41,6 +41,9 @@ class OperatorSettings:
     """Port of the Prometheus /metrics endpoint; 0 disables it (PM_METRICS_PORT)."""
     purge_interval_seconds: float
     """How often deleted tenants past their retention are purged (PM_PURGE_INTERVAL_SECONDS)."""
+    full_resync_seconds: float = 36000.0
+    """How often a Tenant's timer pass re-applies everything instead of trusting the watches
+    (PM_FULL_RESYNC_SECONDS; 10 hours, controller-runtime's default sync period)."""
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -57,6 +60,7 @@ class OperatorSettings:
                 "PM_SENDER_IMAGE", "ghcr.io/penguinmails/penguinmails:0.1.0"
             ),
             resync_seconds=_env_float("PM_RESYNC_SECONDS", 60.0),
+            full_resync_seconds=_env_float("PM_FULL_RESYNC_SECONDS", 36000.0),
             tenant_data_retention=timedelta(
                 days=_env_float("PM_TENANT_RETENTION_DAYS", TENANT_DATA_RETENTION.days)
             ),

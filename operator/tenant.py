@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -148,7 +149,8 @@ class Stated:
     placement: res.SenderPlacement
     secret_version: str | None
     """The resourceVersion of the sender Secret it applied (None: no platform Secret set)."""
-    at: float = field(default_factory=time.monotonic)
+    at: float = 0.0
+    """When it was stated, on the `Resyncs` clock."""
 
 
 class Resyncs:
@@ -161,14 +163,14 @@ class Resyncs:
     sender pod's scheduling nudges it, and a spec change is a change. So a timer pass trusts
     the last full pass of this process and reads only the sender Secret (deleting it is how
     its logins are rotated: docs/operations.md), unless the generation moved or the last full
-    pass is `FULL_EVERY` resyncs old: the net for what a watch can miss (a child deleted while
-    a watch reconnects, a changed platform Secret)."""
+    pass is `full_every` seconds old (PM_FULL_RESYNC_SECONDS, 10 hours as controller-runtime's
+    sync period): the net for what a watch can miss (a child deleted while a watch reconnects,
+    a changed platform Secret)."""
 
-    FULL_EVERY = 10
-
-    def __init__(self, interval: float) -> None:
+    def __init__(self, full_every: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.applied: dict[str, Stated] = {}
-        self._interval = interval
+        self._full_every = full_every
+        self._clock = clock
 
     def cheap(self, body: kopf.Body, *, timer: bool) -> Stated | None:
         """The state a timer pass may trust, or None for a full pass."""
@@ -177,9 +179,12 @@ class Resyncs:
             return None
         if stated.generation != int(body.metadata.get("generation") or 0):
             return None
-        if time.monotonic() - stated.at >= self.FULL_EVERY * self._interval:
+        if self._clock() - stated.at >= self._full_every:
             return None
         return stated
+
+    def record(self, uid: str, stated: Stated) -> None:
+        self.applied[uid] = dataclasses.replace(stated, at=self._clock())
 
     def forget(self, uid: str) -> None:
         self.applied.pop(uid, None)
@@ -240,12 +245,11 @@ async def reconcile(
     retry: int,
     logger: logging.Logger | kopf.Logger,
     *,
-    applied: dict[str, Stated] | None = None,
+    resyncs: Resyncs | None = None,
     cached: Stated | None = None,
 ) -> None:
     """One pass over a Tenant. `cached` (a cheap resync, see `Resyncs`): what the last full
-    pass stated, trusted but for the sender Secret; `applied` records each full pass."""
-    applied = {} if applied is None else applied
+    pass stated, trusted but for the sender Secret; `resyncs` records each full pass."""
     name = body.metadata.name
     generation = int(body.metadata.get("generation") or 0)
     status: Mapping[str, Any] = body.status or {}
@@ -272,7 +276,8 @@ async def reconcile(
         stated = cached
         if stated is None or not await _secret_unchanged(ctx, tenant, stated):
             stated = await _state_everything(ctx, tenant, spec, generation)
-            applied[tenant.uid] = stated
+            if resyncs is not None:
+                resyncs.record(tenant.uid, stated)
         sent = await _usage(ctx, name, spec, stated.tenant_id, logger)
     except Exception as error:
         failure = describe(error)
@@ -454,7 +459,7 @@ async def _delete_redis_user(ctx: Context, name: str, logger: kopf.Logger | logg
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
     """Attach the Tenant handlers; the resync interval comes from the settings."""
-    resyncs = Resyncs(settings.resync_seconds)
+    resyncs = Resyncs(settings.full_resync_seconds)
 
     async def run(
         *,
@@ -471,7 +476,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             metrics.RESYNC_PASSES.labels(kind="Tenant", depth=depth).inc()
         with metrics.observe("Tenant", depth if timer else "change"):
             await reconcile(
-                memo.context, body, patch, retry, logger, applied=resyncs.applied, cached=cached
+                memo.context, body, patch, retry, logger, resyncs=resyncs, cached=cached
             )
 
     async def delete(*, body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger) -> None:
