@@ -202,7 +202,7 @@ def compose(notice: Notice, to: str, settings: NoticeSettings) -> EmailMessage:
 async def _claim(conn: AnyConnection) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
-            "UPDATE billing_notices SET email_claimed_until = now() + $1, "
+            "UPDATE billing_notices SET email_claimed_until = now() + $1::interval, "
             "email_attempts = email_attempts + 1 "
             "WHERE email_message_id IS NOT NULL AND email_sent_at IS NULL "
             "AND email_error IS NULL "

@@ -20,8 +20,8 @@ async def purge_billing_events(db: asyncpg.Pool, retention: timedelta) -> int:
     Only the de-duplication of redeliveries needs them; the order of a subscription's events is
     kept in billing_subscriptions, which stays."""
     deleted = await db.fetchval(
-        "WITH gone AS (DELETE FROM billing_events WHERE received_at < now() - $1 RETURNING 1) "
-        "SELECT count(*) FROM gone",
+        "WITH gone AS (DELETE FROM billing_events "
+        "WHERE received_at < now() - $1::interval RETURNING 1) SELECT count(*) FROM gone",
         retention,
     )
     return int(deleted or 0)
