@@ -114,6 +114,9 @@ class NoticeSettings:
     """Where a customer upgrades, quoted in the notices (PM_NOTICE_BILLING_URL)."""
     timeout_seconds: float = 30.0
     """Timeout of each SMTP step (PM_NOTICE_SMTP_TIMEOUT_SECONDS)."""
+    ca_pem: str = ""
+    """PEM certificates trusted for the relay's TLS (PM_NOTICE_SMTP_CA), e.g. a cluster's own
+    CA; empty: the system's trust store. The relay's certificate is always verified."""
 
     @property
     def enabled(self) -> bool:
@@ -151,6 +154,12 @@ class NoticeSettings:
                 f"PM_NOTICE_SMTP_TIMEOUT_SECONDS={raw_timeout!r} is not a number: set it to "
                 "seconds, e.g. 30"
             ) from error
+        ca_pem = get("PM_NOTICE_SMTP_CA", "")
+        if ca_pem and "-----BEGIN CERTIFICATE-----" not in ca_pem:
+            raise ValueError(
+                "PM_NOTICE_SMTP_CA holds no PEM certificate: set it to the relay's CA "
+                "certificate(s), -----BEGIN CERTIFICATE----- ..., or leave it empty"
+            )
         return cls(
             smtp_host=get("PM_NOTICE_SMTP_HOST", ""),
             smtp_port=int(raw_port),
@@ -160,6 +169,7 @@ class NoticeSettings:
             from_address=from_address,
             billing_url=get("PM_NOTICE_BILLING_URL", cls.billing_url),
             timeout_seconds=timeout,
+            ca_pem=ca_pem,
         )
 
 

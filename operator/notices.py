@@ -23,6 +23,7 @@ a permanent refusal (5xx) ends it, recorded in `email_error`.
 from __future__ import annotations
 
 import logging
+import ssl
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -214,6 +215,14 @@ async def _claim(conn: AnyConnection) -> list[asyncpg.Record]:
     )
 
 
+def _tls_context(settings: NoticeSettings) -> ssl.SSLContext | None:
+    """Verification against PM_NOTICE_SMTP_CA when given, else aiosmtplib's default (the
+    system's trust store); never unverified."""
+    if settings.smtp_tls == "none" or not settings.ca_pem:
+        return None
+    return ssl.create_default_context(cadata=settings.ca_pem)
+
+
 def _permanent(error: aiosmtplib.SMTPException) -> str | None:
     """The relay's answer when it refused for good (5xx), else None (try again later)."""
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
@@ -265,6 +274,7 @@ async def send_owed(
                 password=settings.smtp_password or None,
                 use_tls=settings.smtp_tls == "tls",
                 start_tls=settings.smtp_tls == "starttls",
+                tls_context=_tls_context(settings),
                 timeout=settings.timeout_seconds,
             )
             sent = True

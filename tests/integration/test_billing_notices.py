@@ -1,7 +1,8 @@
 """Usage notices at 80/95/100%, once each per period; the purge of old Stripe events.
 
 The operator runs as in production (a process under kopf). The notices' e-mails go through a
-real Postfix relay to a recipient sink; their webhook events are delivered by the real
+real Postfix relay (STARTTLS, verified against the relay's CA as PM_NOTICE_SMTP_CA) to a
+recipient sink; their webhook events are delivered by the real
 dispatcher to a receiver that verifies them with the Standard Webhooks reference library. Sent
 messages are ledger rows written here as the senders record them (as in test_billing_usage.py):
 a plan of a few messages makes the thresholds reachable.
@@ -67,18 +68,20 @@ def mail(services_dir: Path) -> Iterator[tuple[SinkServer, PostfixServer]]:
     with (
         SinkServer() as sink,
         PostfixServer(
-            services_dir, relayhost=sink.address, hostname="relay.notices.test", name="notices"
+            services_dir, relayhost=sink.address, tls=True, hostname="localhost", name="notices"
         ) as relay,
     ):
         yield sink, relay
 
 
 def notice_settings(relay: PostfixServer) -> dict[str, str]:
+    """Production's defaults (STARTTLS required, certificate verified) but for the relay's
+    address and its self-signed certificate as the trusted CA."""
+    assert relay.tls_cert is not None
     return {
-        "PM_NOTICE_SMTP_HOST": "127.0.0.1",
+        "PM_NOTICE_SMTP_HOST": "localhost",
         "PM_NOTICE_SMTP_PORT": str(relay.port),
-        # The local relay offers no TLS; production's default is starttls.
-        "PM_NOTICE_SMTP_TLS": "none",
+        "PM_NOTICE_SMTP_CA": relay.tls_cert.read_text(),
         "PM_NOTICE_FROM": FROM,
         "PM_NOTICE_BILLING_URL": BILLING_URL,
     }
@@ -440,6 +443,51 @@ async def test_two_replicas_and_a_crash_give_each_notice_once(
     rows = await notice_rows(db_pool, tenant_id)
     assert [r["email_attempts"] for r in rows] == [1, 2, 1]
     assert rows[2]["email_sent_at"] is None and rows[2]["email_claimed_until"] is not None
+
+
+async def test_a_relay_that_is_not_trusted_gets_nothing_and_the_email_stays_owed(
+    db_pool: asyncpg.Pool,
+    mail: tuple[SinkServer, PostfixServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the relay's CA its certificate fails verification: nothing goes out in clear,
+    the claim is given back at once, and the next pass with the CA sends the e-mail."""
+    sink, relay = mail
+    for key, value in notice_settings(relay).items():
+        monkeypatch.setenv(key, value)
+    trusted = NoticeSettings.from_env()
+    monkeypatch.delenv("PM_NOTICE_SMTP_CA")
+    untrusted = NoticeSettings.from_env()
+    name = f"notice-tls-{uuid.uuid4().hex[:6]}"
+    contact = f"ops@{name}.example.com"
+    tenant_id = await upsert_tenant(
+        db_pool,
+        name=name,
+        tier="starter",
+        namespace=f"tenant-{name}",
+        display_name=None,
+        contact_email=contact,
+        suspended=False,
+    )
+    period = month_start(datetime.now(UTC)).date()
+    args: dict[str, Any] = {
+        "tenant": name,
+        "tier": "starter",
+        "contact_email": contact,
+        "sent": 16,
+        "allowance": Allowance(20, overage_allowed=False),
+        "period": period,
+    }
+    recorded = await notices.notify(db_pool, tenant_id, settings=untrusted, **args)
+    assert [n.threshold for n in recorded] == [80]
+    (row,) = await notice_rows(db_pool, tenant_id)
+    assert row["email_attempts"] == 1 and row["email_sent_at"] is None
+    assert row["email_claimed_until"] is None and row["email_error"] is None
+    assert await notices.notify(db_pool, tenant_id, settings=trusted, **args) == []
+    (arrived,) = await until(lambda: mails_to(sink, contact), "the e-mail over verified TLS")
+    assert threshold_of(arrived) == 80
+    (row,) = await notice_rows(db_pool, tenant_id)
+    assert row["email_attempts"] == 2 and row["email_sent_at"] is not None
 
 
 async def test_processed_stripe_events_are_purged_after_the_default_retention(

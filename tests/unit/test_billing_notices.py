@@ -65,6 +65,7 @@ def test_the_relay_password_is_never_shown() -> None:
         ("PM_NOTICE_SMTP_PORT", "70000", "PM_NOTICE_SMTP_PORT='70000' is not a port"),
         ("PM_NOTICE_FROM", "billing", "PM_NOTICE_FROM='billing' has no address"),
         ("PM_NOTICE_SMTP_TIMEOUT_SECONDS", "soon", "is not a number"),
+        ("PM_NOTICE_SMTP_CA", "/etc/ssl/ca.pem", "PM_NOTICE_SMTP_CA holds no PEM certificate"),
     ],
 )
 def test_bad_notice_settings_name_the_variable(name: str, value: str, message: str) -> None:
