@@ -43,8 +43,8 @@ async def purge_periodically(
                 log.info("purged the data of deleted tenants: %s", ", ".join(purged))
             if events:
                 log.info(
-                    "purged %d Stripe events processed more than %s ago",
+                    "purged %d Stripe events processed more than %g days ago",
                     events,
-                    billing_event_retention,
+                    billing_event_retention / timedelta(days=1),
                 )
         await asyncio.sleep(interval_seconds)
