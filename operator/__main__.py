@@ -75,7 +75,9 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         for priority_class in res.priority_classes():
             await kube.apply(priority_class)
         memo.context = Context(settings=config, kube=kube, db=db)
-        memo.purge_task = asyncio.create_task(purge_periodically(db, config.purge_interval_seconds))
+        memo.purge_task = asyncio.create_task(
+            purge_periodically(db, config.purge_interval_seconds, config.billing_event_retention)
+        )
         if config.metrics_port:
             start_http_server(config.metrics_port, addr="0.0.0.0")  # noqa: S104
 

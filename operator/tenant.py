@@ -40,7 +40,7 @@ from penguinmails.common.db.tenants import get_tenant, mark_tenant_deleted, upse
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.settings import OperatorSettings
 from penguinmails.common.tenant_redis import delete_tenant_redis_user, ensure_tenant_redis_user
-from penguinmails.operator import conditions, metrics, usage
+from penguinmails.operator import conditions, metrics, notices, usage
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
@@ -325,7 +325,8 @@ async def _usage(
     tenant_id: uuid.UUID,
     logger: logging.Logger | kopf.Logger,
 ) -> int:
-    """This month's sent messages; past a plan that allows overage, the excess goes to Stripe.
+    """This month's sent messages; past a plan that allows overage, the excess goes to Stripe;
+    the notices at 80/95/100% of the allowance (operator/notices.py).
 
     A failed report is retried on the next pass: it must not hold up the rest of the Tenant.
     """
@@ -344,6 +345,17 @@ async def _usage(
             )
         except stripe.StripeError as error:
             logger.warning("overage of Tenant %s not reported yet: %s", name, error.user_message)
+    await notices.notify(
+        ctx.db,
+        tenant_id,
+        tenant=name,
+        tier=spec.tier.value,
+        contact_email=str(spec.contact_email),
+        sent=sent,
+        allowance=allowance,
+        period=usage.month_start(now).date(),
+        settings=ctx.settings.notices,
+    )
     return sent
 
 
