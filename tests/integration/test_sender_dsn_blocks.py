@@ -8,7 +8,9 @@ three Microsoft-style IP blocks (5.7.1, S3150) for messages carried by server A,
 for one carried by B: a later campaign, sent by a fresh sender (nothing in its memory), goes
 entirely through B, and only the 5.1.1 recipient is suppressed. Three Gmail-style "low
 reputation of the sending domain" blocks: that domain's next campaign waits (no attempt
-used) while another domain's campaign on the same server sends. No campaign is paused.
+used) while another domain's campaign on the same server sends. No campaign is paused. The
+senders use the tenant's own database login, as in production; so do the relay's own 5.7.x
+replies they record for the other pods.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from penguinmails.common.db.ledger import (
     set_sending,
     upsert_campaign,
 )
+from penguinmails.common.db.tenant_logins import ensure_tenant_login, new_password, with_login
 from penguinmails.common.db.tenants import upsert_tenant
 from penguinmails.common.dkim.keys import (
     DkimKey,
@@ -116,6 +119,12 @@ async def test_receivers_blocks_reach_the_server_or_domain_they_name(
     config = SenderConfig(
         tenant_id=tenant_id, token_key=KEYS.token_key(tenant_id), poll_interval=0.05
     )
+    # The tenant's own login, as the operator issues it to the sender.
+    password = new_password()
+    role = await ensure_tenant_login(db_pool, tenant_id, password)
+    sender_pool = await asyncpg.create_pool(
+        with_login(postgres_dsn, role, password), min_size=1, max_size=4
+    )
 
     async def campaign(list_name: str, count: int, plan: CampaignPlan) -> uuid.UUID:
         csv = "email\n" + "".join(f"{list_name}-{i}@dest.test\n" for i in range(count))
@@ -129,7 +138,7 @@ async def test_receivers_blocks_reach_the_server_or_domain_they_name(
 
     async def send() -> None:
         # A fresh sender each time: what it skips, it learnt from the database.
-        await Sender(db_pool, config, secrets=DirSecrets(tmp_path)).run_until_idle()
+        await Sender(sender_pool, config, secrets=DirSecrets(tmp_path)).run_until_idle()
 
     async def rows(uid: uuid.UUID) -> dict[str, asyncpg.Record]:
         async with tenant_connection(db_pool, tenant_id) as conn:
@@ -215,7 +224,21 @@ async def test_receivers_blocks_reach_the_server_or_domain_they_name(
         assert {(r["state"], r["attempts"]) for r in third_rows.values()} == {("queued", 0)}
         assert all("one.example is blocked" in r["reason"] for r in third_rows.values())
 
+        # A relay that answers with a 5.7.1 block itself: each reply is recorded (with the
+        # tenant's login) for the other pods, against that server.
+        with SinkServer() as relay_c:
+            for i in range(4):
+                relay_c.reply_for[f"listed-{i}@dest.test"] = (550, MICROSOFT_IP_BLOCK)
+            c = Relay(name="srv-c", host="127.0.0.1", port=relay_c.port, tls="none")
+            listed = await campaign("listed", 4, _plan("two.example", [c]))
+            await send()
+            refused = len(relay_c.refused)
+        assert refused >= BLOCK_STRIKES
+        assert (await blocks()).count(("server", "srv-c", "relay")) == refused
+        assert {r["state"] for r in (await rows(listed)).values()} <= {"failed", "queued"}
+    await sender_pool.close()
+
     async with tenant_connection(db_pool, tenant_id) as conn:
-        for uid in (first, second, third, other):
+        for uid in (first, second, third, other, listed):
             assert await get_pause_reason(conn, uid) is None
             assert await conn.fetchval("SELECT sending FROM campaigns WHERE uid = $1", uid)

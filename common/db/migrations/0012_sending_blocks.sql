@@ -9,7 +9,8 @@ GRANT UPDATE (relay) ON deliveries TO penguinmails_app, penguinmails_tenant;
 -- server (`target` = SmtpServer name) or a sending domain (`target` = the From domain).
 -- Senders read the recent ones: BLOCK_STRIKES within BLOCK_WINDOW_SECONDS and that server or
 -- domain is skipped for BLOCK_PAUSE_SECONDS (sender/engine.py). Rows older than a day are
--- deleted as new ones come: nothing reads them. No address: the delivery's id only.
+-- deleted as new ones come (prune_sending_blocks): nothing reads them. No address: the
+-- delivery's id only.
 CREATE TABLE sending_blocks (
     id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     tenant_id   uuid        NOT NULL DEFAULT current_tenant_id()
@@ -27,4 +28,16 @@ ALTER TABLE sending_blocks FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON sending_blocks
     USING (tenant_id = (SELECT current_tenant_id()))
     WITH CHECK (tenant_id = (SELECT current_tenant_id()));
-GRANT SELECT, INSERT, DELETE ON sending_blocks TO penguinmails_app, penguinmails_tenant;
+-- Tenants' logins (senders) get no table-level DELETE (0003: it would let a login LOCK the
+-- table and stall every tenant's senders); they prune through this owner's function, which
+-- deletes only the current tenant's rows older than a day.
+GRANT SELECT, INSERT ON sending_blocks TO penguinmails_app, penguinmails_tenant;
+CREATE FUNCTION prune_sending_blocks() RETURNS void
+    LANGUAGE sql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, public, pg_temp
+    AS $$
+    DELETE FROM public.sending_blocks
+     WHERE tenant_id = (SELECT current_tenant_id()) AND at < now() - interval '1 day'
+$$;
+REVOKE ALL ON FUNCTION prune_sending_blocks() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION prune_sending_blocks() TO penguinmails_app, penguinmails_tenant;
