@@ -591,14 +591,28 @@ class Sender:
         self, delivery: Claimed, email: str, campaign: _Campaign, mailbox: _Mailbox
     ) -> Outcome:
         domain = mailbox.spec.address.rpartition("@")[2].lower()
-        if self._blocked.get((BlockScope.DOMAIN, domain), 0.0) > time.monotonic():
-            # Receivers block the domain itself: its mail waits (it keeps its mailbox, as
-            # when every server is down); the campaign's other domains keep sending.
-            return self._requeue(delivery, f"domain {domain} is blocked by receivers")
+        now = time.monotonic()
+        blocked = self._blocked.get((BlockScope.DOMAIN, domain), 0.0) - now
+        if blocked > 0:
+            # Receivers block the domain itself: its mail waits until the block ends (it
+            # keeps its mailbox, as when every server is down), not claimed over and over
+            # meanwhile; the campaign's other domains keep sending.
+            return self._requeue(delivery, f"domain {domain} is blocked by receivers", blocked)
         route = self._route(mailbox.routes)
         if route is None:
+            # Each relay is down (30 s) or blocked (up to BLOCK_PAUSE_SECONDS): wait for the
+            # first to come back.
+            back = min(
+                max(
+                    self._down.get(id(r.pool), 0.0),
+                    self._blocked.get((BlockScope.SERVER, r.relay.name), 0.0),
+                )
+                for r in mailbox.routes
+            )
             return self._requeue(
-                delivery, f"every relay of {mailbox.spec.address} is unreachable or blocked"
+                delivery,
+                f"every relay of {mailbox.spec.address} is unreachable or blocked",
+                max(0.0, back - now),
             )
         wait = await self._throttle(campaign, mailbox, route, email, str(delivery.id))
         if wait > 0:
@@ -754,9 +768,10 @@ class Sender:
             retry_in=timedelta(seconds=delay),
         )
 
-    def _requeue(self, delivery: Claimed, reason: str) -> Outcome:
-        """Back to the queue without using an attempt (nothing was tried)."""
-        delay = self.config.transient_backoff * random.uniform(0.5, 1.0)  # noqa: S311
+    def _requeue(self, delivery: Claimed, reason: str, after: float = 0.0) -> Outcome:
+        """Back to the queue without using an attempt (nothing was tried), claimed again
+        after `after` seconds (what it waits for lasts that long) plus the jittered backoff."""
+        delay = after + self.config.transient_backoff * random.uniform(0.5, 1.0)  # noqa: S311
         return Outcome(
             delivery.id,
             DeliveryState.QUEUED,

@@ -47,7 +47,12 @@ from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import address_hash, is_suppressed
 from penguinmails.devstack.ports import free_port
 from penguinmails.devstack.sink import SinkServer, StoredMessage
-from penguinmails.sender.engine import BLOCK_STRIKES, Sender, SenderConfig
+from penguinmails.sender.engine import (
+    BLOCK_PAUSE_SECONDS,
+    BLOCK_STRIKES,
+    Sender,
+    SenderConfig,
+)
 from penguinmails.sender.intake import IntakeHandler, IntakeResult, intake_server
 from penguinmails.sender.secrets import DirSecrets
 from tests.reports import build_dsn
@@ -223,6 +228,18 @@ async def test_receivers_blocks_reach_the_server_or_domain_they_name(
         assert {r["state"] for r in other_rows.values()} == {"sent"}
         assert {(r["state"], r["attempts"]) for r in third_rows.values()} == {("queued", 0)}
         assert all("one.example is blocked" in r["reason"] for r in third_rows.values())
+        # ...until the block ends, not claimed again every few seconds meanwhile (the delay
+        # also has the requeue's backoff, at least transient_backoff / 2, beyond the end).
+        async with tenant_connection(db_pool, tenant_id) as conn:
+            ends = await conn.fetchval(
+                "SELECT max(at) + make_interval(secs => $1) FROM sending_blocks"
+                " WHERE scope = 'domain'",
+                BLOCK_PAUSE_SECONDS,
+            )
+            due = await conn.fetchval(
+                "SELECT min(next_attempt_at) FROM deliveries WHERE campaign_uid = $1", third
+            )
+        assert due > ends
 
         # A relay that answers with a 5.7.1 block itself: each reply is recorded (with the
         # tenant's login) for the other pods, against that server.
