@@ -46,6 +46,7 @@ from redis.asyncio import Redis
 
 __all__ = [
     "HORIZON",
+    "PROMISE_GRACE",
     "SLACK",
     "Limit",
     "TokenBuckets",
@@ -60,6 +61,11 @@ HORIZON = 86400.0
 SLACK = 0.5
 """Tokens a message coming back for its promise may borrow (see the script); caps leave room
 for it, so the cap still holds."""
+PROMISE_GRACE = 86400.0
+"""Seconds past its slot after which a promise is taken as abandoned (its row was deleted,
+erased, moved to another mailbox, or its campaign paused) and dropped from the bucket. A
+day: a row whose campaign's window closed overnight still finds its promise; one that does
+come back later only queues again (it is not refused anything it was owed)."""
 
 _TAKE = """
 local now = tonumber(ARGV[1])
@@ -71,6 +77,10 @@ local horizon = tonumber(ARGV[3])
 -- bucket must still queue behind the promises of its mailbox's bucket, else it takes a
 -- token promised to another row (which then comes back to be refused and re-scheduled).
 local ticket = ARGV[4] ~= '' and ('promise:' .. ARGV[4]) or nil
+-- Abandoned promises (issue 10): each ticket is also in `<key>:promises`, scored by its
+-- slot; a few whose slot is more than PROMISE_GRACE past are dropped at every take, so a
+-- busy bucket (whose key never expires) holds only the promises of the last day or two.
+local grace = tonumber(ARGV[#ARGV])
 local slot = 0
 local tokens = {}
 local times = {}
@@ -109,6 +119,14 @@ for i, key in ipairs(KEYS) do
         short[i] = rate
     end
 end
+for _, key in ipairs(KEYS) do
+    local stale = redis.call('ZRANGEBYSCORE', key .. ':promises', '-inf', now - grace,
+                             'LIMIT', 0, 4)
+    for _, id in ipairs(stale) do
+        redis.call('HDEL', key, 'promise:' .. id)
+        redis.call('ZREM', key .. ':promises', id)
+    end
+end
 if slot > 0 then
     if slot - now > horizon then
         return tostring(-(slot - now))  -- beyond the horizon: no promise
@@ -122,11 +140,13 @@ if slot > 0 then
             redis.call('HSET', key, 'next', promised)
             if ticket then
                 redis.call('HSET', key, ticket, slot)
+                redis.call('ZADD', key .. ':promises', slot, ARGV[4])
             end
             local ttl = math.ceil(promised - now) + 60
             if redis.call('TTL', key) < ttl then
                 redis.call('EXPIRE', key, ttl)
             end
+            redis.call('EXPIRE', key .. ':promises', redis.call('TTL', key))
         end
     end
     return tostring(slot - now)
@@ -137,11 +157,13 @@ for i, key in ipairs(KEYS) do
     redis.call('HSET', key, 'tokens', tokens[i] - n, 'at', times[i])
     if ticket then
         redis.call('HDEL', key, ticket)
+        redis.call('ZREM', key .. ':promises', ARGV[4])
     end
     local ttl = math.ceil(burst / rate) + 60
     if redis.call('TTL', key) < ttl then
         redis.call('EXPIRE', key, ttl)
     end
+    redis.call('EXPIRE', key .. ':promises', redis.call('TTL', key))
 end
 return '0'
 """
@@ -217,6 +239,7 @@ class TokenBuckets:
         ]
         for limit in limits:
             args += [limit.burst, limit.rate]
+        args.append(PROMISE_GRACE)  # last, read as ARGV[#ARGV]
         result = float(
             await self._script(keys=[self._prefix + limit.key for limit in limits], args=args)
         )
