@@ -12,12 +12,12 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.staticfiles import StaticFiles
 
 from penguinmails.common.settings import StripeSettings
 
 from . import audit, idempotency
 from .config import ApiSettings
+from .dashboard import mount_dashboard
 from .errors import ApiError, error_response, install_error_handlers
 from .kube import CustomObjects
 from .ratelimit import RateState
@@ -134,8 +134,7 @@ def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> Fast
         v1.include_router(billing.router)
     app.include_router(v1)
     if settings.dashboard is not None:
-        # Last, so /v1 and /healthz win; the dashboard is the same origin as the API it calls.
-        app.mount("/", StaticFiles(directory=settings.dashboard, html=True), name="dashboard")
+        mount_dashboard(app, settings.dashboard)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
