@@ -270,6 +270,9 @@ async def test_a_user_works_through_every_page(
     phases.done("api-key")
 
     # A campaign (created through the API: this slice has no create flow) paused and resumed.
+    await goto(page, "campaigns")
+    await expect(page.get_by_text("No campaign yet")).to_be_visible()
+    await check_page(page, "campaigns-empty", axe)
     async with dashboard_api.client(owner) as http:
         made = await http.post(
             f"{base}/campaigns",

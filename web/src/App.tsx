@@ -66,8 +66,8 @@ function Shell({ onSignedOut }: { onSignedOut: () => void }) {
       <header className="border-b border-slate-300 bg-white">
         <div className="mx-auto flex max-w-6xl flex-wrap items-center gap-x-4 gap-y-2 px-4 py-3">
           <span className="text-lg font-bold text-blue-800">PenguinMails</span>
-          <nav aria-label="Main" className="order-3 w-full overflow-x-auto sm:order-none sm:w-auto">
-            <ul className="flex gap-1">
+          <nav aria-label="Main" className="order-3 w-full sm:order-none sm:w-auto">
+            <ul className="flex flex-wrap gap-1">
               {PAGES.map((p) => (
                 <li key={p.path}>
                   <a

@@ -37,8 +37,8 @@ export default function Campaigns({ tenant }: { tenant: string }) {
       <ErrorNotice error={campaigns.error ?? error} />
       {campaigns.data && campaigns.data.length === 0 && (
         <Empty title="No campaign yet">
-          Create one with <code>penguinmails campaigns create -f campaign.yaml</code> or{" "}
-          <code>POST /v1/tenants/{tenant}/campaigns</code>; it needs a verified{" "}
+          Create one through the API, <code className="break-all">POST /v1/tenants/{tenant}/campaigns</code>{" "}
+          (see <a className="text-blue-800 underline" href="/v1/docs">the API docs</a>); it sends from a verified{" "}
           <a className="text-blue-800 underline" href="#/domains">sending domain</a>.
         </Empty>
       )}

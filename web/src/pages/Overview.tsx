@@ -130,15 +130,22 @@ export default function Overview({ tenant }: { tenant: string }) {
       <div className="mt-4 grid gap-4 md:grid-cols-2">
         <HealthList
           title="Sending domains"
+          emptyTitle="No sending domain"
           items={domains.data}
           error={domains.error}
           empty={<>No sending domain yet: <a className="text-blue-800 underline" href="#/domains">add one</a> to start sending.</>}
         />
         <HealthList
           title="SMTP servers"
+          emptyTitle="No SMTP server"
           items={servers.data}
           error={servers.error}
-          empty={<>No SMTP server yet: add one with the API (POST /v1/tenants/{tenant}/smtp-servers) or `penguinmails servers create`.</>}
+          empty={
+            <>
+              Add the server you send through with the API:{" "}
+              <code className="break-all">POST /v1/tenants/{tenant}/smtp-servers</code>.
+            </>
+          }
         />
       </div>
     </>
@@ -172,6 +179,7 @@ function UsageBar({ usage }: { usage: Usage }) {
 
 function HealthList(props: {
   title: string;
+  emptyTitle: string;
   items: (SendingDomain | SmtpServer)[] | null;
   error: unknown;
   empty: React.ReactNode;
@@ -180,7 +188,7 @@ function HealthList(props: {
     <section className="rounded border border-slate-300 bg-white p-4" aria-label={props.title}>
       <h2 className="mb-2 font-semibold">{props.title}</h2>
       <ErrorNotice error={props.error} />
-      {props.items && props.items.length === 0 && <Empty title={`No ${props.title.toLowerCase()}`}>{props.empty}</Empty>}
+      {props.items && props.items.length === 0 && <Empty title={props.emptyTitle}>{props.empty}</Empty>}
       {props.items && props.items.length > 0 && (
         <ul className="divide-y divide-slate-200">
           {props.items.map((item) => (
