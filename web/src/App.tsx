@@ -19,6 +19,8 @@ const PAGES = [
   { path: "api-keys", label: "API keys", Page: ApiKeys },
 ] as const;
 
+const TENANT_STORE = "penguinmails.tenant";
+
 function useHashRoute(): string {
   const read = () => window.location.hash.replace(/^#\/?/, "") || "overview";
   const [route, setRoute] = useState(read);
@@ -40,9 +42,14 @@ export function App() {
 function Shell({ onSignedOut }: { onSignedOut: () => void }) {
   const route = useHashRoute();
   const me = useLoad(() => api<Me>("GET", "/v1/me"), []);
-  const [chosen, setChosen] = useState<string | null>(null);
+  // The tenant last shown in this tab: its page loads while /v1/me is still on its way.
+  const [chosen, setChosen] = useState<string | null>(sessionStorage.getItem(TENANT_STORE));
   const tenants = me.data?.memberships ?? [];
-  const tenant = chosen ?? tenants[0]?.tenant ?? null;
+  const member = me.data === null || tenants.some((m) => m.tenant === chosen);
+  const tenant = (member ? chosen : null) ?? tenants[0]?.tenant ?? null;
+  useEffect(() => {
+    if (tenant) sessionStorage.setItem(TENANT_STORE, tenant);
+  }, [tenant]);
   const current = PAGES.find((p) => p.path === route) ?? PAGES[0];
 
   useEffect(() => {

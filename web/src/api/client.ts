@@ -39,8 +39,10 @@ function load(): Session | null {
 }
 
 function save(tokens: Tokens | null): void {
-  if (tokens === null) sessionStorage.removeItem(STORE);
-  else
+  if (tokens === null) {
+    // Signed out: nothing of this sign-in stays in the tab (the tenant last shown included).
+    sessionStorage.clear();
+  } else
     sessionStorage.setItem(
       STORE,
       JSON.stringify({ accessToken: tokens.accessToken, refreshToken: tokens.refreshToken }),
