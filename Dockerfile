@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1.7
-# The PenguinMails image: one image carries every program (penguinmails-operator, and the
-# sender the operator runs in tenant namespaces), installed as a wheel into a virtualenv.
+# The PenguinMails image: one image carries every program (penguinmails-operator, the sender
+# the operator runs in tenant namespaces, the customer API with the dashboard it serves),
+# installed as a wheel into a virtualenv, and the dashboard's static build.
 #
 #   docker build -t ghcr.io/penguinmails/penguinmails:0.1.0 .
 #
@@ -8,6 +9,8 @@
 # (/usr/local/bin/python3.11) exists in both. Pin the base by digest in release builds:
 #   --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:...
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The dashboard's build stage: Node 20, as `make web` uses.
+ARG NODE_IMAGE=node:20-bookworm-slim
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -34,6 +37,15 @@ RUN --mount=type=cache,target=/root/.cache/pip \
          --only-binary=:all: /wheels/penguinmails-*.whl \
     && /opt/venv/bin/python -c "import penguinmails.operator.__main__"
 
+# The dashboard (web/): packages from the lockfile, then the static build the API serves at /.
+# Its API types (web/src/api/schema.d.ts) are committed, checked against the API by `make test`.
+FROM ${NODE_IMAGE} AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npm run build
+
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="penguinmails" \
@@ -48,9 +60,11 @@ RUN groupadd --system --gid 10001 penguinmails \
          --shell /usr/sbin/nologin penguinmails \
     && python -m pip uninstall --yes --quiet pip setuptools wheel
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=web /web/dist /opt/penguinmails/dashboard
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    PM_DASHBOARD_DIR=/opt/penguinmails/dashboard
 # Numeric, so Kubernetes can verify runAsNonRoot without resolving a name.
 USER 10001:10001
 # 8080: Prometheus /metrics; 8081: kopf liveness /healthz.

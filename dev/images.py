@@ -5,9 +5,10 @@ Two images, each written as an OCI image archive (oci-layout, index.json naming 
 
 - the sandbox ("pause") image: dev/pause, a static Go program that sleeps until SIGTERM;
 - the penguinmails image: what the Dockerfile describes (same entrypoint, Python 3.11, user
-  10001, the wheel in /opt/venv with no pip), from two layers: a Debian bookworm root filesystem
-  made by `debootstrap --variant=minbase` with python3 and the user, and the virtualenv with the
-  project's wheel installed by the image's own Python (in a chroot over an overlay of the base).
+  10001, the wheel in /opt/venv with no pip, the dashboard's build), from three layers: a Debian
+  bookworm root filesystem made by `debootstrap --variant=minbase` with python3 and the user, the
+  virtualenv with the project's wheel installed by the image's own Python (in a chroot over an
+  overlay of the base), and the dashboard built by `make web` (web/dist).
 
 Everything is cached in `<cache_root>/images/`, keyed by a hash of its inputs: the base root
 filesystem by its recipe (so a code change never re-runs debootstrap), the virtualenv layer by
@@ -62,12 +63,16 @@ USER_ID = 10001
 WHEEL_SOURCES = ("pyproject.toml", "README.md", "penguinmails", "api", "common", "operator",
                  "sender", "dev")  # fmt: skip
 VENV = "/opt/venv"
+DASHBOARD = "/opt/penguinmails/dashboard"
+"""Where the image carries the dashboard's build (the Dockerfile's web stage output)."""
+DASHBOARD_BUILD = REPO_ROOT / "web" / "dist"
 # The runtime image's settings, as the Dockerfile's final stage sets them.
 ENTRYPOINT = ("penguinmails-operator",)
 ENV = (
     f"PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "PYTHONDONTWRITEBYTECODE=1",
     "PYTHONUNBUFFERED=1",
+    f"PM_DASHBOARD_DIR={DASHBOARD}",
 )
 EXPOSED_PORTS = (8080, 8081)
 # One mtime for every entry of every layer: the layers depend only on the trees' contents.
@@ -660,22 +665,37 @@ def _prune(current: Path, venv: Layer) -> None:
 
 
 def build_penguinmails_image() -> ImageArchive:
-    """The penguinmails image as an OCI archive: base layer + virtualenv layer (cached)."""
+    """The penguinmails image as an OCI archive: base, virtualenv and dashboard layers (cached)."""
     # One builder at a time: concurrent test runs would debootstrap into the same staging folder.
     with exclusive(images_dir()):
         return _build_penguinmails_image()
 
 
+def _dashboard_layer() -> Layer:
+    """The dashboard's build (web/dist, made by `make web`) at DASHBOARD."""
+    if not (DASHBOARD_BUILD / "index.html").is_file():
+        raise ImageBuildError(f"{DASHBOARD_BUILD} has no build of the dashboard: run `make web`")
+    with tempfile.TemporaryDirectory(prefix="penguinmails-dashboard-") as staging:
+        tree = Path(staging) / DASHBOARD.lstrip("/")
+        shutil.copytree(DASHBOARD_BUILD, tree)
+        for path in [Path(staging) / "opt", *sorted((Path(staging) / "opt").rglob("*"))]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        return write_layer(Path(staging), [DASHBOARD.lstrip("/")])
+
+
 def _build_penguinmails_image() -> ImageArchive:
     root, base, debootstrap_seconds = base_rootfs()
     venv, venv_seconds = _app_layer(root, base.digest)
-    key = _hash(RECIPE, base.digest, venv.digest, json.dumps(penguinmails_config()))
+    dashboard = _dashboard_layer()
+    key = _hash(
+        RECIPE, base.digest, venv.digest, dashboard.digest, json.dumps(penguinmails_config())
+    )
     archive = images_dir() / f"penguinmails-{key}.tar"
     timings = {"debootstrap": debootstrap_seconds, "venv layer": venv_seconds}
     if archive.is_file():
         return ImageArchive(IMAGE_NAME, archive, cached=True, timings=timings)
     started = time.monotonic()
-    write_archive(archive, IMAGE_NAME, [base, venv], penguinmails_config())
+    write_archive(archive, IMAGE_NAME, [base, venv, dashboard], penguinmails_config())
     _prune(archive, venv)
     timings["archive"] = time.monotonic() - started
     log.info(

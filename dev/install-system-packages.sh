@@ -2,11 +2,12 @@
 # Installs the Debian packages the local stack and the tests run (PostgreSQL, Redis, Knot DNS,
 # PowerDNS, Postfix, Dovecot, OpenSSH, SpamAssassin), and what the local node runs on (containerd, runc,
 # the CNI plugins, iptables and conntrack for kube-proxy, debootstrap for the image's root
-# filesystem, socat to reach local services from pods), only when missing.
+# filesystem, socat to reach local services from pods), Chromium for the dashboard's browser
+# tests (Playwright drives it; no browser is downloaded), only when missing.
 set -euo pipefail
 
 packages=(postgresql redis-server knot pdns-server pdns-backend-sqlite3 postfix dovecot-imapd dovecot-lmtpd
-  openssh-server spamassassin
+  openssh-server spamassassin chromium
   containerd runc containernetworking-plugins iptables conntrack debootstrap socat)
 missing=()
 for package in "${packages[@]}"; do

@@ -2,6 +2,7 @@
 
 python -m penguinmails.api.http [--host 0.0.0.0] [--port 8000]
 python -m penguinmails.api.http new-signing-key [KID]   # an entry for PM_API_SIGNING_KEYS
+python -m penguinmails.api.http openapi                 # the OpenAPI document, billing included
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import os
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import uvicorn
@@ -22,7 +25,7 @@ from penguinmails.common.db.accounts import Role
 
 from .app import create_app
 from .config import ApiSettings
-from .tokens import new_signing_key
+from .tokens import SigningKeyRing, new_signing_key
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args and args[0] == "create-user":
         return _create_user(args[1:])
+    if args and args[0] == "openapi":
+        print(json.dumps(openapi_document(), indent=2, sort_keys=True))
+        return 0
     parser = argparse.ArgumentParser(prog="penguinmails-api", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
@@ -51,6 +57,19 @@ def main(argv: list[str] | None = None) -> int:
         server_header=False,
     )
     return 0
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document /v1/openapi.json serves, with every optional module on, made without a
+    database or cluster (nothing connects before the app starts): the dashboard's types are
+    generated from it (`make web-types`)."""
+    settings = ApiSettings(
+        database_url="postgresql://unused",
+        redis_url="redis://unused",
+        signing_keys=SigningKeyRing.parse(new_signing_key("openapi")),
+    )
+    document: dict[str, Any] = create_app(settings, billing_on=True).openapi()
+    return document
 
 
 def _create_user(args: list[str]) -> int:

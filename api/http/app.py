@@ -17,6 +17,7 @@ from penguinmails.common.settings import StripeSettings
 
 from . import audit, idempotency
 from .config import ApiSettings
+from .dashboard import mount_dashboard
 from .errors import ApiError, error_response, install_error_handlers
 from .kube import CustomObjects
 from .ratelimit import RateState
@@ -43,8 +44,10 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def create_app(settings: ApiSettings) -> FastAPI:
-    billing_on = StripeSettings.configured()  # PM_STRIPE_API_KEY: billing and its webhook
+def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> FastAPI:
+    """`billing_on` None: billing and its webhook when PM_STRIPE_API_KEY is set."""
+    if billing_on is None:
+        billing_on = StripeSettings.configured()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,6 +133,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     if billing_on:
         v1.include_router(billing.router)
     app.include_router(v1)
+    if settings.dashboard is not None:
+        mount_dashboard(app, settings.dashboard)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

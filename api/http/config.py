@@ -5,10 +5,29 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from .tokens import SigningKeyRing
 
-__all__ = ["ApiSettings"]
+__all__ = ["ApiSettings", "dashboard_dir"]
+
+# In a checkout, `make` builds the dashboard into web/dist (api/http/config.py -> repo root).
+_CHECKOUT_DASHBOARD = Path(__file__).resolve().parents[2] / "web" / "dist"
+
+
+def dashboard_dir() -> Path | None:
+    """The built dashboard (PM_DASHBOARD_DIR; in a checkout web/dist once built), or None:
+    the API then serves no pages, only /v1."""
+    given = os.environ.get("PM_DASHBOARD_DIR", "")
+    if given:
+        path = Path(given)
+        if not (path / "index.html").is_file():
+            raise ValueError(
+                f"PM_DASHBOARD_DIR={given!r} has no index.html: point it at the dashboard's "
+                "build (web/dist after `make web`), or unset it to serve the API only"
+            )
+        return path
+    return _CHECKOUT_DASHBOARD if (_CHECKOUT_DASHBOARD / "index.html").is_file() else None
 
 
 def _float(name: str, default: float) -> float:
@@ -43,6 +62,8 @@ class ApiSettings:
     """Requests one API key may make per minute before 429 (PM_API_KEY_REQUESTS_PER_MINUTE)."""
     kubeconfig: str | None = None
     """Kubeconfig outside a cluster (PM_KUBECONFIG); in a pod the ServiceAccount's token."""
+    dashboard: Path | None = None
+    """The built dashboard served at / (`dashboard_dir()`); None: API only."""
 
     @classmethod
     def from_env(cls) -> ApiSettings:
@@ -67,4 +88,5 @@ class ApiSettings:
             sign_in_window=timedelta(seconds=_float("PM_API_SIGNIN_WINDOW_SECONDS", 900)),
             api_key_requests_per_minute=int(_float("PM_API_KEY_REQUESTS_PER_MINUTE", 600)),
             kubeconfig=os.environ.get("PM_KUBECONFIG") or None,
+            dashboard=dashboard_dir(),
         )

@@ -1,0 +1,138 @@
+// The shell: sign-in, then a tenant's pages under hash routes (#/overview, #/domains, ...), so
+// the API's static mount serves one index.html and needs no fallback route.
+import { lazy, Suspense, useEffect, useState } from "react";
+import { api, signOut, signedIn, whenSignedOut, type Me } from "./api/client";
+import { SignIn } from "./pages/SignIn";
+import { ErrorNotice, useLoad } from "./components/ui";
+// The overview (the first page) ships in the main bundle: its load is one round of requests.
+import Overview from "./pages/Overview";
+
+// The other pages load when first visited.
+const Domains = lazy(() => import("./pages/Domains"));
+const Campaigns = lazy(() => import("./pages/Campaigns"));
+const ApiKeys = lazy(() => import("./pages/ApiKeys"));
+
+const PAGES = [
+  { path: "overview", label: "Overview", Page: Overview },
+  { path: "domains", label: "Sending domains", Page: Domains },
+  { path: "campaigns", label: "Campaigns", Page: Campaigns },
+  { path: "api-keys", label: "API keys", Page: ApiKeys },
+] as const;
+
+const TENANT_STORE = "penguinmails.tenant";
+
+function useHashRoute(): string {
+  const read = () => window.location.hash.replace(/^#\/?/, "") || "overview";
+  const [route, setRoute] = useState(read);
+  useEffect(() => {
+    const changed = () => setRoute(read());
+    window.addEventListener("hashchange", changed);
+    return () => window.removeEventListener("hashchange", changed);
+  }, []);
+  return route;
+}
+
+export function App() {
+  const [authed, setAuthed] = useState(signedIn());
+  useEffect(() => whenSignedOut(() => setAuthed(false)), []);
+  if (!authed) return <SignIn onSignedIn={() => setAuthed(true)} />;
+  return <Shell onSignedOut={() => setAuthed(false)} />;
+}
+
+function Shell({ onSignedOut }: { onSignedOut: () => void }) {
+  const route = useHashRoute();
+  const me = useLoad(() => api<Me>("GET", "/v1/me"), []);
+  // The tenant last shown in this tab: its page loads while /v1/me is still on its way.
+  const [chosen, setChosen] = useState<string | null>(sessionStorage.getItem(TENANT_STORE));
+  const tenants = me.data?.memberships ?? [];
+  const member = me.data === null || tenants.some((m) => m.tenant === chosen);
+  const tenant = (member ? chosen : null) ?? tenants[0]?.tenant ?? null;
+  useEffect(() => {
+    if (tenant) sessionStorage.setItem(TENANT_STORE, tenant);
+  }, [tenant]);
+  const current = PAGES.find((p) => p.path === route) ?? PAGES[0];
+
+  useEffect(() => {
+    document.title = `${current.label} · PenguinMails`;
+    // Move focus to the page's heading on navigation, as a screen reader user expects.
+    document.getElementById("main")?.focus();
+  }, [current]);
+
+  return (
+    <div className="min-h-screen">
+      <a
+        href="#main"
+        onClick={(e) => {
+          e.preventDefault();
+          document.getElementById("main")?.focus();
+        }}
+        className="sr-only focus:not-sr-only focus:absolute focus:left-2 focus:top-2 focus:bg-white focus:p-2"
+      >
+        Skip to content
+      </a>
+      <header className="border-b border-slate-300 bg-white">
+        <div className="mx-auto flex max-w-6xl flex-wrap items-center gap-x-4 gap-y-2 px-4 py-3">
+          <span className="text-lg font-bold text-blue-800">PenguinMails</span>
+          <nav aria-label="Main" className="order-3 w-full sm:order-none sm:w-auto">
+            <ul className="flex flex-wrap gap-1">
+              {PAGES.map((p) => (
+                <li key={p.path}>
+                  <a
+                    href={`#/${p.path}`}
+                    aria-current={p === current ? "page" : undefined}
+                    className="block whitespace-nowrap rounded px-3 py-2 text-sm font-medium hover:bg-slate-100 aria-[current=page]:bg-blue-100 aria-[current=page]:text-blue-900"
+                  >
+                    {p.label}
+                  </a>
+                </li>
+              ))}
+            </ul>
+          </nav>
+          <div className="ml-auto flex items-center gap-2">
+            {tenants.length > 1 && (
+              <>
+                <label htmlFor="tenant" className="text-sm">
+                  Tenant
+                </label>
+                <select
+                  id="tenant"
+                  className="rounded border border-slate-400 px-2 py-1 text-sm"
+                  value={tenant ?? ""}
+                  onChange={(e) => setChosen(e.target.value)}
+                >
+                  {tenants.map((m) => (
+                    <option key={m.tenant} value={m.tenant}>
+                      {m.tenant}
+                    </option>
+                  ))}
+                </select>
+              </>
+            )}
+            {tenants.length === 1 && <span className="text-sm text-slate-700">{tenant}</span>}
+            <button
+              type="button"
+              className="rounded px-3 py-1.5 text-sm font-medium hover:bg-slate-100"
+              onClick={() => void signOut().finally(onSignedOut)}
+            >
+              Sign out
+            </button>
+          </div>
+        </div>
+      </header>
+      <main id="main" tabIndex={-1} className="relative mx-auto max-w-6xl px-4 py-6 outline-none">
+        <ErrorNotice error={me.error} />
+        {me.data && tenant === null && (
+          <p>
+            You are not a member of any tenant yet. Ask an owner of your organisation's tenant to
+            add you, then sign in again.
+          </p>
+        )}
+        {tenant && (
+          <Suspense fallback={<p>Loading…</p>}>
+            <current.Page key={tenant} tenant={tenant} />
+          </Suspense>
+        )}
+      </main>
+    </div>
+  );
+}

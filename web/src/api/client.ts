@@ -1,0 +1,174 @@
+// The dashboard's only door to PenguinMails: the customer API under /v1, same origin.
+// Bodies are typed by src/api/schema.d.ts, generated from the API's OpenAPI document
+// (`make web-types`; `make test` fails when it differs from what the API serves).
+import type { components } from "./schema";
+
+export type Schemas = components["schemas"];
+export type ErrorBody = Schemas["ErrorBody"];
+export type Tokens = Schemas["Tokens"];
+export type Me = Schemas["Me"];
+export type SendingDomain = Schemas["SendingDomainOut"];
+export type Campaign = Schemas["CampaignOut"];
+export type SmtpServer = Schemas["SmtpServerOut"];
+export type ApiKey = Schemas["ApiKey"];
+export type ApiKeyCreated = Schemas["ApiKeyCreated"];
+export type Usage = Schemas["UsageOut"];
+export type Condition = Schemas["Condition"];
+
+/** An answer in the API's error envelope: `param` names the request field at fault. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: ErrorBody,
+  ) {
+    super(body.message);
+  }
+}
+
+const STORE = "penguinmails.session";
+
+interface Session {
+  accessToken: string;
+  refreshToken: string;
+}
+
+// Session storage: a sign-in lasts as long as the tab, never shared with other tabs.
+function load(): Session | null {
+  const raw = sessionStorage.getItem(STORE);
+  return raw ? (JSON.parse(raw) as Session) : null;
+}
+
+function save(tokens: Tokens | null): void {
+  if (tokens === null) {
+    // Signed out: nothing of this sign-in stays in the tab (the tenant last shown included).
+    sessionStorage.clear();
+  } else
+    sessionStorage.setItem(
+      STORE,
+      JSON.stringify({ accessToken: tokens.accessToken, refreshToken: tokens.refreshToken }),
+    );
+}
+
+export function signedIn(): boolean {
+  return load() !== null;
+}
+
+let onSignedOut: () => void = () => undefined;
+export function whenSignedOut(callback: () => void): void {
+  onSignedOut = callback;
+}
+
+async function envelope(response: Response): Promise<ApiError> {
+  let body: ErrorBody = {
+    type: "api_error",
+    code: "unreadable",
+    message: `The API answered ${response.status}.`,
+  };
+  try {
+    const parsed = (await response.json()) as { error?: ErrorBody };
+    if (parsed.error) body = parsed.error;
+  } catch {
+    // Not our envelope (a proxy's page): keep the generic message.
+  }
+  return new ApiError(response.status, body);
+}
+
+async function send(method: string, path: string, body?: unknown): Promise<Response> {
+  const session = load();
+  const headers: Record<string, string> = { Accept: "application/json" };
+  if (session) headers.Authorization = `Bearer ${session.accessToken}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  // Every write carries an Idempotency-Key, so a retried click cannot create twice.
+  if (method === "POST") headers["Idempotency-Key"] = crypto.randomUUID();
+  return fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+}
+
+let refreshing: Promise<boolean> | null = null;
+
+async function refresh(): Promise<boolean> {
+  const session = load();
+  if (!session) return false;
+  const response = await fetch("/v1/auth/refresh", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ refreshToken: session.refreshToken }),
+  });
+  if (!response.ok) return false;
+  save((await response.json()) as Tokens);
+  return true;
+}
+
+/** Call the API; an expired access token is refreshed once (refresh tokens are single-use,
+ * so concurrent calls share one refresh). */
+export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  let response = await send(method, path, body);
+  if (response.status === 401 && load()) {
+    refreshing ??= refresh().finally(() => (refreshing = null));
+    if (await refreshing) response = await send(method, path, body);
+    else {
+      save(null);
+      onSignedOut();
+    }
+  }
+  if (!response.ok) throw await envelope(response);
+  if (response.status === 204) return undefined as T;
+  return (await response.json()) as T;
+}
+
+export interface Page<T> {
+  data: T[];
+  hasMore: boolean;
+  nextCursor?: string | null;
+}
+
+/** Every item of a cursor-paginated list. */
+export async function all<T>(path: string): Promise<T[]> {
+  const items: T[] = [];
+  let cursor: string | null | undefined = null;
+  do {
+    const query: string = cursor ? `?limit=100&cursor=${encodeURIComponent(cursor)}` : "?limit=100";
+    const page: Page<T> = await api<Page<T>>("GET", path + query);
+    items.push(...page.data);
+    cursor = page.hasMore ? page.nextCursor : null;
+  } while (cursor);
+  return items;
+}
+
+/** Sign in with e-mail and password. The MFA step's seam: when the API asks for a second
+ * factor it answers with an error whose code starts with `mfa_`; the form then shows the
+ * code field and sends it as `mfaCode` with the same credentials. */
+export async function signIn(email: string, password: string, mfaCode?: string): Promise<void> {
+  const body: Record<string, string> = { email, password };
+  if (mfaCode) body.mfaCode = mfaCode;
+  const response = await fetch("/v1/auth/token", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) throw await envelope(response);
+  save((await response.json()) as Tokens);
+}
+
+export async function signOut(): Promise<void> {
+  try {
+    await api<void>("POST", "/v1/auth/logout");
+  } finally {
+    save(null);
+  }
+}
+
+export function tenantPath(tenant: string, rest: string): string {
+  return `/v1/tenants/${encodeURIComponent(tenant)}/${rest}`;
+}
+
+/** The condition of the given type, e.g. Ready. */
+export function condition(
+  status: { conditions?: Condition[] } | null | undefined,
+  type: string,
+): Condition | undefined {
+  return status?.conditions?.find((c) => c.type === type);
+}
