@@ -19,9 +19,9 @@ import uvicorn
 
 from penguinmails.common.db import accounts
 from penguinmails.common.db.accounts import Role
+from penguinmails.common.settings import ApiSettings, api_database_url
 
 from .app import create_app
-from .config import ApiSettings
 from .tokens import new_signing_key
 
 
@@ -38,12 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        settings = ApiSettings.from_env()
+        app = create_app(ApiSettings.from_env())
     except ValueError as error:
         print(f"penguinmails-api: {error}", file=sys.stderr)
         return 2
     uvicorn.run(
-        create_app(settings),
+        app,
         host=options.host,
         port=options.port,
         log_level="info",
@@ -59,9 +59,10 @@ def _create_user(args: list[str]) -> int:
     parser.add_argument("--tenant", help="make the user a member of this tenant")
     parser.add_argument("--role", default="owner", choices=[r.value for r in Role])
     options = parser.parse_args(args)
-    dsn = os.environ.get("PM_API_DATABASE_URL") or os.environ.get("PM_DATABASE_URL", "")
-    if not dsn:
-        print("penguinmails-api: set PM_API_DATABASE_URL", file=sys.stderr)
+    try:
+        dsn = api_database_url()
+    except ValueError as error:
+        print(f"penguinmails-api: {error}", file=sys.stderr)
         return 2
     password = os.environ.get("PM_API_NEW_PASSWORD") or getpass.getpass("password: ")
     if len(password) < 12:

@@ -13,10 +13,9 @@ import asyncpg
 import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI, Request, Response
 
-from penguinmails.common.settings import StripeSettings
+from penguinmails.common.settings import ApiSettings, StripeSettings
 
 from . import audit, idempotency
-from .config import ApiSettings
 from .errors import ApiError, error_response, install_error_handlers
 from .kube import CustomObjects
 from .ratelimit import RateState
@@ -32,6 +31,7 @@ from .routes import (
     webhooks,
 )
 from .services import Services
+from .tokens import SigningKeyRing
 
 __all__ = ["REQUEST_ID_HEADER", "create_app"]
 
@@ -44,14 +44,16 @@ _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
+    """The app; ValueError (naming the variable) when `settings.signing_keys` is not a key ring."""
     billing_on = StripeSettings.configured()  # PM_STRIPE_API_KEY: billing and its webhook
+    signing_keys = SigningKeyRing.parse(settings.signing_keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=10)
         redis = aioredis.from_url(settings.redis_url)
         kube = CustomObjects(settings.kubeconfig)
-        app.state.services = Services(settings, pool, redis, kube)
+        app.state.services = Services(settings, signing_keys, pool, redis, kube)
         try:
             async with billing.running(app, settings) if billing_on else nullcontext():
                 yield
