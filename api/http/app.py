@@ -13,6 +13,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI, Request, Response
 
+from penguinmails.common.keys import MasterKeys
 from penguinmails.common.settings import ApiSettings, StripeSettings
 
 from . import audit, idempotency
@@ -28,6 +29,7 @@ from .routes import (
     gdpr,
     sending_domains,
     smtp_servers,
+    unsubscribe,
     webhooks,
 )
 from .services import Services
@@ -54,6 +56,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         redis = aioredis.from_url(settings.redis_url)
         kube = CustomObjects(settings.kubeconfig)
         app.state.services = Services(settings, signing_keys, pool, redis, kube)
+        app.state.unsubscribing = _unsubscribing(pool)
         try:
             async with billing.running(app, settings) if billing_on else nullcontext():
                 yield
@@ -132,6 +135,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
     if billing_on:
         v1.include_router(billing.router)
     app.include_router(v1)
+    # RFC 8058 one-click unsubscribe at /u/<token>: the links in sent messages, outside /v1,
+    # without authentication (the token is the credential) and outside the OpenAPI document.
+    app.include_router(unsubscribe.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -140,6 +146,15 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _unsubscribing(pool: asyncpg.Pool) -> unsubscribe.Unsubscribing | None:
+    """The unsubscribe pages on the API's pool, when the platform's key ring is set."""
+    try:
+        return unsubscribe.Unsubscribing(pool, MasterKeys.from_env())
+    except ValueError as error:  # its messages never echo the key
+        log.warning("the unsubscribe pages answer 503: %s", error)
+        return None
 
 
 def svc_of(request: Request) -> Services:
