@@ -294,8 +294,9 @@ class ApiSettings:
     kubeconfig: str | None = None
     """Kubeconfig outside a cluster (PM_KUBECONFIG); in a pod the ServiceAccount's token."""
     billing_database_url: str = field(default="", repr=False)
-    """DSN of the login owning the billing tables, the platform's (PM_BILLING_DATABASE_URL);
-    required when billing is on (`StripeSettings.configured()`), unused otherwise."""
+    """DSN of a login granted the billing tables, which the API's own login is not
+    (PM_BILLING_DATABASE_URL, docs/billing.md); required when billing is on
+    (`StripeSettings.configured()`), unused otherwise."""
 
     @classmethod
     def from_env(cls) -> ApiSettings:
@@ -306,7 +307,7 @@ class ApiSettings:
         if StripeSettings.configured() and not billing_database_url:
             raise ValueError(
                 "PM_BILLING_DATABASE_URL is not set: billing (PM_STRIPE_API_KEY is set) needs the "
-                "DSN of the login that owns the billing tables (the platform's, PM_DATABASE_URL)"
+                "DSN of a login granted the billing tables (docs/billing.md)"
             )
         return cls(
             database_url=api_database_url(),
