@@ -22,7 +22,6 @@ import dns.update
 from kubernetes import client
 
 from penguinmails.bench.measure import peak_rss_mib
-from penguinmails.devstack.dns_examples import rfc2136_provider
 from penguinmails.devstack.knot import KnotServer, minimal_zone
 from penguinmails.devstack.stack import OPERATOR_COMMAND, Stack, api_client_for
 
@@ -42,7 +41,7 @@ def body(index: int, knot: KnotServer) -> dict[str, Any]:
         "spec": {
             "domain": f"d{index:04d}.{ZONE}",
             "zone": ZONE,
-            "dnsProvider": rfc2136_provider(knot),
+            "dnsProvider": knot.rfc2136_provider(),
             "mx": {"enabled": False},
             "verifyInterval": "10m",
         },

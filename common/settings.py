@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from penguinmails.common.db.tenants import TENANT_DATA_RETENTION
 
@@ -367,3 +368,91 @@ class StripeSettings:
                 "PM_STRIPE_PORTAL_RETURN_URL", "https://app.penguinmails.io/billing"
             ),
         )
+
+
+def api_database_url() -> str:
+    """DSN of the customer API's own login (PM_API_DATABASE_URL, else PM_DATABASE_URL): a
+    member of penguinmails_api, never a superuser."""
+    database_url = _env_str("PM_API_DATABASE_URL", "") or _env_str("PM_DATABASE_URL", "")
+    if not database_url:
+        raise ValueError(
+            "PM_API_DATABASE_URL is not set: the DSN of the API's PostgreSQL login (a "
+            "member of penguinmails_api), e.g. postgresql://pm_api@127.0.0.1/penguinmails"
+        )
+    return database_url
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The customer HTTP API (api/http/, docs/api.md)."""
+
+    database_url: str
+    """DSN of the API's own login (`api_database_url()`)."""
+    redis_url: str
+    """Redis for sign-in throttling and rate limits (PM_REDIS_URL)."""
+    signing_keys: str = field(repr=False)
+    """Ed25519 keys signing access tokens, current first, as `<kid>:<seed>,...`
+    (PM_API_SIGNING_KEYS; parsed by api/http/tokens.py's SigningKeyRing)."""
+    access_token_ttl: timedelta = timedelta(minutes=15)
+    """Lifetime of an access token (PM_API_ACCESS_TOKEN_SECONDS)."""
+    refresh_token_ttl: timedelta = timedelta(days=30)
+    """Lifetime of a refresh token; each use issues a new one (PM_API_REFRESH_TOKEN_DAYS)."""
+    sign_in_failures: int = 5
+    """Failed sign-ins per address (and per source address, times 4) within the window before
+    sign-in answers 429 (PM_API_SIGNIN_FAILURES)."""
+    sign_in_window: timedelta = timedelta(minutes=15)
+    """Window of the sign-in throttle (PM_API_SIGNIN_WINDOW_SECONDS)."""
+    api_key_requests_per_minute: int = 600
+    """Requests one API key may make per minute before 429 (PM_API_KEY_REQUESTS_PER_MINUTE)."""
+    kubeconfig: str | None = None
+    """Kubeconfig outside a cluster (PM_KUBECONFIG); in a pod the ServiceAccount's token."""
+    billing_database_url: str = field(default="", repr=False)
+    """DSN of a login granted the billing tables, which the API's own login is not
+    (PM_BILLING_DATABASE_URL, docs/billing.md); required when billing is on
+    (`StripeSettings.configured()`), unused otherwise."""
+    dashboard: Path | None = None
+    """The built dashboard served at / (`dashboard_dir()`); None: API only."""
+
+    @classmethod
+    def from_env(cls) -> ApiSettings:
+        redis_url = _env_str("PM_REDIS_URL", "")
+        if not redis_url:
+            raise ValueError("PM_REDIS_URL is not set: e.g. redis://127.0.0.1:6379/0")
+        billing_database_url = _env_str("PM_BILLING_DATABASE_URL", "")
+        if StripeSettings.configured() and not billing_database_url:
+            raise ValueError(
+                "PM_BILLING_DATABASE_URL is not set: billing (PM_STRIPE_API_KEY is set) needs the "
+                "DSN of a login granted the billing tables (docs/billing.md)"
+            )
+        return cls(
+            database_url=api_database_url(),
+            redis_url=redis_url,
+            signing_keys=_env_str("PM_API_SIGNING_KEYS", ""),
+            access_token_ttl=timedelta(seconds=_env_float("PM_API_ACCESS_TOKEN_SECONDS", 900)),
+            refresh_token_ttl=timedelta(days=_env_float("PM_API_REFRESH_TOKEN_DAYS", 30)),
+            sign_in_failures=int(_env_float("PM_API_SIGNIN_FAILURES", 5)),
+            sign_in_window=timedelta(seconds=_env_float("PM_API_SIGNIN_WINDOW_SECONDS", 900)),
+            api_key_requests_per_minute=int(_env_float("PM_API_KEY_REQUESTS_PER_MINUTE", 600)),
+            kubeconfig=_env_str("PM_KUBECONFIG", "") or None,
+            billing_database_url=billing_database_url,
+            dashboard=dashboard_dir(),
+        )
+
+
+# In a checkout, `make` builds the dashboard into web/dist (common/settings.py -> repo root).
+_CHECKOUT_DASHBOARD = Path(__file__).resolve().parents[1] / "web" / "dist"
+
+
+def dashboard_dir() -> Path | None:
+    """The built dashboard (PM_DASHBOARD_DIR; in a checkout web/dist once built), or None:
+    the API then serves no pages, only /v1."""
+    given = os.environ.get("PM_DASHBOARD_DIR", "")
+    if given:
+        path = Path(given)
+        if not (path / "index.html").is_file():
+            raise ValueError(
+                f"PM_DASHBOARD_DIR={given!r} has no index.html: point it at the dashboard's "
+                "build (web/dist after `make web`), or unset it to serve the API only"
+            )
+        return path
+    return _CHECKOUT_DASHBOARD if (_CHECKOUT_DASHBOARD / "index.html").is_file() else None

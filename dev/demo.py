@@ -242,15 +242,7 @@ class Delivery(Startable):
                 "metadata": {"name": "adelie"},
                 "spec": {
                     "domain": ZONE,
-                    "dnsProvider": {
-                        "type": "rfc2136",
-                        "rfc2136": {
-                            "server": self.gateway,
-                            "port": self.knot.port,
-                            "tsigKeyName": self.knot.tsig.name,
-                        },
-                        "credentialsSecretRef": {"name": "tsig", "key": "secret"},
-                    },
+                    "dnsProvider": self.knot.rfc2136_provider("tsig", server=self.gateway),
                     "smtpServerRefs": [{"name": "relay"}],
                     "mx": {"enabled": False},
                     "dmarc": {"policy": "none"},

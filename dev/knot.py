@@ -5,6 +5,7 @@
         knot.address, knot.port          # 127.0.0.1, a free high port (UDP and TCP)
         knot.tsig                        # TsigKey allowed to send RFC 2136 updates to every zone
         knot.add_zone("other.test", minimal_zone("other.test"))   # config rewrite + reload
+        knot.rfc2136_provider("tsig")    # a SendingDomain's dnsProvider publishing to it
 
 Own port and directory (`base_dir/knot/`: knot.conf, zone files, journal, knot.log). Updates
 signed with `tsig` are accepted for every zone; unsigned or wrongly signed ones are refused
@@ -20,6 +21,7 @@ import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from penguinmails.devstack.dnszones import (
     DnsServerError,
@@ -112,6 +114,20 @@ class KnotServer(PrivateService):
         wait_authoritative(self.address, self.port, [zone], self.start_timeout, self.running_check)
 
     # -- steps ------------------------------------------------------------------------------
+
+    def rfc2136_provider(self, ref: str = "tsig", *, server: str | None = None) -> dict[str, Any]:
+        """A SendingDomain's `dnsProvider` publishing here by RFC 2136, with the TSIG key in the
+        Secret `ref` (key `secret`) of the domain's namespace; `server` is the address the
+        operator reaches this server at, when not `address` (e.g. from a pod, the node's bridge)."""
+        return {
+            "type": "rfc2136",
+            "rfc2136": {
+                "server": server or self.address,
+                "port": self.port,
+                "tsigKeyName": self.tsig.name,
+            },
+            "credentialsSecretRef": {"name": ref, "key": "secret"},
+        }
 
     def _zone_file(self, zone: str) -> Path:
         return self.root / "zones" / f"{zone}.zone"

@@ -22,10 +22,10 @@ import uvicorn
 
 from penguinmails.common.db import accounts
 from penguinmails.common.db.accounts import Role
+from penguinmails.common.settings import ApiSettings, api_database_url
 
 from .app import create_app
-from .config import ApiSettings
-from .tokens import SigningKeyRing, new_signing_key
+from .tokens import new_signing_key
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        settings = ApiSettings.from_env()
+        app = create_app(ApiSettings.from_env())
     except ValueError as error:
         print(f"penguinmails-api: {error}", file=sys.stderr)
         return 2
     uvicorn.run(
-        create_app(settings),
+        app,
         host=options.host,
         port=options.port,
         log_level="info",
@@ -66,7 +66,7 @@ def openapi_document() -> dict[str, Any]:
     settings = ApiSettings(
         database_url="postgresql://unused",
         redis_url="redis://unused",
-        signing_keys=SigningKeyRing.parse(new_signing_key("openapi")),
+        signing_keys=new_signing_key("openapi"),
     )
     document: dict[str, Any] = create_app(settings, billing_on=True).openapi()
     return document
@@ -78,9 +78,10 @@ def _create_user(args: list[str]) -> int:
     parser.add_argument("--tenant", help="make the user a member of this tenant")
     parser.add_argument("--role", default="owner", choices=[r.value for r in Role])
     options = parser.parse_args(args)
-    dsn = os.environ.get("PM_API_DATABASE_URL") or os.environ.get("PM_DATABASE_URL", "")
-    if not dsn:
-        print("penguinmails-api: set PM_API_DATABASE_URL", file=sys.stderr)
+    try:
+        dsn = api_database_url()
+    except ValueError as error:
+        print(f"penguinmails-api: {error}", file=sys.stderr)
         return 2
     password = os.environ.get("PM_API_NEW_PASSWORD") or getpass.getpass("password: ")
     if len(password) < 12:

@@ -13,10 +13,10 @@ import asyncpg
 import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI, Request, Response
 
-from penguinmails.common.settings import StripeSettings
+from penguinmails.common.keys import MasterKeys
+from penguinmails.common.settings import ApiSettings, StripeSettings
 
 from . import audit, idempotency
-from .config import ApiSettings
 from .dashboard import mount_dashboard
 from .errors import ApiError, error_response, install_error_handlers
 from .kube import CustomObjects
@@ -30,9 +30,11 @@ from .routes import (
     gdpr,
     sending_domains,
     smtp_servers,
+    unsubscribe,
     webhooks,
 )
 from .services import Services
+from .tokens import SigningKeyRing
 
 __all__ = ["REQUEST_ID_HEADER", "create_app"]
 
@@ -45,16 +47,19 @@ _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> FastAPI:
-    """`billing_on` None: billing and its webhook when PM_STRIPE_API_KEY is set."""
+    """The app; ValueError (naming the variable) when `settings.signing_keys` is not a key ring.
+    `billing_on` None: billing and its webhook when PM_STRIPE_API_KEY is set."""
     if billing_on is None:
         billing_on = StripeSettings.configured()
+    signing_keys = SigningKeyRing.parse(settings.signing_keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=10)
         redis = aioredis.from_url(settings.redis_url)
         kube = CustomObjects(settings.kubeconfig)
-        app.state.services = Services(settings, pool, redis, kube)
+        app.state.services = Services(settings, signing_keys, pool, redis, kube)
+        app.state.unsubscribing = _unsubscribing(pool)
         try:
             async with billing.running(app, settings) if billing_on else nullcontext():
                 yield
@@ -133,6 +138,9 @@ def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> Fast
     if billing_on:
         v1.include_router(billing.router)
     app.include_router(v1)
+    # RFC 8058 one-click unsubscribe at /u/<token>: the links in sent messages, outside /v1,
+    # without authentication (the token is the credential) and outside the OpenAPI document.
+    app.include_router(unsubscribe.router)
     if settings.dashboard is not None:
         mount_dashboard(app, settings.dashboard)
 
@@ -143,6 +151,15 @@ def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> Fast
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _unsubscribing(pool: asyncpg.Pool) -> unsubscribe.Unsubscribing | None:
+    """The unsubscribe pages on the API's pool, when the platform's key ring is set."""
+    try:
+        return unsubscribe.Unsubscribing(pool, MasterKeys.from_env())
+    except ValueError as error:  # its messages never echo the key
+        log.warning("the unsubscribe pages answer 503: %s", error)
+        return None
 
 
 def svc_of(request: Request) -> Services:

@@ -116,7 +116,7 @@ async def caller(request: Request, svc: Annotated[Services, Depends(services)]) 
         request.state.idempotency = await idempotency.claim(svc.redis, request, f"key:{key.id}")
         return Caller(api_key=key)
     try:
-        claims = svc.settings.signing_keys.verify(token)
+        claims = svc.signing_keys.verify(token)
     except InvalidToken as error:
         raise ApiError.unauthenticated(
             "The access token is not valid or has expired: sign in or refresh it."

@@ -14,7 +14,6 @@ public key, and tokens of unknown keys are refused before any signature work.
 from __future__ import annotations
 
 import base64
-import os
 import re
 import secrets
 import uuid
@@ -93,10 +92,6 @@ class SigningKeyRing:
                 raise ValueError(f"{SIGNING_KEYS_ENV}: key id {kid} appears twice")
             keys[kid] = Ed25519PrivateKey.from_private_bytes(seed)
         return cls(keys, next(iter(keys)))
-
-    @classmethod
-    def from_env(cls) -> SigningKeyRing:
-        return cls.parse(os.environ.get(SIGNING_KEYS_ENV, ""))
 
     def issue(self, user_id: uuid.UUID, family_id: uuid.UUID, ttl: timedelta) -> str:
         now = datetime.now(UTC)

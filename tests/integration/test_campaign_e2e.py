@@ -35,7 +35,6 @@ from aiosmtpd.controller import Controller
 from kubernetes import client
 
 from penguinmails.common.keys import MasterKeys
-from penguinmails.devstack.dns_examples import rfc2136_provider
 from penguinmails.devstack.knot import KnotServer, minimal_zone
 from penguinmails.devstack.ports import free_port
 from penguinmails.devstack.postfix import PostfixServer
@@ -246,7 +245,7 @@ def test_campaign_from_apply_to_inbox(
                     "metadata": {"name": "acme"},
                     "spec": {
                         "domain": ZONE,
-                        "dnsProvider": rfc2136_provider(knot),
+                        "dnsProvider": knot.rfc2136_provider(),
                         "smtpServerRefs": [{"name": "relay"}],
                         "mx": {"enabled": False},
                         "dmarc": {"policy": "none"},

@@ -22,7 +22,6 @@ from kubernetes import client
 
 from penguinmails.common.dkim.keys import INDEX_KEY
 from penguinmails.devstack import kstatus
-from penguinmails.devstack.dns_examples import rfc2136_provider
 from penguinmails.devstack.knot import KnotServer, minimal_zone
 from penguinmails.devstack.sink import SinkServer
 from tests.integration.conftest import GROUP, VERSION, OperatorFactory, OperatorProcess, wait_for
@@ -395,7 +394,7 @@ def test_sendingdomain_and_campaign(
             "metadata": {"name": "acme"},
             "spec": {
                 "domain": ZONE,
-                "dnsProvider": rfc2136_provider(knot, ref="tsig"),
+                "dnsProvider": knot.rfc2136_provider("tsig"),
                 "smtpServerRefs": [{"name": "out"}],
                 "mx": {"enabled": False},
                 "dmarc": {"policy": "none"},
@@ -484,7 +483,7 @@ def test_sendingdomain_and_campaign(
             "spec": {
                 "domain": f"broken.{ZONE}",
                 "zone": ZONE,
-                "dnsProvider": rfc2136_provider(knot, ref="tsig"),
+                "dnsProvider": knot.rfc2136_provider("tsig"),
                 "smtpServerRefs": [{"name": "out"}],
             },
         },

@@ -29,9 +29,9 @@ from typing import Any
 
 import asyncpg
 import dkim
+import httpx
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
 from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 
@@ -397,14 +397,17 @@ async def test_campaign_delivered_exactly_once_through_postfix_despite_sigkill(
             [EventType.UNSUBSCRIBED],
             policy=EgressPolicy(allowed=(ipaddress.ip_network("127.0.0.0/8"),)),
         )
-    async with TestClient(TestServer(make_app(db_pool, KEYS))) as http:
+    app = make_app(db_pool, KEYS)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app), base_url="http://u.test"
+    ) as http:
         page = await http.get(f"/u/{token}")
-        assert page.status == 200 and "Unsubscribe" in await page.text()
+        assert page.status_code == 200 and "Unsubscribe" in page.text
         for _ in range(2):  # a repeat is harmless
             response = await http.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"})
-            assert response.status == 200
+            assert response.status_code == 200
         forged = await http.post(f"/u/{'a' * 55}", data={"List-Unsubscribe": "One-Click"})
-        assert forged.status == 404
+        assert forged.status_code == 404
     async with tenant_connection(db_pool, campaign.tenant_id) as conn:
         assert await is_suppressed(conn, address_hash(KEY, address))
         assert (await campaign_counts(conn, campaign.uid))["unsubscribed"] == 1

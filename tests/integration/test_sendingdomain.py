@@ -28,7 +28,6 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from penguinmails.common.dkim.keys import load_keys_from_secret, signing_keys
-from penguinmails.devstack.dns_examples import rfc2136_provider
 from penguinmails.devstack.knot import KnotServer, minimal_zone
 from penguinmails.operator.dns.records import txt_rdata_text
 from tests.integration.conftest import GROUP, VERSION, OperatorFactory, OperatorProcess, wait_for
@@ -118,7 +117,7 @@ def domain_body(name: str, domain: str, knot: KnotServer, **spec: Any) -> dict[s
         "spec": {
             "domain": domain,
             "zone": ZONE,
-            "dnsProvider": rfc2136_provider(knot),
+            "dnsProvider": knot.rfc2136_provider(),
             "spf": {"includes": ["relay.example.test"]},
             "dmarc": {"policy": "none", "rua": ["dmarc@example.test"]},
             "mx": {"enabled": False},

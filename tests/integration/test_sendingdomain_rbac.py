@@ -19,7 +19,6 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from penguinmails.devstack.controlplane import write_kubeconfig
-from penguinmails.devstack.dns_examples import rfc2136_provider
 from penguinmails.devstack.dnszones import minimal_zone
 from penguinmails.devstack.helm import build_helm
 from penguinmails.devstack.knot import KnotServer
@@ -106,7 +105,7 @@ def domain(name: str, namespace: str, knot: KnotServer) -> dict[str, Any]:
         "spec": {
             "domain": f"{name}.{ZONE}",
             "zone": ZONE,
-            "dnsProvider": rfc2136_provider(knot),
+            "dnsProvider": knot.rfc2136_provider(),
             "mx": {"enabled": False},
             "tlsRpt": {"enabled": True},
         },

@@ -9,9 +9,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from penguinmails.api.http.config import dashboard_dir
 from penguinmails.api.http.dashboard import mount_dashboard
 from penguinmails.api.http.errors import install_error_handlers
+from penguinmails.common.settings import dashboard_dir
 
 
 @pytest.fixture

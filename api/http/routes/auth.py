@@ -58,7 +58,7 @@ class Me(ApiModel):
 def _tokens(svc: Services, outcome: accounts.RefreshOutcome) -> Tokens:
     ttl = svc.settings.access_token_ttl
     return Tokens(
-        access_token=svc.settings.signing_keys.issue(outcome.user_id, outcome.family_id, ttl),
+        access_token=svc.signing_keys.issue(outcome.user_id, outcome.family_id, ttl),
         expires_in=int(ttl.total_seconds()),
         refresh_token=outcome.token,
     )
@@ -146,4 +146,4 @@ async def me(
 
 @router.get("/.well-known/jwks.json", summary="Public keys verifying access tokens")
 async def jwks(svc: Annotated[Services, Depends(services)]) -> dict[str, Any]:
-    return svc.settings.signing_keys.jwks()
+    return svc.signing_keys.jwks()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,10 +32,9 @@ from penguinmails.api.billing.plans import Interval, Plan
 from penguinmails.api.billing.tenants import TenantWriter
 from penguinmails.api.billing.webhook_route import Billing, webhook_router
 from penguinmails.api.v1alpha1.tiers import Tier
-from penguinmails.common.settings import StripeSettings
+from penguinmails.common.settings import ApiSettings, StripeSettings
 
 from ..auth import Access, Caller, Resource, TenantAccess, caller, tenant_access
-from ..config import ApiSettings
 from ..errors import ApiError
 from ..kube import api_client
 from ..models import ApiModel
@@ -74,13 +72,7 @@ class BillingServices:
 async def running(app: FastAPI, settings: ApiSettings) -> AsyncIterator[None]:
     """Billing's pool, clients and Stripe's webhook, for the app's lifespan (billing on)."""
     stripe = StripeSettings.from_env()
-    dsn = os.environ.get("PM_BILLING_DATABASE_URL", "")
-    if not dsn:
-        raise ValueError(
-            "PM_BILLING_DATABASE_URL is not set: billing (PM_STRIPE_API_KEY is set) needs the "
-            "DSN of the login that owns the billing tables (the platform's, PM_DATABASE_URL)"
-        )
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    pool = await asyncpg.create_pool(settings.billing_database_url, min_size=1, max_size=4)
     kube = api_client(settings.kubeconfig)
     try:
         billing = BillingServices(Billing(pool, TenantWriter(kube), stripe), stripe_client(stripe))
