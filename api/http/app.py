@@ -18,6 +18,7 @@ from penguinmails.common.settings import StripeSettings
 from . import audit, idempotency
 from .config import ApiSettings
 from .errors import ApiError, error_response, install_error_handlers
+from .import_runner import runner_of
 from .kube import CustomObjects
 from .ratelimit import RateState
 from .routes import (
@@ -26,9 +27,13 @@ from .routes import (
     auth,
     billing,
     campaigns,
+    contact_imports,
+    contacts,
     gdpr,
     sending_domains,
     smtp_servers,
+    suppressions,
+    usage,
     webhooks,
 )
 from .services import Services
@@ -56,6 +61,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             async with billing.running(app, settings) if billing_on else nullcontext():
                 yield
         finally:
+            await runner_of(app).stop()  # imports under way fail cleanly (import_runner.py)
             kube.close()
             await redis.aclose()
             await pool.close()
@@ -125,6 +131,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
         audit_log,
         gdpr,
         webhooks,
+        contacts,
+        contact_imports,
+        suppressions,
+        usage,
     ):
         v1.include_router(module.router)
     if billing_on:
