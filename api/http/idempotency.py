@@ -2,8 +2,8 @@
 twice (as in Stripe's API).
 
 The first request with a key claims it in Redis (`SET NX`, 24 hours) with a fingerprint of the
-request (method, path, query, body); its answer (status, body, ETag, content type) is stored
-when it is sent. A request with the same key then:
+request (method, path, query, body; for a streamed CSV upload, the body's length); its answer
+(status, body, ETag, content type) is stored when it is sent. A request with the same key then:
 
 - gets the stored answer, marked `Idempotent-Replayed: true`, when its fingerprint is the same;
 - gets 400 `idempotency_key_reused` when the request differs (a key names one request);

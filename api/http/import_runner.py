@@ -12,9 +12,11 @@ What a stop does: on a clean shutdown the app cancels the running imports, whose
 roll back and whose jobs are marked failed with the reason. When the process dies instead
 (killed, out of memory, the node lost), nothing is written, but its database connections end,
 which releases the job's advisory lock (`common.db.contact_imports`): the job is marked failed,
-with the reason, the first time anyone reads it. Either way nothing of that file was imported,
-and a job is never left showing `running` with nobody running it. The temporary file has no
-name on disk, so it goes with the process too.
+with the reason, the first time anyone reads it (PostgreSQL ends a dead client's session when
+its backend next uses the socket: see docs/api.md for the server settings that bound this when
+a machine vanishes). Either way nothing of that file was imported, and a job is not left
+showing `running` once nobody runs it. The temporary file has no name on disk, so it goes with
+the process too.
 """
 
 from __future__ import annotations
