@@ -89,6 +89,11 @@ class ImportRunner:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def busy(self) -> bool:
+        """Whether `start` would refuse now (checked before an upload is received, too)."""
+        return len(self._tasks) >= MAX_RUNNING
+
     async def start(
         self,
         pool: asyncpg.Pool,
@@ -100,7 +105,7 @@ class ImportRunner:
     ) -> jobs.ImportJob:
         """Create the job (and the list if missing) and start importing `source`, which the
         runner owns from now on (and closes)."""
-        if len(self._tasks) >= MAX_RUNNING:
+        if self.busy:
             raise Busy
         job_id = uuid.uuid4()
         conn = await pool.acquire()

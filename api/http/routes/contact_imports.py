@@ -74,6 +74,16 @@ class ImportLineError(ApiModel):
     message: str
 
 
+def _busy() -> ApiError:
+    return ApiError(
+        429,
+        "rate_limit_error",
+        "imports_busy",
+        "This server is running as many imports as it takes at once: retry shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
 def _too_large(limit: int) -> ApiError:
     return ApiError(
         413,
@@ -122,7 +132,7 @@ async def _spool(request: Request, limit: int) -> tuple[BinaryIO, int]:
             "required": True,
             "description": "The CSV file: a header row with an `email` column (any case), "
             "every other column a contact field; UTF-8.",
-            "content": {CSV: {"schema": {"type": "string", "format": "binary"}}},
+            "content": {CSV: {"schema": {"type": "string"}}},
         }
     },
 )
@@ -153,17 +163,13 @@ async def create_import(
         )
     key = hash_key()
     runner = runner_of(request.app)
+    if runner.busy:  # before receiving the file, not after
+        raise _busy()
     spool, size = await _spool(request, max_upload_bytes())
     try:
         job = await runner.start(svc.pool, access.tenant.id, list_name, spool, size, key)
     except Busy as error:
-        raise ApiError(
-            429,
-            "rate_limit_error",
-            "imports_busy",
-            "This server is running as many imports as it takes at once: retry shortly.",
-            headers={"Retry-After": "5"},
-        ) from error
+        raise _busy() from error
     return ContactImport.model_validate(job, from_attributes=True)
 
 
