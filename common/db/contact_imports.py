@@ -31,6 +31,7 @@ __all__ = [
     "ImportJob",
     "create_job",
     "decode_error_cursor",
+    "encode_error_cursor",
     "fail_job",
     "finish_job",
     "get_job",
@@ -181,7 +182,7 @@ async def get_job(
 _ERROR_CURSOR = "ie1."
 
 
-def _error_cursor(line: int) -> str:
+def encode_error_cursor(line: int) -> str:
     return _ERROR_CURSOR + base64.urlsafe_b64encode(str(line).encode()).decode().rstrip("=")
 
 
@@ -209,4 +210,4 @@ async def list_errors(
         limit + 1,
     )
     found = [ImportErrorRow(r["line"], r["field"], r["message"]) for r in rows[:limit]]
-    return found, _error_cursor(found[-1].line) if len(rows) > limit else None
+    return found, encode_error_cursor(found[-1].line) if len(rows) > limit else None
