@@ -39,6 +39,7 @@ __all__ = [
     "CHUNK_ROWS",
     "MAX_BYTES_ENV",
     "MAX_RUNNING",
+    "STOPPED",
     "Busy",
     "ImportRunner",
     "max_upload_bytes",

@@ -25,7 +25,7 @@ import pytest
 import pytest_asyncio
 from kubernetes import client
 
-from penguinmails.api.http.import_runner import MAX_BYTES_ENV
+from penguinmails.api.http.import_runner import MAX_BYTES_ENV, STOPPED
 from penguinmails.common.db import tenant_connection, tenant_scope
 from penguinmails.common.db.accounts import Role
 from penguinmails.common.db.contact_imports import ABANDONED
@@ -340,7 +340,9 @@ async def test_uploads_past_the_limit_are_refused(api_server: ApiServer, tenant_
         assert "big" not in [x["name"] for x in lists], lists
 
 
-async def test_an_import_whose_process_dies_is_shown_failed(
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+async def test_an_import_whose_process_ends_is_shown_failed(
+    sig: signal.Signals,
     api_server: ApiServer,
     tenant_a: Tenant,
     db_pool: asyncpg.Pool,
@@ -349,8 +351,9 @@ async def test_an_import_whose_process_dies_is_shown_failed(
     redis_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """A second API process takes the upload and is killed (SIGKILL) mid-import: the job
-    reads failed, with the reason, through the first; nothing of it was imported."""
+    """A second API process takes the upload and is killed (SIGKILL) or stopped (SIGTERM, as
+    Kubernetes does) mid-import: the job reads failed, with the reason, through the first;
+    nothing of it was imported."""
     csv, blocker = _big_csv(uuid.uuid4().hex[:6], 3_002)
     process, doomed = start_api(
         tmp_path_factory.mktemp("api-doomed"),
@@ -362,7 +365,8 @@ async def test_an_import_whose_process_dies_is_shown_failed(
     )
     try:
         async with api_server.client(tenant_a.owner) as http:
-            made = await http.post(f"{tenant_a.base}/contact-lists", json={"name": "doomed"})
+            doomed_list = f"doomed-{sig.name.lower()}"
+            made = await http.post(f"{tenant_a.base}/contact-lists", json={"name": doomed_list})
             assert made.status_code == 201, made.text
             list_id = made.json()["id"]
             seen: list[tuple[str, int]] = []
@@ -370,7 +374,7 @@ async def test_an_import_whose_process_dies_is_shown_failed(
                 async with doomed.client(tenant_a.owner) as other:
                     started = await other.post(
                         f"{tenant_a.base}/contact-imports",
-                        params={"list": "doomed"},
+                        params={"list": doomed_list},
                         content=csv.body,
                         headers=CSV_TYPE,
                     )
@@ -378,18 +382,23 @@ async def test_an_import_whose_process_dies_is_shown_failed(
                 path = f"{tenant_a.base}/contact-imports/{started.json()['id']}"
                 await _wait_for(http, path, lambda j: j["rowsDone"] > 0, seen)
                 assert process.pid is not None
-                os.kill(process.pid, signal.SIGKILL)
-                # Still running while its backend waits on the lock: PostgreSQL notices a dead
-                # client when the backend next uses its socket.
-                assert (await http.get(path)).json()["state"] == "running"
+                os.kill(process.pid, sig)
+                if sig is signal.SIGKILL:
+                    # Still running while its backend waits on the lock: PostgreSQL notices a
+                    # dead client when the backend next uses its socket.
+                    assert (await http.get(path)).json()["state"] == "running"
+                else:
+                    # A clean stop cancels the import, lock wait or not, and says so.
+                    await _wait_for(http, path, lambda j: j["state"] != "running", seen)
             failed = await _wait_for(http, path, lambda j: j["state"] != "running", seen)
-            print(f"\nkilled import observed (state, rowsDone): {seen}")
-            assert failed["state"] == "failed" and failed["failure"] == ABANDONED, failed
+            print(f"\n{sig.name} import observed (state, rowsDone): {seen}")
+            reason = ABANDONED if sig is signal.SIGKILL else STOPPED
+            assert failed["state"] == "failed" and failed["failure"] == reason, failed
             assert failed["finishedAt"] is not None, failed
             again = (await http.get(path)).json()
             assert again["state"] == "failed", again
             lists = (await http.get(f"{tenant_a.base}/contact-lists")).json()["data"]
-            assert {x["name"]: x["contacts"] for x in lists}["doomed"] == 0, lists
+            assert {x["name"]: x["contacts"] for x in lists}[doomed_list] == 0, lists
     finally:
         stop_api(process)
 
