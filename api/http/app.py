@@ -19,6 +19,7 @@ from penguinmails.common.settings import ApiSettings, StripeSettings
 from . import audit, idempotency
 from .dashboard import mount_dashboard
 from .errors import ApiError, error_response, install_error_handlers
+from .import_runner import runner_of
 from .kube import CustomObjects
 from .ratelimit import RateState
 from .routes import (
@@ -27,10 +28,14 @@ from .routes import (
     auth,
     billing,
     campaigns,
+    contact_imports,
+    contacts,
     gdpr,
     sending_domains,
     smtp_servers,
+    suppressions,
     unsubscribe,
+    usage,
     webhooks,
 )
 from .services import Services
@@ -64,6 +69,7 @@ def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> Fast
             async with billing.running(app, settings) if billing_on else nullcontext():
                 yield
         finally:
+            await runner_of(app).stop()  # imports under way fail cleanly (import_runner.py)
             kube.close()
             await redis.aclose()
             await pool.close()
@@ -133,6 +139,10 @@ def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> Fast
         audit_log,
         gdpr,
         webhooks,
+        contacts,
+        contact_imports,
+        suppressions,
+        usage,
     ):
         v1.include_router(module.router)
     if billing_on:

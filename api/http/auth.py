@@ -54,6 +54,8 @@ class Resource(StrEnum):
     AUDIT_LOG = "audit_log"
     WEBHOOKS = "webhooks"
     GDPR = "gdpr"
+    CONTACTS = "contacts"
+    SUPPRESSION = "suppression"
 
 
 ADMIN_ONLY = frozenset({Resource.API_KEYS, Resource.AUDIT_LOG, Resource.WEBHOOKS, Resource.GDPR})

@@ -2,8 +2,8 @@
 twice (as in Stripe's API).
 
 The first request with a key claims it in Redis (`SET NX`, 24 hours) with a fingerprint of the
-request (method, path, query, body); its answer (status, body, ETag, content type) is stored
-when it is sent. A request with the same key then:
+request (method, path, query, body; for a streamed CSV upload, the body's length); its answer
+(status, body, ETag, content type) is stored when it is sent. A request with the same key then:
 
 - gets the stored answer, marked `Idempotent-Replayed: true`, when its fingerprint is the same;
 - gets 400 `idempotency_key_reused` when the request differs (a key names one request);
@@ -34,6 +34,9 @@ HEADER = "Idempotency-Key"
 TTL_SECONDS = 24 * 3600
 _PREFIX = "pm:api:idem:"
 _KEPT_HEADERS = ("content-type", "etag")
+STREAMED_TYPES = frozenset({"text/csv"})
+"""Bodies fingerprinted by their Content-Length: uploads (contact imports) that the handler
+streams to disk with a size limit, which reading them here would defeat."""
 
 
 class IdempotentReplay(Exception):  # noqa: N818 (a signal, not a failure)
@@ -57,8 +60,12 @@ async def claim(redis: aioredis.Redis, request: Request, scope: str) -> Claim | 
         return None
     if not 1 <= len(key) <= 255:
         raise ApiError.invalid(f"{HEADER} must be 1 to 255 characters.", HEADER)
-    body = await request.body()
     parts = [request.method, request.url.path, request.url.query]
+    if request.headers.get("content-type", "").split(";")[0].strip() in STREAMED_TYPES:
+        # An upload is streamed to its handler, never read whole here: its length stands in.
+        body = request.headers.get("content-length", "").encode()
+    else:
+        body = await request.body()
     fingerprint = hashlib.sha256(b"\0".join([*(p.encode() for p in parts), body])).hexdigest()
     name = _PREFIX + scope + ":" + hashlib.sha256(key.encode("utf-8")).hexdigest()
     pending = json.dumps({"state": "pending", "fingerprint": fingerprint})

@@ -33,7 +33,7 @@ from penguinmails.common.suppression import address_hash, normalize_address
 if TYPE_CHECKING:
     from _csv import Reader
 
-__all__ = ["ImportReport", "RowError", "import_contacts", "parse_contacts"]
+__all__ = ["ImportReport", "RowError", "ensure_list", "import_contacts", "parse_contacts"]
 
 CHUNK_ROWS = 5000
 CHUNK_CHARS = 8_000_000  # and at most this much field text: rows can be 131072 characters each
@@ -51,6 +51,8 @@ _ADDRESS = re.compile(
 class RowError:
     line: int
     reason: str
+    field: str | None = None
+    """The column at fault (`email`), `header`, or None for the whole row."""
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.reason}"
@@ -93,7 +95,7 @@ def _rows(reader: Reader, key: bytes) -> Iterator[ParsedContact | RowError]:
     try:
         header = next(reader)
     except StopIteration:
-        yield RowError(1, "the file is empty: expected a header row with an email column")
+        yield RowError(1, "the file is empty: expected a header row with an email column", "header")
         return
     except csv.Error as error:
         yield _syntax_error(1, error)
@@ -101,7 +103,7 @@ def _rows(reader: Reader, key: bytes) -> Iterator[ParsedContact | RowError]:
     names = [name.strip() for name in header]
     lowered = [name.lower() for name in names]
     if "email" not in lowered:
-        yield RowError(1, f"no email column in the header (columns: {', '.join(names)})")
+        yield RowError(1, f"no email column in the header (columns: {', '.join(names)})", "header")
         return
     email_index = lowered.index("email")
     first_line: dict[str, int] = {}
@@ -126,15 +128,15 @@ def _rows(reader: Reader, key: bytes) -> Iterator[ParsedContact | RowError]:
             continue
         email = row[email_index].strip()
         if not _ADDRESS.match(email) or len(email) > 254:
-            yield RowError(start, f"malformed address {email!r}")
+            yield RowError(start, f"malformed address {email!r}", "email")
             continue
         try:
             normalized = normalize_address(email)
         except ValueError:
-            yield RowError(start, f"malformed address {email!r}")
+            yield RowError(start, f"malformed address {email!r}", "email")
             continue
         if normalized in first_line:
-            yield RowError(start, f"duplicate of line {first_line[normalized]} ({email})")
+            yield RowError(start, f"duplicate of line {first_line[normalized]} ({email})", "email")
             continue
         first_line[normalized] = start
         fields = {
@@ -162,9 +164,9 @@ def _syntax_error(line: int, error: csv.Error) -> RowError:
 
 
 def _chunks(
-    items: Iterator[ParsedContact | RowError], errors: list[RowError]
+    items: Iterator[ParsedContact | RowError], errors: list[RowError], rows: int = CHUNK_ROWS
 ) -> Iterator[list[ParsedContact]]:
-    """Good contacts `CHUNK_ROWS` or `CHUNK_CHARS` at a time; errors go to `errors` as met."""
+    """Good contacts `rows` or `CHUNK_CHARS` at a time; errors go to `errors` as met."""
     chunk: list[ParsedContact] = []
     chars = 0
     for item in items:
@@ -173,26 +175,15 @@ def _chunks(
             continue
         chunk.append(item)
         chars += len(item.email) + sum(len(k) + len(v) for k, v in item.fields.items())
-        if len(chunk) == CHUNK_ROWS or chars >= CHUNK_CHARS:
+        if len(chunk) == rows or chars >= CHUNK_CHARS:
             yield chunk
             chunk, chars = [], 0
     if chunk:
         yield chunk
 
 
-async def import_contacts(
-    conn: AnyConnection,
-    list_name: str,
-    source: BinaryIO | bytes,
-    key: bytes,
-    *,
-    progress: Callable[[int], None] | None = None,
-) -> ImportReport:
-    """Import into `list_name` (created if missing) within the caller's tenant scope.
-
-    `progress` is called after each chunk with the number of contacts imported or found."""
-    stream = io.BytesIO(source) if isinstance(source, bytes) else source
-    report = ImportReport()
+async def ensure_list(conn: AnyConnection, list_name: str) -> uuid.UUID:
+    """The id of the list `list_name` of the current tenant scope, created if missing."""
     list_id: uuid.UUID = await conn.fetchval(
         """
         WITH created AS (
@@ -204,12 +195,31 @@ async def import_contacts(
         """,
         list_name,
     )
+    return list_id
+
+
+async def import_contacts(
+    conn: AnyConnection,
+    list_name: str,
+    source: BinaryIO | bytes,
+    key: bytes,
+    *,
+    progress: Callable[[int], None] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> ImportReport:
+    """Import into `list_name` (created if missing) within the caller's tenant scope.
+
+    `progress` is called after each chunk (`chunk_rows` contacts) with the number of data rows
+    read so far: contacts imported or found in the list, and rows skipped."""
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    report = ImportReport()
+    list_id = await ensure_list(conn, list_name)
     await conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS contact_import "
         "(line integer, email text, address_hash bytea, fields jsonb) ON COMMIT DROP"
     )
-    done = 0
-    for chunk in _chunks(parse_contacts(stream, key), report.errors):
+    done = already = 0
+    for chunk in _chunks(parse_contacts(stream, key), report.errors, chunk_rows):
         await conn.execute("TRUNCATE contact_import")
         await conn.copy_records_to_table(
             "contact_import",
@@ -229,11 +239,16 @@ async def import_contacts(
         for contact in chunk:
             if contact.email.lower() not in new:
                 report.errors.append(
-                    RowError(contact.line, f"{contact.email} is already in list {list_name}")
+                    RowError(
+                        contact.line, f"{contact.email} is already in list {list_name}", "email"
+                    )
                 )
+                already += 1
         report.imported += len(inserted)
         done += len(chunk)
         if progress is not None:
-            progress(done)
+            # report.errors holds the rows skipped so far and the chunks' "already in list"
+            # contacts, which `done` counts already.
+            progress(done + len(report.errors) - already)
     report.errors.sort(key=lambda error: error.line)
     return report

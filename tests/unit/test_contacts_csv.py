@@ -77,3 +77,23 @@ def test_byte_order_mark_and_crlf_are_read_from_the_stream() -> None:
     data = "\ufeffEmail,first_name\r\na@x.test,Zoë\r\n".encode()
     items = list(parse_contacts(io.BytesIO(data), KEY))
     assert items == [ParsedContact(2, "a@x.test", items[0].address_hash, {"first_name": "Zoë"})]  # type: ignore[union-attr]
+
+
+def test_each_skipped_row_names_the_field_at_fault() -> None:
+    data = (
+        b"Email,first_name\n"
+        b"a@x.test,Ann\n"
+        b"not-an-address,Bad\n"
+        b"b@x.test\n"
+        b"c@x.test,Caf\xe9\n"
+        b"A@X.TEST,Again\n"
+    )
+    errors = [e for e in parse_contacts(io.BytesIO(data), KEY) if isinstance(e, RowError)]
+    assert [(e.line, e.field) for e in errors] == [
+        (3, "email"),
+        (4, None),  # the column count: the whole row
+        (5, None),  # not UTF-8: the whole row
+        (6, "email"),
+    ]
+    (header,) = parse_contacts(io.BytesIO(b"name\nAnn\n"), KEY)
+    assert isinstance(header, RowError) and (header.line, header.field) == (1, "header")
