@@ -21,7 +21,7 @@ import httpx
 from penguinmails.api.client import credentials as stored
 from penguinmails.api.client.credentials import Credentials
 
-__all__ = ["PAGE_SIZE", "ApiError", "Session", "Tokens"]
+__all__ = ["PAGE_SIZE", "ApiError", "JsonObject", "Session", "with_tokens"]
 
 JsonObject = dict[str, Any]
 
@@ -64,18 +64,15 @@ class ApiError(Exception):
             return cls(response.status_code, "", f"HTTP {response.status_code}: {text}")
 
 
-class Tokens:
-    """A sign-in's tokens as `/v1/auth/token` and `/v1/auth/refresh` return them."""
-
-    @staticmethod
-    def apply(credentials: Credentials, body: Mapping[str, Any]) -> Credentials:
-        return replace(
-            credentials,
-            access_token=str(body["accessToken"]),
-            refresh_token=str(body["refreshToken"]),
-            expires_at=time.time() + float(body["expiresIn"]),
-            api_key=None,
-        )
+def with_tokens(credentials: Credentials, body: Mapping[str, Any]) -> Credentials:
+    """`credentials` holding the tokens `/v1/auth/token` or `/v1/auth/refresh` answered."""
+    return replace(
+        credentials,
+        access_token=str(body["accessToken"]),
+        refresh_token=str(body["refreshToken"]),
+        expires_at=time.time() + float(body["expiresIn"]),
+        api_key=None,
+    )
 
 
 class Session:
@@ -199,9 +196,8 @@ class Session:
             on_disk = stored.load(self.path)
             if (
                 on_disk is not None
-                and on_disk.refresh_token != self.credentials.refresh_token
                 and on_disk.is_user
-                and on_disk.access_token != self.credentials.access_token
+                and on_disk.refresh_token != self.credentials.refresh_token
             ):
                 # Another process refreshed while this one waited: its tokens are the
                 # current ones (ours were used and are now void).
@@ -209,7 +205,9 @@ class Session:
                 if not self._expiring():
                     return
             self._refresh_now()
-            stored.save(self.path, self.credentials)
+            # An --api-url given for this command is not made the stored one.
+            home = on_disk.api_url if on_disk is not None else self.credentials.api_url
+            stored.save(self.path, replace(self.credentials, api_url=home))
 
     def _refresh_now(self) -> None:
         response = self._send(
@@ -225,4 +223,4 @@ class Session:
             if response.status_code == 401:
                 error.message += " Run `penguinmails login` again."
             raise error
-        self.credentials = Tokens.apply(self.credentials, response.json())
+        self.credentials = with_tokens(self.credentials, response.json())

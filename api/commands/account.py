@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from penguinmails.api.client import ApiError, Credentials, Session, credentials_path
 from penguinmails.api.client import credentials as stored
-from penguinmails.api.client.session import Tokens
+from penguinmails.api.client.session import with_tokens
 
 from .context import CliError, Parsers, api_url
 
@@ -112,7 +112,7 @@ def _with_password(url: str, tenant: str | None, args: argparse.Namespace) -> Cr
             json={"email": email, "password": password},
             authenticated=False,
         )
-        session.credentials = Tokens.apply(Credentials(api_url=url, email=email), answer.json())
+        session.credentials = with_tokens(Credentials(api_url=url, email=email), answer.json())
         memberships = [m["tenant"] for m in session.get("/v1/me")["memberships"]]
         if tenant is None and len(memberships) == 1:
             tenant = memberships[0]
