@@ -169,6 +169,36 @@ def test_login_domains_campaigns_keys_logout(
         )
     )
 
+    # A full manifest on standard input, as kubectl would take it.
+    second = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SendingDomain",
+        "metadata": {"name": "cli-second", "namespace": "ignored"},
+        "spec": {"domain": f"second.{fqdn}", "dnsProvider": {"type": "manual"}},
+    }
+    cli.ok("domains", "create", "-f", "-", stdin=yaml.safe_dump(second))
+    assert sorted(d["name"] for d in cli.json("domains", "ls")) == ["cli-domain", "cli-second"]
+    cli.ok("domains", "delete", "cli-second")
+
+    # SMTP servers (created through the API itself: the CLI lists and shows them).
+    with httpx.Client(base_url=cli.api.url) as http:
+        made_server = http.post(
+            f"/v1/tenants/{tenant.name}/smtp-servers",
+            json={
+                "name": "cli-relay",
+                "spec": {
+                    "provider": {"relay": {"host": "relay.example.com", "port": 587}},
+                    "hostname": f"smtp.{fqdn}",
+                },
+            },
+            headers={"Authorization": f"Bearer {cli.stored()['access_token']}"},
+        )
+        assert made_server.status_code == 201, made_server.text
+    (row,) = rows(cli.ok("servers", "ls"))
+    assert (row["NAME"], row["HOSTNAME"], row["PROVIDER"]) == ("cli-relay", f"smtp.{fqdn}", "relay")
+    assert f"hostname: smtp.{fqdn}" in " ".join(cli.ok("servers", "show", "cli-relay").split())
+    assert cli.json("servers", "show", "cli-relay")["spec"]["hostname"] == f"smtp.{fqdn}"
+
     manifest = tmp_path / "campaign.yaml"
     manifest.write_text(campaign_manifest("cli-c", "cli-domain", fqdn))
     assert "campaign cli-c created" in cli.ok("campaigns", "create", "-f", str(manifest))
@@ -213,6 +243,14 @@ def test_login_domains_campaigns_keys_logout(
     assert [k["revokedAt"] for k in cli.json("keys", "ls") if k["id"] == entry["id"]] != [None]
     revoked = as_key.run("domains", "ls")
     assert revoked.returncode == 1 and "revoked" in revoked.stderr, revoked.stderr
+
+    # The audit log has the writes, newest first, filtered by an action prefix.
+    actions = [e["action"] for e in cli.json("audit", "ls", "--action", "campaign.*")]
+    assert actions == ["campaign.resume", "campaign.pause", "campaign.create"]
+    audit_rows = rows(cli.ok("audit", "ls"))
+    assert {"sending_domain.create", "api_key.create", "api_key.delete"} <= {
+        r["ACTION"] for r in audit_rows
+    }
 
     cli.ok("campaigns", "delete", "cli-c")
     cli.ok("domains", "delete", "cli-domain")
