@@ -51,7 +51,7 @@ integration: deps controlplane
 	$(PY) -m pytest -q -m integration tests
 
 bench: deps controlplane
-	$(PY) -m penguinmails.bench
+	$(PY) -m penguinmails.bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache web/node_modules web/dist

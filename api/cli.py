@@ -1,9 +1,14 @@
-"""The `penguinmails` command: operator-side tasks on the platform database.
+"""The `penguinmails` command: the customer API's client, and operator-side tasks on the
+platform database.
 
+    penguinmails login                      # then: domains, servers, campaigns, keys, audit
+    penguinmails campaigns create -f campaign.yaml
     penguinmails contacts import --tenant acme --list leads contacts.csv
     penguinmails unsubscribe serve --port 8088
 
-Reads `PM_DATABASE_URL` and `PM_SUPPRESSION_KEY`. The CSV file is streamed, never read whole.
+The API commands (api/commands/, over the client in api/client/) need only a login; errors print
+the API's message and the field it names, exit status 1. The operator-side commands read
+`PM_DATABASE_URL` and `PM_SUPPRESSION_KEY`. The CSV file is streamed, never read whole.
 Exit status: 0 when every row was imported, 2 when some rows were skipped (they are listed
 with their line numbers on stderr; a CSV syntax error such as a field over the csv module's
 limit also ends the import at its line, after the good rows before it), 1 when nothing could
@@ -22,6 +27,9 @@ from typing import TextIO
 
 import asyncpg
 
+from penguinmails.api.client import ApiError
+from penguinmails.api.commands import account, admin, resources
+from penguinmails.api.commands.context import CliError, common_options
 from penguinmails.common.db import tenant_connection
 from penguinmails.common.db.contacts import ImportReport, import_contacts
 from penguinmails.common.db.tenants import get_tenant
@@ -71,9 +79,27 @@ async def _import(dsn: str, tenant: str, list_name: str, path: Path) -> ImportRe
         await pool.close()
 
 
+def _run_api_command(args: argparse.Namespace) -> int:
+    try:
+        status: int = args.run(args)
+    except (CliError, ApiError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="penguinmails", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="penguinmails", description="The customer API client and operator-side tasks."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+    common = common_options()
+    for module in (account, resources, admin):
+        module.add_commands(commands, common)
+    # Operator-side, on the database. `contacts import` moves to the API's import endpoint once
+    # it exists (a `contacts` module beside api/commands/resources.py); until then it stays here.
     contacts = commands.add_parser("contacts", help="contact lists").add_subparsers(
         dest="action", required=True
     )
@@ -86,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve", help="serve the unsubscribe endpoint"
     ).add_argument("--port", type=int, default=8088)
     args = parser.parse_args(argv)
+    if hasattr(args, "run"):
+        return _run_api_command(args)
     dsn = os.environ.get("PM_DATABASE_URL", "")
     if not dsn:
         print("PM_DATABASE_URL is not set: point it at the platform database", file=sys.stderr)
