@@ -331,6 +331,142 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/tenants/{tenant}/contact-imports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Import a CSV file into a contact list
+         * @description Answers 202 with the job as soon as the file is received; the import runs in the
+         *     background: follow it with `GET .../contact-imports/{id}`. Importing the same file again
+         *     is harmless: addresses already in the list are skipped (and listed as such).
+         */
+        post: operations["create_import_v1_tenants__tenant__contact_imports_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tenants/{tenant}/contact-imports/{import_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Show an import's progress */
+        get: operations["get_import_v1_tenants__tenant__contact_imports__import_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tenants/{tenant}/contact-imports/{import_id}/errors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the lines an import skipped
+         * @description In line order; complete once the import succeeded.
+         */
+        get: operations["list_import_errors_v1_tenants__tenant__contact_imports__import_id__errors_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tenants/{tenant}/contact-lists": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List contact lists */
+        get: operations["list_lists_v1_tenants__tenant__contact_lists_get"];
+        put?: never;
+        /** Create a contact list */
+        post: operations["create_list_v1_tenants__tenant__contact_lists_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tenants/{tenant}/contact-lists/{list_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Delete a contact list and its contacts */
+        delete: operations["delete_list_v1_tenants__tenant__contact_lists__list_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tenants/{tenant}/contacts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List contacts
+         * @description Oldest first. Filtering by `email` puts the address in the URL: where that matters, use
+         *     `POST .../gdpr/export`, which takes it in the body.
+         */
+        get: operations["list_contacts_v1_tenants__tenant__contacts_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tenants/{tenant}/contacts/{contact_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Show a contact */
+        get: operations["get_contact_v1_tenants__tenant__contacts__contact_id__get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a contact from its list
+         * @description Removes this contact from its list; not a GDPR erasure (`POST .../gdpr/erase`).
+         */
+        delete: operations["delete_contact_v1_tenants__tenant__contacts__contact_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/tenants/{tenant}/gdpr/erase": {
         parameters: {
             query?: never;
@@ -445,6 +581,108 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/tenants/{tenant}/suppressions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the suppression list
+         * @description Oldest first: keyed hashes, never addresses.
+         */
+        get: operations["list_suppressions_v1_tenants__tenant__suppressions_get"];
+        put?: never;
+        /**
+         * Add an address to the suppression list
+         * @description Adding an address already listed changes nothing (`added: false`), except that a
+         *     complaint or hard bounce replaces a weaker reason.
+         */
+        post: operations["add_suppression_v1_tenants__tenant__suppressions_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tenants/{tenant}/suppressions/bulk": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Add up to 1000 addresses to the suppression list
+         * @description All or nothing: one malformed address refuses the request (400 naming `emails[i]`).
+         */
+        post: operations["add_suppressions_v1_tenants__tenant__suppressions_bulk_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tenants/{tenant}/suppressions/check": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Check whether an address is suppressed
+         * @description A read, in a POST so that the address stays out of URLs and logs.
+         */
+        post: operations["check_suppression_v1_tenants__tenant__suppressions_check_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tenants/{tenant}/suppressions/{address_hash}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Remove an address from the suppression list
+         * @description The address may be mailed again: remove only what the recipient asked for or allowed.
+         */
+        delete: operations["remove_suppression_v1_tenants__tenant__suppressions__address_hash__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tenants/{tenant}/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** This month's sending */
+        get: operations["usage_v1_tenants__tenant__usage_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/tenants/{tenant}/webhook-deliveries/{delivery_id}/redeliver": {
         parameters: {
             query?: never;
@@ -540,6 +778,14 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** AddressCheck */
+        AddressCheck: {
+            /**
+             * Email
+             * @description The address, e.g. jane@example.com.
+             */
+            email: string;
+        };
         /** ApiKey */
         ApiKey: {
             /**
@@ -582,7 +828,7 @@ export interface components {
             name: string;
             /**
              * Scopes
-             * @description Rights of the key: any of domains:read, domains:write, campaigns:read, campaigns:write, smtp_servers:read, smtp_servers:write (write implies read).
+             * @description Rights of the key: any of domains:read, domains:write, campaigns:read, campaigns:write, smtp_servers:read, smtp_servers:write, contacts:read, contacts:write, suppression:read, suppression:write (write implies read).
              */
             scopes: string[];
         };
@@ -658,6 +904,26 @@ export interface components {
             sourceAddress?: string | null;
             /** Target */
             target?: string | null;
+        };
+        /** BulkSuppressionCreate */
+        BulkSuppressionCreate: {
+            /** Emails */
+            emails: string[];
+            /** @default manual */
+            reason: components["schemas"]["SuppressionReason"];
+        };
+        /** BulkSuppressionResult */
+        BulkSuppressionResult: {
+            /**
+             * Added
+             * @description Addresses newly on the list.
+             */
+            added: number;
+            /**
+             * Alreadysuppressed
+             * @description Distinct addresses that were on it already.
+             */
+            alreadySuppressed: number;
         };
         /**
          * CampaignCounts
@@ -897,6 +1163,16 @@ export interface components {
              */
             startedAt?: string | null;
         };
+        /** CheckResult */
+        CheckResult: {
+            /** Addresshash */
+            addressHash: string;
+            /** Createdat */
+            createdAt?: string | null;
+            reason?: components["schemas"]["SuppressionReason"] | null;
+            /** Suppressed */
+            suppressed: boolean;
+        };
         /**
          * Condition
          * @description One aspect of the object's current state (the shape of metav1.Condition).
@@ -938,6 +1214,40 @@ export interface components {
          * @enum {string}
          */
         ConditionStatus: "True" | "False" | "Unknown";
+        /** Contact */
+        Contact: {
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            /** Email */
+            email: string;
+            /**
+             * Fields
+             * @description The CSV's other columns, by header name.
+             */
+            fields: {
+                [key: string]: unknown;
+            };
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Listid
+             * Format: uuid
+             */
+            listId: string;
+            /** Listname */
+            listName: string;
+            /**
+             * Updatedat
+             * Format: date-time
+             */
+            updatedAt: string;
+        };
         /** ContactAddress */
         ContactAddress: {
             /**
@@ -945,6 +1255,102 @@ export interface components {
              * @description The address, e.g. jane@example.com.
              */
             email: string;
+        };
+        /** ContactImport */
+        ContactImport: {
+            /**
+             * Bytesdone
+             * @description How much of the file was read.
+             */
+            bytesDone: number;
+            /**
+             * Bytestotal
+             * @description The file's size.
+             */
+            bytesTotal: number;
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            /**
+             * Failure
+             * @description Why it failed, and what to do.
+             */
+            failure: string | null;
+            /** Finishedat */
+            finishedAt: string | null;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Imported
+             * @description Contacts added to the list (when succeeded).
+             */
+            imported: number;
+            /**
+             * Listid
+             * Format: uuid
+             */
+            listId: string;
+            /** Listname */
+            listName: string;
+            /**
+             * Rowsdone
+             * @description Data rows read so far: imported or skipped.
+             */
+            rowsDone: number;
+            /**
+             * Rowstotal
+             * @description Data rows in the file, once it was all read.
+             */
+            rowsTotal: number | null;
+            /**
+             * Skipped
+             * @description Lines skipped (when succeeded): see `.../errors`.
+             */
+            skipped: number;
+            /**
+             * State
+             * @description running, then succeeded (the good rows are in the list) or failed (nothing of the file was imported: see `failure`).
+             * @enum {string}
+             */
+            state: "running" | "succeeded" | "failed";
+            /**
+             * Updatedat
+             * Format: date-time
+             */
+            updatedAt: string;
+        };
+        /** ContactList */
+        ContactList: {
+            /**
+             * Contacts
+             * @description Contacts in the list.
+             */
+            contacts: number;
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Name */
+            name: string;
+        };
+        /** ContactListCreate */
+        ContactListCreate: {
+            /**
+             * Name
+             * @description The list's name, unique in the tenant.
+             */
+            name: string;
         };
         /**
          * CreateRequest
@@ -1269,7 +1675,7 @@ export interface components {
          * EventType
          * @enum {string}
          */
-        EventType: "delivery.delivered" | "delivery.bounced" | "delivery.complained" | "delivery.unsubscribed" | "campaign.state_changed";
+        EventType: "delivery.delivered" | "delivery.bounced" | "delivery.complained" | "delivery.unsubscribed" | "campaign.state_changed" | "usage.threshold";
         /**
          * HostwindsProvider
          * @description A Hostwinds cloud VPS, created through the Hostwinds API and configured with MailU.
@@ -1299,6 +1705,21 @@ export interface components {
              * @description Hostwinds OS image (template) to install, e.g. a Debian image id.
              */
             template: string;
+        };
+        /** ImportLineError */
+        ImportLineError: {
+            /**
+             * Field
+             * @description The column at fault (`email`), `header`, or null for the whole row.
+             */
+            field: string | null;
+            /**
+             * Line
+             * @description Line number in the file (the header is line 1).
+             */
+            line: number;
+            /** Message */
+            message: string;
         };
         /**
          * Interval
@@ -1594,6 +2015,60 @@ export interface components {
              */
             nextCursor?: string | null;
         };
+        /** Page[ContactList] */
+        Page_ContactList_: {
+            /**
+             * Data
+             * @description This page's items.
+             */
+            data: components["schemas"]["ContactList"][];
+            /**
+             * Hasmore
+             * @description Whether another page follows.
+             */
+            hasMore: boolean;
+            /**
+             * Nextcursor
+             * @description Pass as `cursor` to get the next page; null on the last.
+             */
+            nextCursor?: string | null;
+        };
+        /** Page[Contact] */
+        Page_Contact_: {
+            /**
+             * Data
+             * @description This page's items.
+             */
+            data: components["schemas"]["Contact"][];
+            /**
+             * Hasmore
+             * @description Whether another page follows.
+             */
+            hasMore: boolean;
+            /**
+             * Nextcursor
+             * @description Pass as `cursor` to get the next page; null on the last.
+             */
+            nextCursor?: string | null;
+        };
+        /** Page[ImportLineError] */
+        Page_ImportLineError_: {
+            /**
+             * Data
+             * @description This page's items.
+             */
+            data: components["schemas"]["ImportLineError"][];
+            /**
+             * Hasmore
+             * @description Whether another page follows.
+             */
+            hasMore: boolean;
+            /**
+             * Nextcursor
+             * @description Pass as `cursor` to get the next page; null on the last.
+             */
+            nextCursor?: string | null;
+        };
         /** Page[SendingDomainOut] */
         Page_SendingDomainOut_: {
             /**
@@ -1619,6 +2094,24 @@ export interface components {
              * @description This page's items.
              */
             data: components["schemas"]["SmtpServerOut"][];
+            /**
+             * Hasmore
+             * @description Whether another page follows.
+             */
+            hasMore: boolean;
+            /**
+             * Nextcursor
+             * @description Pass as `cursor` to get the next page; null on the last.
+             */
+            nextCursor?: string | null;
+        };
+        /** Page[Suppression] */
+        Page_Suppression_: {
+            /**
+             * Data
+             * @description This page's items.
+             */
+            data: components["schemas"]["Suppression"][];
             /**
              * Hasmore
              * @description Whether another page follows.
@@ -2295,6 +2788,64 @@ export interface components {
             /** Status */
             status?: string | null;
         };
+        /** Suppression */
+        Suppression: {
+            /**
+             * Addresshash
+             * @description The keyed hash of the address (hex).
+             */
+            addressHash: string;
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            reason: components["schemas"]["SuppressionReason"];
+            /**
+             * Source
+             * @description Where it came from: `api`, `dsn`, `arf`, ...
+             */
+            source: string | null;
+        };
+        /** SuppressionAdded */
+        SuppressionAdded: {
+            /**
+             * Added
+             * @description false: it was on the list already.
+             */
+            added: boolean;
+            /**
+             * Addresshash
+             * @description The keyed hash of the address (hex).
+             */
+            addressHash: string;
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            reason: components["schemas"]["SuppressionReason"];
+            /**
+             * Source
+             * @description Where it came from: `api`, `dsn`, `arf`, ...
+             */
+            source: string | null;
+        };
+        /** SuppressionCreate */
+        SuppressionCreate: {
+            /**
+             * Email
+             * @description The address, e.g. jane@example.com.
+             */
+            email: string;
+            /** @default manual */
+            reason: components["schemas"]["SuppressionReason"];
+        };
+        /**
+         * SuppressionReason
+         * @enum {string}
+         */
+        SuppressionReason: "unsubscribed" | "hard_bounce" | "complaint" | "manual";
         /**
          * Throttle
          * @description Rate limits of the campaign (on top of server, warm-up and tier limits).
@@ -2385,6 +2936,33 @@ export interface components {
              * @description HTTPS base URL of the one-click unsubscribe endpoint; a per-recipient token is appended. Unset: the platform's own endpoint.
              */
             url?: string | null;
+        };
+        /** Usage */
+        Usage: {
+            /**
+             * Emailspermonth
+             * @description The monthly allowance.
+             */
+            emailsPerMonth: number;
+            /**
+             * Emailssent
+             * @description Messages sent since `periodStart` (the ledger).
+             */
+            emailsSent: number;
+            /**
+             * Overageallowed
+             * @description Whether sending goes on past the allowance.
+             */
+            overageAllowed: boolean;
+            /** Percentused */
+            percentUsed: number;
+            /**
+             * Periodstart
+             * Format: date-time
+             * @description The 1st of the month, 00:00 UTC.
+             */
+            periodStart: string;
+            tier: components["schemas"]["Tier"];
         };
         /** UsageOut */
         UsageOut: {
@@ -4315,6 +4893,758 @@ export interface operations {
             };
         };
     };
+    create_import_v1_tenants__tenant__contact_imports_post: {
+        parameters: {
+            query: {
+                /** @description The list to import into; created if the tenant has none of that name. */
+                list: string;
+            };
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        /** @description The CSV file: a header row with an `email` column (any case), every other column a contact field; UTF-8. */
+        requestBody: {
+            content: {
+                "text/csv": string;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ContactImport"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unsupported Media Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    get_import_v1_tenants__tenant__contact_imports__import_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                import_id: string;
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ContactImport"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_import_errors_v1_tenants__tenant__contact_imports__import_id__errors_get: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1-100). */
+                limit?: number;
+                /** @description `nextCursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                import_id: string;
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_ImportLineError_"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_lists_v1_tenants__tenant__contact_lists_get: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1-100). */
+                limit?: number;
+                /** @description `nextCursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_ContactList_"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    create_list_v1_tenants__tenant__contact_lists_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ContactListCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ContactList"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    delete_list_v1_tenants__tenant__contact_lists__list_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                list_id: string;
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_contacts_v1_tenants__tenant__contacts_get: {
+        parameters: {
+            query?: {
+                /** @description Only the contacts of this list. */
+                list?: string | null;
+                /** @description Only this address (any case): matched by its keyed hash. */
+                email?: string | null;
+                /** @description Items per page (1-100). */
+                limit?: number;
+                /** @description `nextCursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_Contact_"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    get_contact_v1_tenants__tenant__contacts__contact_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                contact_id: string;
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Contact"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    delete_contact_v1_tenants__tenant__contacts__contact_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                contact_id: string;
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     erase_v1_tenants__tenant__gdpr_erase_post: {
         parameters: {
             query?: never;
@@ -5177,6 +6507,478 @@ export interface operations {
             };
             /** @description Precondition Failed */
             412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_suppressions_v1_tenants__tenant__suppressions_get: {
+        parameters: {
+            query?: {
+                /** @description Only this reason. */
+                reason?: components["schemas"]["SuppressionReason"] | null;
+                /** @description Items per page (1-100). */
+                limit?: number;
+                /** @description `nextCursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_Suppression_"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    add_suppression_v1_tenants__tenant__suppressions_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SuppressionCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SuppressionAdded"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    add_suppressions_v1_tenants__tenant__suppressions_bulk_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BulkSuppressionCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BulkSuppressionResult"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    check_suppression_v1_tenants__tenant__suppressions_check_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AddressCheck"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CheckResult"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    remove_suppression_v1_tenants__tenant__suppressions__address_hash__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The address's keyed hash, as listed (64 lower-case hex digits). */
+                address_hash: string;
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    usage_v1_tenants__tenant__usage_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Usage"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
