@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	$(TIMED) virtualenv $(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-controlplane: deps
+controlplane: deps web
 	$(TIMED) build $(PY) -m penguinmails.devstack build
 
 lint: deps

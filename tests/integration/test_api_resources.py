@@ -489,9 +489,13 @@ def test_chart_lints_with_the_api_and_refuses_it_without_its_secret(
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["penguinmails-api"]
     # Every setting that carries a secret comes from the Secret, never a value; the only plain
-    # values are the egress policy webhook URLs are checked against.
+    # values are the egress policy webhook URLs are checked against and the import size limit.
     env = {e["name"]: e for e in container["env"]}
-    assert {n for n, e in env.items() if "value" in e} == {"PM_CLUSTER_CIDRS", "PM_EGRESS_ALLOW"}
+    assert {n for n, e in env.items() if "value" in e} == {
+        "PM_CLUSTER_CIDRS",
+        "PM_EGRESS_ALLOW",
+        "PM_API_IMPORT_MAX_BYTES",
+    }
     assert {
         n: e["valueFrom"]["secretKeyRef"]["name"] for n, e in env.items() if "value" not in e
     } == {
