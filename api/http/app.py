@@ -21,12 +21,15 @@ from .errors import ApiError, error_response, install_error_handlers
 from .kube import CustomObjects
 from .ratelimit import RateState
 from .routes import (
+    admin,
     api_keys,
     audit_log,
     auth,
     billing,
     campaigns,
     gdpr,
+    members,
+    mfa,
     sending_domains,
     smtp_servers,
     webhooks,
@@ -126,6 +129,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         gdpr,
         webhooks,
     ):
+        v1.include_router(module.router)
+    for module in (mfa, members, admin):  # apiauth: MFA, members and invitations, /v1/admin
         v1.include_router(module.router)
     if billing_on:
         v1.include_router(billing.router)
