@@ -20,6 +20,7 @@ from tests.integration.api_stack import (
     ApiServer,
     TenantSetup,
     api_database_url,
+    api_key,
     api_kubeconfig,
     api_server,
     make_tenant,
@@ -221,3 +222,65 @@ async def test_roles_change_under_the_owner_rules(
         ("member.update", f"member:{ids[owner]}"),
         ("member.delete", f"member:{ids[member]}"),
     ]
+
+
+async def test_another_tenants_credentials_reach_no_member_or_invitation(
+    api_server: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api
+) -> None:
+    victim = await make_tenant(db_pool, core, "apivictim")
+    attacker = await make_tenant(db_pool, core, "apiattacker")
+    victim_owner = await make_user(db_pool, victim, Role.OWNER)
+    owner_id = await db_pool.fetchval("SELECT id FROM users WHERE email = $1", victim_owner)
+    victim_token = await _token(api_server, victim_owner)
+    async with api_server.client(victim_token) as http:
+        pending = await _invite(http, victim, "pending@example.com", "admin")
+    attacker_owner = await _token(api_server, await make_user(db_pool, attacker, Role.OWNER))
+    credentials = {
+        "attacker owner": attacker_owner,
+        "attacker API key": await api_key(api_server, attacker_owner, attacker, ["domains:write"]),
+        "victim's own API key": await api_key(api_server, victim_token, victim, ["domains:write"]),
+        "user in no tenant": await _token(api_server, await make_user(db_pool, None, Role.OWNER)),
+    }
+
+    def probes(tenant: str) -> list[tuple[str, str, dict[str, Any] | None]]:
+        base = f"/v1/tenants/{tenant}"
+        return [
+            ("GET", f"{base}/members", None),
+            ("PATCH", f"{base}/members/{owner_id}", {"role": "viewer"}),
+            ("DELETE", f"{base}/members/{owner_id}", None),
+            ("GET", f"{base}/invitations", None),
+            ("POST", f"{base}/invitations", {"email": "mole@example.com", "role": "owner"}),
+            ("DELETE", f"{base}/invitations/{pending['id']}", None),
+            ("GET", f"{base}/security", None),
+            ("PATCH", f"{base}/security", {"mfaRequired": False}),
+        ]
+
+    counts: dict[int, int] = {}
+    for who, credential in credentials.items():
+        # The victim's tenant, and the attacker's own tenant with the victim's ids.
+        for tenant in (victim.name, attacker.name):
+            if who == "victim's own API key" and tenant == attacker.name:
+                continue
+            async with api_server.client(credential) as http:
+                for method, path, body in probes(tenant):
+                    answer = await http.request(method, path, json=body)
+                    counts[answer.status_code] = counts.get(answer.status_code, 0) + 1
+                    if tenant == attacker.name and who == "attacker owner":
+                        # Their own tenant: lists answer, the victim's ids are not found there.
+                        assert answer.status_code in (200, 201, 404), (method, path, answer.text)
+                        assert "pending@example.com" not in answer.text
+                        assert victim_owner not in answer.text
+                        continue
+                    assert answer.status_code in (403, 404), (who, method, path, answer.text)
+                    assert victim_owner not in answer.text and "pending@" not in answer.text
+    print(f"\nmembers cross-tenant probes: {sum(counts.values())}, by status: {counts}")
+    role = await db_pool.fetchval(
+        "SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2", victim.id, owner_id
+    )
+    assert role == "owner"
+    async with api_server.client(victim_token) as http:
+        states = [
+            i["status"]
+            for i in (await http.get(f"/v1/tenants/{victim.name}/invitations")).json()["data"]
+        ]
+    assert states == ["pending"]

@@ -228,7 +228,7 @@ async def test_totp_enrollment_two_step_sign_in_and_recovery_codes(
             f"user:{user_id}",
         )
     ]
-    assert actions == ["mfa.enroll", "mfa.confirm", "mfa.disable"]
+    assert actions == ["mfa.enroll", "mfa.confirm", "mfa.recovery_code_use", "mfa.disable"]
 
 
 async def test_a_tenant_requiring_mfa_opens_only_to_sign_ins_with_a_second_factor(

@@ -14,6 +14,7 @@ from .. import mfa_challenge
 from ..auth import Caller, caller
 from ..errors import ApiError, ErrorResponse
 from ..models import ApiModel
+from ..platform_audit import record_platform
 from ..services import Services, services
 from ..throttle import sign_in_throttle
 from .mfa import master_keys
@@ -158,6 +159,10 @@ async def sign_in_mfa(
     if not await mfa_challenge.consume(svc.redis, body.mfa_token):
         raise ApiError.unauthenticated("The MFA token was already used.", "mfa_token_invalid")
     await throttle.succeeded(challenge.email, source)
+    if body.recovery_code is not None:
+        # One fewer code left: the user (or whoever holds their codes) should know.
+        target = f"user:{challenge.user_id}"
+        await record_platform(svc, request, challenge.user_id, "mfa.recovery_code_use", target)
     outcome = await accounts.issue_refresh_token(
         svc.pool, challenge.user_id, svc.settings.refresh_token_ttl, mfa=True
     )
