@@ -42,6 +42,7 @@ __all__ = [
     "platform_admin",
     "signed_in_user",
     "tenant_access",
+    "user_ids",
 ]
 
 
@@ -231,6 +232,12 @@ async def signed_in_user(
     if await accounts.family_revoked(svc.pool, who.family_id):
         raise ApiError.unauthenticated("This sign-in was revoked: sign in again.", "token_revoked")
     return who
+
+
+def user_ids(who: Caller) -> tuple[uuid.UUID, uuid.UUID]:
+    """(user id, sign-in id) of a caller `signed_in_user` let through."""
+    assert who.user_id is not None and who.family_id is not None
+    return who.user_id, who.family_id
 
 
 async def platform_admin(

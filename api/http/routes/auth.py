@@ -11,7 +11,7 @@ from pydantic import Field
 from penguinmails.common.db import accounts, mfa
 
 from .. import mfa_challenge
-from ..auth import Caller, caller
+from ..auth import Caller, signed_in_user, user_ids
 from ..errors import ApiError, ErrorResponse
 from ..models import ApiModel
 from ..platform_audit import record_platform
@@ -187,14 +187,6 @@ async def refresh(
     return _tokens(svc, outcome)
 
 
-async def _signed_in_user(who: Caller, svc: Services) -> tuple[uuid.UUID, uuid.UUID]:
-    if who.user_id is None or who.family_id is None:
-        raise ApiError.forbidden("This needs a signed-in user, not an API key.", "user_required")
-    if await accounts.family_revoked(svc.pool, who.family_id):
-        raise ApiError.unauthenticated("This sign-in was revoked: sign in again.", "token_revoked")
-    return who.user_id, who.family_id
-
-
 @router.post(
     "/auth/logout",
     status_code=204,
@@ -202,9 +194,9 @@ async def _signed_in_user(who: Caller, svc: Services) -> tuple[uuid.UUID, uuid.U
     summary="Sign out: revoke this sign-in's refresh and access tokens",
 )
 async def logout(
-    who: Annotated[Caller, Depends(caller)], svc: Annotated[Services, Depends(services)]
+    who: Annotated[Caller, Depends(signed_in_user)], svc: Annotated[Services, Depends(services)]
 ) -> Response:
-    _, family_id = await _signed_in_user(who, svc)
+    _, family_id = user_ids(who)
     await accounts.revoke_family(svc.pool, family_id)
     return Response(status_code=204)
 
@@ -215,9 +207,9 @@ async def logout(
     summary="The signed-in user and their tenants",
 )
 async def me(
-    who: Annotated[Caller, Depends(caller)], svc: Annotated[Services, Depends(services)]
+    who: Annotated[Caller, Depends(signed_in_user)], svc: Annotated[Services, Depends(services)]
 ) -> Me:
-    user_id, _ = await _signed_in_user(who, svc)
+    user_id, _ = user_ids(who)
     rows = await accounts.memberships_of(svc.pool, user_id)
     return Me(id=user_id, memberships=[Membership(tenant=t, role=r.value) for t, r in rows])
 

@@ -17,7 +17,7 @@ from penguinmails.common import totp
 from penguinmails.common.db import accounts, mfa
 from penguinmails.common.keys import MasterKeys
 
-from ..auth import Caller, signed_in_user
+from ..auth import Caller, signed_in_user, user_ids
 from ..errors import ApiError, ErrorResponse
 from ..models import ApiModel
 from ..platform_audit import record_platform
@@ -79,14 +79,9 @@ Me = Annotated[Caller, Depends(signed_in_user)]
 Svc = Annotated[Services, Depends(services)]
 
 
-def _user(who: Caller) -> Any:
-    assert who.user_id is not None and who.family_id is not None
-    return who.user_id, who.family_id
-
-
 @router.get("/me/mfa", responses=_ERRORS, summary="Whether MFA is on for the signed-in user")
 async def mfa_status(who: Me, svc: Svc) -> MfaStatus:
-    user_id, _ = _user(who)
+    user_id, _ = user_ids(who)
     found = await mfa.state(svc.pool, user_id)
     return MfaStatus(
         enabled=found.enabled, pending=found.pending, recovery_codes_left=found.recovery_codes_left
@@ -100,7 +95,7 @@ async def mfa_status(who: Me, svc: Svc) -> MfaStatus:
     summary="Start enrolling a TOTP authenticator",
 )
 async def enroll(who: Me, svc: Svc, request: Request, response: Response) -> MfaEnrollment:
-    user_id, _ = _user(who)
+    user_id, _ = user_ids(who)
     secret = await mfa.start_enrollment(svc.pool, master_keys(), user_id)
     if secret is None:
         raise ApiError(
@@ -123,7 +118,7 @@ async def enroll(who: Me, svc: Svc, request: Request, response: Response) -> Mfa
 async def confirm(
     body: MfaCode, who: Me, svc: Svc, request: Request, response: Response
 ) -> RecoveryCodes:
-    user_id, family_id = _user(who)
+    user_id, family_id = user_ids(who)
     if body.code is None:
         raise ApiError.invalid("code is required: the authenticator's 6 digits.", "code")
     codes = await mfa.confirm(svc.pool, master_keys(), user_id, body.code)
@@ -148,7 +143,7 @@ async def confirm(
     summary="Turn MFA off (needs a code or a recovery code)",
 )
 async def disable(body: MfaCode, who: Me, svc: Svc, request: Request) -> Response:
-    user_id, _ = _user(who)
+    user_id, _ = user_ids(who)
     if (body.code is None) == (body.recovery_code is None):
         raise ApiError.invalid("Send either code or recoveryCode (one of them).", "code")
     if not await mfa.enrolled(svc.pool, user_id):
