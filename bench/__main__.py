@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from penguinmails.bench import sending, sendingdomains, smtpservers, tenants
+from penguinmails.bench import sending, sendingdomains, signing, smtpservers, tenants
 from penguinmails.devstack.stack import Stack
 
 BENCHMARKS = (sendingdomains, smtpservers, tenants, sending)
@@ -20,6 +20,7 @@ BENCHMARKS = (sendingdomains, smtpservers, tenants, sending)
 
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
+    signing.run()  # no stack: the signer alone, against its baseline
     for benchmark in BENCHMARKS:
         base = Path(tempfile.mkdtemp(prefix="penguinmails-bench-"))
         try:

@@ -1,27 +1,53 @@
-"""200 Tenants applied at once until all are Ready, then 1,000: time and operator peak RSS.
+"""200 Tenants applied at once until all are Ready, then 1,000: time and operator peak RSS;
+then the idle cost of 1,000 Tenants: API requests per minute at the production resync.
 
-Baseline, measured in the same run: how long the API server alone takes to create (and delete)
-the same 200 Tenant objects with no operator running. The ratio says what reconciling costs on
-top of storing.
+Baselines, measured in the same run: how long the API server alone takes to create (and delete)
+the same 200 Tenant objects with no operator running (the ratio says what reconciling costs on
+top of storing); and, for the idle cost, what the same passes would have requested had every
+one been full (the requests of the full passes measured, per pass, times all the passes).
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from penguinmails.bench.measure import peak_rss_mib
+from penguinmails.devstack.ports import free_port
 from penguinmails.devstack.stack import OPERATOR_COMMAND, Stack, api_client_for
 
 GROUP, VERSION, PLURAL = "penguinmails.io", "v1alpha1", "tenants"
 TIERS = ("starter", "professional", "business", "enterprise")
 THREADS = 16
+RESYNC_SECONDS = 60  # production's default (PM_RESYNC_SECONDS)
+IDLE_SECONDS = 2 * RESYNC_SECONDS
+
+
+def tenant_counters(port: int) -> collections.Counter[str]:
+    """Tenant passes by depth and the requests they made, from the operator's metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    counts = collections.Counter[str]()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "penguinmails_resync_passes_total" and labels["kind"] == "Tenant":
+                counts[f"passes:{labels['depth']}"] += int(sample.value)
+            elif (
+                sample.name == "penguinmails_kube_requests_total"
+                and labels["controller"] == "Tenant"
+            ):
+                counts[f"requests:{labels['pass_']}"] += int(sample.value)
+    return counts
 
 
 def body(name: str, index: int) -> dict[str, Any]:
@@ -87,9 +113,15 @@ def run(stack: Stack, base: Path) -> None:
     delete_all(api, baseline_names)
 
     log = (base / "bench-operator.log").open("ab")
+    port = free_port()
     operator = subprocess.Popen(
         list(OPERATOR_COMMAND),
-        env={**os.environ, **stack.env(), "PM_METRICS_PORT": "0", "PM_RESYNC_SECONDS": "300"},
+        env={
+            **os.environ,
+            **stack.env(),
+            "PM_METRICS_PORT": str(port),
+            "PM_RESYNC_SECONDS": str(RESYNC_SECONDS),
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -107,9 +139,18 @@ def run(stack: Stack, base: Path) -> None:
         wait_ready(api, "t-", 1000, timeout=3600)
         at_1000 = time.perf_counter() - started
         rss_1000 = peak_rss_mib(operator.pid)
+
+        # Idle: nothing changes; every Tenant's timer runs about twice.
+        before = tenant_counters(port)
+        time.sleep(IDLE_SECONDS)
+        idle = tenant_counters(port) - before
     finally:
         operator.terminate()
-        operator.wait(timeout=30)
+        try:
+            operator.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # 1,000 Tenants' handlers winding down
+            operator.kill()
+            operator.wait()
         log.close()
 
     print("benchmark: tenants")
@@ -127,4 +168,17 @@ def run(stack: Stack, base: Path) -> None:
     print(
         f"  per Tenant: {at_200 / 200 * 1000:.1f} ms reconcile vs "
         f"{baseline / 200 * 1000:.1f} ms create"
+    )
+    cheap, full = idle["passes:cheap"], idle["passes:full"]
+    per_minute = 60 / IDLE_SECONDS
+    requests = idle["requests:cheap"] + idle["requests:full"]
+    # Had every pass been full: the full passes' requests per pass (at least a dozen, what
+    # a full pass makes: namespace, 10 children, campaigns, pods) times all the passes.
+    per_full = idle["requests:full"] / full if full else 12.0
+    all_full = per_full * (cheap + full)
+    print(
+        f"  idle, 1,000 Tenants, resync {RESYNC_SECONDS} s: {cheap * per_minute:.0f} cheap + "
+        f"{full * per_minute:.0f} full passes/min, {requests * per_minute:.0f} API requests/min "
+        f"({requests * per_minute / 1000:.2f} per Tenant); every pass full: "
+        f"{all_full * per_minute:.0f}/min ({requests / all_full if all_full else 0:.3f}x)"
     )

@@ -6,10 +6,16 @@ Each setting is a `PM_*` variable; the defaults suit the local stack started by 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from penguinmails.common.db.tenants import TENANT_DATA_RETENTION
+
+BILLING_EVENT_RETENTION = timedelta(days=30)
+"""How long Stripe's processed events are remembered (billing_events): well past Stripe's
+automatic retries (up to 3 days in live mode) and as long as Stripe itself lists an event (30
+days), so any redelivery, even one resent by hand from the Dashboard, is still a duplicate."""
 
 
 def _env_float(name: str, default: float) -> float:
@@ -40,7 +46,15 @@ class OperatorSettings:
     metrics_port: int
     """Port of the Prometheus /metrics endpoint; 0 disables it (PM_METRICS_PORT)."""
     purge_interval_seconds: float
-    """How often deleted tenants past their retention are purged (PM_PURGE_INTERVAL_SECONDS)."""
+    """How often deleted tenants past their retention, and billing events past theirs, are
+    purged (PM_PURGE_INTERVAL_SECONDS)."""
+    billing_event_retention: timedelta = BILLING_EVENT_RETENTION
+    """How long processed Stripe events are kept (PM_BILLING_EVENT_RETENTION_DAYS)."""
+    notices: NoticeSettings = field(default_factory=lambda: NoticeSettings.from_env({}))
+    """Usage notices by e-mail (PM_NOTICE_*)."""
+    full_resync_seconds: float = 36000.0
+    """How often a Tenant's timer pass re-applies everything instead of trusting the watches
+    (PM_FULL_RESYNC_SECONDS; 10 hours, controller-runtime's default sync period)."""
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -57,11 +71,109 @@ class OperatorSettings:
                 "PM_SENDER_IMAGE", "ghcr.io/penguinmails/penguinmails:0.1.0"
             ),
             resync_seconds=_env_float("PM_RESYNC_SECONDS", 60.0),
+            full_resync_seconds=_env_float("PM_FULL_RESYNC_SECONDS", 36000.0),
             tenant_data_retention=timedelta(
                 days=_env_float("PM_TENANT_RETENTION_DAYS", TENANT_DATA_RETENTION.days)
             ),
             metrics_port=int(_env_float("PM_METRICS_PORT", 8080)),
             purge_interval_seconds=_env_float("PM_PURGE_INTERVAL_SECONDS", 3600.0),
+            billing_event_retention=_billing_event_retention(),
+            notices=NoticeSettings.from_env(),
+        )
+
+
+def _billing_event_retention() -> timedelta:
+    days = _env_float("PM_BILLING_EVENT_RETENTION_DAYS", BILLING_EVENT_RETENTION.days)
+    if days < 3:
+        # Shorter than Stripe's retries, a redelivered event would be processed twice.
+        raise ValueError(
+            f"PM_BILLING_EVENT_RETENTION_DAYS={days:g} is shorter than Stripe's 3 days of "
+            f"retries: set it to 3 or more, e.g. {BILLING_EVENT_RETENTION.days}"
+        )
+    return timedelta(days=days)
+
+
+NOTICE_TLS_MODES = ("starttls", "tls", "none")
+
+
+@dataclass(frozen=True)
+class NoticeSettings:
+    """Usage notices e-mailed to a Tenant's spec.contactEmail through the platform's relay
+    (operator/notices.py, docs/billing.md). Without a host no e-mail is sent (the webhook
+    event still is)."""
+
+    smtp_host: str
+    """The relay (PM_NOTICE_SMTP_HOST); empty: no e-mail."""
+    smtp_port: int
+    """Its port (PM_NOTICE_SMTP_PORT, 587)."""
+    smtp_tls: str
+    """`starttls` (required), `tls` (implicit, port 465) or `none` (PM_NOTICE_SMTP_TLS)."""
+    smtp_username: str
+    """AUTH user (PM_NOTICE_SMTP_USERNAME); empty: no AUTH."""
+    smtp_password: str = field(repr=False)
+    """AUTH password (PM_NOTICE_SMTP_PASSWORD, from a Secret). Never logged or shown."""
+    from_address: str = "PenguinMails Billing <billing@penguinmails.io>"
+    """From of the notices (PM_NOTICE_FROM); its domain also names the Message-IDs."""
+    billing_url: str = "https://app.penguinmails.io/billing"
+    """Where a customer upgrades, quoted in the notices (PM_NOTICE_BILLING_URL)."""
+    timeout_seconds: float = 30.0
+    """Timeout of each SMTP step (PM_NOTICE_SMTP_TIMEOUT_SECONDS)."""
+    ca_pem: str = ""
+    """PEM certificates trusted for the relay's TLS (PM_NOTICE_SMTP_CA), e.g. a cluster's own
+    CA; empty: the system's trust store. The relay's certificate is always verified."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.smtp_host)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> NoticeSettings:
+        source = os.environ if env is None else env
+
+        def get(name: str, default: str) -> str:
+            return source.get(name) or default
+
+        tls = get("PM_NOTICE_SMTP_TLS", "starttls").lower()
+        if tls not in NOTICE_TLS_MODES:
+            raise ValueError(
+                f"PM_NOTICE_SMTP_TLS={tls!r} is not a TLS mode: set it to one of "
+                + ", ".join(NOTICE_TLS_MODES)
+            )
+        raw_port = get("PM_NOTICE_SMTP_PORT", "587")
+        if not raw_port.isdigit() or not 0 < int(raw_port) < 65536:
+            raise ValueError(
+                f"PM_NOTICE_SMTP_PORT={raw_port!r} is not a port: set it to 1-65535, e.g. 587"
+            )
+        from_address = get("PM_NOTICE_FROM", cls.from_address)
+        if "@" not in from_address:
+            raise ValueError(
+                f"PM_NOTICE_FROM={from_address!r} has no address: set it to e.g. "
+                "'PenguinMails Billing <billing@example.com>'"
+            )
+        raw_timeout = get("PM_NOTICE_SMTP_TIMEOUT_SECONDS", "30")
+        try:
+            timeout = float(raw_timeout)
+        except ValueError as error:
+            raise ValueError(
+                f"PM_NOTICE_SMTP_TIMEOUT_SECONDS={raw_timeout!r} is not a number: set it to "
+                "seconds, e.g. 30"
+            ) from error
+        ca_pem = get("PM_NOTICE_SMTP_CA", "")
+        if ca_pem and "-----BEGIN CERTIFICATE-----" not in ca_pem:
+            raise ValueError(
+                "PM_NOTICE_SMTP_CA holds no PEM certificate: set it to the relay's CA "
+                "certificate(s), -----BEGIN CERTIFICATE----- ..., or leave it empty"
+            )
+        return cls(
+            smtp_host=get("PM_NOTICE_SMTP_HOST", ""),
+            smtp_port=int(raw_port),
+            smtp_tls=tls,
+            smtp_username=get("PM_NOTICE_SMTP_USERNAME", ""),
+            smtp_password=get("PM_NOTICE_SMTP_PASSWORD", ""),
+            from_address=from_address,
+            billing_url=get("PM_NOTICE_BILLING_URL", cls.billing_url),
+            timeout_seconds=timeout,
+            ca_pem=ca_pem,
         )
 
 

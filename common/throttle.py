@@ -23,8 +23,10 @@ outstanding, a message without one queues behind them rather than taking their t
 promise is a bucket's: each message passes its ticket (the delivery's id), and a bucket that
 refuses it keeps the ticket until the message takes a token, so a message promised a token
 by one bucket (its provider's, say) still queues behind the promises of the others (its
-mailbox's). Promises reach at
-most `HORIZON` seconds ahead: rows beyond it are told to come back after the horizon without
+mailbox's). A promise lasts as long as its chain: once every promised time has passed, a
+late holder's token is anyone's, and a holder coming back after a new chain started queues
+like any message, so the promised schedule is never overbooked. Promises reach at most
+`HORIZON` seconds ahead: rows beyond it are told to come back after the horizon without
 a promise, so a cancelled backlog cannot hold a mailbox's tokens for weeks.
 
 **Keys.** Every key lives under `tenant:<tenant id>:` (`common.tenant_redis.tenant_key_prefix`),
@@ -44,6 +46,7 @@ from redis.asyncio import Redis
 
 __all__ = [
     "HORIZON",
+    "PROMISE_GRACE",
     "SLACK",
     "Limit",
     "TokenBuckets",
@@ -58,6 +61,11 @@ HORIZON = 86400.0
 SLACK = 0.5
 """Tokens a message coming back for its promise may borrow (see the script); caps leave room
 for it, so the cap still holds."""
+PROMISE_GRACE = 86400.0
+"""Seconds past its slot after which a promise is taken as abandoned (its row was deleted,
+erased, moved to another mailbox, or its campaign paused) and dropped from the bucket. A
+day: a row whose campaign's window closed overnight still finds its promise; one that does
+come back later only queues again (it is not refused anything it was owed)."""
 
 _TAKE = """
 local now = tonumber(ARGV[1])
@@ -69,22 +77,35 @@ local horizon = tonumber(ARGV[3])
 -- bucket must still queue behind the promises of its mailbox's bucket, else it takes a
 -- token promised to another row (which then comes back to be refused and re-scheduled).
 local ticket = ARGV[4] ~= '' and ('promise:' .. ARGV[4]) or nil
+-- Abandoned promises (issue 10): each ticket is also in `<key>:promises`, scored by its
+-- slot; a few whose slot is more than PROMISE_GRACE past are dropped at every take, so a
+-- busy bucket (whose key never expires) holds only the promises of the last day or two.
+local grace = tonumber(ARGV[#ARGV])
 local slot = 0
 local tokens = {}
 local times = {}
 local short = {}
+local chain = {}
 for i, key in ipairs(KEYS) do
     local burst = tonumber(ARGV[4 + 2 * i])
     local rate = tonumber(ARGV[5 + 2 * i])
-    local saved = redis.call('HMGET', key, 'tokens', 'at', 'next', ticket or 'next')
+    local saved = redis.call('HMGET', key, 'tokens', 'at', 'next', 'from', ticket or 'next')
     local have = tonumber(saved[1]) or burst
     local at = tonumber(saved[2]) or now
     local promised = tonumber(saved[3]) or 0
-    local holder = ticket ~= nil and saved[4] ~= false
+    -- A promise holds only in the chain that made it: once every promise's time has passed
+    -- (`next` <= now), the tokens late holders left are free for anyone, and a new chain
+    -- starts from what the bucket holds. A holder of the old chain coming back after that
+    -- restart (`from`: the old chain's end) queues like any message; were it still a holder,
+    -- it would take a token the new chain promised to another row, and that row would come
+    -- back early for nothing (the promised schedule overbooked by every late holder).
+    local holder = ticket ~= nil and saved[5] ~= false
+        and tonumber(saved[5]) >= (tonumber(saved[4]) or 0)
     -- Concurrent takes reach Redis in another order than they read the clock: a late one
     -- must not move `at` back (the refill since would be counted twice).
     local t = math.max(now, at)
     times[i] = t
+    chain[i] = promised
     have = math.min(burst, have + (t - at) * rate)
     tokens[i] = have
     -- A returning holder may be a little early for its token (the one before it came late,
@@ -98,21 +119,34 @@ for i, key in ipairs(KEYS) do
         short[i] = rate
     end
 end
+for _, key in ipairs(KEYS) do
+    local stale = redis.call('ZRANGEBYSCORE', key .. ':promises', '-inf', now - grace,
+                             'LIMIT', 0, 4)
+    for _, id in ipairs(stale) do
+        redis.call('HDEL', key, 'promise:' .. id)
+        redis.call('ZREM', key .. ':promises', id)
+    end
+end
 if slot > 0 then
     if slot - now > horizon then
         return tostring(-(slot - now))  -- beyond the horizon: no promise
     end
     for i, key in ipairs(KEYS) do
         if short[i] then
+            if chain[i] <= times[i] then
+                redis.call('HSET', key, 'from', chain[i])  -- a new chain starts here
+            end
             local promised = slot + n / short[i]
             redis.call('HSET', key, 'next', promised)
             if ticket then
                 redis.call('HSET', key, ticket, slot)
+                redis.call('ZADD', key .. ':promises', slot, ARGV[4])
             end
             local ttl = math.ceil(promised - now) + 60
             if redis.call('TTL', key) < ttl then
                 redis.call('EXPIRE', key, ttl)
             end
+            redis.call('EXPIRE', key .. ':promises', redis.call('TTL', key))
         end
     end
     return tostring(slot - now)
@@ -123,11 +157,13 @@ for i, key in ipairs(KEYS) do
     redis.call('HSET', key, 'tokens', tokens[i] - n, 'at', times[i])
     if ticket then
         redis.call('HDEL', key, ticket)
+        redis.call('ZREM', key .. ':promises', ARGV[4])
     end
     local ttl = math.ceil(burst / rate) + 60
     if redis.call('TTL', key) < ttl then
         redis.call('EXPIRE', key, ttl)
     end
+    redis.call('EXPIRE', key .. ':promises', redis.call('TTL', key))
 end
 return '0'
 """
@@ -203,6 +239,7 @@ class TokenBuckets:
         ]
         for limit in limits:
             args += [limit.burst, limit.rate]
+        args.append(PROMISE_GRACE)  # last, read as ARGV[#ARGV]
         result = float(
             await self._script(keys=[self._prefix + limit.key for limit in limits], args=args)
         )

@@ -83,6 +83,7 @@ class EventType(StrEnum):
     COMPLAINED = "delivery.complained"
     UNSUBSCRIBED = "delivery.unsubscribed"
     CAMPAIGN_STATE_CHANGED = "campaign.state_changed"
+    USAGE_THRESHOLD = "usage.threshold"
 
 
 class WebhookError(ValueError):

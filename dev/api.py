@@ -11,7 +11,8 @@ PYTHONSAFEPATH and PATH), ready once `/healthz` answers 200, that is once its da
 `penguinmails_api` (accounts) and of `penguinmails_app` / `penguinmails_platform`, so that
 `tenant_connection()` can act for one tenant under row-level security (audit log, GDPR,
 webhooks); never a superuser, owner of nothing (created with the platform's login after the
-migrations).
+migrations). `billing_login(dsn)` gives its billing code the narrow login production gives it
+(a member of `penguinmails_billing` only).
 """
 
 from __future__ import annotations
@@ -29,14 +30,25 @@ from penguinmails.common.db.migrate import migrate
 from penguinmails.common.db.tenant_logins import scram_verifier, with_login
 from penguinmails.devstack.process import PrivateService
 
-__all__ = ["ApiError", "ApiProcess", "api_login"]
+__all__ = ["ApiError", "ApiProcess", "api_login", "billing_login"]
 
 
 async def api_login(platform_dsn: str, role: str | None = None) -> str:
     """The DSN of a LOGIN role that is a member of penguinmails_api, penguinmails_app and
     penguinmails_platform only (a new password each call); the migrations are applied first,
     since they create those groups."""
-    role = role or f"pm_api_{secrets.token_hex(4)}"
+    groups = ("penguinmails_api", "penguinmails_app", "penguinmails_platform")
+    return await _login(platform_dsn, role or f"pm_api_{secrets.token_hex(4)}", groups)
+
+
+async def billing_login(platform_dsn: str, role: str | None = None) -> str:
+    """The DSN of a LOGIN role in penguinmails_billing only, the API's billing code's
+    (PM_BILLING_DATABASE_URL; migration 0011): the billing tables and nothing else."""
+    groups = ("penguinmails_billing",)
+    return await _login(platform_dsn, role or f"pm_billing_{secrets.token_hex(4)}", groups)
+
+
+async def _login(platform_dsn: str, role: str, groups: tuple[str, ...]) -> str:
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role):
         raise ValueError(f"{role!r} is not a plain role name")
     password = secrets.token_urlsafe(24)
@@ -49,9 +61,7 @@ async def api_login(platform_dsn: str, role: str | None = None) -> str:
         # A SCRAM verifier, never the password, reaches the server (and its statement log).
         verb = "ALTER" if exists else "CREATE"
         await conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD '{scram_verifier(password)}'")
-        await conn.execute(
-            f"GRANT penguinmails_api, penguinmails_app, penguinmails_platform TO {role}"
-        )
+        await conn.execute(f"GRANT {', '.join(groups)} TO {role}")
     finally:
         await conn.close()
     return with_login(platform_dsn, role, password)

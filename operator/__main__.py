@@ -64,6 +64,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=KUBE_WORKERS, thread_name_prefix="kube")
         )
+        asyncio.get_running_loop().set_exception_handler(_quiet_watch_close)
 
         applied = await migrate(config.database_url)
         if applied:
@@ -74,7 +75,9 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         for priority_class in res.priority_classes():
             await kube.apply(priority_class)
         memo.context = Context(settings=config, kube=kube, db=db)
-        memo.purge_task = asyncio.create_task(purge_periodically(db, config.purge_interval_seconds))
+        memo.purge_task = asyncio.create_task(
+            purge_periodically(db, config.purge_interval_seconds, config.billing_event_retention)
+        )
         if config.metrics_port:
             start_http_server(config.metrics_port, addr="0.0.0.0")  # noqa: S104
 
@@ -94,18 +97,44 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         # The process exits right after, which closes the connections.
 
     tenant.register(registry, config)
-    # A deleted sender Deployment or quota is back within seconds, not at the next resync.
-    handlers.repair_deleted_children(
+    # A deleted or edited child is back within seconds: the resync does not re-apply them
+    # (tenant.Resyncs). Secrets are not watched (the operator may not list them): the
+    # resync reads the sender Secret instead.
+    handlers.repair_children(
         registry,
         owner_kind="Tenant",
         label=res.TENANT_LABEL,
-        nudge_annotation=f"{ANNOTATION_PREFIX}/child-deleted",
-        children=(("apps", "v1", "deployments"), ("v1", "resourcequotas")),
+        nudge_annotation=f"{ANNOTATION_PREFIX}/child-changed",
+        children=(
+            ("apps", "v1", "deployments"),
+            ("v1", "resourcequotas"),
+            ("v1", "limitranges"),
+            ("v1", "serviceaccounts"),
+            ("networking.k8s.io", "v1", "networkpolicies"),
+            ("rbac.authorization.k8s.io", "v1", "roles"),
+            ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+            ("v1", "namespaces"),
+        ),
     )
     smtpserver.register(registry, config)
     sendingdomain.register(registry, config)
     campaign.register(registry, config)
     return registry
+
+
+def _quiet_watch_close(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """At exit, asyncio closes the watch generators kopf left suspended inside its streaming
+    context, and each one reports "generator didn't stop after athrow()" with a traceback (the
+    more kinds watched, the more often). Nothing is lost there (the process is stopping and
+    kopf has finished its handlers): say it in one line; report everything else as asyncio
+    would."""
+    generator = context.get("asyncgen")
+    if getattr(generator, "__name__", "") == "infinite_watch" and isinstance(
+        context.get("exception"), RuntimeError
+    ):
+        logging.getLogger(__name__).info("a watch stream was closed at exit")
+        return
+    loop.default_exception_handler(context)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,13 +14,14 @@ since the running pass already states the whole desired state.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import kopf
 
 from penguinmails.api.v1alpha1 import API_GROUP, API_VERSION
+from penguinmails.operator.kube import FIELD_MANAGER
 
 
 class Reconcile(Protocol):
@@ -129,7 +130,7 @@ def register_controller(
         locks.forget(uid)
 
 
-def repair_deleted_children(
+def repair_children(
     registry: kopf.OperatorRegistry,
     *,
     owner_kind: str,
@@ -137,32 +138,66 @@ def repair_deleted_children(
     nudge_annotation: str,
     children: tuple[tuple[str, str] | tuple[str, str, str], ...],
 ) -> None:
-    """Re-run the owner's reconcile within seconds of one of its children being deleted.
+    """Re-run the owner's reconcile within seconds of one of its children being deleted or
+    edited by someone else, so that the resync need not re-apply children to find drift.
 
     Children are watched by `label` (a server-side label selector: only our children are listed
-    and streamed, not every Deployment of the cluster); the label's value names the owner. A
-    deleted child makes the owner's change handler run by setting `nudge_annotation` on the
-    owner (our annotations are changes for kopf: operator/bookkeeping.py), instead of waiting
-    for the resync timer. Edits are repaired by the resync (server-side apply of our fields).
+    and streamed, not every Deployment of the cluster); the label's value names the owner. The
+    owner's change handler runs because `nudge_annotation` is set on it (our annotations are
+    changes for kopf: operator/bookkeeping.py).
+
+    An edit is another field manager owning fields of the child outside `metadata` and
+    `status` (`foreign_edit`): a `kubectl edit` or `scale` takes the fields it changed from us.
+    Controllers that annotate a child (the Deployment's revision) or write its status are not
+    edits. After the repair our apply owns those fields again and the edit's entry is gone or
+    left with fields we do not set; each entry nudges once per process (`seen`).
     """
+    seen: dict[str, str] = {}
 
     @kopf.on.startup(registry=registry)
     def select_children(settings: kopf.OperatorSettings, **_: Any) -> None:
         for child in children:
             settings.watching.label_selectors[child] = label
 
-    async def child_deleted(
+    async def child_changed(
         *, type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
     ) -> None:
         owner = body.metadata.labels.get(label)
-        if type != "DELETED" or not owner:
+        uid = str(body.metadata.uid)
+        if not owner:
             return
         kind, name = body.get("kind", "object"), body.metadata.name
-        logger.info("%s %s deleted; reconciling %s %s", kind, name, owner_kind, owner)
-        # The value names the deleted child by uid: every deletion is a change for kopf.
-        value = f"{kind}/{name}/{body.metadata.uid}"
+        if type == "DELETED":
+            seen.pop(uid, None)
+            what = "deleted"
+            # The value names the deleted child by uid: every deletion is a change for kopf.
+            value = f"{kind}/{name}/{uid}"
+        else:
+            edit = foreign_edit(body.metadata.get("managedFields") or [])
+            if edit is None or seen.get(uid) == edit:
+                return
+            seen[uid] = edit
+            what = f"edited by {edit.split('@', 1)[0]}"
+            value = f"{kind}/{name}/{uid}/{edit}"
+        logger.info("%s %s %s; reconciling %s %s", kind, name, what, owner_kind, owner)
         nudge = {"metadata": {"annotations": {nudge_annotation: value}}}
         await memo.context.kube.merge_patch(f"{API_GROUP}/{API_VERSION}", owner_kind, owner, nudge)
 
     for child in children:
-        kopf.on.event(*child, registry=registry, labels={label: kopf.PRESENT})(child_deleted)
+        kopf.on.event(*child, registry=registry, labels={label: kopf.PRESENT})(child_changed)
+
+
+def foreign_edit(managed_fields: Sequence[Mapping[str, Any]]) -> str | None:
+    """`manager@time` of the latest entry of another manager than ours that owns fields of
+    the object itself or its scale (not its metadata, not its status), or None."""
+    edits = [
+        entry
+        for entry in managed_fields
+        if entry.get("manager") != FIELD_MANAGER
+        and entry.get("subresource") in (None, "", "scale")
+        and set(entry.get("fieldsV1") or {}) - {"f:metadata", "f:status", "f:apiVersion", "f:kind"}
+    ]
+    if not edits:
+        return None
+    latest = max(edits, key=lambda entry: str(entry.get("time") or ""))
+    return f"{latest.get('manager')}@{latest.get('time')}"

@@ -24,6 +24,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 from urllib3.util.retry import Retry
 
 from penguinmails.common.settings import KubeClientSettings
+from penguinmails.operator import metrics
 
 FIELD_MANAGER = "penguinmails-operator"
 # Calls run in worker threads (the client is synchronous): as many threads as HTTP connections,
@@ -109,6 +110,7 @@ class Kube:
         return dict(result.to_dict())
 
     async def apply(self, manifest: Manifest) -> dict[str, Any]:
+        metrics.count_request("apply")
         return await asyncio.to_thread(self._apply_sync, manifest)
 
     def _get_sync(
@@ -123,6 +125,7 @@ class Kube:
     async def get(
         self, api_version: str, kind: str, name: str, namespace: str | None = None
     ) -> dict[str, Any] | None:
+        metrics.count_request("get")
         return await asyncio.to_thread(self._get_sync, api_version, kind, name, namespace)
 
     def _list_sync(
@@ -134,6 +137,7 @@ class Kube:
     async def list(
         self, api_version: str, kind: str, namespace: str | None = None
     ) -> list[dict[str, Any]]:
+        metrics.count_request("list")
         return await asyncio.to_thread(self._list_sync, api_version, kind, namespace)
 
     def _delete_sync(self, api_version: str, kind: str, name: str, namespace: str | None) -> bool:
@@ -148,6 +152,7 @@ class Kube:
         self, api_version: str, kind: str, name: str, namespace: str | None = None
     ) -> bool:
         """Request deletion; False when the object was already gone."""
+        metrics.count_request("delete")
         return await asyncio.to_thread(self._delete_sync, api_version, kind, name, namespace)
 
     def _merge_patch_sync(
@@ -174,6 +179,7 @@ class Kube:
         namespace: str | None = None,
     ) -> bool:
         """A JSON merge patch (for a field another writer also manages); False when gone."""
+        metrics.count_request("patch")
         return await asyncio.to_thread(
             self._merge_patch_sync, api_version, kind, name, patch, namespace
         )

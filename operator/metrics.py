@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,14 +26,40 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
+RESYNC_PASSES = Counter(
+    "penguinmails_resync_passes_total",
+    "Timer passes, by kind and depth: `cheap` read what could have drifted unseen and wrote "
+    "nothing; `full` stated the whole desired state (docs/scaling.md).",
+    ["kind", "depth"],
+)
+KUBE_REQUESTS = Counter(
+    "penguinmails_kube_requests_total",
+    "Requests the controllers made to the API server (kopf's own watches and status patches "
+    "excluded), by the kind being reconciled, the pass (change, cheap, full) and the verb.",
+    ["controller", "pass_", "verb"],
+)
+
+_pass: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
+    "penguinmails_pass", default=("none", "none")
+)
+
 
 @contextmanager
-def observe(kind: str) -> Iterator[None]:
+def observe(kind: str, depth: str = "change") -> Iterator[None]:
+    """Count one reconcile of `kind`; API requests made inside are counted as this pass's."""
     started = time.perf_counter()
     result = "error"
+    token = _pass.set((kind, depth))
     try:
         yield
         result = "success"
     finally:
+        _pass.reset(token)
         RECONCILE_TOTAL.labels(kind=kind, result=result).inc()
         RECONCILE_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
+
+
+def count_request(verb: str) -> None:
+    """One request to the API server, attributed to the pass running in this task."""
+    controller, depth = _pass.get()
+    KUBE_REQUESTS.labels(controller=controller, pass_=depth, verb=verb).inc()

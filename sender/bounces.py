@@ -19,11 +19,14 @@ from email.header import decode_header, make_header
 from email.message import Message
 from enum import StrEnum
 
+from penguinmails.common.db.blocks import BlockScope
+
 __all__ = [
     "Kind",
     "Report",
     "ReportType",
     "Verdict",
+    "block_scope",
     "bounce_token",
     "classify",
     "classify_status",
@@ -86,6 +89,24 @@ def classify(code: int, text: str = "") -> Verdict:
     if status.startswith("5.7."):
         return Verdict(Kind.BLOCK, code, status, text)
     return Verdict(Kind.FAIL, code, status, text)
+
+
+# What receivers say when they block the sending domain rather than the server's address:
+# Gmail's "very low reputation of the sending domain", "sender domain" policies, domain
+# block lists (Spamhaus DBL, URIBL, SURBL). Gmail puts the client IP in brackets even then,
+# so an IP in the text says nothing.
+_DOMAIN_BLOCK = re.compile(
+    r"\b(?:sending|sender|from)[ -]domain\b|\bdomain\b[^.;]{0,40}\breputation"
+    r"|\breputation\b[^.;]{0,40}\bdomain\b|\bdbl\.spamhaus|\buribl\b|\bsurbl\b",
+    re.IGNORECASE,
+)
+
+
+def block_scope(text: str) -> BlockScope:
+    """Whom a policy/reputation block (`Kind.BLOCK`) is about: the sending domain when the
+    receiver says so, else the server that carried the message (IP block lists, "550
+    blocked", Microsoft's S3150...: the usual case)."""
+    return BlockScope.DOMAIN if _DOMAIN_BLOCK.search(text) else BlockScope.SERVER
 
 
 def classify_status(status: str, text: str = "") -> Verdict:

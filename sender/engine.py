@@ -34,7 +34,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from urllib3.exceptions import HTTPError as TransportError
 
-from penguinmails.common.db import tenant_connection
+from penguinmails.common.db import AnyConnection, tenant_connection
+from penguinmails.common.db.blocks import Block, BlockScope, recent_strikes
 from penguinmails.common.db.ledger import (
     CAMPAIGN_FAULT,
     THROTTLED,
@@ -56,7 +57,7 @@ from penguinmails.common.keys import TokenKey
 from penguinmails.common.suppression import TokenPurpose, make_token
 from penguinmails.common.tenant_redis import tenant_key_prefix
 from penguinmails.common.throttle import Limit, TokenBuckets, provider_group
-from penguinmails.sender.bounces import Kind, classify
+from penguinmails.sender.bounces import Kind, block_scope, classify
 from penguinmails.sender.render import (
     Identity,
     MessageParts,
@@ -66,7 +67,7 @@ from penguinmails.sender.render import (
 )
 from penguinmails.sender.retry import RetrySchedule
 from penguinmails.sender.secrets import SecretReader, load_signer
-from penguinmails.sender.smtp import RelayPool
+from penguinmails.sender.smtp import RelayPool, SendResult
 
 __all__ = ["Sender", "SenderConfig"]
 
@@ -145,8 +146,11 @@ RELAY_DOWN_SECONDS = 30.0
 BLOCK_STRIKES = 3
 BLOCK_WINDOW_SECONDS = 600.0
 BLOCK_PAUSE_SECONDS = 900.0
-"""A server refused `BLOCK_STRIKES` messages for policy/reputation (5.7.x but domain
-authentication, or a 5xx without enhanced code) within the window: skip it for the pause."""
+"""A server (or sending domain) refused `BLOCK_STRIKES` messages for policy/reputation (5.7.x
+but domain authentication, or a 5xx without enhanced code) within the window, in the relay's
+replies or in DSNs at the intake: skip it for the pause."""
+BLOCK_REFRESH_SECONDS = 5.0
+"""How often a sender reads the blocks every pod and the intake recorded (common.db.blocks)."""
 
 WINDOW_REFRESH_SECONDS = 2.0
 """How often a sender re-reads a campaign's stop-rule window (bounces and complaints that
@@ -297,14 +301,17 @@ class Sender:
         self._slots = asyncio.Semaphore(config.concurrency)
         self._mx_cache: dict[str, str] = {}
         self._down: dict[int, float] = {}
-        """Relay pools (by id) not to use before a monotonic time: they could not connect, or
-        receivers kept blocking them."""
+        """Relay pools (by id) not to use before a monotonic time: they could not connect."""
         self._window_lock = asyncio.Lock()
         """Held while outcomes are written and uncounted, and while a window is read."""
         self._unwritten: dict[int, tuple[uuid.UUID, bool]] = {}
         """Delivery id -> (campaign, bounced) of outcomes counted in a campaign's `unwritten`."""
-        self._strikes: dict[int, list[float]] = {}
-        """Monotonic times of recent blocks, per relay pool (by id)."""
+        self._strikes: dict[tuple[BlockScope, str], list[float]] = {}
+        """Monotonic times of the blocks this sender saw, per server or domain."""
+        self._blocked: dict[tuple[BlockScope, str], float] = {}
+        """Servers (by name) and domains not to send through or from before a monotonic
+        time: receivers kept blocking them (seen here, or recorded by others)."""
+        self._blocks_read_at = -math.inf
         self.sent = 0
 
     # ---------------------------------------------------------------- main loop
@@ -336,6 +343,7 @@ class Sender:
                 continue
             try:
                 async with tenant_connection(self.pool, self.config.tenant_id) as conn:
+                    await self._read_blocks(conn)
                     batch = await claim(
                         conn,
                         self.config.owner,
@@ -367,6 +375,29 @@ class Sender:
                 self._in_flight.add(task)
                 IN_FLIGHT.set(len(self._in_flight))
                 task.add_done_callback(self._done)
+
+    async def _read_blocks(self, conn: AnyConnection) -> None:
+        """Every BLOCK_REFRESH_SECONDS: skip the servers and domains with BLOCK_STRIKES
+        blocks in the window, whoever saw them (another pod's relay replies, the intake's
+        DSNs), until BLOCK_PAUSE_SECONDS after the latest."""
+        now = time.monotonic()
+        if now - self._blocks_read_at < BLOCK_REFRESH_SECONDS:
+            return
+        self._blocks_read_at = now
+        for found in await recent_strikes(conn, BLOCK_WINDOW_SECONDS, BLOCK_STRIKES):
+            key = (found.scope, found.target)
+            until = now - found.age + BLOCK_PAUSE_SECONDS
+            if until > max(now, self._blocked.get(key, 0.0)):
+                if self._blocked.get(key, 0.0) <= now:
+                    log.warning(
+                        "%s %s: %d blocks by receivers within %.0f s; skipped for %.0f s",
+                        found.scope,
+                        found.target,
+                        found.count,
+                        BLOCK_WINDOW_SECONDS,
+                        until - now,
+                    )
+                self._blocked[key] = until
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -559,9 +590,30 @@ class Sender:
     async def _send(
         self, delivery: Claimed, email: str, campaign: _Campaign, mailbox: _Mailbox
     ) -> Outcome:
+        domain = mailbox.spec.address.rpartition("@")[2].lower()
+        now = time.monotonic()
+        blocked = self._blocked.get((BlockScope.DOMAIN, domain), 0.0) - now
+        if blocked > 0:
+            # Receivers block the domain itself: its mail waits until the block ends (it
+            # keeps its mailbox, as when every server is down), not claimed over and over
+            # meanwhile; the campaign's other domains keep sending.
+            return self._requeue(delivery, f"domain {domain} is blocked by receivers", blocked)
         route = self._route(mailbox.routes)
         if route is None:
-            return self._requeue(delivery, f"every relay of {mailbox.spec.address} is unreachable")
+            # Each relay is down (30 s) or blocked (up to BLOCK_PAUSE_SECONDS): wait for the
+            # first to come back.
+            back = min(
+                max(
+                    self._down.get(id(r.pool), 0.0),
+                    self._blocked.get((BlockScope.SERVER, r.relay.name), 0.0),
+                )
+                for r in mailbox.routes
+            )
+            return self._requeue(
+                delivery,
+                f"every relay of {mailbox.spec.address} is unreachable or blocked",
+                max(0.0, back - now),
+            )
         wait = await self._throttle(campaign, mailbox, route, email, str(delivery.id))
         if wait > 0:
             # Scheduled for when a token exists for it (see common.throttle), so the backlog
@@ -608,6 +660,14 @@ class Sender:
             self._down[id(route.pool)] = time.monotonic() + RELAY_DOWN_SECONDS
             log.warning("relay %s unreachable (%s)", route.relay.name, result.text)
             return self._requeue(delivery, f"relay {route.relay.name}: {result.text}")
+        # Recorded on the row: a DSN arriving later names this server.
+        outcome = await self._judge(delivery, route, domain, result)
+        return dataclasses.replace(outcome, relay=route.relay.name)
+
+    async def _judge(
+        self, delivery: Claimed, route: _Route, domain: str, result: SendResult
+    ) -> Outcome:
+        """The outcome of a message the relay was reached for, from its reply."""
         if result.uncertain:
             # The relay may have accepted it: not again before a safe delay (same Message-ID).
             log.warning(
@@ -636,19 +696,23 @@ class Sender:
         if verdict.kind == Kind.BLOCK:
             # Policy or reputation (5.7.1, "550 blocked"): not the recipient's mailbox, so
             # nobody is suppressed, and not the campaign's content, so it keeps sending; the
-            # server that got it takes a strike (several in a row: skipped for a while).
-            self._strike(route)
+            # server that got it (or the domain, when the receiver says so) takes a strike
+            # (several in a row: skipped for a while), recorded for every sender pod.
+            scope = block_scope(result.text)
+            target = route.relay.name if scope == BlockScope.SERVER else domain
+            self._strike(scope, target)
             return Outcome(
                 delivery.id,
                 DeliveryState.FAILED,
                 result.code,
                 verdict.status,
                 f"blocked via {route.relay.name}: {result.text}",
+                block=Block(scope, target, "relay", delivery.id, verdict.status),
             )
         if verdict.kind == Kind.AUTH:
             # The domain failed DKIM/SPF/DMARC: every message of this campaign would.
             reason = f"relay refused with {verdict.status}: {result.text}"[:300]
-            async with tenant_connection(self.pool, tenant) as conn:
+            async with tenant_connection(self.pool, self.config.tenant_id) as conn:
                 await pause_campaign(conn, delivery.campaign_uid, reason)
             log.warning("campaign %s paused: %s", delivery.campaign_uid, reason)
             # Not the recipient's fault: the delivery waits for the campaign to resume.
@@ -663,22 +727,23 @@ class Sender:
             )
         return Outcome(delivery.id, DeliveryState.FAILED, result.code, verdict.status, result.text)
 
-    def _strike(self, route: _Route) -> None:
-        """Count a block against a server; `BLOCK_STRIKES` within `BLOCK_WINDOW_SECONDS` and
-        it is skipped for `BLOCK_PAUSE_SECONDS` (its messages go through the campaign's other
-        servers, or wait), so a listed IP stops burning the audience."""
+    def _strike(self, scope: BlockScope, target: str) -> None:
+        """Count a block against a server or domain; `BLOCK_STRIKES` within
+        `BLOCK_WINDOW_SECONDS` and it is skipped for `BLOCK_PAUSE_SECONDS` (a server's
+        messages go through the campaign's other servers, a domain's wait), so a listed IP
+        stops burning the audience. At once here; other pods learn it from the database."""
         now = time.monotonic()
-        recent = [
-            t for t in self._strikes.get(id(route.pool), []) if now - t < BLOCK_WINDOW_SECONDS
-        ]
+        key = (scope, target)
+        recent = [t for t in self._strikes.get(key, []) if now - t < BLOCK_WINDOW_SECONDS]
         recent.append(now)
-        self._strikes[id(route.pool)] = recent
+        self._strikes[key] = recent
         if len(recent) >= BLOCK_STRIKES:
-            self._down[id(route.pool)] = now + BLOCK_PAUSE_SECONDS
-            self._strikes[id(route.pool)] = []
+            self._blocked[key] = now + BLOCK_PAUSE_SECONDS
+            self._strikes[key] = []
             log.warning(
-                "relay %s: %d blocks (5.7.x or bare 5xx) within %.0f s; skipped for %.0f s",
-                route.relay.name,
+                "%s %s: %d blocks (5.7.x or bare 5xx) within %.0f s; skipped for %.0f s",
+                scope,
+                target,
                 len(recent),
                 BLOCK_WINDOW_SECONDS,
                 BLOCK_PAUSE_SECONDS,
@@ -703,9 +768,10 @@ class Sender:
             retry_in=timedelta(seconds=delay),
         )
 
-    def _requeue(self, delivery: Claimed, reason: str) -> Outcome:
-        """Back to the queue without using an attempt (nothing was tried)."""
-        delay = self.config.transient_backoff * random.uniform(0.5, 1.0)  # noqa: S311
+    def _requeue(self, delivery: Claimed, reason: str, after: float = 0.0) -> Outcome:
+        """Back to the queue without using an attempt (nothing was tried), claimed again
+        after `after` seconds (what it waits for lasts that long) plus the jittered backoff."""
+        delay = after + self.config.transient_backoff * random.uniform(0.5, 1.0)  # noqa: S311
         return Outcome(
             delivery.id,
             DeliveryState.QUEUED,
@@ -839,7 +905,12 @@ class Sender:
         found)."""
         now = time.monotonic()
         weighted = [r for r in routes if r.relay.weight > 0] or list(routes)
-        healthy = [r for r in weighted if self._down.get(id(r.pool), 0.0) <= now]
+        healthy = [
+            r
+            for r in weighted
+            if self._down.get(id(r.pool), 0.0) <= now
+            and self._blocked.get((BlockScope.SERVER, r.relay.name), 0.0) <= now
+        ]
         if len(healthy) <= 1:
             return healthy[0] if healthy else None
         return random.choices(healthy, [max(r.relay.weight, 1) for r in healthy])[0]  # noqa: S311

@@ -10,7 +10,9 @@ token, or an unsubscribe token quoted in a forged complaint, is ignored), and re
 * a DSN for a message the relay accepted: the delivery goes `sent` -> `bounced` (it counts in
   the campaign's bounce rate); the address is suppressed only for a recipient-specific status
   (5.1.1/5.1.2/5.1.3/5.1.6/5.1.10/5.2.1); a domain-authentication failure (5.7.26, 5.7.515...)
-  also pauses that campaign (`pause_reason`), as the same reply from the relay does;
+  also pauses that campaign (`pause_reason`), as the same reply from the relay does; a policy
+  or reputation block (5.7.1...) is a strike against the server that carried it (or its
+  domain), recorded for every sender (common.db.blocks), as the same reply from the relay is;
 * complaint: delivery marked complained (the complaint rate), address suppressed;
 * unsubscribe: delivery marked unsubscribed, address suppressed;
 * delays (4.x.x), success notices and anything else change nothing.
@@ -33,6 +35,7 @@ import asyncpg
 from aiosmtpd.controller import Controller
 
 from penguinmails.common.db import AnyConnection, tenant_connection
+from penguinmails.common.db.blocks import Block, BlockScope, add_blocks, delivery_route
 from penguinmails.common.db.ledger import (
     enforce_stop_rules,
     get_campaign_plan,
@@ -50,7 +53,14 @@ from penguinmails.common.suppression import (
 )
 from penguinmails.common.webhook_events import delivery_event, unsubscribed_before
 from penguinmails.common.webhooks import EventType
-from penguinmails.sender.bounces import Kind, ReportType, parse_report, token_from_address
+from penguinmails.sender.bounces import (
+    Kind,
+    ReportType,
+    Verdict,
+    block_scope,
+    parse_report,
+    token_from_address,
+)
 
 __all__ = [
     "COMPLAINT_ADDRESS_ENV",
@@ -163,6 +173,8 @@ async def ingest(
             return IntakeResult.IGNORED  # already bounced, or never handed to a relay
         if verdict.kind == Kind.HARD_BOUNCE:
             await suppress(conn, hashed, SuppressionReason.HARD_BOUNCE, "dsn")
+        if verdict.kind == Kind.BLOCK:
+            await _record_block(conn, target.delivery_id, verdict)
         await delivery_event(
             conn,
             EventType.BOUNCED,
@@ -175,6 +187,23 @@ async def ingest(
             await pause_campaign(conn, campaign_uid, f"receiver refused with {reason}"[:300])
             log.warning("campaign %s paused: DSN %s", campaign_uid, verdict.status)
     return IntakeResult.BOUNCED
+
+
+async def _record_block(conn: AnyConnection, delivery_id: int, verdict: Verdict) -> None:
+    """A receiver's policy/reputation block: a strike against the server that carried the
+    delivery (or its From domain, when the receiver names the domain), which every sender
+    reads (sender/engine.py skips it after BLOCK_STRIKES), as for the same reply from a relay."""
+    relay, mailbox = await delivery_route(conn, delivery_id)
+    scope = block_scope(verdict.text)
+    target = relay if scope == BlockScope.SERVER else (mailbox or "").rpartition("@")[2].lower()
+    if not target:
+        # Sent before the ledger recorded servers (migration 0012): nobody to blame.
+        log.info("DSN %s for delivery %d: no %s recorded", verdict.status, delivery_id, scope)
+        return
+    await add_blocks(conn, [Block(scope, target, "dsn", delivery_id, verdict.status)])
+    log.info(
+        "DSN %s for delivery %d: a strike against %s %s", verdict.status, delivery_id, scope, target
+    )
 
 
 async def _check_stop_rules(conn: AnyConnection, delivery_id: int) -> uuid.UUID | None:

@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from penguinmails.common.db import AnyConnection
+from penguinmails.common.db.blocks import Block, add_blocks
 
 __all__ = [
     "CAMPAIGN_FAULT",
@@ -242,6 +243,11 @@ class Outcome:
     """False for a throttle wait: no attempt was made, so it does not count towards the limit."""
     mailbox: str | None = None
     """The mailbox it was (or is to be) sent from: recorded, so the row keeps it."""
+    relay: str | None = None
+    """The server (SmtpServer name) it was handed to: recorded, so a DSN arriving later
+    names the server the receiver blocked."""
+    block: Block | None = None
+    """A policy/reputation block in the relay's reply: recorded for every sender pod."""
 
 
 async def upsert_campaign(
@@ -416,12 +422,13 @@ async def record(conn: AnyConnection, outcomes: Sequence[Outcome], owner: str) -
             attempts = CASE WHEN o.count_attempt THEN d.attempts ELSE d.attempts - 1 END,
             sent_at = CASE WHEN o.state = 'sent' THEN now() ELSE d.sent_at END,
             mailbox = COALESCE(o.mailbox, d.mailbox),
+            relay = COALESCE(o.relay, d.relay),
             lease_owner = NULL,
             lease_until = NULL,
             updated_at = now()
         FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[],
-                    $6::float8[], $7::bool[], $9::text[])
-            AS o(id, state, code, status, reason, retry_seconds, count_attempt, mailbox)
+                    $6::float8[], $7::bool[], $9::text[], $10::text[])
+            AS o(id, state, code, status, reason, retry_seconds, count_attempt, mailbox, relay)
         WHERE d.id = o.id AND d.state = 'sending' AND d.lease_owner = $8
         """,
         [o.id for o in outcomes],
@@ -433,7 +440,9 @@ async def record(conn: AnyConnection, outcomes: Sequence[Outcome], owner: str) -
         [o.count_attempt for o in outcomes],
         owner,
         [o.mailbox for o in outcomes],
+        [o.relay for o in outcomes],
     )
+    await add_blocks(conn, [o.block for o in outcomes if o.block is not None])
     bounced = [o.id for o in outcomes if o.state == DeliveryState.BOUNCED]
     if bounced:
         await suppress_deliveries(conn, bounced, "hard_bounce")

@@ -2,7 +2,8 @@
 
 The router is mounted in a minimal FastAPI app (the product's HTTP API mounts the same router)
 served by a real uvicorn on a free loopback port, in a thread with its own event loop, its own
-PostgreSQL pool and its own Kubernetes client: the tests reach it only over HTTP.
+PostgreSQL pool (on the billing login, `billing_database_url`) and its own Kubernetes client:
+the tests reach it only over HTTP.
 """
 
 from __future__ import annotations
@@ -20,16 +21,25 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest_asyncio
 import uvicorn
 from fastapi import FastAPI
 
 from penguinmails.api.billing.tenants import TenantWriter
 from penguinmails.api.billing.webhook_route import WEBHOOK_PATH, Billing, webhook_router
 from penguinmails.common.settings import StripeSettings
+from penguinmails.devstack.api import billing_login
 from penguinmails.devstack.ports import free_port
 from penguinmails.devstack.stack import api_client_for
 
 WEBHOOK_SECRET = "whsec_penguinmailsTestSecret"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def billing_database_url(postgres_dsn: str) -> str:
+    """The billing code's own login (`billing_login()`: penguinmails_billing only), as the
+    chart's Secret would name: what production gives PM_BILLING_DATABASE_URL."""
+    return await billing_login(postgres_dsn)
 
 
 def stripe_settings(api_base: str, *, grace_seconds: float = 3 * 86400.0) -> StripeSettings:

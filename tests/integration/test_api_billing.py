@@ -1,6 +1,7 @@
 """Billing through the customer API, against stripe-mock: the API runs as its own process with
 billing on (PM_STRIPE_*), the chart's RBAC rendered with `billing.stripe.secretName` (get and
-patch on Tenants), and the billing tables on the platform's login (PM_BILLING_DATABASE_URL).
+patch on Tenants), and the billing tables on billing's own narrow login (PM_BILLING_DATABASE_URL,
+a member of penguinmails_billing only).
 
 Roles: viewers read (usage, invoices), admins and owners change (checkout, portal, plan,
 cancel); API keys get nothing; another tenant's users and keys get 404 on every endpoint.
@@ -38,12 +39,22 @@ from tests.integration.api_stack import (
     start_api,
     stop_api,
 )
-from tests.integration.billing_support import WEBHOOK_SECRET, checkout_session, sign
+from tests.integration.billing_support import (
+    WEBHOOK_SECRET,
+    billing_database_url,
+    checkout_session,
+    sign,
+)
 from tests.integration.conftest import GROUP, VERSION, Cluster
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["api_database_url", "api_kubeconfig", "api_server"]  # fixtures used by name
+__all__ = [  # fixtures used by name
+    "api_database_url",
+    "api_kubeconfig",
+    "api_server",
+    "billing_database_url",
+]
 
 STARTER = Plan(Tier.STARTER, "price_apiStarterM", "price_apiStarterY", 10_000, False)
 BUSINESS = Plan(Tier.BUSINESS, "price_apiBusinessM", None, 500_000, True)
@@ -64,7 +75,7 @@ def billing_kubeconfig(
 def billing_api(
     billing_kubeconfig: Path,
     api_database_url: str,
-    postgres_dsn: str,
+    billing_database_url: str,
     redis_url: str,
     stripe_mock: StripeMock,
     tmp_path_factory: pytest.TempPathFactory,
@@ -77,7 +88,7 @@ def billing_api(
         PM_STRIPE_API_KEY="sk_test_apibilling",
         PM_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
         PM_STRIPE_API_BASE=stripe_mock.url,
-        PM_BILLING_DATABASE_URL=postgres_dsn,
+        PM_BILLING_DATABASE_URL=billing_database_url,
     )
     yield server
     stop_api(process)

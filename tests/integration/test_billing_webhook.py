@@ -25,6 +25,7 @@ from penguinmails.devstack.stripe_mock import StripeMock
 from tests.integration.billing_support import (
     Events,
     WebhookServer,
+    billing_database_url,
     checkout_session,
     invoice,
     stripe_settings,
@@ -40,6 +41,7 @@ from tests.integration.conftest import (
 )
 
 pytestmark = pytest.mark.integration
+__all__ = ["billing_database_url"]  # a fixture, used by name
 
 STARTER = Plan(Tier.STARTER, "price_whStarterM", "price_whStarterY", 10_000, False)
 BUSINESS = Plan(Tier.BUSINESS, "price_whBusinessM", "price_whBusinessY", 500_000, True)
@@ -100,10 +102,15 @@ def version_of(api: client.CustomObjectsApi, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def default_server(
-    cluster: Cluster, crds_installed: list[str], postgres_dsn: str, stripe_mock: StripeMock
+    cluster: Cluster,
+    crds_installed: list[str],
+    billing_database_url: str,
+    stripe_mock: StripeMock,
 ) -> Iterator[WebhookServer]:
     """The router with the production settings (tolerance 300 s, grace 3 days)."""
-    server = WebhookServer(postgres_dsn, cluster.kubeconfig, stripe_settings(stripe_mock.url))
+    server = WebhookServer(
+        billing_database_url, cluster.kubeconfig, stripe_settings(stripe_mock.url)
+    )
     yield server.start()
     server.stop()
 
@@ -255,10 +262,13 @@ path (past_due outliving the grace period suspends) at the 3-day default."""
 
 @pytest.fixture(scope="module")
 def short_grace_server(
-    cluster: Cluster, crds_installed: list[str], postgres_dsn: str, stripe_mock: StripeMock
+    cluster: Cluster,
+    crds_installed: list[str],
+    billing_database_url: str,
+    stripe_mock: StripeMock,
 ) -> Iterator[WebhookServer]:
     settings = stripe_settings(stripe_mock.url, grace_seconds=GRACE_SECONDS)
-    server = WebhookServer(postgres_dsn, cluster.kubeconfig, settings)
+    server = WebhookServer(billing_database_url, cluster.kubeconfig, settings)
     yield server.start()
     server.stop()
 
@@ -403,7 +413,7 @@ def test_a_tenant_change_that_fails_is_not_recorded_and_the_redelivery_applies(
     plans: None,
     cluster: Cluster,
     crds_installed: list[str],
-    postgres_dsn: str,
+    billing_database_url: str,
     stripe_mock: StripeMock,
     api_client: client.ApiClient,
     custom_objects: client.CustomObjectsApi,
@@ -449,7 +459,9 @@ def test_a_tenant_change_that_fails_is_not_recorded_and_the_redelivery_applies(
     ).status.token
     kubeconfig = tmp_path / "billing-webhook.kubeconfig"
     write_kubeconfig(kubeconfig, cluster.server, str(token), cluster.ca_file)
-    server = WebhookServer(postgres_dsn, kubeconfig, stripe_settings(stripe_mock.url)).start()
+    server = WebhookServer(
+        billing_database_url, kubeconfig, stripe_settings(stripe_mock.url)
+    ).start()
     try:
         billing = {"stripeCustomerId": "cus_rbac", "stripeSubscriptionId": "sub_rbac"}
         create_tenant(api, "rbac", billing)

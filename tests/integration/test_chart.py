@@ -360,8 +360,9 @@ def test_billing_reaches_the_api_and_the_operator_only_when_its_secret_is_named(
         ("PM_STRIPE_WEBHOOK_SECRET", "webhookSecret"),
     ):
         assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "penguinmails-stripe", "key": key}
+    # The billing code's own narrow login (penguinmails_billing), not the platform's.
     assert env["PM_BILLING_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": "pg-app",
+        "name": "pg-billing",
         "key": "uri",
     }
     assert env["PM_STRIPE_WEBHOOK_TOLERANCE_SECONDS"]["value"] == "120"
@@ -377,6 +378,25 @@ def test_billing_reaches_the_api_and_the_operator_only_when_its_secret_is_named(
         for verb in rule.get("verbs", [])
     }
     assert tenant_verbs == {"get", "list", "patch"}
+
+    # The operator purges old Stripe events and e-mails usage notices through the relay named.
+    (operator,) = of_component(on, "Deployment", "operator")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = env_of(operator)
+    assert env["PM_BILLING_EVENT_RETENTION_DAYS"]["value"] == "45"
+    assert env["PM_NOTICE_SMTP_HOST"]["value"] == "relay.example.com"
+    assert env["PM_NOTICE_SMTP_TLS"]["value"] == "tls"
+    assert env["PM_NOTICE_SMTP_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "notice-relay",
+        "key": "password",
+    }
+    (operator,) = of_component(off, "Deployment", "operator")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = env_of(operator)
+    assert env["PM_BILLING_EVENT_RETENTION_DAYS"]["value"] == "30"
+    assert not [n for n in env if n.startswith("PM_NOTICE_")]
 
 
 def _locked_down(pod: Mapping[str, Any], container: Mapping[str, Any]) -> None:

@@ -287,7 +287,7 @@ def test_largest_campaign_the_crd_allows_is_handled(
     assert sum(len(k) + len(v) for k, v in annotations.items()) < 1024, json.dumps(annotations)
 
 
-def test_deleted_sender_and_quota_come_back_without_a_resync(
+def test_deleted_or_edited_children_are_repaired_without_a_resync(
     operator: OperatorProcess,
     custom_objects: client.CustomObjectsApi,
     core: client.CoreV1Api,
@@ -328,6 +328,35 @@ def test_deleted_sender_and_quota_come_back_without_a_resync(
             what="the deleted sender Deployment and quota recreated",
         )
         assert after
+        # Edited by another manager: a `kubectl edit` of the quota, a `kubectl scale` of the
+        # sender (nothing is sending: the operator keeps it at 0). Undone from the children's
+        # watch, since a resync no longer re-applies what it applied before (tenant.Resyncs).
+        quota = core.read_namespaced_resource_quota("penguinmails-tier", namespace)
+        wanted = dict(quota.spec.hard)
+        quota.spec.hard = {**wanted, "pods": "99"}
+        core.replace_namespaced_resource_quota("penguinmails-tier", namespace, quota)
+        apps.patch_namespaced_deployment_scale(
+            "penguinmails-sender", namespace, {"spec": {"replicas": 3}}
+        )
+
+        def drift() -> list[str]:
+            hard = core.read_namespaced_resource_quota("penguinmails-tier", namespace).spec.hard
+            scale = apps.read_namespaced_deployment_scale("penguinmails-sender", namespace)
+            return [
+                *(f"quota {k}={v}" for k, v in dict(hard).items() if wanted.get(k) != v),
+                *([f"replicas={scale.spec.replicas}"] if scale.spec.replicas else []),
+            ]
+
+        left: list[str] = []
+
+        def repaired() -> bool:
+            left[:] = drift()
+            return not left
+
+        try:
+            wait_for(repaired, timeout=PRODUCTION_RESYNC_SECONDS, what="quota and scale repaired")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; still drifted: {left}") from None
     finally:
         custom_objects.delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
         wait_for(

@@ -276,10 +276,10 @@ async def test_two_thousand_contacts_rotate_over_six_mailboxes(
         # and once every promise's time has passed a message without one may take the token
         # such a late holder left in the bucket (three CI runs: ann's 4th/5th waiting rows due
         # 16.5-17.0 s in, inside the 17 s phase, under a bound counting the tokens taken after).
-        # Still open (issue 10): rows promised after the exit were seen up to 0.72 token earlier
-        # than that derivation allows (four runs, 0.37-0.72), while the cap itself held at every
-        # sample above; until the schedule's extra is explained, the check allows one token more.
-        unexplained = 1.0
+        # Rows promised after the exit were once seen up to 1.9 tokens early: a late holder
+        # coming back after its chain ended took a token the next chain had promised (the
+        # schedule overbooked); since a promise lasts only as long as its chain
+        # (common.throttle), the derivation holds with no allowance.
         exited = opened + phase1_seconds
         async with tenant_connection(db_pool, tenant_id) as conn:
             waiting = await conn.fetch(
@@ -299,7 +299,7 @@ async def test_two_thousand_contacts_rotate_over_six_mailboxes(
             assert dues, f"{address}: nothing waits for its cap"
             margin = math.inf
             for k, due in enumerate(dues, start=1):
-                earliest = opened + (phase1_sent[address] + k - burst - 1.5 - unexplained) / rate
+                earliest = opened + (phase1_sent[address] + k - burst - 1.5) / rate
                 assert due >= earliest, (address, k, due - opened, earliest - opened)
                 margin = min(margin, (due - earliest) * rate)
             print(

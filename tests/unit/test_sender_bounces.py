@@ -6,9 +6,10 @@ import uuid
 
 import pytest
 
+from penguinmails.common.db.blocks import BlockScope
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import TokenPurpose, make_token
-from penguinmails.sender.bounces import Kind, ReportType, classify, parse_report
+from penguinmails.sender.bounces import Kind, ReportType, block_scope, classify, parse_report
 from tests.reports import build_arf, build_dsn, original_message
 
 
@@ -197,3 +198,41 @@ def test_arf_with_only_an_unsubscribe_token_names_no_delivery() -> None:
         build_arf(original_message(None, unsubscribe=unsubscribe)), "fbl@platform.example"
     )
     assert report is not None and report.type == ReportType.COMPLAINT and report.token is None
+
+
+@pytest.mark.parametrize(
+    ("text", "scope"),
+    [
+        # Gmail names the client IP even when the domain's reputation is the reason.
+        (
+            "550-5.7.1 [203.0.113.7] Our system has detected that this message is likely "
+            "suspicious due to the very low reputation of the sending domain.",
+            BlockScope.DOMAIN,
+        ),
+        (
+            "554 5.7.1 Service unavailable; Sender domain listed at dbl.spamhaus.org",
+            BlockScope.DOMAIN,
+        ),
+        (
+            "550-5.7.1 [203.0.113.7] Our system has detected that this message is likely "
+            "suspicious due to the very low reputation of the sending IP address.",
+            BlockScope.SERVER,
+        ),
+        (
+            "550 5.7.1 Unfortunately, messages from [203.0.113.7] weren't sent. Please contact "
+            "your Internet service provider since part of their network is on our block list "
+            "(S3150).",
+            BlockScope.SERVER,
+        ),
+        (
+            "5.7.1 Service unavailable; client host [127.0.0.1] blocked using zen.spamhaus.org",
+            BlockScope.SERVER,
+        ),
+        ("550 blocked", BlockScope.SERVER),
+    ],
+)
+def test_a_block_is_about_the_domain_only_when_the_receiver_says_so(
+    text: str, scope: BlockScope
+) -> None:
+    assert classify(550, text).kind == Kind.BLOCK
+    assert block_scope(text) == scope
