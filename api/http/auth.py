@@ -243,8 +243,9 @@ def user_ids(who: Caller) -> tuple[uuid.UUID, uuid.UUID]:
 async def platform_admin(
     who: Annotated[Caller, Depends(caller)], svc: Annotated[Services, Depends(services)]
 ) -> Caller:
-    """A dependency: a platform administrator's live sign-in (the flag only the platform's
-    database login sets: `python -m penguinmails.api.http platform-admin`), else 403."""
+    """A dependency: a platform administrator's live sign-in that proved a second factor (the
+    flag only the platform's database login sets: `python -m penguinmails.api.http
+    platform-admin`), else 403."""
     if who.user_id is None or who.family_id is None:
         raise ApiError.forbidden(
             "Platform administration needs a signed-in administrator, not an API key.",
@@ -257,5 +258,13 @@ async def platform_admin(
             )
         raise ApiError.forbidden(
             "Only platform administrators may do this.", "platform_admin_required"
+        )
+    # Every tenant is within reach of this sign-in: a password alone is not enough.
+    if not await accounts.family_has_mfa(svc.pool, who.family_id):
+        raise ApiError.forbidden(
+            "Platform administration needs a sign-in with a second factor: enroll with "
+            "POST /v1/me/mfa/enroll and /v1/me/mfa/confirm, then sign in again (password and "
+            "code).",
+            "mfa_required",
         )
     return who

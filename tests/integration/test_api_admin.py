@@ -1,15 +1,18 @@
 """Platform administrators through the API running as its own process: the flag set only by the
-CLI with the platform's database login (the API's login is refused), every /v1/admin endpoint
-403 for everyone else (count printed), tenants listed with tier, suspension and usage, a
-suspension, a resumption and a tier change written to the Tenant on the real API server (under
-the administrators' field manager), and billing plans edited; each write in the audit logs."""
+CLI with the platform's database login (the API's login is refused), a second factor required
+of their sign-in, every /v1/admin endpoint 403 for everyone else (count printed), tenants listed
+with tier, suspension and usage, a suspension, a resumption and a tier change written to the
+Tenant on the real API server (under the administrators' field manager), and billing plans
+edited; each write in the audit logs."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,6 +22,7 @@ from kubernetes import client
 
 from penguinmails.api.billing import plans
 from penguinmails.api.v1alpha1.tiers import Tier
+from penguinmails.common import totp
 from penguinmails.common.db.accounts import Role
 from tests.integration.api_stack import (
     ApiServer,
@@ -26,18 +30,49 @@ from tests.integration.api_stack import (
     api_database_url,
     api_key,
     api_kubeconfig,
-    api_server,
     make_tenant,
     make_user,
     sign_in,
+    start_api,
+    stop_api,
 )
 from tests.integration.conftest import GROUP, VERSION
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["api_database_url", "api_kubeconfig", "api_server"]  # fixtures used by name
+__all__ = ["api_database_url", "api_kubeconfig"]  # fixtures used by name
 
 PLAN = {"priceMonthly": "price_admin_test_monthly", "emailsPerMonth": 123_000}
+
+
+@pytest.fixture(scope="module")
+def api_server(
+    api_kubeconfig: Path,
+    api_database_url: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ApiServer]:
+    """The API with the platform's key ring: administrators sign in with a second factor."""
+    process, server = start_api(
+        tmp_path_factory.mktemp("api-admin"),
+        database_url=api_database_url,
+        redis_url=redis_url,
+        kubeconfig=api_kubeconfig,
+        PM_SUPPRESSION_KEY="admin-master-key-0123456789abcdef0123",
+    )
+    yield server
+    stop_api(process)
+    text = server.log()
+    assert "Traceback" not in text, text[-4000:]
+
+
+async def enable_mfa(api: ApiServer, token: str) -> None:
+    """Enroll and confirm an authenticator in this sign-in (which thereby proved it)."""
+    async with api.client(token) as http:
+        secret = (await http.post("/v1/me/mfa/enroll")).json()["secret"]
+        code = totp.code_at(secret, time.time())
+        confirmed = await http.post("/v1/me/mfa/confirm", json={"code": code})
+    assert confirmed.status_code == 200, confirmed.text
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -134,6 +169,12 @@ async def test_only_platform_administrators_reach_the_admin_endpoints(
     assert refused.returncode == 1 and "may not change" in refused.stderr, refused
     made = _cli(postgres_dsn, owner)
     assert made.returncode == 0, made.stderr
+    # An administrator's password alone opens nothing: the sign-in needs a second factor.
+    async with api_server.client(owner_token) as http:
+        password_only = await http.get("/v1/admin/plans")
+    assert password_only.status_code == 403, password_only.text
+    assert password_only.json()["error"]["code"] == "mfa_required"
+    await enable_mfa(api_server, owner_token)
     assert (await http_status(api_server, owner_token, "GET", "/v1/admin/plans")) == 200
     revoked = _cli(postgres_dsn, owner, "--revoke")
     assert revoked.returncode == 0, revoked.stderr
@@ -157,6 +198,7 @@ async def test_an_administrator_suspends_resumes_and_retiers_through_the_api_ser
     assert _cli(postgres_dsn, admin).returncode == 0
     admin_id = await db_pool.fetchval("SELECT id FROM users WHERE email = $1", admin)
     token = (await sign_in(api_server, admin))["accessToken"]
+    await enable_mfa(api_server, token)
 
     def tenant_spec() -> dict[str, Any]:
         found: dict[str, Any] = custom_objects.get_cluster_custom_object(
@@ -222,6 +264,8 @@ async def test_an_administrator_suspends_resumes_and_retiers_through_the_api_ser
     ]
     target = f"tenant:{tenant.name}"
     assert platform == [
+        ("mfa.enroll", f"user:{admin_id}"),
+        ("mfa.confirm", f"user:{admin_id}"),
         ("tenant.suspend", target),
         ("tenant.resume", target),
         ("tenant.change_tier", target),
