@@ -3,6 +3,7 @@
 python -m penguinmails.api.http [--host 0.0.0.0] [--port 8000]
 python -m penguinmails.api.http new-signing-key [KID]   # an entry for PM_API_SIGNING_KEYS
 python -m penguinmails.api.http openapi                 # the OpenAPI document, billing included
+python -m penguinmails.api.http platform-admin EMAIL [--revoke]   # with the platform's DSN
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] == "openapi":
         print(json.dumps(openapi_document(), indent=2, sort_keys=True))
         return 0
+    if args and args[0] == "platform-admin":
+        return _platform_admin(args[1:])
     parser = argparse.ArgumentParser(prog="penguinmails-api", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
@@ -111,6 +114,51 @@ def _create_user(args: list[str]) -> int:
         return 1
     member = f" ({options.role} of {options.tenant})" if options.tenant else ""
     print(f"created {options.email}{member}")
+    return 0
+
+
+def _platform_admin(args: list[str]) -> int:
+    """Make (or with --revoke, unmake) a user a platform administrator. Only the platform's
+    own login (PM_DATABASE_URL, the schema's owner) may: the API's login cannot (migration
+    0010), so no request to the API can make an administrator."""
+    parser = argparse.ArgumentParser(prog="penguinmails-api platform-admin")
+    parser.add_argument("email")
+    parser.add_argument("--revoke", action="store_true", help="take the right away")
+    options = parser.parse_args(args)
+    dsn = os.environ.get("PM_DATABASE_URL", "")
+    if not dsn:
+        print(
+            "penguinmails-api: set PM_DATABASE_URL to the platform's login (the API's cannot "
+            "make administrators)",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def flag() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            status = await conn.execute(
+                "UPDATE users SET platform_admin = $2 WHERE lower(email) = lower($1)",
+                options.email.strip(),
+                not options.revoke,
+            )
+        finally:
+            await conn.close()
+        return int(status.split()[-1])
+
+    try:
+        changed = asyncio.run(flag())
+    except asyncpg.InsufficientPrivilegeError:
+        print(
+            "penguinmails-api: this login may not change platform_admin: use the platform's",
+            file=sys.stderr,
+        )
+        return 1
+    if not changed:
+        print(f"penguinmails-api: no user {options.email}", file=sys.stderr)
+        return 1
+    what = "no longer a platform administrator" if options.revoke else "a platform administrator"
+    print(f"{options.email} is {what}")
     return 0
 
 

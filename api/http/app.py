@@ -23,6 +23,7 @@ from .import_runner import runner_of
 from .kube import CustomObjects
 from .ratelimit import RateState
 from .routes import (
+    admin,
     api_keys,
     audit_log,
     auth,
@@ -31,6 +32,8 @@ from .routes import (
     contact_imports,
     contacts,
     gdpr,
+    members,
+    mfa,
     sending_domains,
     smtp_servers,
     suppressions,
@@ -144,6 +147,8 @@ def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> Fast
         suppressions,
         usage,
     ):
+        v1.include_router(module.router)
+    for module in (mfa, members, admin):  # apiauth: MFA, members and invitations, /v1/admin
         v1.include_router(module.router)
     if billing_on:
         v1.include_router(billing.router)

@@ -39,7 +39,10 @@ __all__ = [
     "Resource",
     "TenantAccess",
     "caller",
+    "platform_admin",
+    "signed_in_user",
     "tenant_access",
+    "user_ids",
 ]
 
 
@@ -56,9 +59,13 @@ class Resource(StrEnum):
     GDPR = "gdpr"
     CONTACTS = "contacts"
     SUPPRESSION = "suppression"
+    MEMBERS = "members"
+    """Memberships, invitations and the tenant's security settings (MFA required)."""
 
 
-ADMIN_ONLY = frozenset({Resource.API_KEYS, Resource.AUDIT_LOG, Resource.WEBHOOKS, Resource.GDPR})
+ADMIN_ONLY = frozenset(
+    {Resource.API_KEYS, Resource.AUDIT_LOG, Resource.WEBHOOKS, Resource.GDPR, Resource.MEMBERS}
+)
 """Managed by the tenant's admins and owners only, signed in: no API key scope reaches them."""
 
 _USERS_ONLY = ADMIN_ONLY | {Resource.BILLING}
@@ -179,16 +186,25 @@ def tenant_access(resource: Resource, access: Access) -> object:
                 )
         else:
             assert who.user_id is not None and who.family_id is not None
+            member = None
             if found is not None:
-                role = await accounts.membership_role(
+                member = await accounts.membership_access(
                     svc.pool, who.user_id, found.id, who.family_id
                 )
+                role = member.role if member is not None else None
             if role is None:
                 if await accounts.family_revoked(svc.pool, who.family_id):
                     raise ApiError.unauthenticated(
                         "This sign-in was revoked: sign in again.", "token_revoked"
                     )
                 raise ApiError.not_found("tenant", "tenant")
+            if member is not None and member.mfa_missing:
+                raise ApiError.forbidden(
+                    f"The tenant {tenant} requires multi-factor authentication: enroll with "
+                    "POST /v1/me/mfa/enroll and /v1/me/mfa/confirm, then sign in again "
+                    "(password and code).",
+                    "mfa_required",
+                )
             needed = _required_role(resource, access)
             if not role.at_least(needed):
                 raise ApiError.forbidden(
@@ -207,3 +223,50 @@ def tenant_access(resource: Resource, access: Access) -> object:
         return granted
 
     return Depends(check)
+
+
+async def signed_in_user(
+    who: Annotated[Caller, Depends(caller)], svc: Annotated[Services, Depends(services)]
+) -> Caller:
+    """A dependency: a user's live sign-in (not an API key)."""
+    if who.user_id is None or who.family_id is None:
+        raise ApiError.forbidden("This needs a signed-in user, not an API key.", "user_required")
+    if await accounts.family_revoked(svc.pool, who.family_id):
+        raise ApiError.unauthenticated("This sign-in was revoked: sign in again.", "token_revoked")
+    return who
+
+
+def user_ids(who: Caller) -> tuple[uuid.UUID, uuid.UUID]:
+    """(user id, sign-in id) of a caller `signed_in_user` let through."""
+    assert who.user_id is not None and who.family_id is not None
+    return who.user_id, who.family_id
+
+
+async def platform_admin(
+    who: Annotated[Caller, Depends(caller)], svc: Annotated[Services, Depends(services)]
+) -> Caller:
+    """A dependency: a platform administrator's live sign-in that proved a second factor (the
+    flag only the platform's database login sets: `python -m penguinmails.api.http
+    platform-admin`), else 403."""
+    if who.user_id is None or who.family_id is None:
+        raise ApiError.forbidden(
+            "Platform administration needs a signed-in administrator, not an API key.",
+            "platform_admin_required",
+        )
+    if not await accounts.is_platform_admin(svc.pool, who.user_id, who.family_id):
+        if await accounts.family_revoked(svc.pool, who.family_id):
+            raise ApiError.unauthenticated(
+                "This sign-in was revoked: sign in again.", "token_revoked"
+            )
+        raise ApiError.forbidden(
+            "Only platform administrators may do this.", "platform_admin_required"
+        )
+    # Every tenant is within reach of this sign-in: a password alone is not enough.
+    if not await accounts.family_has_mfa(svc.pool, who.family_id):
+        raise ApiError.forbidden(
+            "Platform administration needs a sign-in with a second factor: enroll with "
+            "POST /v1/me/mfa/enroll and /v1/me/mfa/confirm, then sign in again (password and "
+            "code).",
+            "mfa_required",
+        )
+    return who

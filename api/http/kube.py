@@ -22,7 +22,7 @@ from penguinmails.api.v1alpha1 import API_GROUP, API_VERSION
 
 from .errors import ApiError
 
-__all__ = ["CustomObjects", "api_client", "kube_error"]
+__all__ = ["ClusterObjects", "CustomObjects", "api_client", "kube_error"]
 
 _TIMEOUT = (10.0, 30.0)
 _MERGE_PATCH = "application/merge-patch+json"
@@ -186,3 +186,52 @@ class CustomObjects:
             body=body,
             _request_timeout=_TIMEOUT,
         )
+
+
+class ClusterObjects:
+    """The cluster-scoped penguinmails.io/v1alpha1 objects (Tenants), for platform
+    administrators: a merge patch under a field manager of the caller's choosing, so GitOps
+    tools see who owns which field (billing: `penguinmails-billing`, administrators:
+    `penguinmails-admin`)."""
+
+    def __init__(self, objects: CustomObjects) -> None:
+        self._api = objects._api
+
+    async def list(
+        self, plural: str, *, limit: int, cont: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        kwargs: dict[str, Any] = {"limit": limit, "_request_timeout": _TIMEOUT}
+        if cont:
+            kwargs["_continue"] = cont
+        result = await asyncio.to_thread(
+            self._api.list_cluster_custom_object, API_GROUP, API_VERSION, plural, **kwargs
+        )
+        items = list(result.get("items") or [])
+        return items, (result.get("metadata") or {}).get("continue") or None
+
+    async def get(self, plural: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await asyncio.to_thread(
+            self._api.get_cluster_custom_object,
+            API_GROUP,
+            API_VERSION,
+            plural,
+            name,
+            _request_timeout=_TIMEOUT,
+        )
+        return result
+
+    async def merge_patch(
+        self, plural: str, name: str, patch: dict[str, Any], *, field_manager: str
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await asyncio.to_thread(
+            self._api.patch_cluster_custom_object,
+            API_GROUP,
+            API_VERSION,
+            plural,
+            name,
+            patch,
+            field_manager=field_manager,
+            _content_type=_MERGE_PATCH,
+            _request_timeout=_TIMEOUT,
+        )
+        return result

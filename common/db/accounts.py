@@ -28,6 +28,7 @@ __all__ = [
     "API_KEY_PREFIX",
     "REFRESH_TOKEN_PREFIX",
     "ApiKeyRow",
+    "MemberAccess",
     "RefreshOutcome",
     "Role",
     "TenantRef",
@@ -36,9 +37,15 @@ __all__ = [
     "authenticate_password",
     "create_api_key",
     "create_user",
+    "create_user_in",
+    "email_of",
+    "family_has_mfa",
     "family_revoked",
+    "is_platform_admin",
     "issue_refresh_token",
     "list_api_keys",
+    "mark_family_mfa",
+    "membership_access",
     "membership_role",
     "memberships_of",
     "revoke_api_key",
@@ -112,7 +119,14 @@ async def create_user(
     pool: asyncpg.Pool, email: str, password: str, display_name: str | None = None
 ) -> uuid.UUID:
     """A new user; raises asyncpg.UniqueViolationError if the address is taken."""
-    user_id = await pool.fetchval(
+    return await create_user_in(pool, email, password, display_name)
+
+
+async def create_user_in(
+    db: asyncpg.Pool | AnyConnection, email: str, password: str, display_name: str | None
+) -> uuid.UUID:
+    """`create_user` on a connection (inside the caller's transaction)."""
+    user_id = await db.fetchval(
         "INSERT INTO users (email, password_hash, display_name) VALUES ($1, $2, $3) RETURNING id",
         email.strip(),
         _hasher.hash(password),
@@ -184,6 +198,63 @@ async def membership_role(
     return Role(role) if role is not None else None
 
 
+@dataclass(frozen=True)
+class MemberAccess:
+    role: Role
+    mfa_missing: bool
+    """The tenant requires MFA and this sign-in did not prove a second factor."""
+
+
+async def membership_access(
+    pool: asyncpg.Pool, user_id: uuid.UUID, tenant_id: uuid.UUID, family_id: uuid.UUID
+) -> MemberAccess | None:
+    """As `membership_role`, and whether the tenant's MFA requirement is unmet (0010)."""
+    row = await pool.fetchrow(
+        "SELECT m.role, COALESCE(s.mfa_required, false) AND f.mfa_at IS NULL AS mfa_missing "
+        "FROM memberships m JOIN users u ON u.id = m.user_id "
+        "JOIN token_families f ON f.user_id = u.id "
+        "LEFT JOIN tenant_security s ON s.tenant_id = m.tenant_id "
+        "WHERE m.user_id = $1 AND m.tenant_id = $2 AND f.id = $3 "
+        "AND u.disabled_at IS NULL AND f.revoked_at IS NULL",
+        user_id,
+        tenant_id,
+        family_id,
+    )
+    return MemberAccess(Role(row["role"]), bool(row["mfa_missing"])) if row else None
+
+
+async def is_platform_admin(pool: asyncpg.Pool, user_id: uuid.UUID, family_id: uuid.UUID) -> bool:
+    """True for an enabled platform administrator whose sign-in is live."""
+    found = await pool.fetchval(
+        "SELECT EXISTS (SELECT FROM users u JOIN token_families f ON f.user_id = u.id "
+        "WHERE u.id = $1 AND f.id = $2 AND u.platform_admin AND u.disabled_at IS NULL "
+        "AND f.revoked_at IS NULL)",
+        user_id,
+        family_id,
+    )
+    return bool(found)
+
+
+async def mark_family_mfa(pool: asyncpg.Pool, family_id: uuid.UUID) -> None:
+    """This sign-in proved a second factor (MFA just confirmed in it)."""
+    await pool.execute(
+        "UPDATE token_families SET mfa_at = COALESCE(mfa_at, now()) WHERE id = $1", family_id
+    )
+
+
+async def family_has_mfa(pool: asyncpg.Pool, family_id: uuid.UUID) -> bool:
+    """Whether this sign-in proved a second factor."""
+    found = await pool.fetchval(
+        "SELECT mfa_at IS NOT NULL FROM token_families WHERE id = $1", family_id
+    )
+    return bool(found)
+
+
+async def email_of(pool: asyncpg.Pool, user_id: uuid.UUID) -> str | None:
+    found = await pool.fetchval("SELECT email FROM users WHERE id = $1", user_id)
+    return str(found) if found is not None else None
+
+
 async def memberships_of(pool: asyncpg.Pool, user_id: uuid.UUID) -> list[tuple[str, Role]]:
     """(tenant name, role) of each live tenant the user belongs to, by name."""
     rows = await pool.fetch(
@@ -200,14 +271,19 @@ async def memberships_of(pool: asyncpg.Pool, user_id: uuid.UUID) -> list[tuple[s
 
 
 async def issue_refresh_token(
-    pool: asyncpg.Pool, user_id: uuid.UUID, ttl: timedelta
+    pool: asyncpg.Pool, user_id: uuid.UUID, ttl: timedelta, *, mfa: bool = False
 ) -> RefreshOutcome:
-    """A new sign-in: a new token family and its first refresh token."""
+    """A new sign-in: a new token family and its first refresh token. `mfa`: the sign-in
+    proved a second factor (tenants requiring MFA open to it)."""
     family_id = uuid.uuid4()
     token = REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            "INSERT INTO token_families (id, user_id) VALUES ($1, $2)", family_id, user_id
+            "INSERT INTO token_families (id, user_id, mfa_at) "
+            "VALUES ($1, $2, CASE WHEN $3 THEN now() END)",
+            family_id,
+            user_id,
+            mfa,
         )
         await conn.execute(
             "INSERT INTO refresh_tokens (user_id, family_id, token_hash, expires_at) "

@@ -447,7 +447,11 @@ def test_the_api_identity_reaches_its_three_kinds_and_nothing_else(
         refused: list[tuple[str, Callable[[], Any]]] = [
             ("secrets", lambda: client.CoreV1Api(api).list_namespaced_secret(namespace)),
             ("namespaces", lambda: client.CoreV1Api(api).list_namespace()),
-            ("tenants", lambda: objects.list_cluster_custom_object(GROUP, VERSION, "tenants")),
+            # Tenants: get, list and patch (platform administrators, billing), never delete.
+            (
+                "tenant deletion",
+                lambda: objects.delete_cluster_custom_object(GROUP, VERSION, "tenants", "any"),
+            ),
             (
                 "campaign status",
                 lambda: objects.patch_namespaced_custom_object_status(

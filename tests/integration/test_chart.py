@@ -347,7 +347,10 @@ def test_billing_reaches_the_api_and_the_operator_only_when_its_secret_is_named(
         ]
         assert not [n for n in env_of(container) if n.startswith("PM_STRIPE_")], component
     api_role = of_component(off, "ClusterRole", "api")
-    assert not _covers(api_role["rules"], "penguinmails.io", "tenants", "get")
+    # Tenants: read and patched for platform administrators (/v1/admin), billing or not.
+    assert _covers(api_role["rules"], "penguinmails.io", "tenants", "patch")
+    assert not _covers(api_role["rules"], "penguinmails.io", "tenants", "create")
+    assert not _covers(api_role["rules"], "penguinmails.io", "tenants", "delete")
 
     on = helm.template("pm", "platform", OPTIONS, sets=api)
     (container,) = of_component(on, "Deployment", "api")["spec"]["template"]["spec"]["containers"]
@@ -365,7 +368,8 @@ def test_billing_reaches_the_api_and_the_operator_only_when_its_secret_is_named(
     assert env["PM_STRIPE_WEBHOOK_TOLERANCE_SECONDS"]["value"] == "120"
     assert env["PM_STRIPE_GRACE_SECONDS"]["value"] == "86400"
     assert env["PM_STRIPE_PORTAL_RETURN_URL"]["value"] == "https://app.example.com/billing"
-    # The webhook changes Tenants (tier, suspension): get and patch, nothing more.
+    # The webhook and platform administrators change Tenants (tier, suspension): get, list
+    # and patch, nothing more.
     rules = of_component(on, "ClusterRole", "api")["rules"]
     tenant_verbs = {
         verb
@@ -373,7 +377,7 @@ def test_billing_reaches_the_api_and_the_operator_only_when_its_secret_is_named(
         if "tenants" in rule.get("resources", [])
         for verb in rule.get("verbs", [])
     }
-    assert tenant_verbs == {"get", "patch"}
+    assert tenant_verbs == {"get", "list", "patch"}
 
     # The operator purges old Stripe events and e-mails usage notices through the relay named.
     (operator,) = of_component(on, "Deployment", "operator")["spec"]["template"]["spec"][
