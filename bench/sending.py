@@ -6,10 +6,13 @@ loopback, in the same run:
 * sender: the real `penguinmails-sender` program (a subprocess), a campaign of N deliveries in
   PostgreSQL, Redis token buckets, RSA-2048 + Ed25519 DKIM signatures, 16 SMTP connections;
 * (a) raw aiosmtplib: the pre-built message over 16 persistent connections, no signing, no DB;
-* (b) naive: dkimpy RSA-2048 signing + smtplib, one message after the other.
+* (b) naive: dkimpy RSA-2048 signing + smtplib, one message after the other;
+* (c) signing-limited: (a) with the same RSA-2048 + Ed25519 signatures made by `cryptography`
+  for every message (`bench.signing.bare_signer`), no database: what the sender could reach
+  if the ledger, throttles, rotation and rendering cost nothing.
 
-Printed: messages per second of each, the ratios sender/(a) (goal >= 0.5) and sender/(b) (goal
->= 5), and the sender's peak RSS (VmHWM).
+Printed: messages per second of each, the ratios sender/(a) (goal >= 0.5), sender/(b) (goal
+>= 5) and sender/(c) (issue 10's goal >= 0.8), and the sender's peak RSS (VmHWM).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Protocol
 import aiosmtplib
 import asyncpg
 
+from penguinmails.bench.baselines import bare_signer
 from penguinmails.bench.measure import peak_rss_mib
 from penguinmails.common.db import tenant_connection, tenant_scope
 from penguinmails.common.db.contacts import import_contacts
@@ -101,6 +105,28 @@ async def raw_aiosmtplib(port: int, count: int) -> float:
         await smtp.connect()
         for _ in range(per_connection):
             await smtp.sendmail("b@bench.example", ["someone@dest.test"], message)
+        await smtp.quit()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+    return per_connection * CONNECTIONS / (time.perf_counter() - started)
+
+
+async def signed_aiosmtplib(port: int, count: int) -> float:
+    sign = bare_signer(generate_private_key("rsa2048"), generate_private_key("ed25519"))
+    message = sample_message()
+    per_connection = count // CONNECTIONS
+
+    async def worker() -> None:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        await smtp.connect()
+        for _ in range(per_connection):
+            signature = sign(message)  # on the event loop, as the sender signs
+            await smtp.sendmail(
+                "b@bench.example",
+                ["someone@dest.test"],
+                b"X-Bench-Signature: " + signature + b"\r\n" + message,
+            )
         await smtp.quit()
 
     started = time.perf_counter()
@@ -241,6 +267,7 @@ def run(stack: _Services, base: Path | None = None) -> None:
     try:
         raw = asyncio.run(raw_aiosmtplib(port, MESSAGES))
         naive = naive_dkimpy(port, NAIVE_MESSAGES)
+        signed = asyncio.run(signed_aiosmtplib(port, MESSAGES))
         sender, rss = run_sender(stack, base, port)
     finally:
         sink.terminate()
@@ -249,6 +276,10 @@ def run(stack: _Services, base: Path | None = None) -> None:
     print(f"  penguinmails-sender (claim+render+sign RSA+Ed25519+SMTP+record): {sender:8.0f} msg/s")
     print(f"  (a) raw aiosmtplib, no signing, no database:                     {raw:8.0f} msg/s")
     print(f"  (b) naive dkimpy RSA + smtplib, sequential:                      {naive:8.0f} msg/s")
+    print(
+        f"  (c) raw aiosmtplib + RSA-2048 and Ed25519 signatures, no database: {signed:6.0f} msg/s"
+    )
     print(f"  sender / (a) = {sender / raw:.2f} (goal >= 0.5)")
     print(f"  sender / (b) = {sender / naive:.1f} (goal >= 5)")
+    print(f"  sender / (c) = {sender / signed:.2f} (goal >= 0.8)")
     print(f"  sender peak RSS: {rss:.0f} MiB")

@@ -78,8 +78,9 @@ async def running(app: FastAPI, settings: ApiSettings) -> AsyncIterator[None]:
         billing = BillingServices(Billing(pool, TenantWriter(kube), stripe), stripe_client(stripe))
         app.state.billing = billing
         webhook = webhook_router(billing.webhook)
-        # Mounted here because it needs the pool; Starlette looks routes up per request.
-        app.router.routes.extend(webhook.routes)
+        # Mounted here because it needs the pool; Starlette looks routes up per request. First,
+        # not last: the dashboard's mount at / (added by create_app) would match it before.
+        app.router.routes[0:0] = webhook.routes
         async with webhook.lifespan_context(app):
             yield
     finally:
