@@ -228,6 +228,9 @@ PLATFORM_ONLY_TABLES = (
     "token_families",
     "refresh_tokens",
     "api_keys",
+    # The account plane (migration 0010), like memberships: the API's login only.
+    "tenant_security",
+    "invitations",
 )
 
 
