@@ -279,7 +279,8 @@ async def test_settings_pages_and_the_mfa_step(
     await check_page(page, "sign-in-mfa", axe)
     await code_field.fill(await app.code())
     await page.keyboard.press("Enter")
-    await expect(page.get_by_role("heading", level=1, name="Overview")).to_be_visible()
+    # Signed in, back on the page the tab was showing.
+    await expect(page.get_by_text("Recovery codes left: 10.")).to_be_visible()
     phases.done("mfa-sign-in")
 
     # Members: invite (the token shown once) accepted through the API as a new account; the
