@@ -293,7 +293,7 @@ async def test_settings_pages_and_the_mfa_step(
     await page.get_by_label("E-mail address to invite").fill(invitee)
     await page.get_by_role("button", name="Invite", exact=True).click()
     token = (await page.get_by_test_id("invitation-token").inner_text()).strip()
-    await expect(page.get_by_text(f"Revoke invitation of {invitee}")).to_be_visible()
+    await expect(page.get_by_role("button", name=f"Revoke invitation of {invitee}")).to_be_visible()
     await check_page(page, "settings-members-invited", axe)
     async with settings_api.client() as http:
         accepted = await http.post(
@@ -316,7 +316,14 @@ async def test_settings_pages_and_the_mfa_step(
     refusal = page.get_by_role("alert").filter(has_text="refused")
     await expect(refusal).to_contain_text(f"Change the role of {email} to viewer")
     await expect(refusal).to_contain_text("last owner")
+    await expect(page.get_by_label(f"Role of {email}")).to_have_value("owner")
     await check_page(page, "settings-members-refused", axe)
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name=f"Remove {invitee}").click()
+    await expect(page.get_by_role("cell", name=invitee, exact=True)).to_have_count(0)
+    async with settings_api.client(owner_token) as http:
+        listed = (await http.get(f"{base}/members")).json()["data"]
+    assert [m["email"] for m in listed] == [email]
     phases.done("members")
 
     # Webhooks: a bad URL refused under the field; the endpoint made with its secret (shown
@@ -352,6 +359,9 @@ async def test_settings_pages_and_the_mfa_step(
     async with settings_api.client(owner_token) as http:
         (hook,) = (await http.get(f"{base}/webhook-endpoints")).json()["data"]
     assert hook["enabled"] is False and hook["url"] == receiver.url
+    page.once("dialog", lambda dialog: dialog.accept())
+    await endpoint.get_by_role("button", name=re.compile("^Delete")).click()
+    await expect(page.get_by_text("No webhook endpoint yet")).to_be_visible()
     phases.done("webhooks")
 
     # Billing: the plan and usage from the Tenant, the invoices and a portal link from Stripe.
@@ -392,7 +402,12 @@ async def test_settings_pages_and_the_mfa_step(
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0, f"{path} scrolls sideways at 360 px by {overflow}px"
+    # The last page is Security: one recovery code fewer; MFA off with a code from the app.
     await expect(narrow.get_by_text("Recovery codes left: 9.")).to_be_visible()
+    await narrow.get_by_label("Code from the app").fill(await app.code())
+    await narrow.get_by_role("button", name="Turn off MFA").click()
+    await expect(narrow.get_by_role("button", name="Set up an authenticator")).to_be_visible()
+    assert (await sign_in(settings_api, email))["accessToken"], "signed in without MFA again"
     phases.done("narrow-pages")
     assert axe == {}, json.dumps(axe, indent=2)
 

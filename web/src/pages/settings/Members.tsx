@@ -41,14 +41,18 @@ export default function Members({ tenant }: { tenant: string }) {
   // What was tried and the API's answer: "Change the role of a@b: only an owner can ...".
   const [refusal, setRefusal] = useState<{ what: string; error: unknown } | null>(null);
 
-  async function attempt(what: string, call: () => Promise<unknown>) {
+  /** Whether the API did it; a refusal is shown with what was tried. */
+  async function attempt(what: string, call: () => Promise<unknown>): Promise<boolean> {
     setRefusal(null);
+    let done = true;
     try {
       await call();
     } catch (caught) {
       setRefusal({ what, error: caught });
+      done = false;
     }
     await Promise.all([members.reload(), invitations.reload()]);
+    return done;
   }
 
   const pending = (invitations.data?.data ?? []).filter((i) => i.status === "pending");
@@ -143,7 +147,7 @@ export default function Members({ tenant }: { tenant: string }) {
                   void attempt(`Revoke the invitation of ${i.email}`, () => api("DELETE", `${base}invitations/${i.id}`))
                 }
               >
-                Revoke invitation of {i.email}
+                Revoke<span className="sr-only"> invitation of {i.email}</span>
               </button>
             </li>
           ))}
@@ -153,7 +157,7 @@ export default function Members({ tenant }: { tenant: string }) {
   );
 }
 
-function MemberRow(props: { member: Member; onChange: (role: Role) => Promise<void>; onRemove: () => void }) {
+function MemberRow(props: { member: Member; onChange: (role: Role) => Promise<boolean>; onRemove: () => void }) {
   const m = props.member;
   // A select and a button: arrow keys on a closed select must not change roles one by one.
   const [role, setRole] = useState<Role>(m.role);
@@ -181,8 +185,17 @@ function MemberRow(props: { member: Member; onChange: (role: Role) => Promise<vo
             ))}
           </select>
           {role !== m.role && (
-            <button type="button" className={secondaryButtonClass} onClick={() => void props.onChange(role)}>
-              Save role of {m.email}
+            <button
+              type="button"
+              className={secondaryButtonClass}
+              onClick={() =>
+                void props.onChange(role).then((done) => {
+                  // Refused: the select shows the role the member still has.
+                  if (!done) setRole(m.role);
+                })
+              }
+            >
+              Save<span className="sr-only"> role of {m.email}</span>
             </button>
           )}
         </div>
@@ -190,7 +203,7 @@ function MemberRow(props: { member: Member; onChange: (role: Role) => Promise<vo
       <td className="p-2">{m.mfaEnabled ? <Badge tone="ok">On</Badge> : <Badge tone="none">Off</Badge>}</td>
       <td className="p-2">
         <button type="button" className={secondaryButtonClass} onClick={props.onRemove}>
-          Remove {m.email}
+          Remove<span className="sr-only"> {m.email}</span>
         </button>
       </td>
     </tr>
