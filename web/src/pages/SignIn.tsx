@@ -167,6 +167,9 @@ function SecondFactor(props: {
         >
           {recovery ? "Use a code from the authenticator app" : "Use a recovery code instead"}
         </button>
+        <button type="button" className={secondaryButtonClass} onClick={() => props.onRestart(null)}>
+          Sign in as someone else
+        </button>
       </form>
     </main>
   );
