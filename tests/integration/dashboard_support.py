@@ -39,7 +39,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PAGES = {"overview": "Overview", "domains": "Sending domains", "campaigns": "Campaigns",
-         "api-keys": "API keys"}  # fmt: skip
+         "api-keys": "API keys",
+         "settings/members": "Members", "settings/webhooks": "Webhooks",
+         "settings/billing": "Billing", "settings/security": "Security"}  # fmt: skip
 
 
 RESTORE_SESSION = (
