@@ -15,13 +15,12 @@ sending, so the Deployment follows within one reconcile instead of one resync pe
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -29,11 +28,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import kopf
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import ValidationError
 
 from penguinmails.api.billing.plans import Allowance, allowance_for
 from penguinmails.api.v1alpha1 import CampaignSpec, TenantSpec
-from penguinmails.api.v1alpha1.campaign import SendWindow
+from penguinmails.api.v1alpha1.campaign import CampaignStatus, SendWindow
 from penguinmails.api.v1alpha1.common import parse_duration
 from penguinmails.api.v1alpha1.tiers import TIERS
 from penguinmails.common.db import tenant_connection
@@ -60,10 +58,11 @@ from penguinmails.common.throttle import warmup_daily_limit
 from penguinmails.common.webhook_events import campaign_state_changed
 from penguinmails.operator import conditions, metrics, rotation
 from penguinmails.operator import tenant_resources as res
+from penguinmails.operator.clock import Clock
 from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
-from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
-from penguinmails.operator.handlers import register_controller
+from penguinmails.operator.controller import Controller, Logger, Pass
+from penguinmails.operator.errors import ReconcileError, backoff_seconds, describe
 from penguinmails.operator.inuse import mark_in_use
 from penguinmails.operator.relay_access import ensure_relay_secrets, plan_relay
 from penguinmails.operator.rotation import RotationDomain
@@ -433,194 +432,205 @@ async def _rotation_domains(
     return found
 
 
-async def reconcile(
-    ctx: Context,
-    settings: CampaignSettings,
-    body: kopf.Body,
-    patch: kopf.Patch,
-    retry: int,
-    logger: logging.Logger | kopf.Logger,
-) -> None:
-    name = body.metadata.name
-    namespace = body.metadata.namespace
-    generation = int(body.metadata.get("generation") or 0)
-    status: Mapping[str, Any] = body.status or {}
-    if not name or not namespace:
-        return
-    try:
-        spec = CampaignSpec.model_validate(dict(body.spec))
-        if spec.schedule.window is not None:
-            ZoneInfo(spec.schedule.window.timezone)
-    except (ValidationError, ZoneInfoNotFoundError, ValueError) as error:
-        message = (
-            describe_validation_error(error)
-            if isinstance(error, ValidationError)
-            else f"spec.schedule.window.timezone: unknown time zone {error}"
-        )
-        conditions.write_status(
-            patch,
-            status,
-            generation,
-            [
-                Observed("Ready", "False", "InvalidSpec", f"{message}; fix the Campaign's spec"),
-                Observed("Preflight", "False", "InvalidSpec", message),
-            ],
-            phase="Pending",
-        )
-        metrics.RECONCILE_ERRORS.labels(kind="Campaign", reason="InvalidSpec").inc()
-        return
+class CampaignController(Controller[CampaignSpec, CampaignStatus]):
+    kind = "Campaign"
+    plural = PLURAL
+    spec_model = CampaignSpec
+    status_model = CampaignStatus
+    neutral = frozenset({"Sending"})  # not sending (paused, scheduled, done) is not a fault
 
-    uid = uuid.UUID(str(body.metadata.uid))
-    now = datetime.now(UTC)
-    try:
-        tenant_name = namespace.removeprefix(res.NAMESPACE_PREFIX)
-        tenant = (
-            await ctx.kube.get(res.TENANT_API_VERSION, "Tenant", tenant_name)
-            if namespace.startswith(res.NAMESPACE_PREFIX)
-            else None
-        )
-        tenant_row = await get_tenant(ctx.db, tenant_name) if tenant is not None else None
-        domain = await ctx.kube.get(
-            res.TENANT_API_VERSION, "SendingDomain", spec.sending_domain_ref.name, namespace
-        )
-        names = [ref.name for ref in spec.smtp_server_refs] or [
-            ref["name"] for ref in ((domain or {}).get("spec") or {}).get("smtpServerRefs", [])
-        ]
-        tier_shared = False
-        allowance = None
-        if tenant is not None:
-            tenant_spec = TenantSpec.model_validate(dict(tenant.get("spec") or {}))
-            tier_shared = TIERS[tenant_spec.tier].dedicated_servers == 0 and not names
-            allowance = await allowance_for(ctx.db, tenant_spec.tier)
-        server_names, servers = await _servers(ctx, settings, namespace, names, tier_shared)
-        rotation_domains = await _rotation_domains(
-            ctx, settings, spec, namespace, domain, tier_shared
-        )
-        sent_this_month = int(((tenant or {}).get("status") or {}).get("emailsSentThisMonth") or 0)
-        failures = preflight(
-            spec,
-            tenant=tenant if tenant_row is not None else None,
-            domain=domain,
-            servers=servers,
-            server_names=server_names,
-            sent_this_month=sent_this_month,
-            allowance=allowance,
-        )
-        if spec.rotation is not None:
-            failures += [f for f in rotation_failures(spec, rotation_domains) if f not in failures]
-        failures += await unsubscribe_destination(spec)
-        mailbox_days: list[rotation.MailboxToday] = []
-        per_mailbox: dict[str, dict[str, int]] = {}
-        counts: dict[str, int] = {}
-        window: dict[str, int] = {}
-        pause_reason = None
-        stopped = None
-        scheduled = False
-        if tenant_row is not None:
-            async with tenant_connection(ctx.db, tenant_row.id) as conn:
-                if not failures:
-                    assert domain is not None and tenant is not None
-                    postal = TenantSpec.model_validate(dict(tenant["spec"])).postal_address
-                    assert postal is not None
-                    await ensure_relay_secrets(ctx, servers, namespace)
-                    planned: list[PlanMailbox] = []
-                    if spec.rotation is not None:
-                        for rotated in rotation_domains:
-                            await ensure_relay_secrets(ctx, rotated.servers, namespace)
-                        first_sent = await mailbox_first_sent(
-                            conn, rotation.addresses(spec, rotation_domains)
-                        )
-                        planned, mailbox_days = rotation.plan_mailboxes(
-                            spec, rotation_domains, first_sent, now
-                        )
-                    plan = build_plan(
-                        spec,
-                        domain=domain,
-                        servers=servers,
-                        postal_address=", ".join(postal.lines()),
-                        settings=settings,
-                        started_at=_time(status.get("startedAt")),
-                        now=now,
-                        mailboxes=planned,
+    def __init__(
+        self, settings: CampaignSettings, interval: float, *, clock: Clock | None = None
+    ) -> None:
+        super().__init__(interval=interval, clock=clock)
+        self.settings = settings
+        self.finished = FinishedResyncs(interval, self.clock.monotonic)
+
+    def skip(self, body: kopf.Body) -> bool:
+        return not body.metadata.name or not body.metadata.namespace
+
+    def due(self, body: kopf.Body, now: datetime) -> bool:
+        if self.finished.skip(body, timer=True):
+            metrics.RESYNC_PASSES.labels(kind="Campaign", depth="skipped").inc()
+            return False
+        metrics.RESYNC_PASSES.labels(kind="Campaign", depth="full").inc()
+        return True
+
+    def invalid(self, message: str) -> tuple[list[Observed], dict[str, Any]]:
+        return [
+            Observed("Ready", "False", "InvalidSpec", message),
+            Observed("Preflight", "False", "InvalidSpec", message),
+        ], {"phase": "Pending"}
+
+    def failure(
+        self, run: Run, error: ReconcileError, permanent: bool
+    ) -> tuple[list[Observed], dict[str, Any]]:
+        if error.reason == "InvalidSpec":
+            return self.invalid(error.message)
+        return super().failure(run, error, permanent)
+
+    async def reconcile(self, run: Run) -> None:
+        await reconcile(run, self.settings)
+
+    async def cleanup(self, ctx: Context, body: kopf.Body, retry: int, logger: Logger) -> None:
+        await cleanup(ctx, body, retry)
+        self.finished.forget(str(body.metadata.uid))
+
+
+Run = Pass[CampaignSpec, CampaignStatus]
+
+
+async def reconcile(run: Run, settings: CampaignSettings) -> None:
+    """Observe (tenant, domain, servers, the ledger), decide (`preflight`, `phase_for`,
+    `_conditions`: pure), act (plan, enqueue, open or close the gate, mark what is in use)."""
+    ctx, body, spec, now = run.ctx, run.body, run.spec, run.now
+    name, namespace, generation = run.name, run.namespace, run.generation
+    status: Mapping[str, Any] = run.status.current
+    if spec.schedule.window is not None:
+        try:
+            ZoneInfo(spec.schedule.window.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ReconcileError(
+                "InvalidSpec",
+                f"spec.schedule.window.timezone: unknown time zone {error}; "
+                "fix the Campaign's spec",
+                transient=False,
+            ) from None
+    uid = uuid.UUID(run.uid)
+    tenant_name = namespace.removeprefix(res.NAMESPACE_PREFIX)
+    tenant = (
+        await ctx.kube.get(res.TENANT_API_VERSION, "Tenant", tenant_name)
+        if namespace.startswith(res.NAMESPACE_PREFIX)
+        else None
+    )
+    tenant_row = await get_tenant(ctx.db, tenant_name) if tenant is not None else None
+    domain = await ctx.kube.get(
+        res.TENANT_API_VERSION, "SendingDomain", spec.sending_domain_ref.name, namespace
+    )
+    names = [ref.name for ref in spec.smtp_server_refs] or [
+        ref["name"] for ref in ((domain or {}).get("spec") or {}).get("smtpServerRefs", [])
+    ]
+    tier_shared = False
+    allowance = None
+    if tenant is not None:
+        tenant_spec = TenantSpec.model_validate(dict(tenant.get("spec") or {}))
+        tier_shared = TIERS[tenant_spec.tier].dedicated_servers == 0 and not names
+        allowance = await allowance_for(ctx.db, tenant_spec.tier)
+    server_names, servers = await _servers(ctx, settings, namespace, names, tier_shared)
+    rotation_domains = await _rotation_domains(ctx, settings, spec, namespace, domain, tier_shared)
+    sent_this_month = int(((tenant or {}).get("status") or {}).get("emailsSentThisMonth") or 0)
+    failures = preflight(
+        spec,
+        tenant=tenant if tenant_row is not None else None,
+        domain=domain,
+        servers=servers,
+        server_names=server_names,
+        sent_this_month=sent_this_month,
+        allowance=allowance,
+    )
+    if spec.rotation is not None:
+        failures += [f for f in rotation_failures(spec, rotation_domains) if f not in failures]
+    failures += await unsubscribe_destination(spec)
+    mailbox_days: list[rotation.MailboxToday] = []
+    per_mailbox: dict[str, dict[str, int]] = {}
+    counts: dict[str, int] = {}
+    window: dict[str, int] = {}
+    pause_reason = None
+    stopped = None
+    scheduled = False
+    if tenant_row is not None:
+        async with tenant_connection(ctx.db, tenant_row.id) as conn:
+            if not failures:
+                assert domain is not None and tenant is not None
+                postal = TenantSpec.model_validate(dict(tenant["spec"])).postal_address
+                assert postal is not None
+                await ensure_relay_secrets(ctx, servers, namespace)
+                planned: list[PlanMailbox] = []
+                if spec.rotation is not None:
+                    for rotated in rotation_domains:
+                        await ensure_relay_secrets(ctx, rotated.servers, namespace)
+                    first_sent = await mailbox_first_sent(
+                        conn, rotation.addresses(spec, rotation_domains)
                     )
-                    # The sender may read the Secrets this plan names, and no other.
-                    for manifest in res.campaign_secret_access(
-                        namespace, name, str(uid), plan_secrets(plan)
-                    ):
-                        await ctx.kube.apply(manifest)
-                    await upsert_campaign(conn, uid=uid, namespace=namespace, name=name, plan=plan)
-                    enqueued = await conn.fetchval(
-                        "SELECT enqueued_at IS NOT NULL FROM campaigns WHERE uid = $1", uid
+                    planned, mailbox_days = rotation.plan_mailboxes(
+                        spec, rotation_domains, first_sent, now
                     )
-                    if not enqueued:
-                        added = await enqueue(
-                            conn, uid, spec.audience.lists, spec.audience.exclude_lists
-                        )
-                        kopf.info(body, reason="Enqueued", message=f"{added} deliveries queued")
-                if spec.paused:
-                    # Pausing acknowledges a pause the senders asked for: resuming clears it.
-                    await clear_pause_reason(conn, uid)
-                pause_reason = await get_pause_reason(conn, uid)
-                counts = await campaign_counts(conn, uid)
-                per_mailbox = await mailbox_counts(conn, uid) if mailbox_days else {}
-                window = await window_counts(
-                    conn, uid, now - parse_duration(spec.stop_rules.window)
+                plan = build_plan(
+                    spec,
+                    domain=domain,
+                    servers=servers,
+                    postal_address=", ".join(postal.lines()),
+                    settings=settings,
+                    started_at=_time(status.get("startedAt")),
+                    now=now,
+                    mailboxes=planned,
                 )
-                stopped = stop_rule(spec, window)
-                # Sticky until the spec changes (a raised limit, a pause and resume): a window
-                # emptied by not sending must not restart the campaign by itself.
-                if (
-                    stopped is None
-                    and status.get("phase") == "Stopped"
-                    and status.get("observedGeneration") == generation
+                # The sender may read the Secrets this plan names, and no other.
+                for manifest in res.campaign_secret_access(
+                    namespace, name, str(uid), plan_secrets(plan)
                 ):
-                    previous = conditions.find(status.get("conditions"), "Sending") or {}
-                    stopped = str(previous.get("message") or "stopped by a stop rule")
-                start_at = spec.schedule.start_at
-                scheduled = (start_at is not None and start_at > now) or not in_window(
-                    spec.schedule.window, now
+                    await ctx.kube.apply(manifest)
+                await upsert_campaign(conn, uid=uid, namespace=namespace, name=name, plan=plan)
+                enqueued = await conn.fetchval(
+                    "SELECT enqueued_at IS NOT NULL FROM campaigns WHERE uid = $1", uid
                 )
-                phase = phase_for(
-                    failures=failures,
-                    paused=spec.paused,
-                    pause_reason=pause_reason,
-                    stopped=stopped,
-                    scheduled=scheduled,
-                    counts=counts,
-                )
-                if await conn.fetchval("SELECT EXISTS (SELECT FROM campaigns WHERE uid = $1)", uid):
-                    await set_sending(conn, uid, phase == "Sending")
-                if phase != status.get("phase"):
-                    # With the phase it announces: stored only if this transaction commits; a
-                    # status patch that fails after it re-emits on the next pass (at least once).
-                    await campaign_state_changed(conn, namespace, name, phase, status.get("phase"))
-        else:
-            phase = "Pending"
-        # While sending, the domain and dedicated servers may not be deleted (inuse-guard).
-        used = (
-            {("SendingDomain", spec.sending_domain_ref.name)}
-            | ({("SmtpServer", n) for n in server_names} if not tier_shared else set())
-            | {("SendingDomain", d.ref) for d in rotation_domains}
-            | (
-                {("SmtpServer", n) for d in rotation_domains for n in d.server_names}
-                if not tier_shared
-                else set()
+                if not enqueued:
+                    added = await enqueue(
+                        conn, uid, spec.audience.lists, spec.audience.exclude_lists
+                    )
+                    kopf.info(body, reason="Enqueued", message=f"{added} deliveries queued")
+            if spec.paused:
+                # Pausing acknowledges a pause the senders asked for: resuming clears it.
+                await clear_pause_reason(conn, uid)
+            pause_reason = await get_pause_reason(conn, uid)
+            counts = await campaign_counts(conn, uid)
+            per_mailbox = await mailbox_counts(conn, uid) if mailbox_days else {}
+            window = await window_counts(conn, uid, now - parse_duration(spec.stop_rules.window))
+            stopped = stop_rule(spec, window)
+            # Sticky until the spec changes (a raised limit, a pause and resume): a window
+            # emptied by not sending must not restart the campaign by itself.
+            if (
+                stopped is None
+                and status.get("phase") == "Stopped"
+                and status.get("observedGeneration") == generation
+            ):
+                previous = conditions.find(status.get("conditions"), "Sending") or {}
+                stopped = str(previous.get("message") or "stopped by a stop rule")
+            start_at = spec.schedule.start_at
+            scheduled = (start_at is not None and start_at > now) or not in_window(
+                spec.schedule.window, now
             )
-            if phase == "Sending"
+            phase = phase_for(
+                failures=failures,
+                paused=spec.paused,
+                pause_reason=pause_reason,
+                stopped=stopped,
+                scheduled=scheduled,
+                counts=counts,
+            )
+            if await conn.fetchval("SELECT EXISTS (SELECT FROM campaigns WHERE uid = $1)", uid):
+                await set_sending(conn, uid, phase == "Sending")
+            if phase != status.get("phase"):
+                # With the phase it announces: stored only if this transaction commits; a
+                # status patch that fails after it re-emits on the next pass (at least once).
+                await campaign_state_changed(conn, namespace, name, phase, status.get("phase"))
+    else:
+        phase = "Pending"
+    # While sending, the domain and dedicated servers may not be deleted (inuse-guard).
+    used = (
+        {("SendingDomain", spec.sending_domain_ref.name)}
+        | ({("SmtpServer", n) for n in server_names} if not tier_shared else set())
+        | {("SendingDomain", d.ref) for d in rotation_domains}
+        | (
+            {("SmtpServer", n) for d in rotation_domains for n in d.server_names}
+            if not tier_shared
             else set()
         )
-        await mark_in_use(ctx, namespace, name, used)
-    except Exception as error:
-        failure = describe(error)
-        logger.warning("Campaign %s/%s not reconciled: %s", namespace, name, failure.message)
-        conditions.write_status(
-            patch, status, generation, [Observed("Ready", "False", failure.reason, failure.message)]
-        )
-        metrics.RECONCILE_ERRORS.labels(kind="Campaign", reason=failure.reason).inc()
-        raise kopf.TemporaryError(failure.message, delay=backoff_seconds(retry)) from error
-
+        if phase == "Sending"
+        else set()
+    )
+    await mark_in_use(ctx, namespace, name, used)
     observed = _conditions(failures, phase, pause_reason, stopped, counts)
-    _announce(body, status, phase, failures, pause_reason, stopped)
     fields: dict[str, Any] = {"phase": phase}
     if counts:
         fields["counts"] = {k: v for k, v in counts.items() if k != "skipped"}
@@ -645,8 +655,8 @@ async def reconcile(
         fields["startedAt"] = now.isoformat().replace("+00:00", "Z")
     if phase == "Completed" and not status.get("finishedAt"):
         fields["finishedAt"] = now.isoformat().replace("+00:00", "Z")
-    conditions.write_status(patch, status, generation, observed, **fields)
     was_active = status.get("phase") == "Sending"
+    await run.status.write(observed, **fields)
     if (phase == "Sending") != was_active and tenant is not None:
         await _nudge_tenant(ctx, tenant, namespace, name, phase == "Sending")
 
@@ -719,27 +729,6 @@ def _conditions(
             Observed("Sending", "True", "Sending", f"{counts.get('queued', 0)} queued"),
         ]
     return observed
-
-
-def _announce(
-    body: kopf.Body,
-    status: Mapping[str, Any],
-    phase: str,
-    failures: Sequence[Failure],
-    pause_reason: str | None,
-    stopped: str | None,
-) -> None:
-    previous = status.get("phase")
-    if phase == previous:
-        return
-    if failures:
-        kopf.warn(body, reason=failures[0].reason, message=failures[0].message)
-    elif pause_reason:
-        kopf.warn(body, reason=_pause_cause(pause_reason), message=pause_reason)
-    elif stopped:
-        kopf.warn(body, reason="StopRule", message=stopped)
-    else:
-        kopf.info(body, reason=phase, message=f"campaign is {phase.lower()}")
 
 
 async def _nudge_tenant(
@@ -822,30 +811,4 @@ class FinishedResyncs:
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
-    settings = CampaignSettings.from_env()
-    finished = FinishedResyncs(config.resync_seconds)
-
-    async def run(
-        *,
-        body: kopf.Body,
-        patch: kopf.Patch,
-        retry: int,
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        timer: bool,
-    ) -> None:
-        if finished.skip(body, timer=timer):
-            metrics.RESYNC_PASSES.labels(kind="Campaign", depth="skipped").inc()
-            return
-        if timer:
-            metrics.RESYNC_PASSES.labels(kind="Campaign", depth="full").inc()
-        with metrics.observe("Campaign", "full" if timer else "change"):
-            await reconcile(memo.context, settings, body, patch, retry, logger)
-
-    async def delete(*, body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger) -> None:
-        await cleanup(memo.context, body, retry)
-        finished.forget(str(body.metadata.uid))
-
-    register_controller(
-        registry, plural=PLURAL, interval=config.resync_seconds, reconcile=run, cleanup=delete
-    )
+    CampaignController(CampaignSettings.from_env(), config.resync_seconds).attach(registry)

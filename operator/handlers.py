@@ -2,7 +2,8 @@
 
 Every kind is reconciled the same way: one function serves create, update, resume and a resync
 timer (level-based: it states the whole desired state every time), and one cleans up on delete
-(kopf adds the finalizer). Controllers differ only in what those two functions do.
+(kopf adds the finalizer). Controllers differ only in what those two functions do; the
+framework every kind is built on (operator/controller.py) attaches itself through here.
 
 kopf runs an object's timer and its change handlers in separate tasks, so without a lock two
 passes of one object can overlap (two SendingDomain passes generating keys under the same dated

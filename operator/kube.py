@@ -19,6 +19,7 @@ from typing import Any
 
 import kopf
 from kubernetes import client, config
+from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 from urllib3.util.retry import Retry
@@ -182,4 +183,50 @@ class Kube:
         metrics.count_request("patch")
         return await asyncio.to_thread(
             self._merge_patch_sync, api_version, kind, name, patch, namespace
+        )
+
+    def _patch_status_sync(
+        self, api_version: str, plural: str, name: str, patch: Manifest, namespace: str | None
+    ) -> dict[str, Any] | None:
+        group, version = api_version.split("/", 1)
+        api = client.CustomObjectsApi(self._dynamic.client)
+        try:
+            if namespace is None:
+                stored = api.patch_cluster_custom_object_status(
+                    group,
+                    version,
+                    plural,
+                    name,
+                    dict(patch),
+                    _content_type="application/merge-patch+json",
+                )
+            else:
+                stored = api.patch_namespaced_custom_object_status(
+                    group,
+                    version,
+                    namespace,
+                    plural,
+                    name,
+                    dict(patch),
+                    _content_type="application/merge-patch+json",
+                )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(stored.get("status") or {})
+
+    async def patch_status(
+        self,
+        api_version: str,
+        plural: str,
+        name: str,
+        patch: Manifest,
+        namespace: str | None = None,
+    ) -> dict[str, Any] | None:
+        """A JSON merge patch of a custom object's status subresource: the status as stored
+        after it, or None when the object is gone."""
+        metrics.count_request("patch")
+        return await asyncio.to_thread(
+            self._patch_status_sync, api_version, plural, name, patch, namespace
         )

@@ -28,6 +28,7 @@ from penguinmails.api.v1alpha1.common import parse_duration
 from penguinmails.api.v1alpha1.sendingdomain import (
     DnsProviderType,
     SendingDomainSpec,
+    SendingDomainStatus,
 )
 from penguinmails.common.db import tenant_connection
 from penguinmails.common.db.ledger import mailbox_first_sent
@@ -35,11 +36,13 @@ from penguinmails.common.db.tenants import get_tenant
 from penguinmails.common.dkim.keys import DkimKeyError, KeySet, KeyState, load_key_set, secret_data
 from penguinmails.common.dkim.rotation import RotationPolicy, advance, next_due
 from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
-from penguinmails.operator import conditions, metrics, rotation
+from penguinmails.operator import conditions, rotation
+from penguinmails.operator.clock import Clock
 from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
+from penguinmails.operator.controller import Controller, Logger, Pass
 from penguinmails.operator.dns import base
-from penguinmails.operator.dns.base import DnsProvider, ProviderError
+from penguinmails.operator.dns.base import DnsProvider
 from penguinmails.operator.dns.config import DnsSettings
 from penguinmails.operator.dns.manual import ManualProvider
 from penguinmails.operator.dns.powerdns import PowerDnsProvider
@@ -60,8 +63,7 @@ from penguinmails.operator.dns.verify import (
     served,
     verify,
 )
-from penguinmails.operator.errors import backoff_seconds, describe, describe_validation_error
-from penguinmails.operator.handlers import register_controller
+from penguinmails.operator.errors import ReconcileError, backoff_seconds
 from penguinmails.operator.secret_access import NotATenantNamespaceError, apply_secret
 from penguinmails.operator.tenant_resources import NAMESPACE_PREFIX, TENANT_LABEL
 
@@ -89,13 +91,6 @@ def _parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-class SendingDomainError(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
 # -- inputs ---------------------------------------------------------------------------------
 
 
@@ -105,20 +100,20 @@ async def _credential(ctx: Context, spec: SendingDomainSpec, namespace: str) -> 
     where = f"dnsProvider.credentialsSecretRef ({ref.name}/{ref.key})"
     secret = await ctx.kube.get("v1", "Secret", ref.name, namespace)
     if secret is None:
-        raise SendingDomainError(
+        raise ReconcileError(
             "CredentialsSecretMissing",
             f"Secret {ref.name} named by {where} does not exist; create it in {namespace}",
         )
     raw = (secret.get("data") or {}).get(ref.key)
     if not raw:
-        raise SendingDomainError(
+        raise ReconcileError(
             "CredentialsSecretMalformed",
             f"Secret {ref.name} has no key {ref.key} named by {where}; add it",
         )
     try:
         return base64.b64decode(raw).decode().strip()
     except (binascii.Error, UnicodeDecodeError):
-        raise SendingDomainError(
+        raise ReconcileError(
             "CredentialsSecretMalformed", f"the value of {where} is not text; fix it"
         ) from None
 
@@ -135,7 +130,7 @@ async def _check_destination(spec: SendingDomainSpec) -> None:
     try:
         await EgressPolicy.from_env().check(field, host or "")
     except DestinationNotAllowedError as error:
-        raise SendingDomainError("DestinationNotAllowed", error.message) from None
+        raise ReconcileError("DestinationNotAllowed", error.message) from None
 
 
 async def build_provider(
@@ -216,7 +211,7 @@ async def check_spf(value: str, settings: DnsSettings) -> None:
     try:
         spf_lookups(value, fetched.get)
     except SpfLimitError as error:
-        raise SendingDomainError("SPFLookupLimit", str(error)) from None
+        raise ReconcileError("SPFLookupLimit", str(error)) from None
 
 
 async def _spf_at(resolver: dns.asyncresolver.Resolver, name: str) -> str | None:
@@ -276,10 +271,10 @@ async def _write_secret(ctx: Context, body: kopf.Body, key_set: KeySet) -> None:
     try:
         await apply_secret(ctx.kube, _secret_manifest(body, key_set))
     except NotATenantNamespaceError as error:
-        raise SendingDomainError("NotATenantNamespace", str(error)) from None
+        raise ReconcileError("NotATenantNamespace", str(error)) from None
 
 
-class Pass:
+class Work:
     """One reconcile of one SendingDomain; collects what status and events need."""
 
     def __init__(
@@ -340,7 +335,7 @@ class Pass:
     def refuse_spf_conflicts(self, desired: Sequence[Record], existing: base.Existing) -> None:
         conflicts = base.spf_conflicts(desired, existing, self.owner)
         if conflicts:
-            raise SendingDomainError("SPFConflict", base.spf_conflict_message(conflicts))
+            raise ReconcileError("SPFConflict", base.spf_conflict_message(conflicts))
 
     async def check(
         self, desired: Sequence[Record], nameservers: Sequence[Nameserver]
@@ -350,33 +345,53 @@ class Pass:
         )
 
 
-async def reconcile(
-    ctx: Context,
-    settings: DnsSettings,
-    body: kopf.Body,
-    patch: kopf.Patch,
-    retry: int,
-    logger: logging.Logger | kopf.Logger,
-    now: datetime | None = None,
-) -> None:
-    now = now or _now()
-    generation = int(body.metadata.get("generation") or 0)
-    status: Mapping[str, Any] = body.status or {}
-    try:
-        spec = SendingDomainSpec.model_validate(dict(body.spec))
-    except ValidationError as error:
-        message = f"{describe_validation_error(error)}; fix the SendingDomain's spec"
-        _fail(body, patch, status, generation, "InvalidSpec", message, event=True)
-        return
+class SendingDomainController(Controller[SendingDomainSpec, SendingDomainStatus]):
+    kind = "SendingDomain"
+    plural = PLURAL
+    spec_model = SendingDomainSpec
+    status_model = SendingDomainStatus
 
-    work = Pass(ctx, settings, body, spec)
+    def __init__(self, settings: DnsSettings, *, clock: Clock | None = None) -> None:
+        # Many domains at once (an operator restart, a bulk apply) would otherwise fire
+        # hundreds of DNS queries and updates together; a bounded number of passes keeps
+        # servers answering.
+        super().__init__(interval=settings.tick_seconds, clock=clock, concurrency=16)
+        self.settings = settings
+
+    def due(self, body: kopf.Body, now: datetime) -> bool:
+        # The tick is frequent; a domain is re-checked only when its verify interval or a
+        # rotation step says so (and, after a failure, no sooner than its backoff).
+        return due(body, self.settings, now)
+
+    def failure(
+        self, run: Run, error: ReconcileError, permanent: bool
+    ) -> tuple[list[Observed], dict[str, Any]]:
+        return failed(error, permanent), {}
+
+    async def reconcile(self, run: Run) -> None:
+        await reconcile(run, self.settings)
+
+    async def cleanup(self, ctx: Context, body: kopf.Body, retry: int, logger: Logger) -> None:
+        await cleanup(ctx, self.settings, body, retry, logger)
+
+
+Run = Pass[SendingDomainSpec, SendingDomainStatus]
+
+
+async def reconcile(run: Run, settings: DnsSettings) -> None:
+    """Observe (keys, provider, servers, nameservers), act (publish, verify, rotate), then
+    decide the status from what was found (`decide_status`, pure)."""
+    ctx, body, spec, now = run.ctx, run.body, run.spec, run.now
+    status: Mapping[str, Any] = run.status.current
+    work = Work(ctx, settings, body, spec)
+    work.status = status
     provider: DnsProvider | None = None
     try:
         secret = await ctx.kube.get("v1", "Secret", secret_name(work.name), work.namespace)
         try:
             key_set = load_key_set((secret or {}).get("data"))
         except DkimKeyError as error:
-            raise SendingDomainError(
+            raise ReconcileError(
                 "DKIMSecretMalformed",
                 f"Secret {secret_name(work.name)} is not a DKIM key set ({error}); restore it "
                 "from a backup, or delete it to generate new keys (they must then be published)",
@@ -430,16 +445,6 @@ async def reconcile(
                 await work.publish(provider, again, nameservers)
                 results = await work.check(again, nameservers)
                 desired = again
-    except (SendingDomainError, ProviderError) as error:
-        _fail(body, patch, status, generation, error.reason, error.message, event=True)
-        metrics.RECONCILE_ERRORS.labels(kind="SendingDomain", reason=error.reason).inc()
-        logger.warning("SendingDomain %s: %s", body.metadata.name, error.message)
-        raise kopf.TemporaryError(error.message, delay=backoff_seconds(retry)) from None
-    except Exception as error:
-        failure = describe(error)
-        _fail(body, patch, status, generation, failure.reason, failure.message, event=True)
-        metrics.RECONCILE_ERRORS.labels(kind="SendingDomain", reason=failure.reason).inc()
-        raise kopf.TemporaryError(failure.message, delay=backoff_seconds(retry)) from error
     finally:
         if provider is not None:
             await _close(provider)
@@ -452,7 +457,6 @@ async def reconcile(
             message=f"{record.type} {record.name} was changed or removed outside PenguinMails; "
             "published it again",
         )
-    all_verified = all(r.verified for r in results)
     if manual:
         was = work.previously_verified()
         for r in results:
@@ -464,22 +468,22 @@ async def reconcile(
                     f"with the value {r.record.value!r}",
                 )
     mailboxes = await _mailboxes_today(ctx, spec, work.namespace, now)
-    _write_success(
-        body,
-        patch,
+    observed, fields = decide_status(
+        spec,
         status,
-        generation,
         now,
-        work,
-        key_set,
-        policy,
-        results,
-        nameservers,
-        dmarc_policy,
-        all_verified,
-        missing,
-        mailboxes,
+        zone=work.zone,
+        name=work.name,
+        published=work.published,
+        key_set=key_set,
+        policy=policy,
+        results=results,
+        nameservers=nameservers,
+        dmarc_policy=dmarc_policy,
+        missing=missing,
+        mailboxes=mailboxes,
     )
+    await run.status.write(observed, **fields)
 
 
 async def _mailboxes_today(
@@ -516,42 +520,33 @@ def _announce(body: kopf.Body, steps: Sequence[Any]) -> None:
         kopf.info(body, reason=step.reason, message=step.message)
 
 
-def _fail(
-    body: kopf.Body,
-    patch: kopf.Patch,
-    status: Mapping[str, Any],
-    generation: int,
-    reason: str,
-    message: str,
-    *,
-    event: bool,
-) -> None:
-    previous = conditions.find(status.get("conditions"), "Ready") or {}
-    observed = [Observed("Ready", "False", reason, message)]
-    if reason not in ("InvalidSpec", "DKIMSecretMalformed"):
-        observed.append(Observed("DNSPublished", "False", reason, message))
-    conditions.write_status(patch, status, generation, observed)
-    if event and previous.get("reason") != reason:
-        kopf.warn(body, reason=reason, message=message)
+def failed(error: ReconcileError, permanent: bool) -> list[Observed]:
+    """The conditions of a failed pass: Ready, and DNSPublished unless nothing was tried."""
+    observed = [Observed("Ready", "False", error.reason, error.message, permanent=permanent)]
+    if error.reason not in ("InvalidSpec", "DKIMSecretMalformed"):
+        observed.append(Observed("DNSPublished", "False", error.reason, error.message))
+    return observed
 
 
-def _write_success(
-    body: kopf.Body,
-    patch: kopf.Patch,
+def decide_status(
+    spec: SendingDomainSpec,
     status: Mapping[str, Any],
-    generation: int,
     now: datetime,
-    work: Pass,
+    *,
+    zone: str,
+    name: str,
+    published: Mapping[tuple[str, str, str], bool],
     key_set: KeySet,
     policy: RotationPolicy,
     results: Sequence[Verification],
     nameservers: Sequence[Nameserver],
     dmarc_policy: Any,
-    all_verified: bool,
     missing: Sequence[str],
     mailboxes: list[dict[str, Any]],
-) -> None:
-    spec = work.spec
+) -> tuple[list[Observed], dict[str, Any]]:
+    """The conditions and fields of a pass that got through (pure): what was published and
+    verified, the keys' states, and whether the domain may send."""
+    all_verified = all(r.verified for r in results)
     manual = spec.dns_provider.type == DnsProviderType.MANUAL
     records = []
     for result in results:
@@ -562,7 +557,7 @@ def _write_success(
             "value": record.value,
             "purpose": record.purpose,
             "ttl": record.ttl,
-            "published": work.published.get(record.key, False),
+            "published": published.get(record.key, False),
             "verified": result.verified,
             # A pass runs only when due (verifyInterval), so this is one write per interval.
             "lastChecked": _iso(now),
@@ -579,7 +574,7 @@ def _write_success(
             "selector": k.selector,
             "algorithm": k.algorithm,
             "state": "Retiring" if k.state == KeyState.REVOKED else str(k.state),
-            "secretName": secret_name(work.name),
+            "secretName": secret_name(name),
             "createdAt": _iso(k.created_at),
             **({"retireAt": _iso(k.retire_at)} if k.retire_at else {}),
         }
@@ -610,7 +605,7 @@ def _write_success(
             "Manual" if manual else "Published",
             "create the records listed in status.records at your DNS host"
             if manual
-            else f"every record is published in zone {work.zone}",
+            else f"every record is published in zone {zone}",
         ),
         Observed(
             "DNSVerified",
@@ -634,7 +629,7 @@ def _write_success(
         Observed("Ready", "True" if ready else "False", "Ready" if ready else "Pending", message)
     )
     fields: dict[str, Any] = {
-        "zone": work.zone,
+        "zone": zone,
         "nameservers": sorted({ns.name for ns in nameservers}),
         "records": records,
         "dkim": dkim,
@@ -644,7 +639,7 @@ def _write_success(
     if all_verified:
         fields["firstVerifiedAt"] = status.get("firstVerifiedAt") or _iso(now)
         fields["lastVerifiedAt"] = _iso(now)
-    conditions.write_status(patch, status, generation, observed, **fields)
+    return observed, fields
 
 
 def due(body: kopf.Body, settings: DnsSettings, now: datetime) -> bool:
@@ -709,7 +704,7 @@ async def cleanup(
         changes = base.plan((), existing, f"{namespace}/{name}", names)
         if changes:
             await provider.apply(zone, changes)
-    except (SendingDomainError, ProviderError) as error:
+    except ReconcileError as error:
         published = any(r.get("published") for r in status.get("records") or [])
         if not published and (
             error.reason.startswith("Credentials") or error.reason == "DestinationNotAllowed"
@@ -736,58 +731,5 @@ async def cleanup(
 
 
 def register(registry: kopf.OperatorRegistry, config: Any) -> None:
-    """Attach the SendingDomain handlers; DNS settings come from PM_DNS_* variables."""
-    settings = DnsSettings.from_env()
-
-    # Many domains at once (an operator restart, a bulk apply) would otherwise fire hundreds of
-    # DNS queries and updates together; a bounded number of passes keeps servers answering.
-    limit = asyncio.Semaphore(16)
-
-    async def run(
-        body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, logger: Any
-    ) -> None:
-        now = _now()
-        uid = str(body.metadata.uid)
-        try:
-            async with limit:
-                with metrics.observe("SendingDomain"):
-                    await reconcile(memo.context, settings, body, patch, retry, logger, now)
-        except kopf.TemporaryError:
-            # The timer must not undo the backoff: a failing domain is retried by its handler's
-            # exponential delays, and by the timer no sooner than the same delays.
-            count = failures.get(uid, (0, now))[0] + 1
-            failures[uid] = (count, now + timedelta(seconds=backoff_seconds(count)))
-            raise
-        failures.pop(uid, None)
-
-    failures: dict[str, tuple[int, datetime]] = {}
-
-    async def changed_or_due(
-        *,
-        body: kopf.Body,
-        patch: kopf.Patch,
-        retry: int,
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        timer: bool,
-    ) -> None:
-        if timer:
-            # The tick is frequent; a domain is re-checked only when its verify interval,
-            # a rotation step or its failure backoff says so.
-            now = _now()
-            not_before = failures.get(str(body.metadata.uid), (0, now))[1]
-            if now < not_before or not due(body, settings, now):
-                return
-        await run(body, patch, retry, memo, logger)
-
-    async def delete(*, body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger) -> None:
-        failures.pop(str(body.metadata.uid), None)
-        await cleanup(memo.context, settings, body, retry, logger)
-
-    register_controller(
-        registry,
-        plural=PLURAL,
-        interval=settings.tick_seconds,
-        reconcile=changed_or_due,
-        cleanup=delete,
-    )
+    """Attach the SendingDomain controller; DNS settings come from PM_DNS_* variables."""
+    SendingDomainController(DnsSettings.from_env()).attach(registry)

@@ -1,14 +1,14 @@
 """The SmtpServer controller: provision through a provider, configure, probe, report.
 
-One level-based ``reconcile`` serves create, update, resume and a timer (PM_SMTP_POLL_SECONDS).
-Each pass walks the provider contract (operator/providers/base.py) as far as it can get and
-writes status directly through the status subresource after every step that matters, so the
-provider's id is stored before anything else is done with the server, and a process killed at
-any point resumes from what status and the provider say, never creating a second server.
-
-Passes of one object never overlap (register_controller's lock per uid): a timer tick and a spec
-change cannot both decide that no server exists yet. Failures back off exponentially per object,
-in memory; a restart simply tries again.
+Built on the framework (operator/controller.py: spec parsing, the per-object lock, backoff,
+the status writer, events, metrics, the clock). Each pass (changes, resume and a timer,
+PM_SMTP_POLL_SECONDS) observes the provider, decides the next step with the pure
+`decide_provisioning` (operator/providers/base.py's contract) and acts, until the server is
+configured or something must be waited for. Status is written after every step that matters,
+so the provider's id is stored before anything else is done with the server, and a process
+killed at any point resumes from what status and the provider say, never creating a second
+server. Passes of one object never overlap: a timer tick and a spec change cannot both decide
+that no server exists yet.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import kopf
@@ -38,24 +37,21 @@ from penguinmails.api.v1alpha1.smtpserver import (
     SmtpServerConditionType,
     SmtpServerPhase,
     SmtpServerSpec,
+    SmtpServerStatus,
 )
 from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
 from penguinmails.common.settings import OperatorSettings, SmtpServerSettings
-from penguinmails.operator import conditions, metrics
+from penguinmails.operator import conditions
+from penguinmails.operator.clock import Clock, SystemClock
 from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
-from penguinmails.operator.errors import (
-    ConfigurationError,
-    backoff_seconds,
-    describe,
-    describe_validation_error,
-)
-from penguinmails.operator.handlers import register_controller
+from penguinmails.operator.controller import Controller, Logger, Pass
+from penguinmails.operator.errors import ReconcileError
 from penguinmails.operator.kube import load_config
 from penguinmails.operator.mailu.install import install_on_vps
 from penguinmails.operator.probes import dnsbl, rdns, smtp
 from penguinmails.operator.probes.resolver import make_resolver
-from penguinmails.operator.providers.base import External, Provider, ProviderError, ServerRef
+from penguinmails.operator.providers.base import External, Provider, ServerRef
 from penguinmails.operator.providers.hostwinds import HostwindsVps
 from penguinmails.operator.providers.hostwinds_api import CircuitBreaker, HostwindsClient
 from penguinmails.operator.providers.mailu_incluster import MailuInCluster
@@ -66,6 +62,7 @@ from penguinmails.operator.secret_access import (
     ensure_secret_writer,
     secret_writer_binding,
 )
+from penguinmails.operator.status import StatusWriter, Summary
 
 GROUP, VERSION, PLURAL = "penguinmails.io", "v1alpha1", "smtpservers"
 KIND = "SmtpServer"
@@ -82,22 +79,11 @@ TERMINATED = "Terminated"
 
 
 @dataclass
-class _Backoff:
-    failures: int = 0
-    not_before: float = 0.0
-
-
-@dataclass
 class ControllerState:
-    """What lives for the operator's lifetime: clients (throttle, circuit), backoff."""
+    """What lives for the operator's lifetime: clients (throttle, circuit)."""
 
     settings: SmtpServerSettings
     clients: dict[str, HostwindsClient] = field(default_factory=dict)
-    backoff: dict[str, _Backoff] = field(default_factory=dict)
-    written: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """The status each object got from our last write (by uid): fresher than a body from the
-    watch cache, which may not show that write yet. Only the operator writes this status."""
-    _custom: client.CustomObjectsApi | None = None
     _core: client.CoreV1Api | None = None
     _rbac: client.RbacAuthorizationV1Api | None = None
 
@@ -115,11 +101,6 @@ class ControllerState:
             )
         return self.clients[digest]
 
-    def custom_objects(self) -> client.CustomObjectsApi:
-        if self._custom is None:
-            self._custom = client.CustomObjectsApi(load_config())
-        return self._custom
-
     def core(self) -> client.CoreV1Api:
         if self._core is None:
             self._core = client.CoreV1Api(load_config())
@@ -129,55 +110,6 @@ class ControllerState:
         if self._rbac is None:
             self._rbac = client.RbacAuthorizationV1Api(load_config())
         return self._rbac
-
-
-class StatusWriter:
-    """Writes status fields as soon as they are known, and only those that changed."""
-
-    def __init__(self, state: ControllerState, body: kopf.Body) -> None:
-        self._state = state
-        self._uid = str(body.metadata.uid)
-        self.namespace = str(body.metadata.namespace)
-        self.name = str(body.metadata.name)
-        self.generation = int(body.metadata.get("generation") or 0)
-        # A stale base would make the merge patch keep fields it should remove.
-        self.current: dict[str, Any] = dict(state.written.get(self._uid) or body.status or {})
-        self.step = PROVISIONED
-        """The condition a failure of this pass is reported on (the step it had reached)."""
-
-    def condition(self, type_: str) -> Mapping[str, Any]:
-        return conditions.find(self.current.get("conditions"), type_) or {}
-
-    async def write(self, observed: list[Observed] | None = None, **fields: Any) -> None:
-        desired = dict(fields)
-        desired["observedGeneration"] = self.generation
-        if observed:
-            merged = conditions.merge_conditions(
-                self.current.get("conditions"), observed, self.generation
-            )
-            if all(item.type != READY for item in observed):
-                # Ready goes with every condition it depends on, in the same patch, and the
-                # phase goes with Ready (the pass's last write may still make it Failed).
-                ready = _ready(merged, self._state.settings.probe_seconds > 0)
-                merged = conditions.merge_conditions(merged, [ready], self.generation)
-                desired.setdefault("phase", _phase(merged, ready, False).value)
-            desired["conditions"] = merged
-        changed = conditions.status_patch(self.current, desired)
-        if not changed:
-            return
-        api = self._state.custom_objects()
-        stored = await asyncio.to_thread(
-            api.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            self.namespace,
-            PLURAL,
-            self.name,
-            {"status": changed},
-            _content_type="application/merge-patch+json",
-        )
-        self.current = dict(stored.get("status") or {})
-        self._state.written[self._uid] = self.current
 
 
 async def read_secret_keys(
@@ -193,7 +125,7 @@ async def read_secret_keys(
     ``hold`` is given the Secret as read (to keep it from being deleted while needed)."""
     secret = await ctx.kube.get("v1", "Secret", name, namespace)
     if secret is None:
-        raise ProviderError(
+        raise ReconcileError(
             "SecretNotFound",
             f"{field_path}: Secret {namespace}/{name} does not exist; create it with the "
             f"key {keys[0]}",
@@ -202,7 +134,7 @@ async def read_secret_keys(
     data = secret.get("data") or {}
     for key in keys:
         if key not in data:
-            raise ProviderError(
+            raise ReconcileError(
                 "SecretKeyNotFound",
                 f"{field_path}: Secret {namespace}/{name} has no key {key}; add it",
                 transient=True,
@@ -313,7 +245,7 @@ def public_ssh_key(private_key: str, field_path: str) -> str:
         )
         return public.decode()
     except (ValueError, TypeError, AttributeError):
-        raise ProviderError(
+        raise ReconcileError(
             "InvalidSSHKey",
             f"{field_path}: the key is not an unencrypted OpenSSH or PEM private key; "
             "generate one with ssh-keygen -t ed25519 -N ''",
@@ -368,7 +300,7 @@ async def build_provider(
             try:
                 await EgressPolicy.from_env().check("spec.provider.relay.host", relay.host)
             except DestinationNotAllowedError as error:
-                raise ConfigurationError("DestinationNotAllowed", error.message) from None
+                raise ReconcileError("DestinationNotAllowed", error.message) from None
         if relay.credentials_secret_ref is not None:
             # Only checked here: the sender pods read the credentials themselves.
             await read_secret_keys(
@@ -394,8 +326,15 @@ class ProbeOutcome:
 
 
 async def run_probes(
-    settings: SmtpServerSettings, spec: SmtpServerSpec, ip: str, ca_pem: str | None = None
+    settings: SmtpServerSettings,
+    spec: SmtpServerSpec,
+    ip: str,
+    ca_pem: str | None = None,
+    *,
+    now: datetime | None = None,
 ) -> ProbeOutcome:
+    """Probe the server; ``now`` stamps the result (the pass's clock)."""
+    now = now or SystemClock().now()
     relay = spec.provider.relay
     if relay is not None:
         port, mode = relay.port, relay.tls.value
@@ -456,7 +395,7 @@ async def run_probes(
         zones = ", ".join(r.zone for r in listings) or "no blocklist configured"
         observed.append(Observed(NOT_LISTED, "True", "NotListed", f"not listed on {zones}"))
     last_probe = {
-        "time": datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "time": _stamp(now),
         "banner": (smtp_result.banner or "")[:512] or None,
         "tls": smtp_result.tls,
         "forwardConfirmedRdns": None if rdns_result.error else rdns_result.confirmed,
@@ -486,12 +425,8 @@ async def _blocklists(
     return by_ip + by_name
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
 def _stamp(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def create_in_flight(
@@ -507,23 +442,62 @@ def create_in_flight(
     return left if left > 0 else None
 
 
-def _probe_due(settings: SmtpServerSettings, writer: StatusWriter, ip: str) -> bool:
-    if settings.probe_seconds <= 0:
+# ----------------------------------------------------------------------------------------------
+# Decide (pure): what the next step is, from status and what the provider showed
+# ----------------------------------------------------------------------------------------------
+
+
+class Step(StrEnum):
+    WAIT_FOR_LISTING = "WaitForListing"
+    """Ordered, not listed yet, still inside the settle window: never order again now."""
+    ORDER = "Order"
+    REORDER = "Reorder"
+    """An earlier order was never listed within the whole settle window: order again."""
+    RECORD_ID = "RecordId"
+    """Found: record its id (and clear the order in flight) before anything else."""
+    WAIT_FOR_PROVIDER = "WaitForProvider"
+    """Listed but not built yet."""
+    CONFIGURE = "Configure"
+    """Built and running: reverse DNS, the mail stack, probes."""
+
+
+def decide_provisioning(
+    status: Mapping[str, Any],
+    ref: ServerRef,
+    external: External | None,
+    settle_seconds: float,
+    now: datetime,
+) -> Step:
+    """The next provisioning step (the provider contract, operator/providers/base.py)."""
+    if external is None:
+        if create_in_flight(status, ref, settle_seconds, now) is not None:
+            return Step.WAIT_FOR_LISTING
+        return Step.REORDER if status.get("createRequested") else Step.ORDER
+    if status.get("providerId") != external.provider_id or status.get("createRequested"):
+        return Step.RECORD_ID
+    if not external.ready:
+        return Step.WAIT_FOR_PROVIDER
+    return Step.CONFIGURE
+
+
+def probe_due(
+    probe_seconds: float, status: Mapping[str, Any], generation: int, ip: str, now: datetime
+) -> bool:
+    """Probe when never probed, the address or the spec changed, or the last probe is old."""
+    if probe_seconds <= 0:
         return False
-    last = writer.current.get("lastProbe") or {}
-    stamp = last.get("time")
-    if not stamp or writer.current.get("ipAddress") != ip:
+    stamp = (status.get("lastProbe") or {}).get("time")
+    if not stamp or status.get("ipAddress") != ip:
         return True
-    if any(
-        writer.condition(t).get("observedGeneration") != writer.generation for t in PROBE_CONDITIONS
-    ):
+    found = {c.get("type"): c for c in status.get("conditions") or []}
+    if any((found.get(t) or {}).get("observedGeneration") != generation for t in PROBE_CONDITIONS):
         return True
     taken = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    return (datetime.now(UTC) - taken).total_seconds() >= settings.probe_seconds
+    return (now - taken).total_seconds() >= probe_seconds
 
 
 # ----------------------------------------------------------------------------------------------
-# Reconcile
+# Ready and phase (pure)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -573,89 +547,78 @@ def _phase(
     return SmtpServerPhase.DEGRADED  # up and configured, but a probe found a problem
 
 
-def _announce(body: kopf.Body, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
-    """One event per condition whose status changed; the reason is the condition's own."""
-    old = {c.get("type"): c for c in before.get("conditions") or []}
-    for condition in after.get("conditions") or []:
-        if condition["type"] in (conditions.RECONCILING, conditions.STALLED):
-            continue  # they follow Ready, whose own event says the same
-        previous = old.get(condition["type"]) or {}
-        if previous.get("status") == condition["status"]:
-            continue
-        if condition["status"] == "Unknown" and not previous:
-            continue  # "not known yet" on the first pass is not news
-        event = kopf.info if condition["status"] == "True" else kopf.warn
-        event(
-            body,
-            reason=str(condition.get("reason") or condition["type"]),
-            message=f"{condition['type']}={condition['status']}: {condition.get('message', '')}"[
-                :1024
-            ],
+# ----------------------------------------------------------------------------------------------
+# The controller: observe → decide → act
+# ----------------------------------------------------------------------------------------------
+
+Writer = StatusWriter[SmtpServerStatus]
+Run = Pass[SmtpServerSpec, SmtpServerStatus]
+
+
+class SmtpServerController(Controller[SmtpServerSpec, SmtpServerStatus]):
+    kind = KIND
+    plural = PLURAL
+    spec_model = SmtpServerSpec
+    status_model = SmtpServerStatus
+
+    def __init__(self, state: ControllerState, *, clock: Clock | None = None) -> None:
+        settings = state.settings
+        super().__init__(
+            interval=settings.poll_seconds,
+            backoff_base=max(1.0, settings.poll_seconds / 4),
+            clock=clock,
         )
+        self.state = state
 
-
-async def reconcile(
-    ctx: Context, state: ControllerState, body: kopf.Body, logger: logging.Logger | kopf.Logger
-) -> None:
-    if body.metadata.get("deletionTimestamp"):
+    def skip(self, body: kopf.Body) -> bool:
         # Being deleted: only the cleanup acts now. A pass here would find the terminated VPS
         # gone and order a new one, or complain that the namespace's Secrets are going.
-        return
-    uid = str(body.metadata.uid)
-    writer = StatusWriter(state, body)
-    before = dict(writer.current)
-    try:
-        spec = SmtpServerSpec.model_validate(dict(body.spec))
-    except ValidationError as error:
-        message = f"{describe_validation_error(error)}; fix the SmtpServer's spec"
-        await writer.write(
-            [Observed(READY, "False", "InvalidSpec", message)], phase=SmtpServerPhase.FAILED.value
+        return bool(body.metadata.get("deletionTimestamp"))
+
+    def summary(self) -> Summary:
+        probes_enabled = self.state.settings.probe_seconds > 0
+
+        def summarize(merged: list[dict[str, Any]]) -> tuple[Observed, dict[str, Any]]:
+            # Ready goes with every condition it depends on, in the same patch, and the phase
+            # goes with Ready (the pass's last write may still make it Failed).
+            ready = _ready(merged, probes_enabled)
+            return ready, {"phase": _phase(merged, ready, False).value}
+
+        return summarize
+
+    def invalid(self, message: str) -> tuple[list[Observed], dict[str, Any]]:
+        observed, _ = super().invalid(message)
+        return observed, {"phase": SmtpServerPhase.FAILED.value}
+
+    def failure(
+        self, run: Run, error: ReconcileError, permanent: bool
+    ) -> tuple[list[Observed], dict[str, Any]]:
+        # The failure belongs to the step the pass had reached; Ready follows from it, and a
+        # provider refusal it will not retry stalls the server (kstatus: Failed).
+        failed = Observed(run.step, "False", error.reason, error.message)
+        merged = conditions.merge_conditions(
+            run.status.current.get("conditions"), [failed], run.generation, run.now
         )
-        _announce(body, before, writer.current)
-        return
-    backoff = state.backoff.setdefault(uid, _Backoff())
-    probes_enabled = state.settings.probe_seconds > 0
-    permanent = False
-    failed: list[Observed] = []
-    try:
-        await _walk(ctx, state, body, spec, writer, logger)
-        backoff.failures = 0
-        backoff.not_before = 0.0
-    except Exception as error:
-        if isinstance(error, ProviderError):
-            reason, message, permanent = error.reason, error.message, not error.transient
-        else:
-            failure = describe(error)
-            reason, message = failure.reason, failure.message
-            permanent = reason in conditions.PERMANENT_REASONS
-        delay = backoff_seconds(backoff.failures, base=max(1.0, state.settings.poll_seconds / 4))
-        backoff.failures += 1
-        backoff.not_before = time.monotonic() + delay
-        logger.warning("SmtpServer %s: %s", body.metadata.name, message)
-        metrics.RECONCILE_ERRORS.labels(kind=KIND, reason=reason).inc()
-        # The failure belongs to the step the pass had reached.
-        failed.append(Observed(writer.step, "False", reason, message))
-    current = conditions.merge_conditions(
-        writer.current.get("conditions"), failed, writer.generation
-    )
-    # A provider refusal it will not retry stalls the server (kstatus: Failed), whatever its reason.
-    ready = replace(_ready(current, probes_enabled), permanent=permanent)
-    # One patch: whoever sees Ready also sees the failure and the phase that go with it.
-    await writer.write([*failed, ready], phase=_phase(current, ready, permanent).value)
-    _announce(body, before, writer.current)
+        ready = replace(_ready(merged, self.state.settings.probe_seconds > 0), permanent=permanent)
+        return [failed, ready], {"phase": _phase(merged, ready, permanent).value}
+
+    async def reconcile(self, run: Run) -> None:
+        run.step = PROVISIONED
+        await _walk(run, self.state)
+        # Ready, from every condition as they now are, with its phase.
+        merged = run.status.current.get("conditions") or []
+        ready = _ready(merged, self.state.settings.probe_seconds > 0)
+        await run.status.write([ready], phase=_phase(merged, ready, False).value)
+
+    async def cleanup(self, ctx: Context, body: kopf.Body, retry: int, logger: Logger) -> None:
+        await cleanup(ctx, self, body, logger)
 
 
-async def _walk(
-    ctx: Context,
-    state: ControllerState,
-    body: kopf.Body,
-    spec: SmtpServerSpec,
-    writer: StatusWriter,
-    logger: logging.Logger | kopf.Logger,
-) -> None:
+async def _walk(run: Run, state: ControllerState) -> None:
+    ctx, spec, writer, body = run.ctx, run.spec, run.status, run.body
     settings = state.settings
-    namespace = writer.namespace
-    ref = ServerRef(namespace, writer.name, str(body.metadata.uid), spec.hostname)
+    namespace = run.namespace
+    ref = ServerRef(namespace, run.name, run.uid, spec.hostname)
     kind = spec.provider.type
     hold = CredentialsHold(ctx, state, namespace, ref.uid)
     built = await build_provider(ctx, state, spec, namespace, credentials=hold)
@@ -669,84 +632,102 @@ async def _walk(
                 await hold.release(str(previous), binding=False)
             await writer.write(credentialsSecret=secret)
 
+    ordered = False
     external: External | None = await provider.observe(ref, writer.current.get("providerId"))
-    if external is None:
-        left = create_in_flight(writer.current, ref, provider.create_settle_seconds, _now())
-        if left is not None:
-            ordered = writer.current["createRequested"]["requestedAt"]
+    while True:
+        step = decide_provisioning(
+            writer.current, ref, external, provider.create_settle_seconds, run.now
+        )
+        if step is Step.WAIT_FOR_LISTING or (ordered and step in (Step.ORDER, Step.REORDER)):
+            left = create_in_flight(writer.current, ref, provider.create_settle_seconds, run.now)
             waiting = (
-                f"{ref.external_name} was ordered at {ordered} and is not listed yet; "
+                f"{ref.external_name} was ordered at "
+                f"{writer.current['createRequested']['requestedAt']} and is not listed yet; "
                 f"not ordering again for another {left:.0f}s"
+                if left is not None
+                else f"waiting for {kind.value} to list {ref.external_name}"
             )
             await writer.write(
                 [Observed(PROVISIONED, "False", "CreateRequested", waiting)],
                 phase=SmtpServerPhase.PROVISIONING.value,
             )
             return
-        if writer.current.get("createRequested"):
-            kopf.warn(
-                body,
-                reason="CreateNotListed",
-                message=f"{ref.external_name} was ordered but never listed within "
-                f"{provider.create_settle_seconds:g}s; ordering again",
+        if step in (Step.ORDER, Step.REORDER):
+            if step is Step.REORDER:
+                kopf.warn(
+                    body,
+                    reason="CreateNotListed",
+                    message=f"{ref.external_name} was ordered but never listed within "
+                    f"{provider.create_settle_seconds:g}s; ordering again",
+                )
+            await _order(run, provider, ref)
+            ordered = True
+            external = await provider.observe(ref, None)
+            continue
+        assert external is not None
+        if step is Step.RECORD_ID:
+            # Recorded before anything else is done with it (the provider contract); the order
+            # is no longer in flight once its server is listed.
+            await writer.write(
+                provider=kind.value, providerId=external.provider_id, createRequested=None
             )
-        # Recorded through the status subresource before the call: a pass that finds nothing
-        # listed (the listing lags, or this process was killed right after the call) must not
-        # order a second server.
-        await writer.write(
-            [Observed(PROVISIONED, "False", "Creating", f"ordering {ref.external_name}")],
-            provider=kind.value,
-            phase=SmtpServerPhase.PROVISIONING.value,
-            createRequested={"name": ref.external_name, "requestedAt": _stamp(_now())},
-        )
-        logger.info("SmtpServer %s: creating %s", writer.name, ref.external_name)
-        try:
-            await provider.create(ref)
-        except ProviderError as error:
-            if not error.transient:
-                # Refused outright (a bad location, plan, key): nothing was ordered, so a
-                # corrected spec may order at once.
-                await writer.write(createRequested=None)
-            raise
-        kopf.info(
-            body, reason="Creating", message=f"{kind.value} server {ref.external_name} ordered"
-        )
-        external = await provider.observe(ref, None)
-        if external is None:
+            kopf.info(
+                body, reason="ProviderIdRecorded", message=f"provider id {external.provider_id}"
+            )
+            continue
+        if step is Step.WAIT_FOR_PROVIDER:
             await writer.write(
                 [
                     Observed(
                         PROVISIONED,
                         "False",
-                        "CreateRequested",
-                        f"waiting for {kind.value} to list {ref.external_name}",
+                        "Provisioning",
+                        f"{kind.value} server {external.provider_id} is {external.state}; "
+                        f"checking every {settings.poll_seconds:g}s",
                     )
-                ]
+                ],
+                phase=SmtpServerPhase.PROVISIONING.value,
             )
             return
-    if writer.current.get("providerId") != external.provider_id or writer.current.get(
-        "createRequested"
-    ):
-        # Recorded before anything else is done with it (the provider contract); the order is
-        # no longer in flight once its server is listed.
-        await writer.write(
-            provider=kind.value, providerId=external.provider_id, createRequested=None
-        )
-        kopf.info(body, reason="ProviderIdRecorded", message=f"provider id {external.provider_id}")
-    if not external.ready:
-        await writer.write(
-            [
-                Observed(
-                    PROVISIONED,
-                    "False",
-                    "Provisioning",
-                    f"{kind.value} server {external.provider_id} is {external.state}; "
-                    f"checking every {settings.poll_seconds:g}s",
-                )
-            ],
-            phase=SmtpServerPhase.PROVISIONING.value,
-        )
-        return
+        break
+    await _configure(run, state, provider, ref, external, built)
+
+
+async def _order(run: Run, provider: Provider, ref: ServerRef) -> None:
+    writer, kind = run.status, run.spec.provider.type
+    # Recorded through the status subresource before the call: a pass that finds nothing
+    # listed (the listing lags, or this process was killed right after the call) must not
+    # order a second server.
+    await writer.write(
+        [Observed(PROVISIONED, "False", "Creating", f"ordering {ref.external_name}")],
+        provider=kind.value,
+        phase=SmtpServerPhase.PROVISIONING.value,
+        createRequested={"name": ref.external_name, "requestedAt": _stamp(run.now)},
+    )
+    run.logger.info("SmtpServer %s: creating %s", run.name, ref.external_name)
+    try:
+        await provider.create(ref)
+    except ReconcileError as error:
+        if not error.transient:
+            # Refused outright (a bad location, plan, key): nothing was ordered, so a
+            # corrected spec may order at once.
+            await writer.write(createRequested=None)
+        raise
+    kopf.info(
+        run.body, reason="Creating", message=f"{kind.value} server {ref.external_name} ordered"
+    )
+
+
+async def _configure(
+    run: Run,
+    state: ControllerState,
+    provider: Provider,
+    ref: ServerRef,
+    external: External,
+    built: Built,
+) -> None:
+    writer, spec, settings = run.status, run.spec, state.settings
+    kind = spec.provider.type
     assert external.ip_address is not None
     current = writer.current
     if external.reverse_dns is None and current.get("ipAddress") == external.ip_address:
@@ -770,17 +751,17 @@ async def _walk(
     )
     ip = external.ip_address
     assert ip is not None
-    writer.step = MAIL_STACK_READY
-    await _mail_stack(ctx, state, body, spec, writer, external, built)
-    writer.step = REACHABLE
-    if _probe_due(settings, writer, ip):
+    run.step = MAIL_STACK_READY
+    await _mail_stack(run.ctx, state, run.body, spec, writer, external, built)
+    run.step = REACHABLE
+    if probe_due(settings.probe_seconds, writer.current, run.generation, ip, run.now):
         relay = spec.provider.relay
         ca_pem = None
         if relay is not None and relay.ca_secret_ref is not None:
             ca_pem = await read_secret_key(
-                ctx, namespace, relay.ca_secret_ref, "spec.provider.relay.caSecretRef"
+                run.ctx, run.namespace, relay.ca_secret_ref, "spec.provider.relay.caSecretRef"
             )
-        outcome = await run_probes(settings, spec, ip, ca_pem)
+        outcome = await run_probes(settings, spec, ip, ca_pem, now=run.now)
         await writer.write(outcome.observed, lastProbe=outcome.status)
     elif settings.probe_seconds <= 0:
         await writer.write(
@@ -796,7 +777,7 @@ async def _mail_stack(
     state: ControllerState,
     body: kopf.Body,
     spec: SmtpServerSpec,
-    writer: StatusWriter,
+    writer: Writer,
     external: External,
     built: Built,
 ) -> None:
@@ -807,7 +788,7 @@ async def _mail_stack(
         )
         return
     if isinstance(built.provider, MailuInCluster):
-        ref = ServerRef(writer.namespace, writer.name, str(body.metadata.uid), spec.hostname)
+        ref = ServerRef(str(writer.namespace), writer.name, str(body.metadata.uid), spec.hostname)
         ready, message = await built.provider.stack_ready(ref)
         reason = "Available" if ready else "DeploymentsNotAvailable"
         await writer.write(
@@ -836,7 +817,7 @@ async def _mail_stack(
     await install_on_vps(
         ctx,
         state.settings,
-        namespace=writer.namespace,
+        namespace=str(writer.namespace),
         name=writer.name,
         uid=str(body.metadata.uid),
         spec=spec,
@@ -849,28 +830,20 @@ async def _mail_stack(
 
 
 async def cleanup(
-    ctx: Context, state: ControllerState, body: kopf.Body, logger: logging.Logger | kopf.Logger
+    ctx: Context, controller: SmtpServerController, body: kopf.Body, logger: Logger
 ) -> None:
     """Terminate the VPS (unless retained) and wait until the provider confirms it is gone; then
     release the credentials Secret."""
-    writer = StatusWriter(state, body)
+    state = controller.state
+    writer = controller.writer(ctx, body)
+    namespace = str(writer.namespace)
     # kopf may run the cleanup again with the body of an event older than this cleanup's own
     # status writes: read the status as it is now.
-    try:
-        fresh = await asyncio.to_thread(
-            state.custom_objects().get_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            writer.namespace,
-            PLURAL,
-            writer.name,
-        )
-    except ApiException as error:
-        if error.status == 404:
-            return  # already gone: nothing holds it any more
-        raise
+    fresh = await ctx.kube.get(controller.api_version, KIND, writer.name, namespace)
+    if fresh is None:
+        return  # already gone: nothing holds it any more
     writer.current = dict(fresh.get("status") or {})
-    hold = CredentialsHold(ctx, state, writer.namespace, str(body.metadata.uid))
+    hold = CredentialsHold(ctx, state, namespace, str(body.metadata.uid))
     try:
         spec = SmtpServerSpec.model_validate(dict(body.spec))
     except ValidationError:
@@ -892,7 +865,7 @@ async def cleanup(
         # not need the key, which is then gone with the namespace.
         and writer.condition(PROVISIONED).get("reason") != TERMINATED
     ):
-        await _terminate(ctx, state, body, spec, writer)
+        await _terminate(ctx, state, body, spec, writer, controller.clock.now())
         await writer.write(
             [Observed(PROVISIONED, "False", TERMINATED, "the VPS is terminated")],
             phase=SmtpServerPhase.DELETING.value,
@@ -909,14 +882,15 @@ async def _terminate(
     state: ControllerState,
     body: kopf.Body,
     spec: SmtpServerSpec,
-    writer: StatusWriter,
+    writer: Writer,
+    now: datetime,
 ) -> None:
-    ref = ServerRef(writer.namespace, writer.name, str(body.metadata.uid), spec.hostname)
+    ref = ServerRef(str(writer.namespace), writer.name, str(body.metadata.uid), spec.hostname)
     try:
-        built = await build_provider(ctx, state, spec, writer.namespace, deleting=True)
+        built = await build_provider(ctx, state, spec, str(writer.namespace), deleting=True)
         await writer.write(phase=SmtpServerPhase.DELETING.value)
         gone = await built.provider.delete(ref, writer.current.get("providerId"))
-    except ProviderError as error:
+    except ReconcileError as error:
         message = error.message
         if not error.transient:
             # A VPS may exist that only a working key can terminate: never guess it away.
@@ -931,7 +905,7 @@ async def _terminate(
             f"waiting for Hostwinds to confirm {ref.external_name} is terminated",
             delay=state.settings.poll_seconds,
         )
-    left = create_in_flight(writer.current, ref, built.provider.create_settle_seconds, _now())
+    left = create_in_flight(writer.current, ref, built.provider.create_settle_seconds, now)
     if left is not None:
         # An order not listed yet would be billed with nobody left to terminate it.
         raise kopf.TemporaryError(
@@ -943,39 +917,5 @@ async def _terminate(
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
-    """Attach the SmtpServer handlers; provider and probe settings come from PM_* variables."""
-    state = ControllerState(SmtpServerSettings.from_env())
-
-    async def run(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, *, timer: bool) -> None:
-        uid = str(body.metadata.uid)
-        # Passes of one object never overlap: register_controller holds the object's lock.
-        if timer:
-            backoff = state.backoff.get(uid)
-            if backoff and time.monotonic() < backoff.not_before:
-                return
-        with metrics.observe(KIND):
-            await reconcile(memo.context, state, body, logger)
-
-    async def changed_or_poll(
-        *,
-        body: kopf.Body,
-        patch: kopf.Patch,
-        retry: int,
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        timer: bool,
-    ) -> None:
-        await run(memo, body, logger, timer=timer)
-
-    async def delete(*, body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger) -> None:
-        await cleanup(memo.context, state, body, logger)
-        state.backoff.pop(str(body.metadata.uid), None)
-        state.written.pop(str(body.metadata.uid), None)
-
-    register_controller(
-        registry,
-        plural=PLURAL,
-        interval=state.settings.poll_seconds,
-        reconcile=changed_or_poll,
-        cleanup=delete,
-    )
+    """Attach the SmtpServer controller; provider and probe settings come from PM_* variables."""
+    SmtpServerController(ControllerState(SmtpServerSettings.from_env())).attach(registry)

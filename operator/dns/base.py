@@ -29,15 +29,6 @@ READ_TYPES = ("TXT", "MX")
 Existing = Mapping[tuple[str, str], Mapping[str, str]]
 
 
-class ProviderError(Exception):
-    """A provider call failed; `reason` is the condition reason, the message says the fix."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
 @dataclass(frozen=True)
 class Change:
     action: Literal["add", "delete"]

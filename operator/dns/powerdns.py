@@ -15,8 +15,9 @@ import dns.rdataclass
 import dns.rdatatype
 import httpx
 
-from penguinmails.operator.dns.base import READ_TYPES, Change, Existing, ProviderError
+from penguinmails.operator.dns.base import READ_TYPES, Change, Existing
 from penguinmails.operator.dns.rfc2136 import rdata_text, rdata_value
+from penguinmails.operator.errors import ReconcileError
 
 
 class PowerDnsProvider:
@@ -38,24 +39,24 @@ class PowerDnsProvider:
         try:
             response = await self._client.request(method, path, **kwargs)
         except httpx.HTTPError as error:
-            raise ProviderError(
+            raise ReconcileError(
                 "DNSServerUnreachable",
                 f"no answer from the PowerDNS API at {self.api_url} ({type(error).__name__}); "
                 "check dnsProvider.powerdns.apiUrl and that the server is up",
             ) from None
         if response.status_code in (401, 403):
-            raise ProviderError(
+            raise ReconcileError(
                 "InvalidCredentials",
                 f"the PowerDNS API at {self.api_url} rejected the API key (HTTP "
                 f"{response.status_code}); fix the key in dnsProvider.credentialsSecretRef",
             )
         if response.status_code in (404, 422) and method == "GET":
-            raise ProviderError(
+            raise ReconcileError(
                 "ZoneNotFound",
                 f"PowerDNS server {self.server_id} has no zone {zone}; create it or fix spec.zone",
             )
         if response.status_code >= 400:
-            raise ProviderError(
+            raise ReconcileError(
                 "DNSUpdateRefused",
                 f"the PowerDNS API refused the change to zone {zone} (HTTP "
                 f"{response.status_code}); check the zone and the server's log",

@@ -21,8 +21,9 @@ import dns.rdtypes.ANY.TXT
 import dns.tsig
 import dns.update
 
-from penguinmails.operator.dns.base import READ_TYPES, Change, Existing, ProviderError
+from penguinmails.operator.dns.base import READ_TYPES, Change, Existing
 from penguinmails.operator.dns.records import normalize_value, txt_rdata_text
+from penguinmails.operator.errors import ReconcileError
 
 BATCH = 200
 _ALGORITHMS = {
@@ -66,7 +67,7 @@ class Rfc2136Provider:
         try:
             key = dns.tsig.Key(key_name, secret, _ALGORITHMS[algorithm])
         except Exception:
-            raise ProviderError(
+            raise ReconcileError(
                 "InvalidCredentials",
                 "the TSIG secret in dnsProvider.credentialsSecretRef is not valid base64; "
                 "put the key's base64 secret there",
@@ -102,7 +103,7 @@ class Rfc2136Provider:
         existing: dict[tuple[str, str], dict[str, str]] = {}
         for (name, rtype), response in zip(pairs, responses, strict=True):
             if response.rcode() == dns.rcode.REFUSED:
-                raise ProviderError(
+                raise ReconcileError(
                     "ZoneNotFound",
                     f"{self.server}:{self.port} refused queries for {name}: it does not serve "
                     f"zone {zone}; fix spec.zone or dnsProvider.rfc2136.server",
@@ -141,7 +142,7 @@ class Rfc2136Provider:
                 update, self.server, port=self.port, timeout=self.timeout
             )
         except dns.tsig.PeerError as error:
-            raise ProviderError(
+            raise ReconcileError(
                 "TSIGRejected",
                 f"{where} rejected our TSIG signature ({type(error).__name__}): check "
                 "dnsProvider.rfc2136.tsigKeyName, tsigAlgorithm and the secret in "
@@ -153,20 +154,20 @@ class Rfc2136Provider:
         if rcode == dns.rcode.NOERROR:
             return
         if rcode == dns.rcode.NOTAUTH:
-            raise ProviderError(
+            raise ReconcileError(
                 "TSIGRejected",
                 f"{where} answered NOTAUTH for zone {zone}: the TSIG key is not allowed to "
                 "update it (wrong key name or secret, or no update ACL for this key); check "
                 "dnsProvider.rfc2136 and dnsProvider.credentialsSecretRef",
             )
         if rcode == dns.rcode.NOTZONE:
-            raise ProviderError(
+            raise ReconcileError(
                 "ZoneNotFound",
                 f"{where} is not authoritative for zone {zone}; fix spec.zone",
             )
         # The signature was accepted (that would be NOTAUTH), so the server's own policy or
         # limits refused this change; it does not say which, so name both and its log.
-        raise ProviderError(
+        raise ReconcileError(
             "DNSUpdateRefused",
             f"{where} refused the update to zone {zone} with {dns.rcode.to_text(rcode)}: its "
             f"update policy does not allow this change for TSIG key "
@@ -176,8 +177,8 @@ class Rfc2136Provider:
         )
 
 
-def _unreachable(server: str, port: int, error: BaseException) -> ProviderError:
-    return ProviderError(
+def _unreachable(server: str, port: int, error: BaseException) -> ReconcileError:
+    return ReconcileError(
         "DNSServerUnreachable",
         f"no answer from {server}:{port} ({type(error).__name__}); check "
         "dnsProvider.rfc2136.server and port, and that the server is up",

@@ -28,9 +28,10 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-from penguinmails.operator.dns.base import Existing, ProviderError
+from penguinmails.operator.dns.base import Existing
 from penguinmails.operator.dns.records import Record, normalize_value
 from penguinmails.operator.dns.rfc2136 import rdata_value
+from penguinmails.operator.errors import ReconcileError
 
 
 @dataclass(frozen=True)
@@ -89,13 +90,13 @@ async def _lookup_nameservers(
     try:
         answer = await resolver.resolve(zone + ".", "NS")
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        raise ProviderError(
+        raise ReconcileError(
             "ZoneNotFound",
             f"zone {zone} has no NS records: it is not delegated or not served; fix spec.zone "
             "or create the zone",
         ) from None
     except dns.exception.DNSException as error:
-        raise ProviderError(
+        raise ReconcileError(
             "DNSServerUnreachable",
             f"could not look up the nameservers of {zone} ({type(error).__name__}); "
             "check the operator's DNS resolvers (PM_DNS_RESOLVER)",
@@ -110,7 +111,7 @@ async def _lookup_nameservers(
                 continue
             servers += [Nameserver(host, str(a)) for a in addresses]
     if not servers:
-        raise ProviderError(
+        raise ReconcileError(
             "ZoneNotFound",
             f"the nameservers of {zone} have no addresses; fix their A/AAAA records",
         )

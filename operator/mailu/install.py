@@ -22,6 +22,7 @@ import asyncssh
 from penguinmails.api.v1alpha1.smtpserver import SmtpServerSpec
 from penguinmails.common.settings import SmtpServerSettings
 from penguinmails.operator.context import Context
+from penguinmails.operator.errors import ReconcileError
 from penguinmails.operator.mailu.admin_api import MailuAdmin, MailuAdminError
 from penguinmails.operator.mailu.render import (
     MailuSecrets,
@@ -30,7 +31,6 @@ from penguinmails.operator.mailu.render import (
     render_compose,
     render_env,
 )
-from penguinmails.operator.providers.base import ProviderError
 from penguinmails.operator.secret_access import apply_secret
 
 SSH_FIELD = "spec.provider.hostwinds.sshKeySecretRef"
@@ -144,7 +144,7 @@ async def copy_and_start(
     try:
         key = asyncssh.import_private_key(target.private_key)
     except (asyncssh.KeyImportError, ValueError) as error:
-        raise ProviderError(
+        raise ReconcileError(
             "InvalidSSHKey", f"{SSH_FIELD}: not a usable private key ({error})", transient=False
         ) from None
     try:
@@ -179,27 +179,27 @@ async def copy_and_start(
                 finally:
                     listener.close()
     except asyncssh.HostKeyNotVerifiable:
-        raise ProviderError(
+        raise ReconcileError(
             "SSHHostKeyChanged",
             f"{target!r} presented a host key other than the one pinned in the Secret's "
             "ssh-host-key: if the VPS was rebuilt on purpose, delete that key from the Secret",
             transient=True,
         ) from None
     except asyncssh.PermissionDenied:
-        raise ProviderError(
+        raise ReconcileError(
             "SSHAuthFailed",
             f"{target!r} refused the key in {SSH_FIELD}: install its public key on the VPS",
             transient=True,
         ) from None
     except (OSError, asyncssh.Error) as error:
-        raise ProviderError(
+        raise ReconcileError(
             "SSHUnreachable",
             f"{target!r}: {type(error).__name__}: {error}; retrying",
             transient=True,
         ) from None
     if result.exit_status != 0:
         tail = str(result.stderr or "").strip().splitlines()[-3:]
-        raise ProviderError(
+        raise ReconcileError(
             "MailUInstallFailed",
             f"starting MailU on {target.host} exited with {result.exit_status}: "
             + " | ".join(tail),
@@ -234,7 +234,7 @@ async def install_on_vps(
             await admin.ensure_user(relay_user(spec), secrets.relay_password)
         except MailuAdminError as error:
             # MailU's admin needs a while after `up -d`: the next pass tries again.
-            raise ProviderError("MailUConfiguring", f"{error}; retrying", transient=True) from None
+            raise ReconcileError("MailUConfiguring", f"{error}; retrying", transient=True) from None
         finally:
             await admin.aclose()
 

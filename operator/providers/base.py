@@ -51,20 +51,6 @@ class External:
     reverse_dns: str | None = None
 
 
-class ProviderError(Exception):
-    """A provider could not do what was asked.
-
-    ``reason`` becomes the condition reason; ``message`` names the cause and the fix and never
-    holds a secret; ``transient`` says whether retrying later can help.
-    """
-
-    def __init__(self, reason: str, message: str, *, transient: bool) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.transient = transient
-
-
 class Provider(Protocol):
     """One kind of SmtpServer backend. Every method is idempotent."""
 

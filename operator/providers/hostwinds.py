@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from penguinmails.api.v1alpha1.smtpserver import HostwindsProvider as HostwindsSpec
-from penguinmails.operator.providers.base import External, ProviderError, ServerRef
+from penguinmails.operator.errors import ReconcileError
+from penguinmails.operator.providers.base import External, ServerRef
 from penguinmails.operator.providers.hostwinds_api import (
     HostwindsClient,
     HostwindsError,
@@ -24,17 +25,17 @@ _HINTS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def explain(error: HostwindsError) -> ProviderError:
+def explain(error: HostwindsError) -> ReconcileError:
     """A Hostwinds failure as a condition: reason, and a message naming the field to fix."""
     if isinstance(error, HostwindsUnavailableError):
-        return ProviderError("HostwindsUnavailable", f"{error}; retrying", transient=True)
+        return ReconcileError("HostwindsUnavailable", f"{error}; retrying", transient=True)
     lowered = error.detail.lower()
     for needle, reason, fix in _HINTS:
         if needle in lowered:
-            return ProviderError(reason, f"{error}: {fix}", transient=False)
+            return ReconcileError(reason, f"{error}: {fix}", transient=False)
     # An unexplained refusal may be a create that took effect anyway: the next pass looks the
     # server up by name before anything else, so retrying later is safe.
-    return ProviderError("HostwindsRejected", f"{error}; retrying", transient=True)
+    return ReconcileError("HostwindsRejected", f"{error}; retrying", transient=True)
 
 
 def _external(instance: Instance) -> External:

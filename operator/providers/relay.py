@@ -7,7 +7,8 @@ import ipaddress
 import socket
 
 from penguinmails.api.v1alpha1.smtpserver import RelayProvider as RelaySpec
-from penguinmails.operator.providers.base import External, ProviderError, ServerRef
+from penguinmails.operator.errors import ReconcileError
+from penguinmails.operator.providers.base import External, ServerRef
 
 
 async def resolve_host(host: str) -> str:
@@ -19,7 +20,7 @@ async def resolve_host(host: str) -> str:
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except OSError as error:
-        raise ProviderError(
+        raise ReconcileError(
             "RelayUnresolvable",
             f"spec.provider.relay.host {host} does not resolve ({error}): check the name",
             transient=True,

@@ -47,9 +47,9 @@ from penguinmails.devstack.sink import SinkServer
 from penguinmails.operator import tenant_resources as res
 from penguinmails.operator.campaign import (
     ACTIVE_ANNOTATION,
+    CampaignController,
     CampaignSettings,
     cleanup,
-    reconcile,
 )
 from penguinmails.operator.context import Context
 from penguinmails.operator.inuse import label_key
@@ -120,23 +120,17 @@ EVENTS: asyncio.Queue[Any] = asyncio.Queue()
 
 
 async def run_reconcile(ctx: Context, world: World, name: str) -> dict[str, Any]:
-    """One reconcile as kopf would run it, its status patch written through the API; the
+    """One pass as kopf would run it (the framework's, status written through the API); the
     events it posts are collected in EVENTS (kopf's own queue, not sent to the API)."""
     posting.settings_var.set(kopf.OperatorSettings())
     posting.event_queue_var.set(EVENTS)
     posting.event_queue_loop_var.set(asyncio.get_running_loop())
     body = kopf.Body(world.get("campaigns", name))  # type: ignore[arg-type]
-    patch = kopf.Patch()
-    await reconcile(
-        ctx,
-        CampaignSettings("https://unsubscribe.penguinmails.test/u", "penguinmails"),
-        body,
-        patch,
-        0,
-        log,
+    controller = CampaignController(
+        CampaignSettings("https://unsubscribe.penguinmails.test/u", "penguinmails"), 60
     )
-    if patch.get("status"):
-        await asyncio.to_thread(world.set_status, "campaigns", name, dict(patch["status"]))
+    # Status goes through the controller's own writer (the status subresource).
+    await controller.run(ctx, body, retry=0, logger=log, timer=False)
     return world.get("campaigns", name)
 
 

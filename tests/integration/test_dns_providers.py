@@ -18,11 +18,12 @@ from penguinmails.devstack.knot import KnotServer
 from penguinmails.devstack.ports import free_port
 from penguinmails.devstack.powerdns import PowerDnsServer
 from penguinmails.operator.dns import base
-from penguinmails.operator.dns.base import DnsProvider, ProviderError
+from penguinmails.operator.dns.base import DnsProvider
 from penguinmails.operator.dns.powerdns import PowerDnsProvider
 from penguinmails.operator.dns.records import Record
 from penguinmails.operator.dns.rfc2136 import Rfc2136Provider
 from penguinmails.operator.dns.verify import Nameserver, find_nameservers, verify
+from penguinmails.operator.errors import ReconcileError
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +155,7 @@ async def test_nameservers_are_found_through_the_zone(
     knot, _ = servers
     found = await find_nameservers(ZONE, [(knot.address, knot.port)])
     assert found == [Nameserver(f"ns1.{ZONE}", "127.0.0.1")]
-    with pytest.raises(ProviderError) as raised:
+    with pytest.raises(ReconcileError) as raised:
         await find_nameservers("absent.test", [(knot.address, knot.port)], wait=2)
     assert raised.value.reason in ("ZoneNotFound", "DNSServerUnreachable")
 
@@ -165,7 +166,7 @@ async def test_wrong_tsig_secret_is_rejected_by_name(
     knot, _ = servers
     wrong = TsigKey.generate(knot.tsig.name)
     api = Rfc2136Provider(knot.address, knot.port, wrong.name, wrong.secret)
-    with pytest.raises(ProviderError) as raised:
+    with pytest.raises(ReconcileError) as raised:
         await api.apply(ZONE, [base.Change("add", Record(DOMAIN, "TXT", "x", 60))])
     assert raised.value.reason == "TSIGRejected"
     assert wrong.secret not in raised.value.message
@@ -177,7 +178,7 @@ async def test_unknown_tsig_key_name_is_rejected(
 ) -> None:
     knot, _ = servers
     api = Rfc2136Provider(knot.address, knot.port, "nobody", knot.tsig.secret)
-    with pytest.raises(ProviderError) as raised:
+    with pytest.raises(ReconcileError) as raised:
         await api.apply(ZONE, [base.Change("add", Record(DOMAIN, "TXT", "x", 60))])
     assert raised.value.reason == "TSIGRejected"
 
@@ -192,7 +193,7 @@ async def test_update_refused_by_the_server_is_named_and_changes_nothing(
     before = await api.read(TINY, base.names_to_read([spf]))
 
     dkim = Record(f"pm-rsa-1._domainkey.mail.{TINY}", "TXT", LONG_DKIM, 60, "dkim")
-    with pytest.raises(ProviderError) as raised:
+    with pytest.raises(ReconcileError) as raised:
         await sync(api, [spf, dkim], set(), TINY)
     error = raised.value
     assert error.reason == "DNSUpdateRefused"
@@ -207,7 +208,7 @@ async def test_unreachable_server_is_named() -> None:
     api = Rfc2136Provider(
         "127.0.0.1", free_port(), "k", base64.b64encode(b"k" * 32).decode(), timeout=1
     )
-    with pytest.raises(ProviderError) as raised:
+    with pytest.raises(ReconcileError) as raised:
         await api.apply(ZONE, [base.Change("add", Record(DOMAIN, "TXT", "x", 60))])
     assert raised.value.reason == "DNSServerUnreachable"
 
@@ -218,7 +219,7 @@ async def test_powerdns_wrong_api_key_and_missing_zone(
     _, pdns = servers
     wrong = PowerDnsProvider(pdns.api_url, "not-the-key")
     try:
-        with pytest.raises(ProviderError) as raised:
+        with pytest.raises(ReconcileError) as raised:
             await wrong.read(ZONE, {DOMAIN})
         assert raised.value.reason == "InvalidCredentials"
         assert "not-the-key" not in raised.value.message
@@ -226,7 +227,7 @@ async def test_powerdns_wrong_api_key_and_missing_zone(
         await wrong.close()
     right = PowerDnsProvider(pdns.api_url, pdns.api_key)
     try:
-        with pytest.raises(ProviderError) as raised:
+        with pytest.raises(ReconcileError) as raised:
             await right.read("absent.test", {"absent.test"})
         assert raised.value.reason == "ZoneNotFound"
     finally:

@@ -41,7 +41,7 @@ from penguinmails.common.dkim.keys import (
 from penguinmails.common.keys import MasterKeys
 from penguinmails.devstack.postfix import PostfixServer
 from penguinmails.devstack.sink import SinkServer
-from penguinmails.operator.campaign import SHARED_POOL_LABEL, CampaignSettings, reconcile
+from penguinmails.operator.campaign import SHARED_POOL_LABEL, CampaignController, CampaignSettings
 from penguinmails.operator.context import Context
 from tests.integration.conftest import GROUP, VERSION, Cluster
 from tests.integration.test_campaign_controller import (  # noqa: F401 (fixtures)
@@ -68,11 +68,9 @@ async def run_reconcile(ctx: Context, world: World, name: str, platform: str) ->
     posting.event_queue_var.set(EVENTS)  # this module's own: other tests read theirs
     posting.event_queue_loop_var.set(asyncio.get_running_loop())
     body = kopf.Body(world.get("campaigns", name))  # type: ignore[arg-type]
-    patch = kopf.Patch()
     settings = CampaignSettings("https://unsubscribe.penguinmails.test/u", platform)
-    await reconcile(ctx, settings, body, patch, 0, logging.getLogger(__name__))
-    if patch.get("status"):
-        await asyncio.to_thread(world.set_status, "campaigns", name, dict(patch["status"]))
+    controller = CampaignController(settings, 60)
+    await controller.run(ctx, body, retry=0, logger=logging.getLogger(__name__), timer=False)
     return world.get("campaigns", name)
 
 
