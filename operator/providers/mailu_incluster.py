@@ -13,6 +13,7 @@ from typing import Any
 from penguinmails.api.v1alpha1.smtpserver import SmtpServerSpec
 from penguinmails.api.v1alpha1.tiers import TierLimits
 from penguinmails.operator.context import Context
+from penguinmails.operator.errors import ReconcileError
 from penguinmails.operator.mailu.fit import MailuRefusedError, check, deployments_usage
 from penguinmails.operator.mailu.install import ensure_mailu_secrets
 from penguinmails.operator.mailu.manifests import (
@@ -21,7 +22,7 @@ from penguinmails.operator.mailu.manifests import (
     manifests,
     public_service_name,
 )
-from penguinmails.operator.providers.base import External, ProviderError, ServerRef
+from penguinmails.operator.providers.base import External, ServerRef
 
 
 def _address(service: dict[str, Any]) -> str | None:
@@ -79,7 +80,7 @@ class MailuInCluster:
         try:
             return check(ref.namespace, labels, mailu, deployments_usage(others))
         except MailuRefusedError as refused:
-            raise ProviderError(refused.reason, refused.message, transient=False) from None
+            raise ReconcileError(refused.reason, refused.message, transient=False) from None
 
     async def _apply(self, ref: ServerRef) -> None:
         tier = await self._fit(ref)
