@@ -42,9 +42,11 @@ BASELINE_IDLE_SECONDS = 60.0
 
 def apiserver_requests(api_client: client.ApiClient) -> collections.Counter[str]:
     """`apiserver_request_total` summed by verb, from the API server's own metrics."""
-    response = api_client.call_api(
-        "/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False
-    )[0]
+    method, url, headers, body, post = api_client.param_serialize(
+        "GET", "/metrics", header_params={"Accept": "text/plain"}, auth_settings=["BearerToken"]
+    )
+    response = api_client.call_api(method, url, headers, body, post, _request_timeout=60)
+    response.read()
     counts = collections.Counter[str]()
     for family in text_string_to_metric_families(response.data.decode()):
         for sample in family.samples:

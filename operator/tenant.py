@@ -55,6 +55,12 @@ from penguinmails.operator.kube import Kube
 from penguinmails.operator.secret_access import apply_secret
 
 PLURAL = "tenants"
+FULL_PASSES_AT_ONCE = 16
+"""Full passes in flight at once. Thousands of Tenants arrive at once (a restart resumes every
+one, a bulk import creates them): unbounded, each holds its manifests and responses while its
+requests queue for the client's KUBE_WORKERS threads anyway, and the operator's peak memory
+(which Python keeps once reached) grows with the burst. Sixteen keep the threads busy (each pass
+applies ten children concurrently) while the others wait holding only kopf's own state."""
 SCHEDULING_ANNOTATION = f"{res.GROUP}/sender-scheduling"
 """Set on a Tenant when one of its sender pods becomes (un)schedulable, so that its status says
 so at once rather than at the next resync (`watch_sender_scheduling`)."""
@@ -246,9 +252,11 @@ async def reconcile(
     *,
     resyncs: Resyncs | None = None,
     cached: Stated | None = None,
+    full_passes: asyncio.Semaphore | None = None,
 ) -> None:
     """One pass over a Tenant. `cached` (a cheap resync, see `Resyncs`): what the last full
-    pass stated, trusted; `resyncs` records each full pass."""
+    pass stated, trusted; `resyncs` records each full pass; `full_passes` bounds how many run
+    at once (FULL_PASSES_AT_ONCE)."""
     name = body.metadata.name
     generation = int(body.metadata.get("generation") or 0)
     status: Mapping[str, Any] = body.status or {}
@@ -275,7 +283,8 @@ async def reconcile(
         stated = cached
         if stated is None:
             rotate_token = body.metadata.annotations.get(ROTATE_SENDER_ANNOTATION)
-            stated = await _state_everything(ctx, tenant, spec, generation, rotate_token)
+            async with full_passes or contextlib.nullcontext():
+                stated = await _state_everything(ctx, tenant, spec, generation, rotate_token)
             if resyncs is not None:
                 resyncs.record(tenant.uid, stated)
         sent = await _usage(ctx, name, spec, stated.tenant_id, logger)
@@ -472,6 +481,7 @@ async def _delete_redis_user(ctx: Context, name: str, logger: kopf.Logger | logg
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
     """Attach the Tenant handlers; the resync interval comes from the settings."""
     resyncs = Resyncs(settings.full_resync_seconds)
+    full_passes = asyncio.Semaphore(FULL_PASSES_AT_ONCE)
 
     async def run(
         *,
@@ -488,7 +498,14 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             metrics.RESYNC_PASSES.labels(kind="Tenant", depth=depth).inc()
         with metrics.observe("Tenant", depth if timer else "change"):
             await reconcile(
-                memo.context, body, patch, retry, logger, resyncs=resyncs, cached=cached
+                memo.context,
+                body,
+                patch,
+                retry,
+                logger,
+                resyncs=resyncs,
+                cached=cached,
+                full_passes=full_passes,
             )
 
     async def delete(*, body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger) -> None:
