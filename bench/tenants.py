@@ -23,7 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from penguinmails.bench.measure import peak_rss_mib
@@ -113,9 +115,16 @@ def count_ready(api: client.CustomObjectsApi, prefix: str) -> int:
 
 def wait_ready(api: client.CustomObjectsApi, prefix: str, expected: int, timeout: float) -> float:
     started = time.perf_counter()
-    while count_ready(api, prefix) < expected:
+    ready = 0
+    while ready < expected:
+        try:
+            ready = count_ready(api, prefix)
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            # A loaded API server times a large list out (504) or drops it: poll again.
+            if isinstance(error, ApiException) and (error.status or 0) < 500:
+                raise
         if time.perf_counter() - started > timeout:
-            raise TimeoutError(f"only {count_ready(api, prefix)}/{expected} Ready after {timeout}s")
+            raise TimeoutError(f"only {ready}/{expected} Ready after {timeout}s")
         time.sleep(0.5)
     return time.perf_counter() - started
 
