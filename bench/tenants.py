@@ -43,7 +43,8 @@ BASELINE_IDLE_SECONDS = 60.0
 
 
 def apiserver_requests(api_client: client.ApiClient) -> collections.Counter[str]:
-    """`apiserver_request_total` summed by verb, from the API server's own metrics."""
+    """`apiserver_request_total` by "VERB resource[/subresource]", from the API server's own
+    metrics (which client made a request is not among its labels: the resource tells)."""
     method, url, headers, body, post = api_client.param_serialize(
         "GET", "/metrics", header_params={"Accept": "text/plain"}, auth_settings=["BearerToken"]
     )
@@ -53,7 +54,9 @@ def apiserver_requests(api_client: client.ApiClient) -> collections.Counter[str]
     for family in text_string_to_metric_families(response.data.decode()):
         for sample in family.samples:
             if sample.name == "apiserver_request_total":
-                counts[sample.labels["verb"]] += int(sample.value)
+                labels = sample.labels
+                sub = f"/{labels['subresource']}" if labels.get("subresource") else ""
+                counts[f"{labels['verb']} {labels.get('resource', '')}{sub}"] += int(sample.value)
     return counts
 
 
@@ -230,8 +233,8 @@ def run(stack: Stack, base: Path) -> None:
         f"({requests * per_minute / 1000:.2f} per Tenant); every pass full: "
         f"{all_full * per_minute:.0f}/min ({requests / all_full if all_full else 0:.3f}x)"
     )
-    quiet_rate = {verb: n / BASELINE_IDLE_SECONDS for verb, n in quiet.items()}
-    idle_rate = {verb: n / IDLE_SECONDS for verb, n in served.items()}
+    quiet_rate = _by_verb(quiet, BASELINE_IDLE_SECONDS)
+    idle_rate = _by_verb(served, IDLE_SECONDS)
     extra = {verb: idle_rate.get(verb, 0) - quiet_rate.get(verb, 0) for verb in idle_rate}
     print(
         "  baseline: API server, no operator            "
@@ -244,7 +247,19 @@ def run(stack: Stack, base: Path) -> None:
         + " ".join(f"{v}={r:.2f}" for v, r in sorted(idle_rate.items()) if r)
     )
     print(
-        "  the operator's share (idle minus baseline)   "
+        "  idle minus baseline (operator + control plane) "
         f"{sum(extra.values()):8.2f} requests/s (target under 5)"
     )
     print(f"  machine load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    busiest = sorted(served.items(), key=lambda item: -item[1])[:8]
+    print(
+        "  idle requests by resource: "
+        + ", ".join(f"{what} {n / IDLE_SECONDS:.2f}/s" for what, n in busiest)
+    )
+
+
+def _by_verb(counts: collections.Counter[str], seconds: float) -> dict[str, float]:
+    rates: dict[str, float] = collections.defaultdict(float)
+    for what, n in counts.items():
+        rates[what.split(" ", 1)[0]] += n / seconds
+    return dict(rates)
