@@ -13,10 +13,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from penguinmails.bench import api, sending, sendingdomains, signing, smtpservers, tenants
+from penguinmails.bench import api, latency, sending, sendingdomains, signing, smtpservers, tenants
 from penguinmails.devstack.stack import Stack
 
-BENCHMARKS = (sendingdomains, smtpservers, tenants, sending, api)
+BENCHMARKS = (sendingdomains, smtpservers, tenants, latency, sending, api)
 
 
 def main(argv: list[str] | None = None) -> int:

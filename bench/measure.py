@@ -22,9 +22,12 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def scrape(port: int, timeout: float = 30.0) -> list[Sample]:
-    """Every sample a process exposes on its Prometheus endpoint (loopback), parsed by the
-    client library's own text parser."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as response:
-        text = response.read().decode()
+def samples(text: str) -> list[Sample]:
+    """Every sample of a Prometheus text exposition, parsed by the client library's parser."""
     return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def scrape(port: int, timeout: float = 30.0) -> list[Sample]:
+    """Every sample a process exposes on its Prometheus endpoint (loopback)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as response:
+        return samples(response.read().decode())

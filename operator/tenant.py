@@ -55,9 +55,21 @@ from penguinmails.operator.kube import Kube
 from penguinmails.operator.secret_access import apply_secret
 
 PLURAL = "tenants"
+FULL_PASSES_AT_ONCE = 16
+"""Full passes in flight at once. Thousands of Tenants arrive at once (a restart resumes every
+one, a bulk import creates them): unbounded, each holds its manifests and responses while its
+requests queue for the client's KUBE_WORKERS threads anyway, and the operator's peak memory
+(which Python keeps once reached) grows with the burst. Sixteen keep the threads busy (each pass
+applies ten children concurrently) while the others wait holding only kopf's own state."""
 SCHEDULING_ANNOTATION = f"{res.GROUP}/sender-scheduling"
 """Set on a Tenant when one of its sender pods becomes (un)schedulable, so that its status says
 so at once rather than at the next resync (`watch_sender_scheduling`)."""
+SENDER_CONFIG_ANNOTATION = f"{res.GROUP}/sender-config"
+"""Set on a Tenant when one of its sender pods cannot start for want of its Secret
+(CreateContainerConfigError): the pass it triggers issues the Secret again."""
+ROTATE_SENDER_ANNOTATION = f"{res.GROUP}/rotate-sender-credentials"
+"""Set (or change) this annotation on a Tenant to any value to issue its sender new database and
+Redis passwords now; the value is recorded on the sender Secret, so each value rotates once."""
 
 
 async def _count_active_campaigns(kube: Kube, namespace: str) -> int:
@@ -68,7 +80,9 @@ async def _count_active_campaigns(kube: Kube, namespace: str) -> int:
     return sum(1 for campaign in campaigns if res.is_active_campaign(campaign))
 
 
-async def _issue_sender_secret(ctx: Context, tenant: res.TenantRef, tenant_id: uuid.UUID) -> str:
+async def _issue_sender_secret(
+    ctx: Context, tenant: res.TenantRef, tenant_id: uuid.UUID, rotate_token: str | None
+) -> None:
     """Give the tenant's sender its own database and Redis logins and token key, in its own
     namespace.
 
@@ -76,7 +90,8 @@ async def _issue_sender_secret(ctx: Context, tenant: res.TenantRef, tenant_id: u
     platform's (the Redis one must be allowed ACL SETUSER); the logins in the tenant's copy are
     the tenant's own (`tenant_logins`, `tenant_redis`), never the platform's. Their passwords
     live only in that copy: kept while the copy holds them for the current login, issued anew
-    when the copy is gone (the rotation, see docs/operations.md).
+    when the copy is gone or when the Tenant's `rotate_token` (ROTATE_SENDER_ANNOTATION) is not
+    the one the copy records (the rotation, see docs/operations.md).
     """
     namespace, _, name = ctx.settings.sender_secret.partition("/")
     source = await ctx.kube.get("v1", "Secret", name, namespace or None)
@@ -99,9 +114,11 @@ async def _issue_sender_secret(ctx: Context, tenant: res.TenantRef, tenant_id: u
         raise ConfigurationError(
             "SenderSecretInvalid", f"the Secret {ctx.settings.sender_secret}: {error}"
         ) from None
-    current = ((await ctx.kube.get("v1", "Secret", res.SENDER_NAME, tenant.namespace)) or {}).get(
-        "data"
-    ) or {}
+    copy = (await ctx.kube.get("v1", "Secret", res.SENDER_NAME, tenant.namespace)) or {}
+    recorded = ((copy.get("metadata") or {}).get("annotations") or {}).get(res.ROTATED_ANNOTATION)
+    # A rotation asked for and not done yet: the copy's passwords are not kept.
+    rotating = rotate_token is not None and rotate_token != recorded
+    current = {} if rotating else copy.get("data") or {}
     role = await tenant_login_name(ctx.db, tenant_id)
     db_password = _password_for(role, current.get("PM_DATABASE_URL")) or new_password()
     limit = connection_limit(TIERS[tenant.tier].sender_max_replicas)
@@ -117,8 +134,7 @@ async def _issue_sender_secret(ctx: Context, tenant: res.TenantRef, tenant_id: u
     data["PM_REDIS_URL"] = _b64(with_login(platform_redis, role, redis_password))
     # Its own token key, derived: never the platform's master secret (common.keys).
     data["PM_TOKEN_KEY"] = _b64(master.token_key(tenant_id).encode())
-    applied = await apply_secret(ctx.kube, res.sender_secret(tenant, data))
-    return str(applied["metadata"]["resourceVersion"])
+    await apply_secret(ctx.kube, res.sender_secret(tenant, data, rotated_for=rotate_token))
 
 
 def _password_for(role: str | None, encoded_url: str | None) -> str | None:
@@ -147,8 +163,6 @@ class Stated:
     tenant_id: uuid.UUID
     replicas: int
     placement: res.SenderPlacement
-    secret_version: str | None
-    """The resourceVersion of the sender Secret it applied (None: no platform Secret set)."""
     at: float = 0.0
     """When it was stated, on the `Resyncs` clock."""
 
@@ -160,12 +174,14 @@ class Resyncs:
     requests a second at 1,000 Tenants on a 60 s resync. But every way a child can change
     between passes already makes a change pass: a deleted or edited child nudges its Tenant
     (`handlers.repair_children`), a Campaign starting or finishing nudges it (replicas), a
-    sender pod's scheduling nudges it, and a spec change is a change. So a timer pass trusts
-    the last full pass of this process and reads only the sender Secret (deleting it is how
-    its logins are rotated: docs/operations.md), unless the generation moved or the last full
-    pass is `full_every` seconds old (PM_FULL_RESYNC_SECONDS, 10 hours as controller-runtime's
-    sync period): the net for what a watch can miss (a child deleted while a watch reconnects,
-    a changed platform Secret)."""
+    sender pod's scheduling nudges it, a sender pod that cannot start for want of its Secret
+    nudges it, and a spec change or an annotation (ROTATE_SENDER_ANNOTATION: how the sender's
+    logins are rotated) is a change. So a timer pass trusts the last full pass of this process
+    and makes no request at all, unless the generation moved or the last full pass is
+    `full_every` seconds old (PM_FULL_RESYNC_SECONDS, 10 hours as controller-runtime's sync
+    period): the net for what a watch can miss (a child deleted while a watch reconnects, a
+    changed platform Secret, a sender Secret edited by hand: Secrets are not watched, since the
+    operator may not list them)."""
 
     def __init__(self, full_every: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.applied: dict[str, Stated] = {}
@@ -190,17 +206,8 @@ class Resyncs:
         self.applied.pop(uid, None)
 
 
-async def _secret_unchanged(ctx: Context, tenant: res.TenantRef, stated: Stated) -> bool:
-    """The tenant's sender Secret is the one the last full pass applied (one read)."""
-    if stated.secret_version is None:
-        return True
-    current = await ctx.kube.get("v1", "Secret", res.SENDER_NAME, tenant.namespace)
-    version = ((current or {}).get("metadata") or {}).get("resourceVersion")
-    return bool(version) and version == stated.secret_version
-
-
 async def _state_everything(
-    ctx: Context, tenant: res.TenantRef, spec: TenantSpec, generation: int
+    ctx: Context, tenant: res.TenantRef, spec: TenantSpec, generation: int, rotate_token: str | None
 ) -> Stated:
     """The full pass: namespace, children, database row, sender Secret, pods observed."""
     limits = TIERS[spec.tier]
@@ -224,9 +231,8 @@ async def _state_everything(
         contact_email=spec.contact_email,
         suspended=spec.suspended,
     )
-    secret_version = None
     if ctx.settings.sender_secret:
-        secret_version = await _issue_sender_secret(ctx, tenant, tenant_id)
+        await _issue_sender_secret(ctx, tenant, tenant_id, rotate_token)
     # Scaled to 0, whatever sender pods remain are on their way out: nothing to ask.
     pods = await ctx.kube.list("v1", "Pod", tenant.namespace) if replicas else []
     return Stated(
@@ -234,7 +240,6 @@ async def _state_everything(
         tenant_id=tenant_id,
         replicas=replicas,
         placement=res.sender_placement(pods),
-        secret_version=secret_version,
     )
 
 
@@ -247,9 +252,11 @@ async def reconcile(
     *,
     resyncs: Resyncs | None = None,
     cached: Stated | None = None,
+    full_passes: asyncio.Semaphore | None = None,
 ) -> None:
     """One pass over a Tenant. `cached` (a cheap resync, see `Resyncs`): what the last full
-    pass stated, trusted but for the sender Secret; `resyncs` records each full pass."""
+    pass stated, trusted; `resyncs` records each full pass; `full_passes` bounds how many run
+    at once (FULL_PASSES_AT_ONCE)."""
     name = body.metadata.name
     generation = int(body.metadata.get("generation") or 0)
     status: Mapping[str, Any] = body.status or {}
@@ -274,8 +281,10 @@ async def reconcile(
     tenant = res.TenantRef(name=name, uid=str(body.metadata.uid), tier=spec.tier)
     try:
         stated = cached
-        if stated is None or not await _secret_unchanged(ctx, tenant, stated):
-            stated = await _state_everything(ctx, tenant, spec, generation)
+        if stated is None:
+            rotate_token = body.metadata.annotations.get(ROTATE_SENDER_ANNOTATION)
+            async with full_passes or contextlib.nullcontext():
+                stated = await _state_everything(ctx, tenant, spec, generation, rotate_token)
             if resyncs is not None:
                 resyncs.record(tenant.uid, stated)
         sent = await _usage(ctx, name, spec, stated.tenant_id, logger)
@@ -472,6 +481,7 @@ async def _delete_redis_user(ctx: Context, name: str, logger: kopf.Logger | logg
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
     """Attach the Tenant handlers; the resync interval comes from the settings."""
     resyncs = Resyncs(settings.full_resync_seconds)
+    full_passes = asyncio.Semaphore(FULL_PASSES_AT_ONCE)
 
     async def run(
         *,
@@ -488,7 +498,14 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             metrics.RESYNC_PASSES.labels(kind="Tenant", depth=depth).inc()
         with metrics.observe("Tenant", depth if timer else "change"):
             await reconcile(
-                memo.context, body, patch, retry, logger, resyncs=resyncs, cached=cached
+                memo.context,
+                body,
+                patch,
+                retry,
+                logger,
+                resyncs=resyncs,
+                cached=cached,
+                full_passes=full_passes,
             )
 
     async def delete(*, body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger) -> None:
@@ -506,11 +523,17 @@ def watch_sender_scheduling(registry: kopf.OperatorRegistry) -> None:
     such a pod is placed or goes away: the scheduler decides after the Tenant's pass scaled the
     Deployment up, so only the pod tells.
 
+    Also when a sender pod cannot start for want of its Secret (CreateContainerConfigError):
+    Secrets are not watched (the operator may not list them) and the resync reads nothing, so
+    a deleted sender Secret is issued again when a pod needs it (a running pod keeps the
+    environment it started with).
+
     Only sender pods are listed and streamed (a server-side label selector). A pod placed at the
     first attempt changes nothing the Tenant reports and nudges nothing; the last state nudged
     per pod is remembered so that the pod's other updates cost no request.
     """
     last: dict[str, str] = {}
+    stuck: set[str] = set()
 
     @kopf.on.startup(registry=registry)
     def select_sender_pods(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -532,6 +555,17 @@ def watch_sender_scheduling(registry: kopf.OperatorRegistry) -> None:
         previous = last.pop(uid, "") if type == "DELETED" else last.get(uid, "")
         if state and type != "DELETED":
             last[uid] = state
+        if type == "DELETED" or not res.config_error(body):
+            stuck.discard(uid)
+        elif uid not in stuck:
+            stuck.add(uid)  # once per pod: a pass that cannot fix it must not loop
+            if tenant:
+                logger.info(
+                    "sender pod %s of Tenant %s: %s", body.metadata.name, tenant, res.CONFIG_ERROR
+                )
+                value = f"{uid}/{body.metadata.get('resourceVersion', '')}"  # each stall a change
+                nudge = {"metadata": {"annotations": {SENDER_CONFIG_ANNOTATION: value}}}
+                await memo.context.kube.merge_patch(res.TENANT_API_VERSION, "Tenant", tenant, nudge)
         if not tenant or not res.scheduling_news(previous, state):
             return
         logger.info(

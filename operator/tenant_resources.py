@@ -30,6 +30,9 @@ SENDER_COMMAND = ["penguinmails-sender"]
 MANAGED_BY = {"app.kubernetes.io/managed-by": "penguinmails"}
 TENANT_LABEL = f"{GROUP}/tenant"
 TIER_LABEL = f"{GROUP}/tier"
+ROTATED_ANNOTATION = f"{GROUP}/rotated-for"
+"""On the sender Secret: the Tenant's rotate-sender-credentials value its passwords were issued
+for, so that one value rotates them once (tenant.py)."""
 # The namespaced kinds a tenant creates; their counts are capped per tier by the ResourceQuota.
 TENANT_KINDS_PLURAL = {
     "sendingdomains": "sending_domains",
@@ -461,12 +464,18 @@ def sender_deployment(tenant: TenantRef, *, image: str, replicas: int) -> Manife
     }
 
 
-def sender_secret(tenant: TenantRef, data: Mapping[str, str]) -> Manifest:
-    """The sender's Secret: the tenant's own logins and token key (base64, as in `data`)."""
+def sender_secret(
+    tenant: TenantRef, data: Mapping[str, str], *, rotated_for: str | None = None
+) -> Manifest:
+    """The sender's Secret: the tenant's own logins and token key (base64, as in `data`), and
+    the rotation request its passwords answer, if any."""
+    metadata = tenant.metadata(SENDER_NAME)
+    if rotated_for is not None:
+        metadata["annotations"] = {ROTATED_ANNOTATION: rotated_for}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": tenant.metadata(SENDER_NAME),
+        "metadata": metadata,
         "type": "Opaque",
         "data": {key: data[key] for key in TENANT_SECRET_KEYS},
     }
@@ -539,6 +548,19 @@ def scheduling_state(pod: Mapping[str, Any], *, deleted: bool = False) -> str:
     if deleted:
         return "Gone"
     return str((pod_scheduled(pod) or {}).get("status") or "")
+
+
+CONFIG_ERROR = "CreateContainerConfigError"
+
+
+def config_error(pod: Mapping[str, Any]) -> bool:
+    """Whether a container of the pod waits in CreateContainerConfigError: the kubelet cannot
+    build its environment, which for a sender means its Secret is missing (or lacks a key)."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return any(
+        ((status.get("state") or {}).get("waiting") or {}).get("reason") == CONFIG_ERROR
+        for status in statuses
+    )
 
 
 def scheduling_news(previous: str, state: str) -> bool:

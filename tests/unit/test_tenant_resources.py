@@ -261,6 +261,13 @@ def test_sender_secret_copies_only_what_the_sender_needs() -> None:
     assert secret["data"] == {k: platform[k] for k in res.TENANT_SECRET_KEYS}
     assert "PM_SUPPRESSION_KEY" not in secret["data"]  # the platform's master key
     assert "STRIPE_API_KEY" not in secret["data"]
+    assert "annotations" not in secret["metadata"]  # no rotation asked for
+
+
+def test_sender_secret_records_the_rotation_its_passwords_answer() -> None:
+    data = {key: "eA==" for key in res.TENANT_SECRET_KEYS}
+    secret = res.sender_secret(tenant(), data, rotated_for="2026-12-02")
+    assert secret["metadata"]["annotations"] == {res.ROTATED_ANNOTATION: "2026-12-02"}
 
 
 def _pod(
@@ -334,3 +341,16 @@ def test_the_pod_watch_nudges_a_tenant_only_when_its_report_changes() -> None:
     assert not news("True", "Gone")
     assert not news("False", "False")  # the scheduler retried: same report
     assert not news("", "")  # not decided yet
+
+
+def test_a_sender_pod_without_its_secret_is_told_apart() -> None:
+    def waiting(reason: str) -> dict[str, object]:
+        pod = _pod(scheduled=("True", "", ""))
+        statuses = [{"name": "sender", "state": {"waiting": {"reason": reason}}}]
+        pod["status"] = {**pod["status"], "containerStatuses": statuses}  # type: ignore[dict-item]
+        return pod
+
+    assert res.config_error(waiting("CreateContainerConfigError"))
+    assert not res.config_error(waiting("ContainerCreating"))
+    assert not res.config_error(waiting("ImagePullBackOff"))
+    assert not res.config_error(_pod())  # no container status yet
