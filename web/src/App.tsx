@@ -11,12 +11,18 @@ import Overview from "./pages/Overview";
 const Domains = lazy(() => import("./pages/Domains"));
 const Campaigns = lazy(() => import("./pages/Campaigns"));
 const ApiKeys = lazy(() => import("./pages/ApiKeys"));
+const Contacts = lazy(() => import("./pages/Contacts"));
+const Servers = lazy(() => import("./pages/Servers"));
+const AuditLog = lazy(() => import("./pages/AuditLog"));
 
 const PAGES = [
   { path: "overview", label: "Overview", Page: Overview },
   { path: "domains", label: "Sending domains", Page: Domains },
   { path: "campaigns", label: "Campaigns", Page: Campaigns },
   { path: "api-keys", label: "API keys", Page: ApiKeys },
+  { path: "contacts", label: "Contacts", Page: Contacts },
+  { path: "servers", label: "SMTP servers", Page: Servers },
+  { path: "audit-log", label: "Audit log", Page: AuditLog },
 ] as const;
 
 const TENANT_STORE = "penguinmails.tenant";
