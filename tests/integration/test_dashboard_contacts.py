@@ -318,6 +318,9 @@ async def test_contacts_servers_and_audit_log(
     await expect(banner).to_have_text(probe["banner"])
     await expect(card.get_by_test_id("probe-blocklists")).to_have_text(f"Listed on {BLOCKLIST}")
     await expect(card.get_by_text("Needs attention")).to_be_visible()  # listed: not Ready
+    await expect(page.get_by_test_id("servers-summary")).to_have_text(
+        "1 server:0 healthy1 need attention"
+    )
     checks = card.get_by_role("table", name="Checks of relay")
     await expect(checks.get_by_role("row", name=re.compile("^Blocklists Failing"))).to_contain_text(
         BLOCKLIST
@@ -386,6 +389,10 @@ async def test_contacts_servers_and_audit_log(
     await page.get_by_role("link", name="Contacts").focus()
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("heading", level=1, name=PAGES["contacts"])).to_be_visible()
+    # The tab remembers its last import (the API lists none): shown again, finished.
+    await expect(page.get_by_test_id("import-summary")).to_have_text(
+        f"{csv.good:,} contacts imported, {len(csv.bad)} lines skipped."
+    )
     assert axe == {}, json.dumps(axe, indent=2)
     phases.done("narrow-and-accessibility")
 

@@ -65,6 +65,13 @@ function ImportCsv({ tenant, lists, onDone }: { tenant: string; lists: ContactLi
   const [busy, setBusy] = useState(false);
   const [job, setJob] = useState<ContactImport | null>(null);
   const jobPath = job && tenantPath(tenant, `contact-imports/${job.id}`);
+  // The API lists no imports: the tab keeps the last one's id, so leaving the page and coming
+  // back (or a reload) shows it again.
+  const remembered = `penguinmails.import.${tenant}`;
+  useEffect(() => {
+    const id = sessionStorage.getItem(remembered);
+    if (id) api<ContactImport>("GET", tenantPath(tenant, `contact-imports/${id}`)).then(setJob, () => sessionStorage.removeItem(remembered));
+  }, [tenant, remembered]);
   const running = job?.state === "running";
   const done = useRef(onDone);
   done.current = onDone;
@@ -98,6 +105,7 @@ function ImportCsv({ tenant, lists, onDone }: { tenant: string; lists: ContactLi
         new RawBody(file, "text/csv"),
       );
       setJob(started);
+      sessionStorage.setItem(remembered, started.id);
       if (started.state !== "running") onDone();
     } catch (caught) {
       setError(caught);

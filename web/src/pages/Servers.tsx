@@ -97,6 +97,7 @@ export default function Servers({ tenant }: { tenant: string }) {
       {servers.data && servers.data.length > 0 && (
         <>
           <h2 className="sr-only">Servers</h2>
+          <Summary servers={servers.data} />
           <ul className="grid gap-4">
             {servers.data.map((s) => (
               <ServerCard key={s.name} server={s} onDelete={() => void remove(s)} />
@@ -106,6 +107,24 @@ export default function Servers({ tenant }: { tenant: string }) {
       )}
       <Mailboxes domains={domains.data} error={domains.error} />
     </>
+  );
+}
+
+/** Health at a glance: how many servers are ready, need attention or are still pending. */
+function Summary({ servers }: { servers: SmtpServer[] }) {
+  const ready = servers.map((s) => condition(s.status, "Ready")?.status);
+  const healthy = ready.filter((r) => r === "True").length;
+  const pending = ready.filter((r) => r === undefined).length;
+  const attention = servers.length - healthy - pending;
+  return (
+    <p className="mb-3 flex flex-wrap items-center gap-2 text-sm" data-testid="servers-summary">
+      <span>
+        {servers.length} {servers.length === 1 ? "server" : "servers"}:
+      </span>
+      <Badge tone={healthy ? "ok" : "none"}>{healthy} healthy</Badge>
+      <Badge tone={attention ? "bad" : "none"}>{attention} need attention</Badge>
+      {pending > 0 && <Badge tone="none">{pending} pending</Badge>}
+    </p>
   );
 }
 
@@ -236,8 +255,10 @@ function WarmupChart({ label, series }: { label: string; series: { label: string
         datasets: series.map((s, i) => ({
           label: s.label,
           data: s.days,
-          // Today's bar is dark: where the ramp stands.
-          backgroundColor: s.days.map((_, day) => (day === s.today ? TODAY : COLOURS[i % COLOURS.length])),
+          backgroundColor: COLOURS[i % COLOURS.length],
+          // Today's bar is outlined: where the ramp stands.
+          borderColor: TODAY,
+          borderWidth: s.days.map((_, day) => (day === s.today ? 3 : 0)),
         })),
       },
       options: {
