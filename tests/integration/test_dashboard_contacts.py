@@ -271,6 +271,18 @@ async def test_contacts_servers_and_audit_log(
             f"{base}/suppressions/check", json={"email": "blocked@example.com"}
         )
     assert checked.json()["suppressed"] is False, checked.text
+    # Many at once: all or nothing, the bad address named by its line (blank lines skipped).
+    bulk = page.locator("details", has_text="Add many addresses at once")
+    await page.get_by_text("Add many addresses at once").click()
+    many = page.get_by_label("Addresses, one a line")
+    await many.fill("a@example.com\n\nnot-an-address\nb@example.com")
+    await page.get_by_role("button", name="Add these addresses").click()
+    await expect(page.locator("#bulk-emails-error")).to_contain_text("Line 3:")
+    await expect(page.get_by_text("Nobody is suppressed yet")).to_be_visible()  # none added
+    await many.fill("a@example.com\nb@example.com")
+    await page.get_by_role("button", name="Add these addresses").click()
+    await expect(bulk.get_by_role("status")).to_contain_text("2 added, 0 already on the list")
+    await expect(entries.get_by_role("row")).to_have_count(2 + 1)
     phases.done("suppression")
 
     # Servers: a relay added (a bad hostname first), then the operator's probe results.

@@ -20,6 +20,7 @@ export type ImportLineError = Schemas["ImportLineError"];
 export type Suppression = Schemas["Suppression"];
 export type SuppressionAdded = Schemas["SuppressionAdded"];
 export type SuppressionCheck = Schemas["CheckResult"];
+export type BulkSuppressionResult = Schemas["BulkSuppressionResult"];
 export type AuditEntry = Schemas["AuditEntry"];
 
 /** An answer in the API's error envelope: `param` names the request field at fault. */

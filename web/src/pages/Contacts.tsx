@@ -3,11 +3,13 @@
 // suppression list (check an address, add, remove, browse by reason).
 import { useEffect, useRef, useState, type FormEvent } from "react";
 import {
+  ApiError,
   RawBody,
   all,
   api,
   pageOf,
   tenantPath,
+  type BulkSuppressionResult,
   type ContactImport,
   type ContactList,
   type ImportLineError,
@@ -442,6 +444,7 @@ function Suppressions({ tenant }: { tenant: string }) {
           </div>
         )}
       </div>
+      <BulkAdd path={path} reason={addReason} onAdded={() => void entries.reset()} />
       <div className="mt-4 flex flex-wrap items-center gap-2">
         <h3 className="font-semibold">Entries</h3>
         <label htmlFor="suppression-filter" className="ml-auto text-sm">
@@ -503,5 +506,66 @@ function Suppressions({ tenant }: { tenant: string }) {
       )}
       <ShowMore paged={entries} what="entries" />
     </section>
+  );
+}
+
+/** Many addresses at once, one a line, with the reason chosen above: all or nothing, and the
+ * API's `emails[i]` named as the line it came from. */
+function BulkAdd({ path, reason, onAdded }: { path: string; reason: string; onAdded: () => void }) {
+  const [text, setText] = useState("");
+  const [error, setError] = useState<unknown>(null);
+  const [done, setDone] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [lineOf, setLineOf] = useState<number[]>([]);
+
+  async function submit(event: FormEvent) {
+    event.preventDefault();
+    setBusy(true);
+    setError(null);
+    setDone(null);
+    const lines = text.split("\n").map((l) => l.trim());
+    const numbers = lines.flatMap((l, i) => (l ? [i + 1] : []));
+    setLineOf(numbers);
+    try {
+      const result = await api<BulkSuppressionResult>("POST", `${path}/bulk`, {
+        emails: lines.filter(Boolean),
+        reason,
+      });
+      setDone(`${result.added} added, ${result.alreadySuppressed} already on the list (${reasonLabel(reason)}).`);
+      setText("");
+      onAdded();
+    } catch (caught) {
+      setError(caught);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  let textError: string | undefined;
+  if (error instanceof ApiError && error.body.param) {
+    const at = /^emails\[(\d+)\]$/.exec(error.body.param);
+    if (at) textError = `Line ${lineOf[Number(at[1])] ?? Number(at[1]) + 1}: ${error.body.message}`;
+    else if (error.body.param === "emails") textError = error.body.message;
+  }
+  return (
+    <details className="mt-3 rounded border border-slate-300 p-3">
+      <summary className="cursor-pointer text-sm font-medium">Add many addresses at once</summary>
+      <form onSubmit={(e) => void submit(e)} className="mt-2 flex flex-col gap-2" noValidate>
+        <Field id="bulk-emails" label="Addresses, one a line" hint="Up to 1,000; all are added or none. The reason is the one chosen above." error={textError}>
+          {(aria) => <textarea {...aria} name="emails" rows={4} className={inputClass} value={text} onChange={(e) => setText(e.target.value)} />}
+        </Field>
+        <ErrorNotice error={textError ? null : error} />
+        {done && (
+          <p role="status" className="text-sm">
+            {done}
+          </p>
+        )}
+        <div>
+          <button type="submit" className={secondaryButtonClass + " py-2"} disabled={busy}>
+            Add these addresses
+          </button>
+        </div>
+      </form>
+    </details>
   );
 }
