@@ -237,6 +237,24 @@ async def test_contacts_servers_and_audit_log(
     async with dashboard_api.client(token) as http:
         listed = (await http.get(f"{base}/contact-lists")).json()["data"]
     assert [(x["name"], x["contacts"]) for x in listed] == [("leads", csv.good)], listed
+    # The list's contacts, as the API pages them; one removed from the list.
+    await lists.get_by_role("button", name="Show contacts of leads").click()
+    members = page.get_by_role("table", name="Contacts of leads, oldest first")
+    await expect(members.get_by_role("row")).to_have_count(50 + 1)
+    async with dashboard_api.client(token) as http:
+        first = (await http.get(f"{base}/contacts", params={"list": "leads", "limit": "50"})).json()
+    emails = [await c.inner_text() for c in await members.locator("tbody tr td:first-child").all()]
+    assert emails == [c["email"] for c in first["data"]], emails[:3]
+    assert first["hasMore"] is True
+    await expect(page.get_by_role("button", name="Show more contacts")).to_be_visible()
+    gone = first["data"][0]
+    page.once("dialog", lambda dialog: dialog.accept())
+    await members.get_by_role("button", name=f"Remove {gone['email']}").click()
+    left = f"{csv.good - 1:,}"
+    await expect(lists.get_by_role("row", name=re.compile(f"^leads {left} "))).to_be_visible()
+    await expect(members.get_by_text(gone["email"], exact=True)).to_have_count(0)
+    async with dashboard_api.client(token) as http:
+        assert (await http.get(f"{base}/contacts/{gone['id']}")).status_code == 404
     await check_page(page, "contacts-imported", axe)
     print(f"import progress seen mid-way: {midway}% ({summary})")
     phases.done("import")

@@ -15,6 +15,7 @@ export type ApiKeyCreated = Schemas["ApiKeyCreated"];
 export type Usage = Schemas["UsageOut"];
 export type Condition = Schemas["Condition"];
 export type ContactList = Schemas["ContactList"];
+export type Contact = Schemas["Contact"];
 export type ContactImport = Schemas["ContactImport"];
 export type ImportLineError = Schemas["ImportLineError"];
 export type Suppression = Schemas["Suppression"];

@@ -10,6 +10,7 @@ import {
   pageOf,
   tenantPath,
   type BulkSuppressionResult,
+  type Contact,
   type ContactImport,
   type ContactList,
   type ImportLineError,
@@ -43,7 +44,8 @@ export default function Contacts({ tenant }: { tenant: string }) {
   return (
     <>
       <PageTitle>Contacts</PageTitle>
-      <div className="grid gap-4 lg:grid-cols-2">
+      {/* minmax(0, 1fr) columns: a wide table scrolls in its box instead of widening the page. */}
+      <div className="grid grid-cols-1 gap-4 lg:grid-cols-2">
         <ImportCsv tenant={tenant} lists={lists.data ?? []} onDone={() => void lists.reload()} />
         <Lists path={listsPath} lists={lists} />
       </div>
@@ -119,7 +121,7 @@ function ImportCsv({ tenant, lists, onDone }: { tenant: string; lists: ContactLi
   const listError = fieldError(error, "list");
   const bodyError = fieldError(error, "body", "Content-Type") ?? fileError;
   return (
-    <section aria-labelledby="import-title" className="rounded border border-slate-300 bg-white p-4">
+    <section aria-labelledby="import-title" className="min-w-0 rounded border border-slate-300 bg-white p-4">
       <h2 id="import-title" className="mb-2 text-lg font-semibold">
         Import contacts
       </h2>
@@ -222,6 +224,7 @@ function SkippedLines({ path }: { path: string }) {
 }
 
 function Lists({ path, lists }: { path: string; lists: ReturnType<typeof useLoad<ContactList[]>> }) {
+  const [open, setOpen] = useState<string | null>(null);
   const [name, setName] = useState("");
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
@@ -254,7 +257,7 @@ function Lists({ path, lists }: { path: string; lists: ReturnType<typeof useLoad
 
   const nameError = fieldError(error, "name");
   return (
-    <section aria-labelledby="lists-title" className="rounded border border-slate-300 bg-white p-4">
+    <section aria-labelledby="lists-title" className="min-w-0 rounded border border-slate-300 bg-white p-4">
       <h2 id="lists-title" className="mb-2 text-lg font-semibold">
         Lists
       </h2>
@@ -296,8 +299,87 @@ function Lists({ path, lists }: { path: string; lists: ReturnType<typeof useLoad
                   <td className="p-2 text-right tabular-nums">{l.contacts.toLocaleString()}</td>
                   <td className="p-2">{new Date(l.createdAt).toLocaleDateString()}</td>
                   <td className="p-2">
-                    <button type="button" className={secondaryButtonClass} onClick={() => void remove(l)}>
-                      Delete {l.name}
+                    <div className="flex flex-wrap gap-2">
+                      <button
+                        type="button"
+                        className={secondaryButtonClass}
+                        aria-expanded={open === l.name}
+                        aria-controls="list-contacts"
+                        onClick={() => setOpen(open === l.name ? null : l.name)}
+                      >
+                        {open === l.name ? "Hide" : "Show"} contacts<span className="sr-only"> of {l.name}</span>
+                      </button>
+                      <button type="button" className={secondaryButtonClass} onClick={() => void remove(l)}>
+                        Delete {l.name}
+                      </button>
+                    </div>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </ScrollBox>
+      )}
+      {open && lists.data?.some((l) => l.name === open) && (
+        <ListContacts
+          key={open}
+          path={path.replace(/contact-lists$/, "contacts")}
+          list={open}
+          onChange={() => void lists.reload()}
+        />
+      )}
+    </section>
+  );
+}
+
+/** A list's contacts, oldest first, page by page; one removed from the list (not erased:
+ * that is GDPR erasure, through the API). */
+function ListContacts({ path, list, onChange }: { path: string; list: string; onChange: () => void }) {
+  const contacts = usePaged((cursor) => pageOf<Contact>(path, { list }, cursor), [path, list]);
+  const [error, setError] = useState<unknown>(null);
+
+  async function remove(contact: Contact) {
+    if (!window.confirm(`Remove ${contact.email} from the list "${list}"?`)) return;
+    setError(null);
+    try {
+      await api("DELETE", `${path}/${contact.id}`);
+      await contacts.reset();
+      onChange();
+    } catch (caught) {
+      setError(caught);
+    }
+  }
+
+  return (
+    <div id="list-contacts" className="mt-3">
+      <h3 className="font-semibold break-all">Contacts of {list}</h3>
+      <ErrorNotice error={contacts.error ?? error} />
+      {contacts.items && contacts.items.length === 0 && (
+        <p className="text-sm text-slate-700">No contact in this list yet: import a CSV file into it.</p>
+      )}
+      {contacts.items && contacts.items.length > 0 && (
+        <ScrollBox label={`Contacts of ${list}`} className="mt-1 max-h-96 overflow-y-auto">
+          <table className="w-full text-left text-sm">
+            <caption className="sr-only">Contacts of {list}, oldest first</caption>
+            <thead>
+              <tr className="border-b border-slate-300">
+                <th scope="col" className="p-2">E-mail</th>
+                <th scope="col" className="p-2">Fields</th>
+                <th scope="col" className="p-2"><span className="sr-only">Actions</span></th>
+              </tr>
+            </thead>
+            <tbody>
+              {contacts.items.map((c) => (
+                <tr key={c.id} className="border-b border-slate-200 align-top">
+                  <td className="p-2 break-all">{c.email}</td>
+                  <td className="p-2 break-all">
+                    {Object.entries(c.fields)
+                      .map(([k, v]) => `${k}: ${String(v)}`)
+                      .join(", ")}
+                  </td>
+                  <td className="p-2">
+                    <button type="button" className={secondaryButtonClass} onClick={() => void remove(c)}>
+                      Remove<span className="sr-only"> {c.email}</span>
                     </button>
                   </td>
                 </tr>
@@ -306,7 +388,8 @@ function Lists({ path, lists }: { path: string; lists: ReturnType<typeof useLoad
           </table>
         </ScrollBox>
       )}
-    </section>
+      <ShowMore paged={contacts} what="contacts" />
+    </div>
   );
 }
 
