@@ -13,15 +13,13 @@ import collections
 import os
 import subprocess
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
 
-from penguinmails.bench.measure import peak_rss_mib
+from penguinmails.bench.measure import peak_rss_mib, scrape
 from penguinmails.devstack.ports import free_port
 from penguinmails.devstack.stack import OPERATOR_COMMAND, Stack, api_client_for
 
@@ -34,19 +32,13 @@ IDLE_SECONDS = 2 * RESYNC_SECONDS
 
 def tenant_counters(port: int) -> collections.Counter[str]:
     """Tenant passes by depth and the requests they made, from the operator's metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
-        text = response.read().decode()
     counts = collections.Counter[str]()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = sample.labels
-            if sample.name == "penguinmails_resync_passes_total" and labels["kind"] == "Tenant":
-                counts[f"passes:{labels['depth']}"] += int(sample.value)
-            elif (
-                sample.name == "penguinmails_kube_requests_total"
-                and labels["controller"] == "Tenant"
-            ):
-                counts[f"requests:{labels['pass_']}"] += int(sample.value)
+    for sample in scrape(port):
+        labels = sample.labels
+        if sample.name == "penguinmails_resync_passes_total" and labels["kind"] == "Tenant":
+            counts[f"passes:{labels['depth']}"] += int(sample.value)
+        elif sample.name == "penguinmails_kube_requests_total" and labels["controller"] == "Tenant":
+            counts[f"requests:{labels['pass_']}"] += int(sample.value)
     return counts
 
 

@@ -87,10 +87,16 @@ class TenantRef:
 
 def namespace(tenant: TenantRef) -> Manifest:
     meta = tenant.metadata(tenant.namespace, namespaced=False)
-    # Sender pods need nothing privileged; the restricted profile keeps it that way.
+    # Sender pods need nothing privileged; the restricted profile keeps it that way. Tiers that
+    # may run MailU in the cluster (whose images start as root: operator/mailu/manifests.py)
+    # enforce baseline instead, and still warn and audit whatever is not restricted.
     meta["labels"] |= {
-        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce": tenant.limits.pod_security,
         "pod-security.kubernetes.io/enforce-version": "latest",
+        "pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/warn-version": "latest",
+        "pod-security.kubernetes.io/audit": "restricted",
+        "pod-security.kubernetes.io/audit-version": "latest",
     }
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 

@@ -139,7 +139,8 @@ class HostwindsProvider(KubeModel):
 
 
 class MailuInClusterProvider(KubeModel):
-    """A MailU deployment (Postfix, Rspamd...) in the tenant's namespace."""
+    """A MailU deployment (Postfix, Rspamd...) in the tenant's namespace; only where the
+    namespace enforces Pod Security baseline (the business and enterprise tiers)."""
 
     version: str = Field(
         default="2024.06",
@@ -147,9 +148,18 @@ class MailuInClusterProvider(KubeModel):
         max_length=64,
         description="MailU release (image tag) to run.",
     )
-    replicas: int = Field(default=1, ge=1, le=5, description="Replicas of the MailU front/SMTP.")
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description=(
+            "Replicas of MailU's front (the SMTP/IMAP proxy); above 1 its certificate volume "
+            "is ReadWriteMany. The other components keep state and run one replica each."
+        ),
+    )
     storage_size: Quantity = Field(
-        default="10Gi", description="Size of the mail queue and data volume."
+        default="10Gi",
+        description="Size of each of the mail queue and mailbox volumes (the others get 1Gi).",
     )
     storage_class_name: str | None = Field(
         default=None,
@@ -212,7 +222,11 @@ class SmtpProvider(KubeModel):
         default=None, description="Provision a Hostwinds VPS running MailU."
     )
     mailu_in_cluster: MailuInClusterProvider | None = Field(
-        default=None, description="Run MailU inside the cluster, in the tenant's namespace."
+        default=None,
+        description=(
+            "Run MailU inside the cluster, in the tenant's namespace (business and enterprise "
+            "tiers: MailU's images need Pod Security baseline)."
+        ),
     )
     relay: RelayProvider | None = Field(default=None, description="Use an existing SMTP relay.")
 

@@ -56,6 +56,10 @@ class TierLimits:
     """Node selector of the tenant's pods (empty: any node)."""
     tolerations: tuple[Mapping[str, str], ...]
     """Tolerations of the tenant's pods (Kubernetes field names: key, operator, value, effect)."""
+    pod_security: str
+    """Pod Security Standard the tenant's namespace enforces: ``restricted``, or ``baseline``
+    where in-cluster MailU may run (its images start as root to drop privileges themselves;
+    only tiers whose pods run on the dedicated pool get it; warn and audit stay restricted)."""
 
 
 DEDICATED_POOL_LABEL = "penguinmails.io/pool"
@@ -95,6 +99,7 @@ TIERS: Mapping[Tier, TierLimits] = MappingProxyType(
             priority_value=1000,
             node_selector=_NO_SELECTOR,
             tolerations=(),
+            pod_security="restricted",
         ),
         Tier.PROFESSIONAL: TierLimits(
             emails_per_month=100_000,
@@ -114,6 +119,7 @@ TIERS: Mapping[Tier, TierLimits] = MappingProxyType(
             priority_value=2000,
             node_selector=_NO_SELECTOR,
             tolerations=(),
+            pod_security="restricted",
         ),
         Tier.BUSINESS: TierLimits(
             emails_per_month=500_000,
@@ -133,6 +139,7 @@ TIERS: Mapping[Tier, TierLimits] = MappingProxyType(
             priority_value=3000,
             node_selector=_DEDICATED_SELECTOR,
             tolerations=(_DEDICATED_TOLERATION,),
+            pod_security="baseline",
         ),
         Tier.ENTERPRISE: TierLimits(
             emails_per_month=5_000_000,
@@ -152,6 +159,7 @@ TIERS: Mapping[Tier, TierLimits] = MappingProxyType(
             priority_value=4000,
             node_selector=_DEDICATED_SELECTOR,
             tolerations=(_DEDICATED_TOLERATION,),
+            pod_security="baseline",
         ),
     }
 )

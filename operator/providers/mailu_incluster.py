@@ -1,6 +1,7 @@
 """MailU in the tenant's namespace: the "external resource" is the set of objects it owns.
 
-create and update apply every manifest (server-side apply: idempotent, and it repairs drift);
+create and update apply every manifest (server-side apply: idempotent, and it repairs drift),
+once mailu/fit.py has found that the namespace can run it (else a condition says why);
 the address is the public Service's load-balancer address (or its cluster IP when not exposed);
 delete has nothing to do: the objects go by garbage collection with their SmtpServer.
 """
@@ -10,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from penguinmails.api.v1alpha1.smtpserver import SmtpServerSpec
+from penguinmails.api.v1alpha1.tiers import TierLimits
 from penguinmails.operator.context import Context
+from penguinmails.operator.mailu.fit import MailuRefusedError, check, deployments_usage
 from penguinmails.operator.mailu.install import ensure_mailu_secrets
 from penguinmails.operator.mailu.manifests import (
     COMPONENT_PORTS,
@@ -18,7 +21,7 @@ from penguinmails.operator.mailu.manifests import (
     manifests,
     public_service_name,
 )
-from penguinmails.operator.providers.base import External, ServerRef
+from penguinmails.operator.providers.base import External, ProviderError, ServerRef
 
 
 def _address(service: dict[str, Any]) -> str | None:
@@ -60,9 +63,28 @@ class MailuInCluster:
             ip_address=address,
         )
 
+    async def _fit(self, ref: ServerRef) -> TierLimits | None:
+        """The namespace's tier, once this MailU is known to fit its Pod Security level,
+        LimitRange and ResourceQuota (mailu/fit.py); a refusal is not retried."""
+        mailu = self._spec.provider.mailu_in_cluster
+        assert mailu is not None
+        namespace = await self._ctx.kube.get("v1", "Namespace", ref.namespace) or {}
+        labels = (namespace.get("metadata") or {}).get("labels") or {}
+        own = self.owner(ref).selector()
+        others = [
+            deployment
+            for deployment in await self._ctx.kube.list("apps/v1", "Deployment", ref.namespace)
+            if _is_other_mailu((deployment.get("metadata") or {}).get("labels") or {}, own)
+        ]
+        try:
+            return check(ref.namespace, labels, mailu, deployments_usage(others))
+        except MailuRefusedError as refused:
+            raise ProviderError(refused.reason, refused.message, transient=False) from None
+
     async def _apply(self, ref: ServerRef) -> None:
+        tier = await self._fit(ref)
         secrets = await ensure_mailu_secrets(self._ctx, ref.namespace, ref.name, ref.uid)
-        for manifest in manifests(self.owner(ref), self._spec, secrets):
+        for manifest in manifests(self.owner(ref), self._spec, secrets, tier):
             await self._ctx.kube.apply(manifest)
 
     async def create(self, ref: ServerRef) -> None:
@@ -90,6 +112,12 @@ class MailuInCluster:
         if waiting:
             return False, f"waiting for MailU {', '.join(waiting)} to become available"
         return True, f"MailU {', '.join(COMPONENT_PORTS)} available"
+
+
+def _is_other_mailu(labels: dict[str, Any], own: dict[str, str]) -> bool:
+    name = "app.kubernetes.io/name"
+    instance = "app.kubernetes.io/instance"
+    return labels.get(name) == own[name] and labels.get(instance) != own[instance]
 
 
 def _snake(service: dict[str, Any]) -> dict[str, Any]:

@@ -161,22 +161,82 @@ def stop_api(process: ApiProcess) -> None:
 
 
 @pytest.fixture(scope="module")
+def api_env() -> dict[str, str]:
+    """Settings the module's API runs with beyond the stack's (override it in a module, e.g.
+    the platform key ring or a Redis database of its own)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def api_server(
     api_kubeconfig: Path,
     api_database_url: str,
     redis_url: str,
+    api_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ApiServer]:
+    """The module's API process; its log is checked for tracebacks and for every value of
+    api_env that looks like a secret (a key ring or a key must never be logged)."""
     process, server = start_api(
         tmp_path_factory.mktemp("api"),
         database_url=api_database_url,
         redis_url=redis_url,
         kubeconfig=api_kubeconfig,
+        **api_env,
     )
     yield server
     stop_api(process)
     text = server.log()
     assert "Traceback" not in text, text[-4000:]
+    for name, value in api_env.items():
+        if name.endswith(("_KEY", "_KEYS", "_SECRET")):
+            assert value not in text, f"{name} appears in the API's log"
+
+
+def own_redis_database(redis_url: str, database: int) -> str:
+    """The stack's Redis with another database number, so a module's failed sign-ins do not
+    throttle the other modules' (the throttle keys by source address, and all are loopback)."""
+    base, _, _ = redis_url.rpartition("/")
+    return f"{base}/{database}"
+
+
+@dataclass(frozen=True)
+class TenantAccess:
+    """A tenant with an owner and a viewer signed in, and API keys with the scopes asked for."""
+
+    setup: TenantSetup
+    owner: str
+    owner_id: str
+    viewer: str
+    keys: list[str]
+    key_ids: list[str]
+
+    @property
+    def base(self) -> str:
+        return f"/v1/tenants/{self.setup.name}"
+
+
+async def tenant_access(
+    api: ApiServer,
+    pool: asyncpg.Pool,
+    core: client.CoreV1Api,
+    prefix: str,
+    key_scopes: list[list[str]],
+) -> TenantAccess:
+    setup = await make_tenant(pool, core, prefix)
+    owner = (await sign_in(api, await make_user(pool, setup, Role.OWNER)))["accessToken"]
+    viewer = (await sign_in(api, await make_user(pool, setup, Role.VIEWER)))["accessToken"]
+    created = [await new_api_key(api, owner, setup, scopes) for scopes in key_scopes]
+    async with api.client(owner) as http:
+        me = (await http.get("/v1/me")).json()
+    return TenantAccess(
+        setup,
+        owner,
+        me["id"],
+        viewer,
+        [key["key"] for key in created],
+        [key["id"] for key in created],
+    )
 
 
 _TENANT_NAMESPACES: list[str] = []
@@ -218,11 +278,19 @@ async def sign_in(api: ApiServer, email: str, password: str = PASSWORD) -> dict[
     return body
 
 
-async def api_key(api: ApiServer, admin_token: str, tenant: TenantSetup, scopes: list[str]) -> str:
+async def new_api_key(
+    api: ApiServer, admin_token: str, tenant: TenantSetup, scopes: list[str]
+) -> dict[str, Any]:
+    """The API's answer to creating a key: the key itself (shown this once) and its id."""
     async with api.client(admin_token) as http:
         response = await http.post(
             f"/v1/tenants/{tenant.name}/api-keys", json={"name": "test", "scopes": scopes}
         )
     assert response.status_code == 201, response.text
-    key: str = response.json()["key"]
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def api_key(api: ApiServer, admin_token: str, tenant: TenantSetup, scopes: list[str]) -> str:
+    key: str = (await new_api_key(api, admin_token, tenant, scopes))["key"]
     return key

@@ -41,7 +41,9 @@ CHROMIUM_ARGS = [
 ]
 PAGES = {"overview": "Overview", "domains": "Sending domains", "campaigns": "Campaigns",
          "api-keys": "API keys",
-         "contacts": "Contacts", "servers": "SMTP servers", "audit-log": "Audit log"}  # fmt: skip
+         "contacts": "Contacts", "servers": "SMTP servers", "audit-log": "Audit log",
+         "settings/members": "Members", "settings/webhooks": "Webhooks",
+         "settings/billing": "Billing", "settings/security": "Security"}  # fmt: skip
 
 
 RESTORE_SESSION = (

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -30,40 +29,24 @@ from tests.integration.api_stack import (
     api_database_url,
     api_key,
     api_kubeconfig,
+    api_server,
     make_tenant,
     make_user,
     sign_in,
-    start_api,
-    stop_api,
 )
 from tests.integration.conftest import GROUP, VERSION
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["api_database_url", "api_kubeconfig"]  # fixtures used by name
+__all__ = ["api_database_url", "api_kubeconfig", "api_server"]  # fixtures used by name
 
 PLAN = {"priceMonthly": "price_admin_test_monthly", "emailsPerMonth": 123_000}
 
 
 @pytest.fixture(scope="module")
-def api_server(
-    api_kubeconfig: Path,
-    api_database_url: str,
-    redis_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ApiServer]:
-    """The API with the platform's key ring: administrators sign in with a second factor."""
-    process, server = start_api(
-        tmp_path_factory.mktemp("api-admin"),
-        database_url=api_database_url,
-        redis_url=redis_url,
-        kubeconfig=api_kubeconfig,
-        PM_SUPPRESSION_KEY="admin-master-key-0123456789abcdef0123",
-    )
-    yield server
-    stop_api(process)
-    text = server.log()
-    assert "Traceback" not in text, text[-4000:]
+def api_env() -> dict[str, str]:
+    """The platform's key ring: administrators sign in with a second factor."""
+    return {"PM_SUPPRESSION_KEY": "admin-master-key-0123456789abcdef0123"}
 
 
 async def enable_mfa(api: ApiServer, token: str) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +27,6 @@ from kubernetes import client
 
 from penguinmails.api.http.import_runner import MAX_BYTES_ENV, STOPPED
 from penguinmails.common.db import tenant_connection, tenant_scope
-from penguinmails.common.db.accounts import Role
 from penguinmails.common.db.contact_imports import ABANDONED
 from penguinmails.common.db.ledger import (
     DeliveryState,
@@ -42,21 +41,19 @@ from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import address_hash
 from tests.integration.api_stack import (
     ApiServer,
-    TenantSetup,
+    TenantAccess,
     api_database_url,
-    api_key,
     api_kubeconfig,
-    make_tenant,
-    make_user,
-    sign_in,
+    api_server,
     start_api,
     stop_api,
+    tenant_access,
 )
 from tests.integration.test_gdpr import plan
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["api_database_url", "api_kubeconfig"]  # fixtures used by name
+__all__ = ["api_database_url", "api_kubeconfig", "api_server"]  # fixtures used by name
 
 MASTER_KEY = "api-contacts-master-key-0123456789abcdef"
 MAX_BYTES = 2_000_000
@@ -70,62 +67,30 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def api_server(
-    api_kubeconfig: Path,
-    api_database_url: str,
-    redis_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ApiServer]:
-    process, server = start_api(
-        tmp_path_factory.mktemp("api"),
-        database_url=api_database_url,
-        redis_url=redis_url,
-        kubeconfig=api_kubeconfig,
-        **_env(),
-    )
-    yield server
-    stop_api(process)
-    text = server.log()
-    assert "Traceback" not in text, text[-4000:]
+def api_env() -> dict[str, str]:
+    return _env()
 
 
-@dataclass(frozen=True)
-class Tenant:
-    setup: TenantSetup
-    owner: str
-    owner_id: str
-    viewer: str
-    reader_key: str
-    writer_key: str
-
-    @property
-    def base(self) -> str:
-        return f"/v1/tenants/{self.setup.name}"
-
-
-async def _tenant(
-    api: ApiServer, pool: asyncpg.Pool, core: client.CoreV1Api, prefix: str
-) -> Tenant:
-    setup = await make_tenant(pool, core, prefix)
-    owner = (await sign_in(api, await make_user(pool, setup, Role.OWNER)))["accessToken"]
-    viewer = (await sign_in(api, await make_user(pool, setup, Role.VIEWER)))["accessToken"]
-    reader = await api_key(api, owner, setup, ["contacts:read", "suppression:read"])
-    writer = await api_key(
-        api, owner, setup, ["contacts:write", "suppression:write", "campaigns:read"]
-    )
-    async with api.client(owner) as http:
-        me = (await http.get("/v1/me")).json()
-    return Tenant(setup, owner, me["id"], viewer, reader, writer)
+READER, WRITER = 0, 1
+"""tenant_access's keys, in the order asked for."""
+KEY_SCOPES = [
+    ["contacts:read", "suppression:read"],
+    ["contacts:write", "suppression:write", "campaigns:read"],
+]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def tenant_a(api_server: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api) -> Tenant:
-    return await _tenant(api_server, db_pool, core, "contacts-a")
+async def tenant_a(
+    api_server: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api
+) -> TenantAccess:
+    return await tenant_access(api_server, db_pool, core, "contacts-a", KEY_SCOPES)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def tenant_b(api_server: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api) -> Tenant:
-    return await _tenant(api_server, db_pool, core, "contacts-b")
+async def tenant_b(
+    api_server: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api
+) -> TenantAccess:
+    return await tenant_access(api_server, db_pool, core, "contacts-b", KEY_SCOPES)
 
 
 def _key() -> bytes:
@@ -228,7 +193,7 @@ async def _pages(http: httpx.AsyncClient, path: str, **params: str) -> list[dict
 
 
 async def test_a_large_import_shows_progress_and_names_bad_lines(
-    api_server: ApiServer, tenant_a: Tenant, db_pool: asyncpg.Pool
+    api_server: ApiServer, tenant_a: TenantAccess, db_pool: asyncpg.Pool
 ) -> None:
     blocker_line = 7_502
     csv, blocker = _big_csv(uuid.uuid4().hex[:6], blocker_line)
@@ -315,7 +280,9 @@ async def test_a_large_import_shows_progress_and_names_bad_lines(
     assert sorted(r["email"] for r in stored) == sorted(csv.good)
 
 
-async def test_uploads_past_the_limit_are_refused(api_server: ApiServer, tenant_a: Tenant) -> None:
+async def test_uploads_past_the_limit_are_refused(
+    api_server: ApiServer, tenant_a: TenantAccess
+) -> None:
     async with api_server.client(tenant_a.owner) as http:
         url = f"{tenant_a.base}/contact-imports"
         too_big = b"email\n" + b"x@example.com\n" * (MAX_BYTES // 14 + 1)
@@ -344,7 +311,7 @@ async def test_uploads_past_the_limit_are_refused(api_server: ApiServer, tenant_
 async def test_an_import_whose_process_ends_is_shown_failed(
     sig: signal.Signals,
     api_server: ApiServer,
-    tenant_a: Tenant,
+    tenant_a: TenantAccess,
     db_pool: asyncpg.Pool,
     api_kubeconfig: Path,
     api_database_url: str,
@@ -404,13 +371,13 @@ async def test_an_import_whose_process_ends_is_shown_failed(
 
 
 async def test_suppression_through_the_api_is_what_the_sender_reads(
-    api_server: ApiServer, tenant_a: Tenant, db_pool: asyncpg.Pool
+    api_server: ApiServer, tenant_a: TenantAccess, db_pool: asyncpg.Pool
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     kept, stopped, bulk = (f"{who}-{tag}@example.com" for who in ("kept", "stopped", "bulk"))
     body = f"email,first_name\n{kept},Kim\n{stopped},Sam\n{bulk},Bo\n".encode()
     sup = f"{tenant_a.base}/suppressions"
-    async with api_server.client(tenant_a.writer_key) as http:
+    async with api_server.client(tenant_a.keys[WRITER]) as http:
         started = await http.post(
             f"{tenant_a.base}/contact-imports",
             params={"list": f"sender-{tag}"},
@@ -434,7 +401,7 @@ async def test_suppression_through_the_api_is_what_the_sender_reads(
         assert await enqueue(conn, uid, [f"sender-{tag}"]) == 3
         await set_sending(conn, uid, True)
 
-    async with api_server.client(tenant_a.writer_key) as http:
+    async with api_server.client(tenant_a.keys[WRITER]) as http:
         before = await http.post(f"{sup}/check", json={"email": stopped})
         assert before.status_code == 200 and before.json()["suppressed"] is False, before.text
         added = await http.post(sup, json={"email": stopped.upper(), "reason": "unsubscribed"})
@@ -488,7 +455,7 @@ async def test_suppression_through_the_api_is_what_the_sender_reads(
             "SELECT count(*) FROM deliveries WHERE sent_at >= date_trunc('month', now())"
         )
 
-    async with api_server.client(tenant_a.writer_key) as http:
+    async with api_server.client(tenant_a.keys[WRITER]) as http:
         usage = (await http.get(f"{tenant_a.base}/usage")).json()
         assert usage["emailsSent"] == sent >= 1, (usage, sent)
         assert usage["tier"] == "starter" and usage["emailsPerMonth"] == 10_000, usage
@@ -514,7 +481,7 @@ async def test_suppression_through_the_api_is_what_the_sender_reads(
 
 
 async def test_viewers_and_read_keys_cannot_write_and_writes_are_audited(
-    api_server: ApiServer, tenant_a: Tenant
+    api_server: ApiServer, tenant_a: TenantAccess
 ) -> None:
     base = tenant_a.base
     async with api_server.client(tenant_a.owner) as http:
@@ -561,14 +528,14 @@ async def test_viewers_and_read_keys_cannot_write_and_writes_are_audited(
         f"{base}/usage",
     ]
     denied = 0
-    for token in (tenant_a.viewer, tenant_a.reader_key):
+    for token in (tenant_a.viewer, tenant_a.keys[READER]):
         async with api_server.client(token) as http:
             for method, url, kwargs in writes:
                 response = await http.request(method, url, **kwargs)
                 assert response.status_code == 403, (method, url, response.text)
                 denied += 1
             for url in reads:
-                if url.endswith("/usage") and token == tenant_a.reader_key:
+                if url.endswith("/usage") and token == tenant_a.keys[READER]:
                     continue  # usage needs campaigns:read, which this key lacks
                 response = await http.get(url)
                 assert response.status_code == 200, (url, response.text)
@@ -594,7 +561,7 @@ async def test_viewers_and_read_keys_cannot_write_and_writes_are_audited(
 
 
 async def test_no_endpoint_shows_or_changes_another_tenants_data(
-    api_server: ApiServer, tenant_a: Tenant, tenant_b: Tenant
+    api_server: ApiServer, tenant_a: TenantAccess, tenant_b: TenantAccess
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     secret = f"b-only-{tag}@example.com"
@@ -649,7 +616,7 @@ async def test_no_endpoint_shows_or_changes_another_tenants_data(
 
     count = 0
     # A's credentials aimed at B's tenant: 404 (B is invisible to them).
-    for token in (tenant_a.owner, tenant_a.writer_key, tenant_a.viewer):
+    for token in (tenant_a.owner, tenant_a.keys[WRITER], tenant_a.viewer):
         async with api_server.client(token) as http:
             for method, url, kwargs in probes(tenant_b.base):
                 response = await http.request(method, url, **kwargs)

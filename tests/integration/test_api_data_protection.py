@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,7 +16,6 @@ import pytest_asyncio
 from kubernetes import client
 
 from penguinmails.common.db import tenant_connection
-from penguinmails.common.db.accounts import Role
 from penguinmails.common.db.contacts import import_contacts
 from penguinmails.common.egress import EgressPolicy
 from penguinmails.common.keys import MasterKeys
@@ -28,91 +24,53 @@ from penguinmails.common.webhook_dispatch import Dispatcher
 from penguinmails.common.webhook_events import campaign_state_changed
 from tests.integration.api_stack import (
     ApiServer,
-    TenantSetup,
+    TenantAccess,
     api_database_url,
-    api_key,
     api_kubeconfig,
-    make_tenant,
-    make_user,
-    sign_in,
-    start_api,
-    stop_api,
+    api_server,
+    tenant_access,
 )
 from tests.integration.test_webhooks import Receiver, receiver
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["api_database_url", "api_kubeconfig", "receiver"]  # fixtures used by name
+__all__ = ["api_database_url", "api_kubeconfig", "api_server", "receiver"]  # fixtures used by name
 
 MASTER_KEY = "api-data-protection-master-key-0123456789"
 LOOPBACK = "127.0.0.0/8"
 
 
 @pytest.fixture(scope="module")
-def api_server(
-    api_kubeconfig: Path,
-    api_database_url: str,
-    redis_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ApiServer]:
-    """The API with the platform's key ring (GDPR) and loopback allowed for webhook URLs (the
-    test receiver's; tenants may not use loopback in production)."""
-    process, server = start_api(
-        tmp_path_factory.mktemp("api"),
-        database_url=api_database_url,
-        redis_url=redis_url,
-        kubeconfig=api_kubeconfig,
-        PM_SUPPRESSION_KEY=MASTER_KEY,
-        PM_EGRESS_ALLOW=LOOPBACK,
-    )
-    yield server
-    stop_api(process)
-    text = server.log()
-    assert "Traceback" not in text, text[-4000:]
+def api_env() -> dict[str, str]:
+    """The platform's key ring (GDPR) and loopback allowed for webhook URLs (the test
+    receiver's; tenants may not use loopback in production)."""
+    return {"PM_SUPPRESSION_KEY": MASTER_KEY, "PM_EGRESS_ALLOW": LOOPBACK}
 
 
-@dataclass(frozen=True)
-class Tenant:
-    setup: TenantSetup
-    owner: str
-    owner_id: str
-    viewer: str
-    key: str
-    key_id: str
-
-    @property
-    def base(self) -> str:
-        return f"/v1/tenants/{self.setup.name}"
-
-
-async def _tenant(
-    api: ApiServer, pool: asyncpg.Pool, core: client.CoreV1Api, prefix: str
-) -> Tenant:
-    setup = await make_tenant(pool, core, prefix)
-    owner = (await sign_in(api, await make_user(pool, setup, Role.OWNER)))["accessToken"]
-    viewer = (await sign_in(api, await make_user(pool, setup, Role.VIEWER)))["accessToken"]
-    key = await api_key(api, owner, setup, ["domains:write"])
-    async with api.client(owner) as http:
-        me = (await http.get("/v1/me")).json()
-        keys = (await http.get(f"/v1/tenants/{setup.name}/api-keys")).json()["data"]
-    return Tenant(setup, owner, me["id"], viewer, key, keys[0]["id"])
+KEY_SCOPES = [["domains:write"]]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def tenant_a(api_server: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api) -> Tenant:
-    return await _tenant(api_server, db_pool, core, "audit-a")
+async def tenant_a(
+    api_server: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api
+) -> TenantAccess:
+    return await tenant_access(api_server, db_pool, core, "audit-a", KEY_SCOPES)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def tenant_b(api_server: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api) -> Tenant:
-    return await _tenant(api_server, db_pool, core, "audit-b")
+async def tenant_b(
+    api_server: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api
+) -> TenantAccess:
+    return await tenant_access(api_server, db_pool, core, "audit-b", KEY_SCOPES)
 
 
 def _domain(name: str, fqdn: str) -> dict[str, Any]:
     return {"name": name, "spec": {"domain": fqdn, "dnsProvider": {"type": "manual"}}}
 
 
-async def _all_entries(api: ApiServer, tenant: Tenant, **filters: str) -> list[dict[str, Any]]:
+async def _all_entries(
+    api: ApiServer, tenant: TenantAccess, **filters: str
+) -> list[dict[str, Any]]:
     """Every entry, walked one page of 2 at a time (the cursor is what is being tested)."""
     entries: list[dict[str, Any]] = []
     cursor: str | None = None
@@ -130,7 +88,7 @@ async def _all_entries(api: ApiServer, tenant: Tenant, **filters: str) -> list[d
 
 
 async def test_every_write_is_audited_with_its_actor_and_request_id(
-    api_server: ApiServer, tenant_a: Tenant, tenant_b: Tenant
+    api_server: ApiServer, tenant_a: TenantAccess, tenant_b: TenantAccess
 ) -> None:
     suffix = uuid.uuid4().hex[:6]
     by_user, by_key = f"user-{suffix}", f"key-{suffix}"
@@ -158,7 +116,7 @@ async def test_every_write_is_audited_with_its_actor_and_request_id(
             headers={"X-Request-Id": f"audit-delete-{suffix}"},
         )
         assert gone.status_code == 204, gone.text
-    async with api_server.client(tenant_a.key) as http:
+    async with api_server.client(tenant_a.keys[0]) as http:
         made = await http.post(
             f"{tenant_a.base}/sending-domains",
             json=_domain(by_key, f"{by_key}.example.com"),
@@ -173,7 +131,7 @@ async def test_every_write_is_audited_with_its_actor_and_request_id(
         (e["actor"], e["action"], e["target"], e["requestId"], e["sourceAddress"]) for e in entries
     ]
     print(f"audit log of {tenant_a.setup.name}: {len(entries)} entries: {seen}")
-    user, key = f"user:{tenant_a.owner_id}", f"api_key:{tenant_a.key_id}"
+    user, key = f"user:{tenant_a.owner_id}", f"api_key:{tenant_a.key_ids[0]}"
     domain_entries = [s[:4] for s in seen if s[1].startswith("sending_domain.")]
     assert domain_entries == [
         (key, "sending_domain.create", f"sending_domain:{by_key}", f"audit-key-{suffix}"),
@@ -183,7 +141,7 @@ async def test_every_write_is_audited_with_its_actor_and_request_id(
     # The API runs on loopback: the client's address is recorded as seen by the server.
     assert {s[4] for s in seen} == {"127.0.0.1"}
     # The API key's creation (by the owner, in the fixture) is there too, under its id.
-    assert (user, "api_key.create", f"api_key:{tenant_a.key_id}") in [s[:3] for s in seen]
+    assert (user, "api_key.create", f"api_key:{tenant_a.key_ids[0]}") in [s[:3] for s in seen]
     filtered = await _all_entries(api_server, tenant_a, action="sending_domain.*", actor=key)
     assert [e["requestId"] for e in filtered] == [f"audit-key-{suffix}"]
 
@@ -194,17 +152,17 @@ async def test_every_write_is_audited_with_its_actor_and_request_id(
     async with api_server.client(tenant_b.owner) as http:
         probe = await http.get(f"{tenant_a.base}/audit-log")
         assert probe.status_code == 404, probe.text
-    async with api_server.client(tenant_b.key) as http:
+    async with api_server.client(tenant_b.keys[0]) as http:
         assert (await http.get(f"{tenant_a.base}/audit-log")).status_code == 404
     # Inside A: a viewer and an API key may not read it.
-    for token in (tenant_a.viewer, tenant_a.key):
+    for token in (tenant_a.viewer, tenant_a.keys[0]):
         async with api_server.client(token) as http:
             denied = await http.get(f"{tenant_a.base}/audit-log")
             assert denied.status_code == 403, denied.text
 
 
 async def test_audit_log_filters_name_the_bad_field(
-    api_server: ApiServer, tenant_a: Tenant
+    api_server: ApiServer, tenant_a: TenantAccess
 ) -> None:
     async with api_server.client(tenant_a.owner) as http:
         for params, field in (
@@ -218,7 +176,7 @@ async def test_audit_log_filters_name_the_bad_field(
 
 
 async def test_gdpr_export_and_erase_in_the_tenants_scope(
-    api_server: ApiServer, tenant_a: Tenant, tenant_b: Tenant, db_pool: asyncpg.Pool
+    api_server: ApiServer, tenant_a: TenantAccess, tenant_b: TenantAccess, db_pool: asyncpg.Pool
 ) -> None:
     key = MasterKeys.parse(MASTER_KEY).suppression_key()
     address = f"jane-{uuid.uuid4().hex[:6]}@example.com"
@@ -239,7 +197,7 @@ async def test_gdpr_export_and_erase_in_the_tenants_scope(
         bad = await http.post(f"{tenant_a.base}/gdpr/erase", json={"email": "not-an-address"})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "email", bad.text
     # Refused to a viewer (403), to an API key (403), to another tenant's owner (404).
-    for token, status in ((tenant_a.viewer, 403), (tenant_a.key, 403), (tenant_b.owner, 404)):
+    for token, status in ((tenant_a.viewer, 403), (tenant_a.keys[0], 403), (tenant_b.owner, 404)):
         async with api_server.client(token) as http:
             for action in ("export", "erase"):
                 probe = await http.post(f"{tenant_a.base}/gdpr/{action}", json=body)
@@ -266,8 +224,8 @@ async def test_gdpr_export_and_erase_in_the_tenants_scope(
 
 async def test_webhook_endpoints_deliveries_and_redelivery(
     api_server: ApiServer,
-    tenant_a: Tenant,
-    tenant_b: Tenant,
+    tenant_a: TenantAccess,
+    tenant_b: TenantAccess,
     db_pool: asyncpg.Pool,
     receiver: Receiver,
 ) -> None:
@@ -348,7 +306,7 @@ async def test_webhook_endpoints_deliveries_and_redelivery(
                     if base == tenant_a.base
                     else listing.json()["data"] == []
                 )
-    for token in (tenant_a.viewer, tenant_a.key):
+    for token in (tenant_a.viewer, tenant_a.keys[0]):
         async with api_server.client(token) as http:
             probe = await http.get(hooks)
             probes += 1

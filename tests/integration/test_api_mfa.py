@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -28,42 +26,28 @@ from tests.integration.api_stack import (
     TenantSetup,
     api_database_url,
     api_kubeconfig,
+    api_server,
     make_tenant,
     make_user,
+    own_redis_database,
     sign_in,
-    start_api,
-    stop_api,
 )
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["api_database_url", "api_kubeconfig"]  # fixtures used by name
+__all__ = ["api_database_url", "api_kubeconfig", "api_server"]  # fixtures used by name
 
 N = ApiSettings.sign_in_failures
 """The throttle's policy: failures per account and source address within the window."""
 
 
 @pytest.fixture(scope="module")
-def mfa_api(
-    api_kubeconfig: Path,
-    api_database_url: str,
-    redis_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ApiServer]:
+def api_env(redis_url: str) -> dict[str, str]:
     # Its own Redis database: this module's failed sign-ins must not throttle other modules'.
-    base, _, _ = redis_url.rpartition("/")
-    process, server = start_api(
-        tmp_path_factory.mktemp("api-mfa"),
-        database_url=api_database_url,
-        redis_url=f"{base}/3",
-        kubeconfig=api_kubeconfig,
-        PM_SUPPRESSION_KEY="mfa-master-key-0123456789abcdef0123",
-    )
-    yield server
-    stop_api(process)
-    text = server.log()
-    assert "Traceback" not in text, text[-4000:]
-    assert "mfa-master-key" not in text
+    return {
+        "PM_REDIS_URL": own_redis_database(redis_url, 3),
+        "PM_SUPPRESSION_KEY": "mfa-master-key-0123456789abcdef0123",
+    }
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -123,11 +107,11 @@ async def _mfa_token(api: ApiServer, email: str) -> str:
 
 
 async def test_totp_enrollment_two_step_sign_in_and_recovery_codes(
-    mfa_api: ApiServer, db_pool: asyncpg.Pool, tenant: TenantSetup
+    api_server: ApiServer, db_pool: asyncpg.Pool, tenant: TenantSetup
 ) -> None:
     email = await make_user(db_pool, tenant, Role.MEMBER)
-    tokens = await sign_in(mfa_api, email)
-    async with mfa_api.client(tokens["accessToken"]) as http:
+    tokens = await sign_in(api_server, email)
+    async with api_server.client(tokens["accessToken"]) as http:
         assert (await http.get("/v1/me/mfa")).json() == {
             "enabled": False,
             "pending": False,
@@ -141,7 +125,7 @@ async def test_totp_enrollment_two_step_sign_in_and_recovery_codes(
         assert enrolled.json()["otpauthUri"].startswith("otpauth://totp/PenguinMails:")
         app = Authenticator(secret)
         # Not on until confirmed: sign-in still answers tokens.
-        assert "accessToken" in await sign_in(mfa_api, email)
+        assert "accessToken" in await sign_in(api_server, email)
         wrong = await http.post("/v1/me/mfa/confirm", json={"code": app.expired()})
         assert wrong.status_code == 400 and _code(wrong) == "mfa_code_invalid", wrong.text
         first_code = await app.code()
@@ -171,9 +155,9 @@ async def test_totp_enrollment_two_step_sign_in_and_recovery_codes(
     assert len(hashes) == 10
     assert not any(code.encode() in bytes(h["code_hash"]) for h in hashes for code in recovery)
 
-    async with mfa_api.client() as http:
+    async with api_server.client() as http:
         # The password alone now answers a challenge, not tokens.
-        challenge = await _mfa_token(mfa_api, email)
+        challenge = await _mfa_token(api_server, email)
         refusals: dict[str, int] = {}
         for label, code in (
             ("replayed", first_code),  # the confirmation's code, used once already
@@ -191,14 +175,14 @@ async def test_totp_enrollment_two_step_sign_in_and_recovery_codes(
         # The challenge is used up; the same fresh code is refused on a new challenge.
         reused = await http.post("/v1/auth/mfa", json={"mfaToken": challenge, "code": fresh})
         assert reused.status_code == 401 and _code(reused) == "mfa_token_invalid"
-        second = await _mfa_token(mfa_api, email)
+        second = await _mfa_token(api_server, email)
         replay = await http.post("/v1/auth/mfa", json={"mfaToken": second, "code": fresh})
         assert replay.status_code == 401 and _code(replay) == "mfa_code_invalid"
         # A recovery code works once (whatever its case and dashes), then never again.
         use = recovery[3].upper().replace("-", " ")
         recovered = await http.post("/v1/auth/mfa", json={"mfaToken": second, "recoveryCode": use})
         assert recovered.status_code == 200, recovered.text
-        third = await _mfa_token(mfa_api, email)
+        third = await _mfa_token(api_server, email)
         spent = await http.post(
             "/v1/auth/mfa", json={"mfaToken": third, "recoveryCode": recovery[3]}
         )
@@ -210,7 +194,7 @@ async def test_totp_enrollment_two_step_sign_in_and_recovery_codes(
     print(f"\nmfa: refused {refusals} and a reused code, challenge and recovery code")
 
     access = done.json()["accessToken"]
-    async with mfa_api.client(access) as http:
+    async with api_server.client(access) as http:
         listed = await http.get(f"/v1/tenants/{tenant.name}/campaigns")
         assert listed.status_code == 200, listed.text
         assert (await http.get("/v1/me/mfa")).json()["recoveryCodesLeft"] == 9
@@ -219,7 +203,7 @@ async def test_totp_enrollment_two_step_sign_in_and_recovery_codes(
         assert refused.status_code == 400 and _code(refused) == "mfa_code_invalid"
         off = await http.post("/v1/me/mfa/disable", json={"code": await app.code()})
         assert off.status_code == 204, off.text
-    assert "accessToken" in await sign_in(mfa_api, email)
+    assert "accessToken" in await sign_in(api_server, email)
     user_id = await db_pool.fetchval("SELECT id FROM users WHERE email = $1", email)
     actions = [
         r["action"]
@@ -232,14 +216,14 @@ async def test_totp_enrollment_two_step_sign_in_and_recovery_codes(
 
 
 async def test_a_tenant_requiring_mfa_opens_only_to_sign_ins_with_a_second_factor(
-    mfa_api: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api
+    api_server: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api
 ) -> None:
     strict = await make_tenant(db_pool, core, "apimfa-req")
     owner = await make_user(db_pool, strict, Role.OWNER)
     member = await make_user(db_pool, strict, Role.MEMBER)
-    owner_tokens = await sign_in(mfa_api, owner)
+    owner_tokens = await sign_in(api_server, owner)
     path = f"/v1/tenants/{strict.name}"
-    async with mfa_api.client(owner_tokens["accessToken"]) as http:
+    async with api_server.client(owner_tokens["accessToken"]) as http:
         assert (await http.get(f"{path}/security")).json() == {"mfaRequired": False}
         # Requiring it without a second factor of one's own would lock the owner out.
         early = await http.patch(f"{path}/security", json={"mfaRequired": True})
@@ -249,25 +233,25 @@ async def test_a_tenant_requiring_mfa_opens_only_to_sign_ins_with_a_second_facto
         assert on.status_code == 200 and on.json() == {"mfaRequired": True}, on.text
         assert (await http.get(f"{path}/campaigns")).status_code == 200
 
-    member_tokens = await sign_in(mfa_api, member)
-    older_session = await sign_in(mfa_api, member)
-    async with mfa_api.client(member_tokens["accessToken"]) as http:
+    member_tokens = await sign_in(api_server, member)
+    older_session = await sign_in(api_server, member)
+    async with api_server.client(member_tokens["accessToken"]) as http:
         blocked = await http.get(f"{path}/campaigns")
         assert blocked.status_code == 403, blocked.text
         assert _code(blocked) == "mfa_required"
         assert "/v1/me/mfa/enroll" in blocked.json()["error"]["message"]
         app, _ = await _enroll(http)
         assert (await http.get(f"{path}/campaigns")).status_code == 200
-    async with mfa_api.client(older_session["accessToken"]) as http:
+    async with api_server.client(older_session["accessToken"]) as http:
         # A sign-in made before the enrollment proved no second factor.
         assert _code(await http.get(f"{path}/campaigns")) == "mfa_required"
-    async with mfa_api.client() as http:
-        challenge = await _mfa_token(mfa_api, member)
+    async with api_server.client() as http:
+        challenge = await _mfa_token(api_server, member)
         done = await http.post(
             "/v1/auth/mfa", json={"mfaToken": challenge, "code": await app.code()}
         )
         assert done.status_code == 200, done.text
-    async with mfa_api.client(done.json()["accessToken"]) as http:
+    async with api_server.client(done.json()["accessToken"]) as http:
         assert (await http.get(f"{path}/campaigns")).status_code == 200
     entries = await db_pool.fetch(
         "SELECT action FROM audit_log WHERE tenant_id = $1 AND action = 'security.update'",
@@ -288,11 +272,11 @@ async def _try(http: httpx.AsyncClient, email: str, password: str) -> int:
 
 
 async def test_guessing_is_throttled_without_locking_the_owner_out(
-    mfa_api: ApiServer, db_pool: asyncpg.Pool, tenant: TenantSetup
+    api_server: ApiServer, db_pool: asyncpg.Pool, tenant: TenantSetup
 ) -> None:
     email = await make_user(db_pool, tenant, Role.VIEWER)
     window = int(ApiSettings.sign_in_window.total_seconds())
-    async with _from(mfa_api, "127.0.4.1") as attacker:
+    async with _from(api_server, "127.0.4.1") as attacker:
         statuses = [await _try(attacker, email, f"guess-{i}") for i in range(N)]
         assert statuses == [401] * N
         blocked = await attacker.post("/v1/auth/token", json={"email": email, "password": PASSWORD})
@@ -301,7 +285,7 @@ async def test_guessing_is_throttled_without_locking_the_owner_out(
         retry = int(blocked.headers["retry-after"])
         assert 0 < retry <= window
     # The owner, from their own address, still gets in.
-    async with _from(mfa_api, "127.0.0.2") as owner:
+    async with _from(api_server, "127.0.0.2") as owner:
         assert await _try(owner, email, PASSWORD) == 200
 
     # Guessing spread over addresses: 10 N failures on the account block every address that
@@ -309,20 +293,20 @@ async def test_guessing_is_throttled_without_locking_the_owner_out(
     spread = await make_user(db_pool, tenant, Role.VIEWER)
     guesses = 0
     for host in range(ACCOUNT_FACTOR):
-        async with _from(mfa_api, f"127.0.1.{host + 1}") as bot:
+        async with _from(api_server, f"127.0.1.{host + 1}") as bot:
             for i in range(N):
                 assert await _try(bot, spread, f"bot-{host}-{i}") == 401
                 guesses += 1
-    async with _from(mfa_api, "127.0.1.1") as bot:
+    async with _from(api_server, "127.0.1.1") as bot:
         assert await _try(bot, spread, PASSWORD) == 429
-    async with _from(mfa_api, "127.0.2.1") as newcomer:
+    async with _from(api_server, "127.0.2.1") as newcomer:
         assert await _try(newcomer, spread, "one-more-guess") == 401
         assert await _try(newcomer, spread, PASSWORD) == 429
-    async with _from(mfa_api, "127.0.0.3") as owner:
+    async with _from(api_server, "127.0.0.3") as owner:
         assert await _try(owner, spread, PASSWORD) == 200
 
     # One address guessing across accounts: 4 N failures, then that address is refused.
-    async with _from(mfa_api, "127.0.3.1") as sprayer:
+    async with _from(api_server, "127.0.3.1") as sprayer:
         sprayed = [
             await _try(sprayer, f"nobody-{i}@example.com", "password1") for i in range(N * 4)
         ]

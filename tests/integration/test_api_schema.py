@@ -5,8 +5,6 @@ owner and aimed at that tenant; no answer is a 5xx, and every answer matches the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -29,16 +27,16 @@ from tests.integration.api_stack import (
     TenantSetup,
     api_database_url,
     api_kubeconfig,
+    api_server,
     make_tenant,
     make_user,
+    own_redis_database,
     sign_in,
-    start_api,
-    stop_api,
 )
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["api_database_url", "api_kubeconfig"]  # fixtures used by name
+__all__ = ["api_database_url", "api_kubeconfig", "api_server"]  # fixtures used by name
 
 EXAMPLES_PER_OPERATION = 30
 CHECKS = [
@@ -50,45 +48,34 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def fuzzed_api(
-    api_kubeconfig: Path,
-    api_database_url: str,
-    redis_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ApiServer]:
+def api_env(redis_url: str) -> dict[str, str]:
     # Its own Redis database: the fuzzer's failed sign-ins must not throttle other modules'.
-    base, _, _ = redis_url.rpartition("/")
-    process, server = start_api(
-        tmp_path_factory.mktemp("api-fuzz"),
-        database_url=api_database_url,
-        redis_url=f"{base}/2",
-        kubeconfig=api_kubeconfig,
-        # GDPR configured, as in production (unset, those two endpoints answer 503).
-        PM_SUPPRESSION_KEY="fuzz-master-key-0123456789abcdef0123",
-    )
-    yield server
-    stop_api(process)
+    # GDPR configured, as in production (unset, those two endpoints answer 503).
+    return {
+        "PM_REDIS_URL": own_redis_database(redis_url, 2),
+        "PM_SUPPRESSION_KEY": "fuzz-master-key-0123456789abcdef0123",
+    }
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def owner(
-    fuzzed_api: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api
+    api_server: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api
 ) -> tuple[TenantSetup, str, list[str]]:
     """The tenant, its owner's access token, and spare sign-ins for the logout operation to
     revoke (made before the fuzzer's failed sign-ins throttle this source address)."""
     tenant = await make_tenant(db_pool, core, "fuzz")
     email = await make_user(db_pool, tenant, Role.OWNER)
     count = EXAMPLES_PER_OPERATION + 6
-    tokens = [(await sign_in(fuzzed_api, email))["accessToken"] for _ in range(count)]
+    tokens = [(await sign_in(api_server, email))["accessToken"] for _ in range(count)]
     return tenant, tokens[0], tokens[1:]
 
 
 def test_every_operation_answers_as_documented(
-    fuzzed_api: ApiServer, owner: tuple[TenantSetup, str, list[str]]
+    api_server: ApiServer, owner: tuple[TenantSetup, str, list[str]]
 ) -> None:
     tenant, token, spare = owner
 
-    schema = schemathesis.openapi.from_url(f"{fuzzed_api.url}/v1/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{api_server.url}/v1/openapi.json")
     assert schema.raw_schema["openapi"].startswith("3.1")
     operations = []
     for result in schema.get_all_operations():
@@ -116,7 +103,7 @@ def test_every_operation_answers_as_documented(
             if label == "POST /v1/auth/logout":  # a sign-in of its own to sign out of
                 bearer = spare.pop()
             response = case.call(
-                base_url=fuzzed_api.url, headers={"Authorization": f"Bearer {bearer}"}
+                base_url=api_server.url, headers={"Authorization": f"Bearer {bearer}"}
             )
             calls[label] = calls.get(label, 0) + 1
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
@@ -131,4 +118,4 @@ def test_every_operation_answers_as_documented(
         f"by status: {dict(sorted(statuses.items()))}"
     )
     assert len(calls) == len(operations) == 69
-    assert not fuzzed_api.log().count("Traceback"), fuzzed_api.log()[-4000:]
+    assert not api_server.log().count("Traceback"), api_server.log()[-4000:]

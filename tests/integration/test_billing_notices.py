@@ -23,10 +23,8 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from standardwebhooks.webhooks import Webhook
 
 from penguinmails.api.billing.plans import Allowance, Plan, put_plan
 from penguinmails.api.v1alpha1.tiers import Tier
@@ -43,8 +41,11 @@ from penguinmails.operator import notices
 from penguinmails.operator.usage import month_start
 from tests.integration.conftest import GROUP, VERSION, OperatorFactory, OperatorProcess, wait_for
 from tests.integration.test_billing_usage import record_sent, tenant_body
+from tests.integration.test_webhooks import Receiver, loopback_allowed, receiver
 
 pytestmark = pytest.mark.integration
+
+__all__ = ["loopback_allowed", "receiver"]  # fixtures used by name
 
 CAPPED = Plan(Tier.STARTER, "price_noticeStarterM", None, 20, overage_allowed=False)
 METERED = Plan(Tier.BUSINESS, "price_noticeBusinessM", None, 10, overage_allowed=True)
@@ -95,45 +96,6 @@ def operator(
     yield handle
     handle.stop()
     handle.assert_no_errors()
-
-
-class Receiver:
-    """A webhook endpoint on loopback; verifies every request like a customer would."""
-
-    def __init__(self) -> None:
-        self.secret = ""
-        self.url = ""
-        self.received: list[tuple[str, dict[str, Any]]] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        payload = Webhook(self.secret).verify(body, headers)  # raises on a bad signature
-        self.received.append((headers["webhook-id"], payload))
-        return web.Response(text="ok")
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def receiver() -> AsyncIterator[Receiver]:
-    hook = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", hook.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    hook.url = f"http://{host}:{port}/hook"
-    try:
-        yield hook
-    finally:
-        await runner.cleanup()
-
-
-@pytest.fixture
-def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> EgressPolicy:
-    monkeypatch.setenv("PM_EGRESS_ALLOW", "127.0.0.0/8")
-    return EgressPolicy.from_env()
 
 
 def tenant(api: client.CustomObjectsApi, name: str) -> dict[str, Any]:
@@ -280,13 +242,13 @@ async def test_each_threshold_is_noticed_once_by_webhook_and_email(
                 break
     finally:
         await dispatcher.aclose()
-    print(f"usage.threshold events received: {[p['data'] for _, p in receiver.received]}")
-    assert [p["type"] for _, p in receiver.received] == ["usage.threshold"] * 3
-    assert [hook_id for hook_id, _ in receiver.received] == [r["webhook_event_id"] for r in rows]
+    print(f"usage.threshold events received: {[p['data'] for _, p in receiver.events()]}")
+    assert [p["type"] for _, p in receiver.events()] == ["usage.threshold"] * 3
+    assert [hook_id for hook_id, _ in receiver.events()] == [r["webhook_event_id"] for r in rows]
     assert [header(m, "X-PenguinMails-Webhook-Id") for m in messages] == [
         r["webhook_event_id"] for r in rows
     ]
-    first = receiver.received[0][1]["data"]
+    first = receiver.events()[0][1]["data"]
     assert first == {
         "tenant": name,
         "tier": "starter",

@@ -45,10 +45,10 @@ from penguinmails.common.db.ledger import (
 from penguinmails.common.db.ledger import record as record_outcomes
 from penguinmails.common.db.migrate import migrate
 from penguinmails.common.db.tenant_logins import ensure_tenant_login, new_password, with_login
-from penguinmails.common.db.tenants import upsert_tenant
 from penguinmails.common.egress import EgressPolicy
 from penguinmails.common.suppression import address_hash, is_suppressed
 from penguinmails.common.webhooks import EventType, create_endpoint, emit
+from tests.integration.sender_support import tenant_row
 
 pytestmark = pytest.mark.integration
 
@@ -81,15 +81,7 @@ def plan() -> CampaignPlan:
 
 async def new_tenant(pool: asyncpg.Pool, prefix: str) -> tuple[uuid.UUID, str]:
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    tenant_id = await upsert_tenant(
-        pool,
-        name=name,
-        tier="starter",
-        namespace=f"tenant-{name}",
-        display_name=None,
-        contact_email="ops@example.com",
-        suspended=False,
-    )
+    tenant_id = await tenant_row(pool, name)
     return tenant_id, f"tenant-{name}"
 
 

@@ -37,7 +37,6 @@ from penguinmails.common.db.ledger import (
     upsert_campaign,
 )
 from penguinmails.common.db.tenant_logins import ensure_tenant_login, new_password, with_login
-from penguinmails.common.db.tenants import upsert_tenant
 from penguinmails.common.dkim.keys import (
     DkimKey,
     KeySet,
@@ -48,6 +47,7 @@ from penguinmails.common.dkim.keys import (
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import TokenPurpose, address_hash, is_suppressed, read_token
 from penguinmails.devstack.sink import SinkServer, StoredMessage
+from tests.integration.sender_support import tenant_row
 
 pytestmark = pytest.mark.integration
 
@@ -110,15 +110,7 @@ async def test_rotation_mid_campaign_keeps_old_tokens_and_suppression(
     old, new = MasterKeys.parse(OLD_RING), MasterKeys.parse(NEW_RING)
     hash_key = old.suppression_key()
     name = f"rot-{uuid.uuid4().hex[:8]}"
-    tenant_id = await upsert_tenant(
-        db_pool,
-        name=name,
-        tier="starter",
-        namespace=f"tenant-{name}",
-        display_name=None,
-        contact_email="ops@example.com",
-        suspended=False,
-    )
+    tenant_id = await tenant_row(db_pool, name)
     password = new_password()
     dsn = with_login(
         postgres_dsn, await ensure_tenant_login(db_pool, tenant_id, password), password

@@ -48,7 +48,6 @@ from penguinmails.common.db.ledger import (
     upsert_campaign,
 )
 from penguinmails.common.db.tenant_logins import ensure_tenant_login, new_password, with_login
-from penguinmails.common.db.tenants import upsert_tenant
 from penguinmails.common.dkim.keys import (
     DkimKey,
     KeySet,
@@ -72,6 +71,7 @@ from penguinmails.devstack.ports import free_port
 from penguinmails.devstack.postfix import PostfixServer
 from penguinmails.devstack.sink import SinkServer
 from penguinmails.sender.intake import IntakeHandler, IntakeResult
+from tests.integration.sender_support import tenant_row
 
 pytestmark = pytest.mark.integration
 
@@ -161,15 +161,7 @@ async def campaign(
     db_pool: asyncpg.Pool, postgres_dsn: str, redis_url: str, stack: Stack, tmp_path: Path
 ) -> Campaign:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
-    tenant_id = await upsert_tenant(
-        db_pool,
-        name=name,
-        tier="starter",
-        namespace=f"tenant-{name}",
-        display_name=None,
-        contact_email="ops@example.com",
-        suspended=False,
-    )
+    tenant_id = await tenant_row(db_pool, name)
     now = datetime.now(UTC)
     keys = [
         DkimKey("rsa1", "rsa2048", KeyState.ACTIVE, now, generate_private_key("rsa2048")),

@@ -7,7 +7,6 @@ report is about the recipient."""
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import json
 import uuid
@@ -32,14 +31,6 @@ from penguinmails.common.db.ledger import (
     upsert_campaign,
     window_counts,
 )
-from penguinmails.common.db.tenants import upsert_tenant
-from penguinmails.common.dkim.keys import (
-    DkimKey,
-    KeySet,
-    KeyState,
-    generate_private_key,
-    secret_data,
-)
 from penguinmails.common.egress import EgressPolicy
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import address_hash, is_suppressed
@@ -54,6 +45,7 @@ from penguinmails.sender.intake import (
     intake_server,
 )
 from penguinmails.sender.secrets import DirSecrets
+from tests.integration.sender_support import dkim_folder, tenant_row
 from tests.reports import build_arf, build_dsn
 
 pytestmark = pytest.mark.integration
@@ -94,22 +86,8 @@ async def test_dsns_and_complaints_after_acceptance(
     db_pool: asyncpg.Pool, postgres_dsn: str, tmp_path: Path
 ) -> None:
     name = f"in-{uuid.uuid4().hex[:6]}"
-    tenant_id = await upsert_tenant(
-        db_pool,
-        name=name,
-        tier="starter",
-        namespace=f"tenant-{name}",
-        display_name=None,
-        contact_email="ops@example.com",
-        suspended=False,
-    )
-    folder = tmp_path / "d-dkim"
-    folder.mkdir()
-    key = DkimKey(
-        "rsa1", "rsa2048", KeyState.ACTIVE, datetime.now(UTC), generate_private_key("rsa2048")
-    )
-    for item, value in secret_data(KeySet((key,))).items():
-        (folder / item).write_bytes(base64.b64decode(value))
+    tenant_id = await tenant_row(db_pool, name)
+    dkim_folder(tmp_path / "d-dkim", "rsa1", "rsa2048")
     window_start = datetime.now(UTC) - timedelta(minutes=1)
     with SinkServer() as sink:
         plan = CampaignPlan(

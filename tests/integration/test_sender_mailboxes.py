@@ -24,7 +24,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ import dkim
 import pytest
 from redis.asyncio import Redis
 
+from penguinmails.bench.measure import scrape
 from penguinmails.common.db import tenant_connection
 from penguinmails.common.db.contacts import import_contacts
 from penguinmails.common.db.ledger import (
@@ -122,14 +122,12 @@ def _plan(
 
 def _metrics(port: int) -> dict[str, int]:
     """Messages sent per mailbox, from the sender's Prometheus endpoint."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    sent: dict[str, int] = {}
-    for line in text.splitlines():
-        if line.startswith("penguinmails_mailbox_messages_total{") and 'outcome="sent"' in line:
-            mailbox = line.split('mailbox="', 1)[1].split('"', 1)[0]
-            sent[mailbox] = int(float(line.rsplit(" ", 1)[1]))
-    return sent
+    return {
+        sample.labels["mailbox"]: int(sample.value)
+        for sample in scrape(port, timeout=10)
+        if sample.name == "penguinmails_mailbox_messages_total"
+        and sample.labels.get("outcome") == "sent"
+    }
 
 
 def _sender(env: dict[str, str], metrics_port: int) -> subprocess.Popen[bytes]:

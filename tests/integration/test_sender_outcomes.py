@@ -4,9 +4,7 @@ sender sees them)."""
 
 from __future__ import annotations
 
-import base64
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -23,20 +21,13 @@ from penguinmails.common.db.ledger import (
     set_sending,
     upsert_campaign,
 )
-from penguinmails.common.db.tenants import upsert_tenant
-from penguinmails.common.dkim.keys import (
-    DkimKey,
-    KeySet,
-    KeyState,
-    generate_private_key,
-    secret_data,
-)
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import address_hash, is_suppressed
 from penguinmails.devstack.sink import SinkServer
 from penguinmails.sender.engine import Sender, SenderConfig
 from penguinmails.sender.retry import RetrySchedule
 from penguinmails.sender.secrets import DirSecrets
+from tests.integration.sender_support import dkim_folder, tenant_row
 
 pytestmark = pytest.mark.integration
 
@@ -48,22 +39,8 @@ async def test_retry_bounce_and_authentication_failure(
     db_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     name = f"out-{uuid.uuid4().hex[:6]}"
-    tenant_id = await upsert_tenant(
-        db_pool,
-        name=name,
-        tier="starter",
-        namespace=f"tenant-{name}",
-        display_name=None,
-        contact_email="ops@example.com",
-        suspended=False,
-    )
-    folder = tmp_path / "d-dkim"
-    folder.mkdir()
-    key = DkimKey(
-        "rsa1", "rsa2048", KeyState.ACTIVE, datetime.now(UTC), generate_private_key("rsa2048")
-    )
-    for item, value in secret_data(KeySet((key,))).items():
-        (folder / item).write_bytes(base64.b64decode(value))
+    tenant_id = await tenant_row(db_pool, name)
+    dkim_folder(tmp_path / "d-dkim", "rsa1", "rsa2048")
     with SinkServer() as sink:
         sink.set_reply_once("slow@dest.test", 451, "4.3.2 try later", count=2)
         sink.reply_for["gone@dest.test"] = (550, "5.1.1 no such user")

@@ -7,13 +7,11 @@ that connected there would deliver to it."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import socket
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +31,10 @@ from penguinmails.common.db.ledger import (
     set_sending,
     upsert_campaign,
 )
-from penguinmails.common.db.tenants import upsert_tenant
-from penguinmails.common.dkim.keys import (
-    DkimKey,
-    KeySet,
-    KeyState,
-    generate_private_key,
-    secret_data,
-)
 from penguinmails.common.keys import MasterKeys
 from penguinmails.devstack.knot import KnotServer, minimal_zone
 from penguinmails.devstack.sink import SinkServer
+from tests.integration.sender_support import dkim_folder, tenant_row
 
 pytestmark = pytest.mark.integration
 
@@ -71,22 +62,8 @@ async def test_relay_name_rebound_to_a_forbidden_address_is_refused_at_connect(
     db_pool: asyncpg.Pool, postgres_dsn: str, tmp_path: Path
 ) -> None:
     name = f"dnsr-{uuid.uuid4().hex[:6]}"
-    tenant_id = await upsert_tenant(
-        db_pool,
-        name=name,
-        tier="starter",
-        namespace=f"tenant-{name}",
-        display_name=None,
-        contact_email="ops@example.com",
-        suspended=False,
-    )
-    folder = tmp_path / "d-dkim"
-    folder.mkdir()
-    key = DkimKey(
-        "ed1", "ed25519", KeyState.ACTIVE, datetime.now(UTC), generate_private_key("ed25519")
-    )
-    for item, value in secret_data(KeySet((key,))).items():
-        (folder / item).write_bytes(base64.b64decode(value))
+    tenant_id = await tenant_row(db_pool, name)
+    dkim_folder(tmp_path / "d-dkim", "ed1", "ed25519")
     zone = minimal_zone("relay.test", extra=f"smtp 1 IN A {ALLOWED}")
     forbidden = _Collect()
     with (

@@ -4,13 +4,11 @@ and when one is stopped mid-campaign its work finishes on the other, with nothin
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import os
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -26,17 +24,10 @@ from penguinmails.common.db.ledger import (
     set_sending,
     upsert_campaign,
 )
-from penguinmails.common.db.tenants import upsert_tenant
-from penguinmails.common.dkim.keys import (
-    DkimKey,
-    KeySet,
-    KeyState,
-    generate_private_key,
-    secret_data,
-)
 from penguinmails.common.keys import MasterKeys
 from penguinmails.devstack.postfix import PostfixServer
 from penguinmails.devstack.sink import SinkServer
+from tests.integration.sender_support import dkim_folder, tenant_row
 
 pytestmark = pytest.mark.integration
 
@@ -72,22 +63,8 @@ async def test_two_relays_carry_mail_and_a_stopped_one_is_skipped(
     db_pool: asyncpg.Pool, postgres_dsn: str, services_dir: Path, tmp_path: Path
 ) -> None:
     name = f"rot-{uuid.uuid4().hex[:6]}"
-    tenant_id = await upsert_tenant(
-        db_pool,
-        name=name,
-        tier="starter",
-        namespace=f"tenant-{name}",
-        display_name=None,
-        contact_email="ops@example.com",
-        suspended=False,
-    )
-    folder = tmp_path / "d-dkim"
-    folder.mkdir()
-    key = DkimKey(
-        "ed1", "ed25519", KeyState.ACTIVE, datetime.now(UTC), generate_private_key("ed25519")
-    )
-    for item, value in secret_data(KeySet((key,))).items():
-        (folder / item).write_bytes(base64.b64decode(value))
+    tenant_id = await tenant_row(db_pool, name)
+    dkim_folder(tmp_path / "d-dkim", "ed1", "ed25519")
     with (
         SinkServer() as recipients,
         PostfixServer(

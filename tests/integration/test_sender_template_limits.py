@@ -22,9 +22,9 @@ from penguinmails.common.db.ledger import (
     set_sending,
     upsert_campaign,
 )
-from penguinmails.common.db.tenants import upsert_tenant
 from penguinmails.devstack.sink import SinkServer
 from penguinmails.sender.render import MAX_OUTPUT_CHARS, RENDER_SECONDS
+from tests.integration.sender_support import tenant_row
 from tests.integration.test_sender_semantics import (
     KEY,
     rows,
@@ -74,15 +74,7 @@ async def test_hostile_template_pauses_its_campaign_and_the_sender_keeps_sending
     db_pool: asyncpg.Pool, postgres_dsn: str, tmp_path: Path, hostile_text: str, limit: str
 ) -> None:
     name = f"tpl-{uuid.uuid4().hex[:6]}"
-    tenant_id = await upsert_tenant(
-        db_pool,
-        name=name,
-        tier="starter",
-        namespace=f"tenant-{name}",
-        display_name=None,
-        contact_email="ops@example.com",
-        suspended=False,
-    )
+    tenant_id = await tenant_row(db_pool, name)
     hostile_to = [f"h{i}@dest.test" for i in range(5)]
     good_to = [f"g{i}@dest.test" for i in range(5)]
     hostile, good = uuid.uuid4(), uuid.uuid4()

@@ -60,6 +60,7 @@ def test_mailu_in_cluster_is_applied_owned_and_exposed_with_local_traffic_policy
             assert image.endswith(f":{MAILU_VERSION}") or image.startswith("redis:7")
         assert deployments[f"{NAME}-mailu-front"].spec.replicas == 2
         assert deployments[f"{NAME}-mailu-imap"].spec.replicas == 1  # Dovecot never scales out
+        assert deployments[f"{NAME}-mailu-smtp"].spec.replicas == 1  # one queue, one writer
         public = core.read_namespaced_service(f"{NAME}-mailu-public", NS)
         assert public.spec.type == "LoadBalancer"
         assert public.spec.external_traffic_policy == "Local"
@@ -69,7 +70,16 @@ def test_mailu_in_cluster_is_applied_owned_and_exposed_with_local_traffic_policy
         before = dict(secret.data)
         env = core.read_namespaced_config_map(f"{NAME}-mailu-env", NS).data
         assert env["HOSTNAMES"] == "mx.cluster.example.com" and "SECRET_KEY" not in env
-        assert core.read_namespaced_persistent_volume_claim(f"{NAME}-mailu-data", NS)
+        claims = {
+            c.metadata.name: c.spec.access_modes
+            for c in core.list_namespaced_persistent_volume_claim(NS).items
+        }
+        # One volume per stateful component; two fronts share theirs, declared ReadWriteMany.
+        assert claims == {
+            **{f"{NAME}-mailu-{c}": ["ReadWriteOnce"] for c in ("admin", "smtp", "imap")},
+            **{f"{NAME}-mailu-{c}": ["ReadWriteOnce"] for c in ("antispam", "redis")},
+            f"{NAME}-mailu-front-shared": ["ReadWriteMany"],
+        }
 
         # A cloud's load-balancer controller would publish the address; do what it does.
         core.patch_namespaced_service_status(

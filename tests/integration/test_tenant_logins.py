@@ -18,22 +18,15 @@ from penguinmails.common.db.tenant_logins import (
     new_password,
     with_login,
 )
-from penguinmails.common.db.tenants import mark_tenant_deleted, purge_expired_tenants, upsert_tenant
+from penguinmails.common.db.tenants import mark_tenant_deleted, purge_expired_tenants
+from tests.integration.sender_support import tenant_row
 
 pytestmark = pytest.mark.integration
 
 
 async def new_tenant(pool: asyncpg.Pool) -> tuple[str, uuid.UUID]:
     name = f"login-{uuid.uuid4().hex[:8]}"
-    tenant_id = await upsert_tenant(
-        pool,
-        name=name,
-        tier="starter",
-        namespace=f"tenant-{name}",
-        display_name=None,
-        contact_email="ops@example.com",
-        suspended=False,
-    )
+    tenant_id = await tenant_row(pool, name)
     return name, tenant_id
 
 

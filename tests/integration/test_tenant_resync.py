@@ -10,13 +10,12 @@ from __future__ import annotations
 import collections
 import secrets
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
 
+from penguinmails.bench.measure import scrape
 from penguinmails.devstack.ports import free_port
 from tests.integration.conftest import GROUP, VERSION, OperatorFactory, OperatorProcess, wait_for
 from tests.integration.test_tenant_operator import tenant_body, wait_ready
@@ -29,22 +28,19 @@ WRITES = ("apply", "patch", "delete")
 
 class Metrics:
     def __init__(self, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.port = port
 
     def read(self) -> collections.Counter[tuple[str, ...]]:
-        with urllib.request.urlopen(self.url, timeout=10) as response:  # noqa: S310
-            text = response.read().decode()
         counts = collections.Counter[tuple[str, ...]]()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = sample.labels
-                if sample.name == "penguinmails_kube_requests_total":
-                    key = ("requests", labels["controller"], labels["pass_"], labels["verb"])
-                elif sample.name == "penguinmails_resync_passes_total":
-                    key = ("passes", labels["kind"], labels["depth"], "")
-                else:
-                    continue
-                counts[key] += int(sample.value)
+        for sample in scrape(self.port, timeout=10):
+            labels = sample.labels
+            if sample.name == "penguinmails_kube_requests_total":
+                key = ("requests", labels["controller"], labels["pass_"], labels["verb"])
+            elif sample.name == "penguinmails_resync_passes_total":
+                key = ("passes", labels["kind"], labels["depth"], "")
+            else:
+                continue
+            counts[key] += int(sample.value)
         return counts
 
 

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -83,6 +84,10 @@ class Receiver:
         if len(self.received) <= self.fail_first:
             return web.Response(status=503, text=FAILURE_BODY)
         return web.Response(status=200, text="ok")
+
+    def events(self) -> list[tuple[str, dict[str, Any]]]:
+        """What was received, as (webhook-id, payload) pairs."""
+        return [(headers["webhook-id"], json.loads(body)) for headers, body in self.received]
 
 
 @pytest_asyncio.fixture

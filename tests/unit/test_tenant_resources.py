@@ -50,12 +50,24 @@ def test_every_child_lives_in_the_tenant_namespace_and_is_owned_by_the_tenant() 
 
 
 def test_namespace_is_owned_labelled_and_restricted() -> None:
-    ns = res.namespace(tenant(Tier.BUSINESS))
+    ns = res.namespace(tenant(Tier.STARTER))
     assert ns["metadata"]["name"] == "tenant-acme"
     labels = ns["metadata"]["labels"]
-    assert labels["penguinmails.io/tier"] == "business"
+    assert labels["penguinmails.io/tier"] == "starter"
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     assert "namespace" not in ns["metadata"]
+
+
+@pytest.mark.parametrize("tier", list(Tier))
+def test_namespace_enforces_the_tiers_level_and_always_warns_restricted(tier: Tier) -> None:
+    """Only the dedicated-pool tiers relax enforcement (to baseline, for in-cluster MailU);
+    every tier warns and audits at restricted, so nothing runs below it unnoticed."""
+    labels = res.namespace(tenant(tier))["metadata"]["labels"]
+    dedicated = bool(TIERS[tier].node_selector)
+    enforce = labels["pod-security.kubernetes.io/enforce"]
+    assert enforce == ("baseline" if dedicated else "restricted")
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    assert labels["pod-security.kubernetes.io/audit"] == "restricted"
 
 
 @pytest.mark.parametrize("tier", list(Tier))

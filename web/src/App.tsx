@@ -14,6 +14,10 @@ const ApiKeys = lazy(() => import("./pages/ApiKeys"));
 const Contacts = lazy(() => import("./pages/Contacts"));
 const Servers = lazy(() => import("./pages/Servers"));
 const AuditLog = lazy(() => import("./pages/AuditLog"));
+const Members = lazy(() => import("./pages/settings/Members"));
+const Webhooks = lazy(() => import("./pages/settings/Webhooks"));
+const Billing = lazy(() => import("./pages/settings/Billing"));
+const Security = lazy(() => import("./pages/settings/Security"));
 
 const PAGES = [
   { path: "overview", label: "Overview", Page: Overview },
@@ -23,7 +27,16 @@ const PAGES = [
   { path: "contacts", label: "Contacts", Page: Contacts },
   { path: "servers", label: "SMTP servers", Page: Servers },
   { path: "audit-log", label: "Audit log", Page: AuditLog },
+  // The settings pages: one "Settings" entry in the main navigation, their own tabs inside.
+  { path: "settings/members", label: "Members", Page: Members },
+  { path: "settings/webhooks", label: "Webhooks", Page: Webhooks },
+  { path: "settings/billing", label: "Billing", Page: Billing },
+  { path: "settings/security", label: "Security", Page: Security },
 ] as const;
+
+const SETTINGS = "settings/";
+// The main navigation: every page but the settings tabs after the first (shown as "Settings").
+const NAV = PAGES.filter((p) => !p.path.startsWith(SETTINGS) || p.path === `${SETTINGS}members`);
 
 const TENANT_STORE = "penguinmails.tenant";
 
@@ -81,17 +94,22 @@ function Shell({ onSignedOut }: { onSignedOut: () => void }) {
           <span className="text-lg font-bold text-blue-800">PenguinMails</span>
           <nav aria-label="Main" className="order-3 w-full sm:order-none sm:w-auto">
             <ul className="flex flex-wrap gap-1">
-              {PAGES.map((p) => (
-                <li key={p.path}>
-                  <a
-                    href={`#/${p.path}`}
-                    aria-current={p === current ? "page" : undefined}
-                    className="block whitespace-nowrap rounded px-3 py-2 text-sm font-medium hover:bg-slate-100 aria-[current=page]:bg-blue-100 aria-[current=page]:text-blue-900"
-                  >
-                    {p.label}
-                  </a>
-                </li>
-              ))}
+              {NAV.map((p) => {
+                const settings = p.path.startsWith(SETTINGS);
+                const here = settings ? current.path.startsWith(SETTINGS) : p === current;
+                return (
+                  <li key={p.path}>
+                    <a
+                      href={`#/${p.path}`}
+                      // A settings tab is the page (its own navigation says so): this is its section.
+                      aria-current={here ? (settings ? "true" : "page") : undefined}
+                      className="block whitespace-nowrap rounded px-3 py-2 text-sm font-medium hover:bg-slate-100 aria-[current=page]:bg-blue-100 aria-[current=page]:text-blue-900 aria-[current=true]:bg-blue-100 aria-[current=true]:text-blue-900"
+                    >
+                      {settings ? "Settings" : p.label}
+                    </a>
+                  </li>
+                );
+              })}
             </ul>
           </nav>
           <div className="ml-auto flex items-center gap-2">

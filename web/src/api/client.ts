@@ -23,6 +23,18 @@ export type SuppressionAdded = Schemas["SuppressionAdded"];
 export type SuppressionCheck = Schemas["CheckResult"];
 export type BulkSuppressionResult = Schemas["BulkSuppressionResult"];
 export type AuditEntry = Schemas["AuditEntry"];
+export type Role = Schemas["Role"];
+export type Member = Schemas["MemberOut"];
+export type Invitation = Schemas["InvitationOut"];
+export type InvitationCreated = Schemas["InvitationCreated"];
+export type WebhookEndpoint = Schemas["WebhookEndpoint"];
+export type WebhookEndpointCreated = Schemas["WebhookEndpointCreated"];
+export type WebhookDelivery = Schemas["WebhookDelivery"];
+export type EventType = Schemas["EventType"];
+export type Invoice = Schemas["InvoiceOut"];
+export type MfaStatus = Schemas["MfaStatus"];
+export type MfaEnrollment = Schemas["MfaEnrollment"];
+export type MfaChallenge = Schemas["MfaChallenge"];
 
 /** An answer in the API's error envelope: `param` names the request field at fault. */
 export class ApiError extends Error {
@@ -169,16 +181,30 @@ export function pageOf<T>(
   return api<Page<T>>("GET", `${path}?${query}`);
 }
 
-/** Sign in with e-mail and password. The MFA step's seam: when the API asks for a second
- * factor it answers with an error whose code starts with `mfa_`; the form then shows the
- * code field and sends it as `mfaCode` with the same credentials. */
-export async function signIn(email: string, password: string, mfaCode?: string): Promise<void> {
-  const body: Record<string, string> = { email, password };
-  if (mfaCode) body.mfaCode = mfaCode;
+/** Sign in with e-mail and password. For an account with MFA on the API answers a challenge
+ * instead of tokens: it is returned, and `signInMfa` finishes the sign-in with a code. */
+export async function signIn(email: string, password: string): Promise<MfaChallenge | null> {
   const response = await fetch("/v1/auth/token", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
+    body: JSON.stringify({ email, password }),
+  });
+  if (!response.ok) throw await envelope(response);
+  const answer = (await response.json()) as Tokens | MfaChallenge;
+  if ("mfaToken" in answer) return answer;
+  save(answer);
+  return null;
+}
+
+/** The second step: the challenge's token with the authenticator's code or a recovery code. */
+export async function signInMfa(
+  mfaToken: string,
+  second: { code: string } | { recoveryCode: string },
+): Promise<void> {
+  const response = await fetch("/v1/auth/mfa", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ mfaToken, ...second }),
   });
   if (!response.ok) throw await envelope(response);
   save((await response.json()) as Tokens);
