@@ -27,6 +27,7 @@ DIST = REPO_ROOT / "web" / "dist"
 AXE = REPO_ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = REPO_ROOT / "build" / "test-artifacts" / "dashboard"
 ZONE = "dashboard.test"
+SUPPRESSION_KEY = "dashboard-master-key-0123456789abcdef"
 CHROMIUM = "/usr/bin/chromium"
 # As root on a closed network: no sandbox, and none of Chromium's own background connections.
 CHROMIUM_ARGS = [
@@ -40,6 +41,7 @@ CHROMIUM_ARGS = [
 ]
 PAGES = {"overview": "Overview", "domains": "Sending domains", "campaigns": "Campaigns",
          "api-keys": "API keys",
+         "contacts": "Contacts", "servers": "SMTP servers", "audit-log": "Audit log",
          "settings/members": "Members", "settings/webhooks": "Webhooks",
          "settings/billing": "Billing", "settings/security": "Security"}  # fmt: skip
 
@@ -98,6 +100,7 @@ def dashboard_api(
         redis_url=redis_url,
         kubeconfig=api_kubeconfig,
         PM_DASHBOARD_DIR=str(DIST),
+        PM_SUPPRESSION_KEY=SUPPRESSION_KEY,  # contacts, imports and suppression need it
     )
     yield server
     stop_api(process)

@@ -11,6 +11,9 @@ import Overview from "./pages/Overview";
 const Domains = lazy(() => import("./pages/Domains"));
 const Campaigns = lazy(() => import("./pages/Campaigns"));
 const ApiKeys = lazy(() => import("./pages/ApiKeys"));
+const Contacts = lazy(() => import("./pages/Contacts"));
+const Servers = lazy(() => import("./pages/Servers"));
+const AuditLog = lazy(() => import("./pages/AuditLog"));
 const Members = lazy(() => import("./pages/settings/Members"));
 const Webhooks = lazy(() => import("./pages/settings/Webhooks"));
 const Billing = lazy(() => import("./pages/settings/Billing"));
@@ -21,6 +24,9 @@ const PAGES = [
   { path: "domains", label: "Sending domains", Page: Domains },
   { path: "campaigns", label: "Campaigns", Page: Campaigns },
   { path: "api-keys", label: "API keys", Page: ApiKeys },
+  { path: "contacts", label: "Contacts", Page: Contacts },
+  { path: "servers", label: "SMTP servers", Page: Servers },
+  { path: "audit-log", label: "Audit log", Page: AuditLog },
   // The settings pages: one "Settings" entry in the main navigation, their own tabs inside.
   { path: "settings/members", label: "Members", Page: Members },
   { path: "settings/webhooks", label: "Webhooks", Page: Webhooks },

@@ -14,6 +14,15 @@ export type ApiKey = Schemas["ApiKey"];
 export type ApiKeyCreated = Schemas["ApiKeyCreated"];
 export type Usage = Schemas["UsageOut"];
 export type Condition = Schemas["Condition"];
+export type ContactList = Schemas["ContactList"];
+export type Contact = Schemas["Contact"];
+export type ContactImport = Schemas["ContactImport"];
+export type ImportLineError = Schemas["ImportLineError"];
+export type Suppression = Schemas["Suppression"];
+export type SuppressionAdded = Schemas["SuppressionAdded"];
+export type SuppressionCheck = Schemas["CheckResult"];
+export type BulkSuppressionResult = Schemas["BulkSuppressionResult"];
+export type AuditEntry = Schemas["AuditEntry"];
 export type Role = Schemas["Role"];
 export type Member = Schemas["MemberOut"];
 export type Invitation = Schemas["InvitationOut"];
@@ -85,17 +94,26 @@ async function envelope(response: Response): Promise<ApiError> {
   return new ApiError(response.status, body);
 }
 
+/** A body sent as it is (a file), with its media type, rather than as JSON. */
+export class RawBody {
+  constructor(
+    readonly data: Blob,
+    readonly type: string,
+  ) {}
+}
+
 async function send(method: string, path: string, body?: unknown): Promise<Response> {
   const session = load();
   const headers: Record<string, string> = { Accept: "application/json" };
   if (session) headers.Authorization = `Bearer ${session.accessToken}`;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (body instanceof RawBody) headers["Content-Type"] = body.type;
+  else if (body !== undefined) headers["Content-Type"] = "application/json";
   // Every write carries an Idempotency-Key, so a retried click cannot create twice.
   if (method === "POST") headers["Idempotency-Key"] = crypto.randomUUID();
   return fetch(path, {
     method,
     headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
+    body: body === undefined ? undefined : body instanceof RawBody ? body.data : JSON.stringify(body),
   });
 }
 
@@ -148,6 +166,19 @@ export async function all<T>(path: string): Promise<T[]> {
     cursor = page.hasMore ? page.nextCursor : null;
   } while (cursor);
   return items;
+}
+
+/** One page of a cursor-paginated list, with the filters the list takes (unset ones left out). */
+export function pageOf<T>(
+  path: string,
+  filters: Record<string, string | undefined>,
+  cursor: string | null,
+  limit = 50,
+): Promise<Page<T>> {
+  const query = new URLSearchParams({ limit: String(limit) });
+  for (const [name, value] of Object.entries(filters)) if (value) query.set(name, value);
+  if (cursor) query.set("cursor", cursor);
+  return api<Page<T>>("GET", `${path}?${query}`);
 }
 
 /** Sign in with e-mail and password. For an account with MFA on the API answers a challenge

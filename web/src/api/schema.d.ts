@@ -2270,12 +2270,13 @@ export interface components {
         };
         /**
          * MailuInClusterProvider
-         * @description A MailU deployment (Postfix, Rspamd...) in the tenant's namespace.
+         * @description A MailU deployment (Postfix, Rspamd...) in the tenant's namespace; only where the
+         *     namespace enforces Pod Security baseline (the business and enterprise tiers).
          */
         MailuInClusterProvider: {
             /**
              * Replicas
-             * @description Replicas of the MailU front/SMTP.
+             * @description Replicas of MailU's front (the SMTP/IMAP proxy); above 1 its certificate volume is ReadWriteMany. The other components keep state and run one replica each.
              * @default 1
              */
             replicas: number;
@@ -2291,7 +2292,7 @@ export interface components {
             storageClassName?: string | null;
             /**
              * Storagesize
-             * @description Size of the mail queue and data volume.
+             * @description Size of each of the mail queue and mailbox volumes (the others get 1Gi).
              * @default 10Gi
              */
             storageSize: string;
@@ -3186,7 +3187,7 @@ export interface components {
         SmtpProvider: {
             /** @description Provision a Hostwinds VPS running MailU. */
             hostwinds?: components["schemas"]["HostwindsProvider"] | null;
-            /** @description Run MailU inside the cluster, in the tenant's namespace. */
+            /** @description Run MailU inside the cluster, in the tenant's namespace (business and enterprise tiers: MailU's images need Pod Security baseline). */
             mailuInCluster?: components["schemas"]["MailuInClusterProvider"] | null;
             /** @description Use an existing SMTP relay. */
             relay?: components["schemas"]["RelayProvider"] | null;

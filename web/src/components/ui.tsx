@@ -1,6 +1,6 @@
 // Small shared pieces: forms whose errors name the field, empty states, copy buttons.
 import { useCallback, useEffect, useState, type ReactNode } from "react";
-import { ApiError } from "../api/client";
+import { ApiError, type Page } from "../api/client";
 
 /** Load something from the API; `reload` fetches again (after a write, or on a timer). */
 export function useLoad<T>(load: () => Promise<T>, deps: unknown[], everyMs?: number) {
@@ -15,6 +15,66 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[], everyMs?: nu
     return () => clearInterval(timer);
   }, [reload, everyMs]);
   return { data, error, reload };
+}
+
+/** A cursor-paginated list shown page by page ("Show more"); `reset` starts again from the
+ * first page (after a write, or when the filters change). */
+export function usePaged<T>(load: (cursor: string | null) => Promise<Page<T>>, deps: unknown[]) {
+  const [items, setItems] = useState<T[] | null>(null);
+  const [cursor, setCursor] = useState<string | null>(null);
+  const [error, setError] = useState<ApiError | Error | null>(null);
+  const [busy, setBusy] = useState(false);
+  // eslint-disable-next-line react-hooks/exhaustive-deps
+  const fetchPage = useCallback(load, deps);
+  const take = useCallback(
+    async (from: string | null, previous: T[]) => {
+      setBusy(true);
+      try {
+        const page = await fetchPage(from);
+        setItems([...previous, ...page.data]);
+        setCursor(page.hasMore ? (page.nextCursor ?? null) : null);
+        setError(null);
+      } catch (caught) {
+        setError(caught as Error);
+      } finally {
+        setBusy(false);
+      }
+    },
+    [fetchPage],
+  );
+  const reset = useCallback(() => take(null, []), [take]);
+  useEffect(() => {
+    void reset();
+  }, [reset]);
+  const more = () => (cursor && items ? take(cursor, items) : Promise.resolve());
+  return { items, error, busy, hasMore: cursor !== null, more, reset };
+}
+
+/** The button under a paged list, while there is more to show. */
+export function ShowMore({ paged, what }: { paged: { hasMore: boolean; busy: boolean; more: () => Promise<void> }; what: string }) {
+  if (!paged.hasMore) return null;
+  return (
+    <button type="button" className={`${secondaryButtonClass} mt-3`} disabled={paged.busy} onClick={() => void paged.more()}>
+      Show more {what}
+    </button>
+  );
+}
+
+/** A labelled progress bar (0 to 100). */
+export function ProgressBar({ label, percent }: { label: string; percent: number }) {
+  const value = Math.max(0, Math.min(100, Math.round(percent)));
+  return (
+    <div
+      role="progressbar"
+      aria-label={label}
+      aria-valuenow={value}
+      aria-valuemin={0}
+      aria-valuemax={100}
+      className="h-3 w-full rounded bg-slate-200"
+    >
+      <div className="h-3 rounded bg-blue-700 transition-[width]" style={{ width: `${value}%` }} />
+    </div>
+  );
 }
 
 /** The error of a field (by the API's `param`, e.g. `spec.domain` or `name`), if it is one. */
