@@ -297,6 +297,8 @@ class Sender:
         self._campaign_locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._relays: dict[tuple[str, int, str, str | None], RelayPool] = {}
         self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
+        self._batch_full = asyncio.Event()
+        """Set when a full batch of outcomes waits to be written."""
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(config.concurrency)
         self._mx_cache: dict[str, str] = {}
@@ -336,9 +338,12 @@ class Sender:
 
     async def _claim_loop(self, stop: asyncio.Event, idle_rounds: int) -> None:
         idle = failures = 0
+        # Claim in batches: topping up one slot at a time would be a claim (four round trips
+        # and a transaction) per message, which cost more than signing it.
+        refill = min(self.config.claim_batch, max(1, self.config.concurrency // 4))
         while not stop.is_set():
             free = self.config.concurrency - len(self._in_flight)
-            if free <= 0:
+            if free < refill:
                 await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
@@ -407,19 +412,15 @@ class Sender:
 
     async def _record_loop(self, stop: asyncio.Event) -> None:
         while True:
+            # One timer per batch (not one per outcome): wait for `record_batch` outcomes or
+            # `record_interval` seconds, whichever comes first, then take what is there.
+            if self._outcomes.qsize() < self.config.record_batch:
+                self._batch_full.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._batch_full.wait(), self.config.record_interval)
             batch: list[Outcome] = []
-            deadline = time.monotonic() + self.config.record_interval
-            while len(batch) < self.config.record_batch:
-                # Drain what is there without a timer per item, then wait for more.
-                while not self._outcomes.empty() and len(batch) < self.config.record_batch:
-                    batch.append(self._outcomes.get_nowait())
-                timeout = deadline - time.monotonic()
-                if timeout <= 0 or len(batch) >= self.config.record_batch:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._outcomes.get(), timeout))
-                except TimeoutError:
-                    break
+            while not self._outcomes.empty() and len(batch) < self.config.record_batch:
+                batch.append(self._outcomes.get_nowait())
             if batch:
                 async with self._window_lock:
                     await self._write(batch)
@@ -515,6 +516,8 @@ class Sender:
             campaign.unwritten["bounced"] += int(bounced)
             self._unwritten[outcome.id] = (delivery.campaign_uid, bounced)
         self._outcomes.put_nowait(outcome)
+        if self._outcomes.qsize() >= self.config.record_batch:
+            self._batch_full.set()
         if campaign is not None and counted:
             await self._check(campaign)
 
