@@ -713,7 +713,10 @@ class Sender:
                 block=Block(scope, target, "relay", delivery.id, verdict.status),
             )
         if verdict.kind == Kind.AUTH:
-            # The domain failed DKIM/SPF/DMARC: every message of this campaign would.
+            # The domain failed DKIM/SPF/DMARC: every message of this campaign would, and so
+            # would the domain's other campaigns: a strike against the domain (as a domain
+            # reputation block is), which every sender pod reads.
+            self._strike(BlockScope.DOMAIN, domain)
             reason = f"relay refused with {verdict.status}: {result.text}"[:300]
             async with tenant_connection(self.pool, self.config.tenant_id) as conn:
                 await pause_campaign(conn, delivery.campaign_uid, reason)
@@ -727,6 +730,7 @@ class Sender:
                 result.text,
                 retry_in=timedelta(seconds=self.config.retry.base),
                 count_attempt=False,
+                block=Block(BlockScope.DOMAIN, domain, "relay", delivery.id, verdict.status),
             )
         return Outcome(delivery.id, DeliveryState.FAILED, result.code, verdict.status, result.text)
 
