@@ -35,7 +35,14 @@ from redis.exceptions import RedisError
 from urllib3.exceptions import HTTPError as TransportError
 
 from penguinmails.common.db import AnyConnection, tenant_connection
-from penguinmails.common.db.blocks import Block, BlockScope, recent_strikes
+from penguinmails.common.db.blocks import (
+    BLOCK_PAUSE_SECONDS,
+    BLOCK_STRIKES,
+    BLOCK_WINDOW_SECONDS,
+    Block,
+    BlockScope,
+    recent_strikes,
+)
 from penguinmails.common.db.ledger import (
     CAMPAIGN_FAULT,
     THROTTLED,
@@ -69,7 +76,13 @@ from penguinmails.sender.retry import RetrySchedule
 from penguinmails.sender.secrets import SecretReader, load_signer
 from penguinmails.sender.smtp import RelayPool, SendResult
 
-__all__ = ["Sender", "SenderConfig"]
+__all__ = [
+    "BLOCK_PAUSE_SECONDS",
+    "BLOCK_STRIKES",
+    "BLOCK_WINDOW_SECONDS",
+    "Sender",
+    "SenderConfig",
+]
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +156,6 @@ class SenderConfig:
 RELAY_DOWN_SECONDS = 30.0
 """How long a relay that could not be reached is skipped when the campaign has another."""
 
-BLOCK_STRIKES = 3
-BLOCK_WINDOW_SECONDS = 600.0
-BLOCK_PAUSE_SECONDS = 900.0
-"""A server (or sending domain) refused `BLOCK_STRIKES` messages for policy/reputation (5.7.x
-but domain authentication, or a 5xx without enhanced code) within the window, in the relay's
-replies or in DSNs at the intake: skip it for the pause."""
 BLOCK_REFRESH_SECONDS = 5.0
 """How often a sender reads the blocks every pod and the intake recorded (common.db.blocks)."""
 
@@ -389,7 +396,7 @@ class Sender:
         if now - self._blocks_read_at < BLOCK_REFRESH_SECONDS:
             return
         self._blocks_read_at = now
-        for found in await recent_strikes(conn, BLOCK_WINDOW_SECONDS, BLOCK_STRIKES):
+        for found in await recent_strikes(conn):
             key = (found.scope, found.target)
             until = now - found.age + BLOCK_PAUSE_SECONDS
             if until > max(now, self._blocked.get(key, 0.0)):
