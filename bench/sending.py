@@ -12,7 +12,12 @@ loopback, in the same run:
   if the ledger, throttles, rotation and rendering cost nothing.
 
 Printed: messages per second of each, the ratios sender/(a) (goal >= 0.5), sender/(b) (goal
->= 5) and sender/(c) (issue 10's goal >= 0.8), and the sender's peak RSS (VmHWM).
+>= 5) and sender/(c) (issue 10's goal >= 0.8), and the sender's peak RSS (VmHWM). On a shared
+machine the wall clock counts the time other work held the cores, so the CPU seconds per
+message are printed too: of the sender process from the moment the gate opens until the last
+message is sent, of the PostgreSQL instance (postmaster and every backend) and of Redis over
+the same time, and of the baseline (c) process; sender / (c) is printed both per CPU-second
+of the sender process and with PostgreSQL and Redis added to the sender's side.
 """
 
 from __future__ import annotations
@@ -254,8 +259,8 @@ async def _watch(
                 counts = await campaign_counts(conn, uid)
             if counts["sent"] >= MESSAGES:
                 break
-            if time.perf_counter() - started > 300:
-                raise RuntimeError("the sender did not finish within 5 minutes")
+            if time.perf_counter() - started > 900:  # a guard: the machine may be shared
+                raise RuntimeError("the sender did not finish within 15 minutes")
             await asyncio.sleep(0.1)
         seconds, cpu = time.perf_counter() - started, cpu_seconds(sender.pid) - cpu
         return seconds, max(rss, peak_rss_mib(sender.pid)), cpu
@@ -266,7 +271,7 @@ async def _watch(
 PROFILE_ENV = "PM_BENCH_PROFILE"
 """Set to a file name: the sender is sampled by py-spy while it sends (`--nonblocking`, so
 it is not paused) and its stacks written there in py-spy's `raw` (collapsed) format, one line
-per stack with its count; `make bench BENCH=sending PM_BENCH_PROFILE=/tmp/sender.txt`."""
+per stack with its count: `PM_BENCH_PROFILE=/tmp/sender.txt make bench BENCH=sending`."""
 
 
 def _profile(pid: int, output: Path) -> subprocess.Popen[bytes]:
