@@ -345,12 +345,12 @@ class Sender:
 
     async def _claim_loop(self, stop: asyncio.Event, idle_rounds: int) -> None:
         idle = failures = 0
-        # Claim in batches: topping up one slot at a time would be a claim (four round trips
-        # and a transaction) per message, which cost more than signing it.
-        refill = min(self.config.claim_batch, max(1, self.config.concurrency // 4))
         while not stop.is_set():
             free = self.config.concurrency - len(self._in_flight)
-            if free < refill:
+            # One slot at a time: claiming only once a quarter of the slots were free (fewer
+            # claims) made rows coming back for a promised token a third time in
+            # test_sender_backlog (3 runs in 5); not understood yet.
+            if free <= 0:
                 await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
