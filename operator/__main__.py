@@ -20,6 +20,7 @@ from prometheus_client import start_http_server
 from penguinmails.common.db.migrate import migrate
 from penguinmails.common.settings import KubeClientSettings, OperatorSettings
 from penguinmails.operator import (
+    block_status,
     bookkeeping,
     campaign,
     handlers,
@@ -119,6 +120,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     smtpserver.register(registry, config)
     sendingdomain.register(registry, config)
     campaign.register(registry, config)
+    block_status.register(registry, config)
     return registry
 
 

@@ -173,7 +173,7 @@ async def ingest(
             return IntakeResult.IGNORED  # already bounced, or never handed to a relay
         if verdict.kind == Kind.HARD_BOUNCE:
             await suppress(conn, hashed, SuppressionReason.HARD_BOUNCE, "dsn")
-        if verdict.kind == Kind.BLOCK:
+        if verdict.kind in (Kind.BLOCK, Kind.AUTH):
             await _record_block(conn, target.delivery_id, verdict)
         await delivery_event(
             conn,
@@ -192,9 +192,11 @@ async def ingest(
 async def _record_block(conn: AnyConnection, delivery_id: int, verdict: Verdict) -> None:
     """A receiver's policy/reputation block: a strike against the server that carried the
     delivery (or its From domain, when the receiver names the domain), which every sender
-    reads (sender/engine.py skips it after BLOCK_STRIKES), as for the same reply from a relay."""
+    reads (sender/engine.py skips it after BLOCK_STRIKES), as for the same reply from a relay.
+    An authentication failure (DKIM/SPF/DMARC) is always the From domain's: every campaign
+    sending from it would fail the same way."""
     relay, mailbox = await delivery_route(conn, delivery_id)
-    scope = block_scope(verdict.text)
+    scope = BlockScope.DOMAIN if verdict.kind == Kind.AUTH else block_scope(verdict.text)
     target = relay if scope == BlockScope.SERVER else (mailbox or "").rpartition("@")[2].lower()
     if not target:
         # Sent before the ledger recorded servers (migration 0012): nobody to blame.

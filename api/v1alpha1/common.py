@@ -309,6 +309,24 @@ def set_condition(
 # --------------------------------------------------------------------------------------------
 
 
+class ReceiverBlock(StatusModel):
+    """Receivers keep refusing this server's (or this domain's) mail for policy, reputation
+    or, for a domain, authentication (5.7.x): the senders skip it until `until`
+    (common/db/blocks.py). Written by the operator from the blocks the senders and the bounce
+    intake recorded; gone once the pause has passed."""
+
+    reason: str = Field(max_length=300, description="What receivers did, in words.")
+    until: datetime = Field(
+        description="When senders use it again, unless receivers block it again meanwhile."
+    )
+    strikes: int = Field(ge=1, description="Blocks within the window that ended with the latest.")
+    last_status: str | None = Field(
+        default=None,
+        max_length=16,
+        description="The latest block's enhanced status code (5.7.1, 5.7.26...), if it had one.",
+    )
+
+
 class LocalObjectReference(KubeModel):
     """A reference to another object of the expected kind in the same namespace."""
 

@@ -32,6 +32,7 @@ from .common import (
     LocalObjectReference,
     Name253,
     PrinterColumn,
+    ReceiverBlock,
     Resource,
     ResourceInfo,
     SecretKeyRef,
@@ -564,6 +565,13 @@ class MailboxStatus(StatusModel):
 
 class SendingDomainStatus(ConditionedStatus):
     """Observed state of a SendingDomain."""
+
+    receiver_block: ReceiverBlock | None = Field(
+        default=None,
+        description=(
+            "Set while receivers block this domain (5.7.x) and senders skip it: why and until when."
+        ),
+    )
 
     zone: str | None = Field(default=None, max_length=253, description="Zone records live in.")
     nameservers: list[Name253] = Field(

@@ -24,6 +24,7 @@ from .common import (
     Name253,
     PrinterColumn,
     Quantity,
+    ReceiverBlock,
     Resource,
     ResourceInfo,
     SecretKeyRef,
@@ -345,6 +346,14 @@ class CreateRequest(StatusModel):
 
 class SmtpServerStatus(ConditionedStatus):
     """Observed state of an SmtpServer."""
+
+    receiver_block: ReceiverBlock | None = Field(
+        default=None,
+        description=(
+            "Set while receivers block this server's address (5.7.x) and senders skip it: why and "
+            "until when."
+        ),
+    )
 
     phase: SmtpServerPhase | None = Field(default=None, description="Coarse lifecycle phase.")
     provider: ProviderType | None = Field(default=None, description="Provider in use.")

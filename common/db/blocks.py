@@ -11,11 +11,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from penguinmails.common.db import AnyConnection
 
-__all__ = ["Block", "BlockScope", "Strikes", "add_blocks", "delivery_route", "recent_strikes"]
+__all__ = [
+    "BLOCK_PAUSE_SECONDS",
+    "BLOCK_STRIKES",
+    "BLOCK_WINDOW_SECONDS",
+    "Block",
+    "BlockScope",
+    "Strikes",
+    "active_block",
+    "add_blocks",
+    "delivery_route",
+    "recent_strikes",
+]
+
+BLOCK_STRIKES = 3
+BLOCK_WINDOW_SECONDS = 600.0
+BLOCK_PAUSE_SECONDS = 900.0
+"""A server (or sending domain) refused `BLOCK_STRIKES` messages for policy/reputation (5.7.x
+but domain authentication, or a 5xx without enhanced code; for a domain, authentication
+failures too) within the window, in the relay's replies or in DSNs at the intake: skipped
+for the pause after the last of them (sender/engine.py), and shown in its status meanwhile
+(operator/block_status.py)."""
 
 
 class BlockScope(StrEnum):
@@ -37,13 +58,19 @@ class Block:
 
 @dataclass(frozen=True)
 class Strikes:
-    """A server or domain with at least the asked number of blocks in the window."""
+    """A server or domain blocked now: `BLOCK_STRIKES` blocks within the window, the last of
+    them less than the pause ago."""
 
     scope: BlockScope
     target: str
     count: int
+    """Blocks in the window that ended with the latest of them."""
     age: float
-    """Seconds since its latest block."""
+    """Seconds since that latest block: the block lasts until the pause after it."""
+    status: str | None = None
+    """The latest block's enhanced status code (5.7.1, 5.7.26...), when it had one."""
+    at: datetime | None = None
+    """When the latest block was recorded (the block lasts until the pause after it)."""
 
 
 async def add_blocks(conn: AnyConnection, blocks: Sequence[Block]) -> None:
@@ -66,20 +93,71 @@ async def add_blocks(conn: AnyConnection, blocks: Sequence[Block]) -> None:
     await conn.execute("SELECT prune_sending_blocks()")
 
 
-async def recent_strikes(conn: AnyConnection, window: float, strikes: int) -> list[Strikes]:
-    """Servers and domains with at least `strikes` blocks in the last `window` seconds."""
+_STRIKES = """
+SELECT scope, target, n AS count, extract(epoch FROM now() - at)::float8 AS age, status, at
+FROM (
+    SELECT DISTINCT ON (scope, target) scope, target, at, n, status
+    FROM (
+        SELECT scope, target, at, status,
+               count(*) OVER (PARTITION BY scope, target ORDER BY at
+                              RANGE BETWEEN make_interval(secs => $1::float8) PRECEDING
+                              AND CURRENT ROW) AS n
+        FROM sending_blocks
+        WHERE at > now() - make_interval(secs => $1::float8 + $3::float8)
+          AND ($4::text IS NULL OR (scope = $4 AND target = $5))
+    ) runs
+    WHERE n >= $2::int
+    ORDER BY scope, target, at DESC
+) latest
+WHERE at > now() - make_interval(secs => $3::float8)
+"""
+
+
+async def recent_strikes(
+    conn: AnyConnection,
+    window: float = BLOCK_WINDOW_SECONDS,
+    strikes: int = BLOCK_STRIKES,
+    pause: float = BLOCK_PAUSE_SECONDS,
+) -> list[Strikes]:
+    """Servers and domains blocked now: at least `strikes` blocks within `window` seconds,
+    the last of them less than `pause` seconds ago. A sender that starts during a pause
+    (or the operator showing it) finds the same block as the one that saw it happen."""
+    return await _strikes(conn, window, strikes, pause, None, None)
+
+
+async def active_block(conn: AnyConnection, scope: BlockScope, target: str) -> Strikes | None:
+    """The block of one server or domain now (`recent_strikes`), or None."""
+    found = await _strikes(
+        conn, BLOCK_WINDOW_SECONDS, BLOCK_STRIKES, BLOCK_PAUSE_SECONDS, scope, target
+    )
+    return found[0] if found else None
+
+
+async def _strikes(
+    conn: AnyConnection,
+    window: float,
+    strikes: int,
+    pause: float,
+    scope: BlockScope | None,
+    target: str | None,
+) -> list[Strikes]:
     rows = await conn.fetch(
-        """
-        SELECT scope, target, count(*) AS count,
-               extract(epoch FROM now() - max(at))::float8 AS age
-        FROM sending_blocks WHERE at > now() - make_interval(secs => $1)
-        GROUP BY scope, target HAVING count(*) >= $2
-        """,
+        _STRIKES,
         float(window),
         strikes,
+        float(pause),
+        scope.value if scope is not None else None,
+        target,
     )
     return [
-        Strikes(BlockScope(row["scope"]), row["target"], int(row["count"]), float(row["age"]))
+        Strikes(
+            BlockScope(row["scope"]),
+            row["target"],
+            int(row["count"]),
+            float(row["age"]),
+            row["status"],
+            row["at"],
+        )
         for row in rows
     ]
 

@@ -20,6 +20,7 @@ signed is exactly what is sent.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import time
@@ -140,7 +141,10 @@ class _Key:
     private: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 
+@functools.lru_cache(maxsize=64)
 def _load(selector: str, pem: bytes) -> _Key:
+    """Cached: the sender reloads a campaign (and its keys) every minute, and parsing an
+    RSA key (with its checks) costs as much as many signatures."""
     private = serialization.load_pem_private_key(pem, password=None)
     if isinstance(private, rsa.RSAPrivateKey):
         if private.key_size < 1024:

@@ -7,6 +7,7 @@ the real Redis in a moment; the production path (the sender's clock) is the same
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import heapq
 import itertools
@@ -115,6 +116,25 @@ async def test_refused_messages_get_distinct_promised_tokens(redis: Redis) -> No
     far = [await buckets.take([limit], now=t0 + seconds[-1] + 1) for _ in range(cap + 5)]
     unpromised = [w for w in far if not w.promised]
     assert unpromised and all(w.seconds > HORIZON for w in unpromised)
+
+
+async def test_takes_of_one_turn_share_a_pipeline_and_stay_exact(redis: Redis) -> None:
+    """The deliveries of a claimed batch ask together: their takes go to Redis in one
+    pipeline, and the bucket answers exactly as if they had asked one by one (the burst
+    granted, every other message a distinct promise one token apart, in the order asked);
+    a Redis that forgot the script (restarted, flushed) is given it again."""
+    limit = Limit.spread(f"mailbox:{uuid.uuid4()}@acme.example", 240, 86400.0)  # burst 4
+    buckets = TokenBuckets(redis, f"{tenant_key_prefix(uuid.uuid4())}tb:")
+    t0 = 3_000_000.0
+    await redis.script_flush()
+    waits = await asyncio.gather(
+        *(buckets.take([limit], ticket=str(row), now=t0) for row in range(20))
+    )
+    assert [w.seconds for w in waits[:4]] == [0, 0, 0, 0]
+    promised = [w.seconds for w in waits[4:]]
+    assert all(w.promised for w in waits[4:])
+    gaps = [b - a for a, b in itertools.pairwise(promised)]
+    assert min(gaps) == pytest.approx(1 / limit.rate) and max(gaps) == pytest.approx(1 / limit.rate)
 
 
 async def test_a_promise_of_one_bucket_does_not_jump_another_buckets_queue(redis: Redis) -> None:

@@ -2798,6 +2798,36 @@ export interface components {
          */
         ProviderType: "hostwinds" | "mailuInCluster" | "relay";
         /**
+         * ReceiverBlock
+         * @description Receivers keep refusing this server's (or this domain's) mail for policy, reputation
+         *     or, for a domain, authentication (5.7.x): the senders skip it until `until`
+         *     (common/db/blocks.py). Written by the operator from the blocks the senders and the bounce
+         *     intake recorded; gone once the pause has passed.
+         */
+        ReceiverBlock: {
+            /**
+             * Laststatus
+             * @description The latest block's enhanced status code (5.7.1, 5.7.26...), if it had one.
+             */
+            lastStatus?: string | null;
+            /**
+             * Reason
+             * @description What receivers did, in words.
+             */
+            reason: string;
+            /**
+             * Strikes
+             * @description Blocks within the window that ended with the latest.
+             */
+            strikes: number;
+            /**
+             * Until
+             * Format: date-time
+             * @description When senders use it again, unless receivers block it again meanwhile.
+             */
+            until: string;
+        };
+        /**
          * ReclaimPolicy
          * @description What happens to an external resource when its object is deleted.
          * @enum {string}
@@ -3144,6 +3174,8 @@ export interface components {
              * @description metadata.generation that the operator last reconciled.
              */
             observedGeneration?: number | null;
+            /** @description Set while receivers block this domain (5.7.x) and senders skip it: why and until when. */
+            receiverBlock?: components["schemas"]["ReceiverBlock"] | null;
             /**
              * Records
              * @description Every record the domain needs, with its publication and verification state.
@@ -3301,6 +3333,8 @@ export interface components {
              * @description Id of the external resource (Hostwinds serviceid), recorded before anything else is done with it.
              */
             providerId?: string | null;
+            /** @description Set while receivers block this server's address (5.7.x) and senders skip it: why and until when. */
+            receiverBlock?: components["schemas"]["ReceiverBlock"] | null;
             /**
              * Reversedns
              * @description PTR name currently published for the IP.
