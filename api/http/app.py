@@ -42,6 +42,7 @@ from .routes import (
     webhooks,
 )
 from .services import Services
+from .text_guard import TextGuard
 from .tokens import SigningKeyRing
 
 __all__ = ["REQUEST_ID_HEADER", "create_app"]
@@ -90,6 +91,7 @@ def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> Fast
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(TextGuard)  # inside request_id (added next): its 400s get the id
 
     @app.middleware("http")
     async def request_id(
