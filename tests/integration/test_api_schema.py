@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 import pytest_asyncio
 import schemathesis
@@ -66,6 +67,9 @@ def fuzzed_api(
         # GDPR configured, as in production (unset, those two endpoints answer 503).
         PM_SUPPRESSION_KEY="fuzz-master-key-0123456789abcdef0123",
     )
+    # FastAPI builds the document on its first request: 10 s on this machine at a load of 17,
+    # schemathesis's loader timeout. Built once here, then served from FastAPI's cache.
+    httpx.get(f"{server.url}/v1/openapi.json", timeout=120).raise_for_status()
     yield server
     stop_api(process)
 
