@@ -8,6 +8,10 @@ alternating rounds so that load from elsewhere on the machine falls on both alik
 goal, printed beside the figures and never asserted: the API's p95 under 50 ms, and at least
 half the bare handler's throughput.
 
+Profiling one run: `PM_BENCH_PROFILE=<file> make bench BENCH=api` runs the API under cProfile
+(its event loop's thread: our code, not the API-server calls in worker threads, which the bare
+handler makes alike) and writes the profile to <file> when it stops (`python -m pstats <file>`).
+
 Both servers are one uvicorn process with the same settings; the API uses the stack's admin
 kubeconfig as `make run` does (dev/__main__.py), its own database login, and a user's access
 token (users are not rate limited; API keys are, per minute).
@@ -99,6 +103,27 @@ async def sign_in(url: str, email: str) -> str:
 def _name(prefix: str, i: int) -> str:
     """A distinct object name per request; warm-up requests have negative numbers."""
     return f"{prefix}-w{-i}" if i < 0 else f"{prefix}-{i}"
+
+
+class ProfiledApi(ApiProcess):
+    """The API under cProfile, writing `profile` when it stops (PM_BENCH_PROFILE)."""
+
+    def __init__(self, base: Path, env: dict[str, str], profile: str) -> None:
+        super().__init__(base, env)
+        self.profile = profile
+
+    def _command(self, port: int) -> list[str]:
+        python, _, module, *options = super()._command(port)
+        # uvicorn raises SIGTERM again once it has stopped: ignored here, so that the profile is
+        # written (as `python -m cProfile` would not be).
+        run = f"runpy.run_module({module!r}, run_name='__main__')"
+        code = (
+            "import cProfile, runpy, signal, sys\n"
+            "signal.signal(signal.SIGTERM, lambda *_: None)\n"
+            f"sys.argv = [{module!r}, *sys.argv[1:]]\n"
+            f"cProfile.run({run!r}, {self.profile!r})\n"
+        )
+        return [python, "-c", code, *options]
 
 
 def domain(name: str) -> dict[str, object]:
@@ -196,7 +221,9 @@ async def _run(stack: Stack, base: Path) -> None:
         "PM_API_SIGNING_KEYS": new_signing_key("bench"),
         "PM_KUBECONFIG": str(stack.kubeconfig),
     }
-    with ApiProcess(base, env) as api, BareHandler(base, stack.kubeconfig, namespace) as bare:
+    profile = os.environ.get("PM_BENCH_PROFILE", "")
+    api_process = ProfiledApi(base, env, profile) if profile else ApiProcess(base, env)
+    with api_process as api, BareHandler(base, stack.kubeconfig, namespace) as bare:
         campaigns = f"/v1/tenants/{tenant}/campaigns"
         domains = f"/v1/tenants/{tenant}/sending-domains"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -95,6 +95,8 @@ def _billing_event_retention() -> timedelta:
 
 
 NOTICE_TLS_MODES = ("starttls", "tls", "none")
+INVITATION_FROM = "PenguinMails <no-reply@penguinmails.io>"
+"""From of the invitation e-mails unless PM_API_INVITATION_FROM says otherwise."""
 
 
 @dataclass(frozen=True)
@@ -412,6 +414,14 @@ class ApiSettings:
     (`StripeSettings.configured()`), unused otherwise."""
     dashboard: Path | None = None
     """The built dashboard served at / (`dashboard_dir()`); None: API only."""
+    relay: NoticeSettings = field(default_factory=lambda: NoticeSettings.from_env({}))
+    """The platform's relay (PM_NOTICE_SMTP_*, as the operator's usage notices) with the
+    invitations' From (PM_API_INVITATION_FROM); no host: invitations are not e-mailed."""
+    invitation_url: str = "https://app.penguinmails.io/accept-invitation"
+    """The page an invitation e-mail links to, the token after `#token=`
+    (PM_API_INVITATION_URL)."""
+    mail_retry_seconds: float = 60.0
+    """How often owed invitation e-mails are tried again (PM_API_MAIL_RETRY_SECONDS)."""
 
     @classmethod
     def from_env(cls) -> ApiSettings:
@@ -436,6 +446,12 @@ class ApiSettings:
             kubeconfig=_env_str("PM_KUBECONFIG", "") or None,
             billing_database_url=billing_database_url,
             dashboard=dashboard_dir(),
+            relay=replace(
+                NoticeSettings.from_env(),
+                from_address=_env_str("PM_API_INVITATION_FROM", INVITATION_FROM),
+            ),
+            invitation_url=_env_str("PM_API_INVITATION_URL", cls.invitation_url),
+            mail_retry_seconds=_env_float("PM_API_MAIL_RETRY_SECONDS", 60.0),
         )
 
 

@@ -198,7 +198,8 @@ class Delivery(Startable):
         return namespace
 
     def import_contacts(self, tenant: str, csv: Path) -> subprocess.CompletedProcess[str]:
-        """`penguinmails contacts import` into list `leads`, once the tenant's row exists."""
+        """`penguinmails-api import-contacts` (the platform's own import) into list `leads`, once
+        the tenant's row exists."""
         env = {
             **os.environ,
             "PM_DATABASE_URL": self.database_url,
@@ -208,7 +209,7 @@ class Delivery(Startable):
         def attempt() -> subprocess.CompletedProcess[str] | None:
             result = subprocess.run(
                 [
-                    *(sys.executable, "-m", "penguinmails.api.cli", "contacts", "import"),
+                    *(sys.executable, "-m", "penguinmails.api.http", "import-contacts"),
                     *("--tenant", tenant, "--list", "leads", str(csv)),
                 ],
                 env=env,

@@ -23,18 +23,17 @@ a permanent refusal (5xx) ends it, recorded in `email_error`.
 from __future__ import annotations
 
 import logging
-import ssl
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime
 
-import aiosmtplib
 import asyncpg
 
 from penguinmails.api.billing.plans import Allowance
 from penguinmails.common.db import AnyConnection, tenant_connection
+from penguinmails.common.relay import deliver, message_domain
 from penguinmails.common.settings import NoticeSettings
 from penguinmails.common.webhooks import EventType, emit
 
@@ -75,8 +74,9 @@ def next_period(period: date) -> date:
 
 def message_id(notice: Notice, tenant_id: uuid.UUID, settings: NoticeSettings) -> str:
     """Stable per notice: a resent e-mail carries the same one."""
-    domain = parseaddr(settings.from_address)[1].rpartition("@")[2] or "penguinmails.io"
-    return f"<usage-{notice.period:%Y-%m}-{notice.threshold}.{tenant_id}@{domain}>"
+    return (
+        f"<usage-{notice.period:%Y-%m}-{notice.threshold}.{tenant_id}@{message_domain(settings)}>"
+    )
 
 
 def event_data(notice: Notice) -> dict[str, object]:
@@ -215,26 +215,6 @@ async def _claim(conn: AnyConnection) -> list[asyncpg.Record]:
     )
 
 
-def _tls_context(settings: NoticeSettings) -> ssl.SSLContext | None:
-    """Verification against PM_NOTICE_SMTP_CA when given, else aiosmtplib's default (the
-    system's trust store); never unverified."""
-    if settings.smtp_tls == "none" or not settings.ca_pem:
-        return None
-    return ssl.create_default_context(cadata=settings.ca_pem)
-
-
-def _permanent(error: aiosmtplib.SMTPException) -> str | None:
-    """The relay's answer when it refused for good (5xx), else None (try again later)."""
-    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
-        codes = [e.code for e in error.recipients]
-        if codes and all(code >= 500 for code in codes):
-            return "; ".join(f"{e.code} {e.message}" for e in error.recipients)[:500]
-        return None
-    if isinstance(error, aiosmtplib.SMTPResponseException) and error.code >= 500:
-        return f"{error.code} {error.message}"[:500]
-    return None
-
-
 async def send_owed(
     db: asyncpg.Pool,
     tenant_id: uuid.UUID,
@@ -263,27 +243,10 @@ async def send_owed(
             webhook_event_id=row["webhook_event_id"],
         )
         label = f"{row['threshold']}% of {row['period']:%Y-%m}"
-        refusal: str | None = None
-        sent = False
-        try:
-            await aiosmtplib.send(
-                compose(notice, to, settings),
-                hostname=settings.smtp_host,
-                port=settings.smtp_port,
-                username=settings.smtp_username or None,
-                password=settings.smtp_password or None,
-                use_tls=settings.smtp_tls == "tls",
-                start_tls=settings.smtp_tls == "starttls",
-                tls_context=_tls_context(settings),
-                timeout=settings.timeout_seconds,
-            )
-            sent = True
-        except aiosmtplib.SMTPException as error:
-            refusal = _permanent(error)
-            why = refusal or f"{type(error).__name__}, retried next pass"
-            log.warning("usage notice %s of Tenant %s not sent: %s", label, tenant, why)
-        except OSError as error:
-            why = f"relay unreachable ({error.strerror or type(error).__name__}), retried next pass"
+        outcome = await deliver(compose(notice, to, settings), settings)
+        refusal, sent = outcome.refusal, outcome.sent
+        if not sent:
+            why = refusal or f"{outcome.problem}, retried next pass"
             log.warning("usage notice %s of Tenant %s not sent: %s", label, tenant, why)
         async with tenant_connection(db, tenant_id) as conn:
             # Sent, refused for good, or given back now rather than when the claim runs out.

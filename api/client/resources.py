@@ -2,13 +2,12 @@
 uses. Answers are the API's JSON bodies unchanged (camelCase, as docs/api.md shows them), so
 that `-o json` prints exactly what the API said.
 
-Contacts, lists, imports and suppression are not here yet: their endpoints are being added
-separately, and `penguinmails contacts import` still writes the database directly (api/cli.py).
+Of contacts, only imports are here (`penguinmails contacts import`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -95,3 +94,25 @@ class Client:
 
     def audit_log(self, filters: AuditFilter) -> Iterator[JsonObject]:
         return self.session.pages(self._base("audit-log"), filters)
+
+    # -- contact imports ---------------------------------------------------------------
+
+    def upload_contacts(
+        self, list_name: str, chunks: Callable[[], Iterator[bytes]], size: int
+    ) -> JsonObject:
+        """Start an import of a CSV streamed from `chunks` (`size` bytes): the job (202)."""
+        answer = self.session.request(
+            "POST",
+            self._base("contact-imports"),
+            params={"list": list_name},
+            headers={"Content-Type": "text/csv", "Content-Length": str(size)},
+            content=chunks,
+        )
+        job: JsonObject = answer.json()
+        return job
+
+    def get_import(self, import_id: str) -> JsonObject:
+        return self.session.get(f"{self._base('contact-imports')}/{_seg(import_id)}")
+
+    def import_errors(self, import_id: str) -> Iterator[JsonObject]:
+        return self.session.pages(f"{self._base('contact-imports')}/{_seg(import_id)}/errors")

@@ -11,7 +11,7 @@ theft (the API revokes the whole sign-in).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -115,16 +115,18 @@ class Session:
         params: Mapping[str, str | int] | None = None,
         headers: Mapping[str, str] | None = None,
         authenticated: bool = True,
+        content: Callable[[], Iterator[bytes]] | None = None,
     ) -> httpx.Response:
-        """The answer (2xx); any other status raises ApiError with the API's message."""
+        """The answer (2xx); any other status raises ApiError with the API's message.
+        `content` makes a streamed body (called again for a retry), instead of `json`."""
         if authenticated and self._expiring():
             self.refresh()
-        response = self._send(method, path, json, params, headers, authenticated)
+        response = self._send(method, path, json, params, headers, authenticated, content)
         if response.status_code == 401 and authenticated and self.credentials.is_user:
             # The access token expired early (clocks differ) or was revoked: one refresh
             # tells which; a revoked sign-in fails it and the user is told to sign in again.
             self.refresh()
-            response = self._send(method, path, json, params, headers, authenticated)
+            response = self._send(method, path, json, params, headers, authenticated, content)
         if response.status_code >= 400:
             raise ApiError.from_response(response)
         return response
@@ -162,12 +164,17 @@ class Session:
         params: Mapping[str, str | int] | None,
         headers: Mapping[str, str] | None,
         authenticated: bool,
+        content: Callable[[], Iterator[bytes]] | None = None,
     ) -> httpx.Response:
         sent = dict(headers or {})
         secret = self.credentials.api_key or self.credentials.access_token
         if authenticated and secret:
             sent["Authorization"] = f"Bearer {secret}"
         try:
+            if content is not None:
+                return self._http.request(
+                    method, path, content=content(), params=params, headers=sent
+                )
             return self._http.request(method, path, json=body, params=params, headers=sent)
         except httpx.HTTPError as error:
             raise ApiError(

@@ -98,16 +98,17 @@ def api_command(
     name: str,
     common: argparse.ArgumentParser,
     help_: str,
-    run: Callable[[Client, argparse.Namespace], None],
+    run: Callable[[Client, argparse.Namespace], int | None],
 ) -> argparse.ArgumentParser:
-    """A subcommand `name` of `group` that runs `run` with a client of the stored sign-in."""
+    """A subcommand `name` of `group` that runs `run` with a client of the stored sign-in;
+    its exit status is what `run` returns (None: 0)."""
     parser = group.add_parser(name, parents=[common], help=help_)
 
     def invoke(args: argparse.Namespace) -> int:
         api = client(args)
         with api.session:
-            run(api, args)
-        return 0
+            status = run(api, args)
+        return status or 0
 
     parser.set_defaults(run=invoke)
     return parser

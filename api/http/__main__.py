@@ -4,6 +4,7 @@ python -m penguinmails.api.http [--host 0.0.0.0] [--port 8000]
 python -m penguinmails.api.http new-signing-key [KID]   # an entry for PM_API_SIGNING_KEYS
 python -m penguinmails.api.http openapi                 # the OpenAPI document, billing included
 python -m penguinmails.api.http platform-admin EMAIL [--revoke]   # with the platform's DSN
+python -m penguinmails.api.http import-contacts --tenant T --list L FILE  # the platform's DSN
 """
 
 from __future__ import annotations
@@ -16,14 +17,19 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import uvicorn
 
-from penguinmails.common.db import accounts
+from penguinmails.api.commands.progress import ProgressBar
+from penguinmails.common.db import accounts, tenant_connection
 from penguinmails.common.db.accounts import Role
+from penguinmails.common.db.contacts import ImportReport, import_contacts
+from penguinmails.common.db.tenants import get_tenant
 from penguinmails.common.settings import ApiSettings, api_database_url
+from penguinmails.common.suppression import suppression_key
 
 from .app import create_app
 from .tokens import new_signing_key
@@ -41,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args and args[0] == "platform-admin":
         return _platform_admin(args[1:])
+    if args and args[0] == "import-contacts":
+        return _import_contacts(args[1:])
     parser = argparse.ArgumentParser(prog="penguinmails-api", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
@@ -160,6 +168,55 @@ def _platform_admin(args: list[str]) -> int:
     what = "no longer a platform administrator" if options.revoke else "a platform administrator"
     print(f"{options.email} is {what}")
     return 0
+
+
+def _import_contacts(args: list[str]) -> int:
+    """The platform operator's import, straight into the database with the platform's login
+    (PM_DATABASE_URL, PM_SUPPRESSION_KEY): for seeding a tenant (`make run`'s demo) without an
+    account on the API. Customers import with `penguinmails contacts import`, over the API.
+    The file is streamed; exit status 0 when every row was imported, 2 when rows were skipped
+    (listed with their line numbers on stderr; a CSV syntax error such as a field over the csv
+    module's limit also ends the import at its line, after the good rows before it), 1 when
+    nothing could be done."""
+    parser = argparse.ArgumentParser(prog="penguinmails-api import-contacts")
+    parser.add_argument("--tenant", required=True, help="tenant name")
+    parser.add_argument("--list", required=True, dest="list_name", help="contact list name")
+    parser.add_argument("file", type=Path, help="CSV with a header row and an email column")
+    options = parser.parse_args(args)
+    dsn = os.environ.get("PM_DATABASE_URL", "")
+    if not dsn:
+        print("PM_DATABASE_URL is not set: point it at the platform database", file=sys.stderr)
+        return 1
+    try:
+        report = asyncio.run(_import(dsn, options.tenant, options.list_name, options.file))
+    except (OSError, ValueError, LookupError, asyncpg.PostgresError) as error:
+        print(f"import failed: {error}", file=sys.stderr)
+        return 1
+    for row_error in report.errors:
+        print(f"{options.file}: {row_error}", file=sys.stderr)
+    print(f"imported {report.imported} contacts into {options.list_name}, skipped {report.skipped}")
+    return 2 if report.errors else 0
+
+
+async def _import(dsn: str, tenant: str, list_name: str, path: Path) -> ImportReport:
+    key = suppression_key()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    try:
+        row = await get_tenant(pool, tenant)
+        if row is None or row.deleted:
+            raise LookupError(f"no tenant named {tenant!r}: create the Tenant resource first")
+        # Streamed: the file is read a chunk at a time (common.db.contacts), never whole.
+        with path.open("rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            bar = ProgressBar(sys.stderr, f"importing {path.name}")
+            async with tenant_connection(pool, row.id) as conn:
+                report = await import_contacts(
+                    conn, list_name, source, key, progress=lambda _: bar(source.tell(), size)
+                )
+            bar.finish()
+            return report
+    finally:
+        await pool.close()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.settings import ApiSettings, StripeSettings
 
-from . import audit, idempotency
+from . import audit, idempotency, invitation_mailer
 from .dashboard import mount_dashboard
 from .errors import ApiError, error_response, install_error_handlers
 from .import_runner import runner_of
@@ -42,6 +42,7 @@ from .routes import (
     webhooks,
 )
 from .services import Services
+from .text_guard import TextGuard
 from .tokens import SigningKeyRing
 
 __all__ = ["REQUEST_ID_HEADER", "create_app"]
@@ -69,7 +70,10 @@ def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> Fast
         app.state.services = Services(settings, signing_keys, pool, redis, kube)
         app.state.unsubscribing = _unsubscribing(pool)
         try:
-            async with billing.running(app, settings) if billing_on else nullcontext():
+            async with (
+                billing.running(app, settings) if billing_on else nullcontext(),
+                invitation_mailer.retrying(pool, settings),
+            ):
                 yield
         finally:
             await runner_of(app).stop()  # imports under way fail cleanly (import_runner.py)
@@ -87,6 +91,7 @@ def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> Fast
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(TextGuard)  # inside request_id (added next): its 400s get the id
 
     @app.middleware("http")
     async def request_id(

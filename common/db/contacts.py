@@ -3,7 +3,8 @@
 The CSV has a header row with an `email` column (any case); every other column becomes a
 contact field (`fields` jsonb) available to the templates. A row is skipped, with its line
 number and the reason, when its address is malformed, its bytes are not UTF-8, it has the wrong
-number of columns, or its address is already in the file or in the list. Everything else is
+number of columns, a cell holds a control character (named by its column: PostgreSQL cannot
+store NUL), or its address is already in the file or in the list. Everything else is
 imported: each chunk is copied into a temporary table with COPY, then inserted into `contacts`
 with `ON CONFLICT DO NOTHING`, so rows already in the list are found by the database itself.
 
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from penguinmails.common.db import AnyConnection
 from penguinmails.common.suppression import address_hash, normalize_address
+from penguinmails.common.text import control_character
 
 if TYPE_CHECKING:
     from _csv import Reader
@@ -106,6 +108,11 @@ def _rows(reader: Reader, key: bytes) -> Iterator[ParsedContact | RowError]:
         yield RowError(1, f"no email column in the header (columns: {', '.join(names)})", "header")
         return
     email_index = lowered.index("email")
+    bad_name = next((name for name in names if control_character(name)), None)
+    if bad_name is not None:
+        found = control_character(bad_name)
+        yield RowError(1, f"a column name holds the control character {found}", "header")
+        return
     first_line: dict[str, int] = {}
     line = reader.line_num
     while True:
@@ -126,6 +133,10 @@ def _rows(reader: Reader, key: bytes) -> Iterator[ParsedContact | RowError]:
         if len(row) != len(names):
             yield RowError(start, f"{len(row)} columns, the header has {len(names)}")
             continue
+        controlled = _control_character(names, row)
+        if controlled is not None:
+            yield controlled(start)
+            continue
         email = row[email_index].strip()
         if not _ADDRESS.match(email) or len(email) > 254:
             yield RowError(start, f"malformed address {email!r}", "email")
@@ -145,6 +156,18 @@ def _rows(reader: Reader, key: bytes) -> Iterator[ParsedContact | RowError]:
             if i != email_index and name
         }
         yield ParsedContact(start, email, address_hash(key, email), fields)
+
+
+def _control_character(names: list[str], row: list[str]) -> Callable[[int], RowError] | None:
+    """A row's first cell holding a control character (PostgreSQL cannot store NUL), as the
+    error naming its column; None when the row is clean."""
+    for name, value in zip(names, row, strict=True):
+        found = control_character(value)
+        if found:
+            return lambda line: RowError(
+                line, f"the control character {found} in column {name}: remove it", name
+            )
+    return None
 
 
 def _syntax_error(line: int, error: csv.Error) -> RowError:

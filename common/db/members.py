@@ -7,7 +7,8 @@ owner rows locked, so two concurrent demotions cannot both pass):
 - a tenant always keeps an owner: the last one can be neither removed nor demoted;
 - only an owner makes, changes or removes an owner (an admin can manage admins and below).
 
-Invitations: a token of 256 random bits, shown once to the inviter and stored as its SHA-256,
+Invitations: a token of 256 random bits, e-mailed to the invitee (invitation_emails.py) or, with
+no relay configured, shown once to the inviter; stored as its SHA-256,
 good until `expires_at`, once; accepted by the user of the invited address (signed in), or by
 a new account made for that address with the accept.
 """
@@ -23,8 +24,9 @@ from enum import StrEnum
 
 import asyncpg
 
-from penguinmails.common.db import AnyConnection
+from penguinmails.common.db import AnyConnection, invitation_emails
 from penguinmails.common.db.accounts import Role, create_user_in
+from penguinmails.common.db.invitation_emails import InvitationMail
 
 __all__ = [
     "INVITATION_PREFIX",
@@ -200,21 +202,26 @@ async def create_invitation(
     invited_by: uuid.UUID,
     actor_role: Role,
     ttl: timedelta = INVITATION_TTL,
+    mail: InvitationMail | None = None,
 ) -> tuple[Invitation, str]:
-    """A new invitation and its token (the only time it is known)."""
+    """A new invitation and its token (the only time it is known); with `mail`, its e-mail
+    recorded as owed in the same transaction (invitation_emails.send_owed sends it)."""
     if role is Role.OWNER and actor_role is not Role.OWNER:
         raise Refused(MemberError.OWNER_ONLY)
     token = INVITATION_PREFIX + secrets.token_urlsafe(32)
-    row = await pool.fetchrow(
-        _INSERT_INVITATION,
-        tenant_id,
-        email.strip(),
-        role.value,
-        _digest(token),
-        invited_by,
-        ttl,
-    )
-    assert row is not None
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            _INSERT_INVITATION,
+            tenant_id,
+            email.strip(),
+            role.value,
+            _digest(token),
+            invited_by,
+            ttl,
+        )
+        assert row is not None
+        if mail is not None:
+            await invitation_emails.record(conn, mail, row["id"], token)
     return _invitation(row), token
 
 

@@ -65,6 +65,9 @@ async def test_invitations_are_accepted_once_by_the_invited_address(
     async with api_server.client(await _token(api_server, owner)) as http:
         fresh = await _invite(http, tenant, "Newcomer@Example.com", "member")
         assert fresh["token"].startswith("pm_inv_") and fresh["status"] == "pending"
+        # No relay configured here: the answer says the invitation was not e-mailed.
+        assert fresh["emailDelivery"]["status"] == "not_configured"
+        assert "PM_NOTICE_SMTP_HOST" in fresh["emailDelivery"]["message"]
         lasts = fresh["expiresAt"], fresh["createdAt"]
         listed = (await http.get(f"{path}/invitations")).json()["data"]
         assert [i["id"] for i in listed] == [fresh["id"]]

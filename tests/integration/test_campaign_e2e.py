@@ -177,7 +177,7 @@ def test_campaign_from_apply_to_inbox(
         what="the tenant namespace",
     )
 
-    # Contacts through the CLI: 200 good rows, one malformed and one duplicate, reported.
+    # Contacts by the platform's import: 200 good rows, one malformed, one duplicate, reported.
     csv = tmp_path / "contacts.csv"
     rows = ["email,first_name", *(f"r{i}@dest.test,R{i}" for i in range(CONTACTS))]
     rows += ["not-an-address,X", "r1@dest.test,Dup"]
@@ -187,7 +187,7 @@ def test_campaign_from_apply_to_inbox(
     def run_import() -> subprocess.CompletedProcess[str] | None:
         result = subprocess.run(
             [
-                *(sys.executable, "-m", "penguinmails.api.cli", "contacts", "import"),
+                *(sys.executable, "-m", "penguinmails.api.http", "import-contacts"),
                 *("--tenant", name, "--list", "leads", str(csv)),
             ],
             env=env,

@@ -1,6 +1,7 @@
-"""`penguinmails contacts import` against the real PostgreSQL: a field over the csv module's limit
-is reported by line (exit code 2, like malformed rows), the good rows before it are imported and
-nothing after it; importing the fixed file again completes the list."""
+"""`penguinmails-api import-contacts` (the platform operator's import) against the real
+PostgreSQL: a field over the csv module's limit is reported by line (exit code 2, like
+malformed rows), the good rows before it are imported and nothing after it; importing the fixed
+file again completes the list."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ KEY = "contacts-import-platform-key"
 def run_import(dsn: str, tenant: str, path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            *(sys.executable, "-m", "penguinmails.api.cli", "contacts", "import"),
+            *(sys.executable, "-m", "penguinmails.api.http", "import-contacts"),
             *("--tenant", tenant, "--list", "leads", str(path)),
         ],
         env={**os.environ, "PM_DATABASE_URL": dsn, "PM_SUPPRESSION_KEY": KEY},
@@ -84,12 +85,12 @@ async def test_a_field_over_the_csv_limit_stops_the_import_at_its_line(
     assert await emails() == sorted(row.split(",")[0] for row in [*before, *after, "big@dest.test"])
 
 
-# The CLI under a wrapper that reports its peak memory (ru_maxrss, KiB) on its last stderr line.
+# The import under a wrapper that reports its peak memory (ru_maxrss, KiB) on its last stderr line.
 MEASURED = (
     "import resource, runpy, sys\n"
-    "sys.argv = ['penguinmails', *sys.argv[1:]]\n"
+    "sys.argv = ['penguinmails-api', *sys.argv[1:]]\n"
     "try:\n"
-    "    runpy.run_module('penguinmails.api.cli', run_name='__main__')\n"
+    "    runpy.run_module('penguinmails.api.http', run_name='__main__')\n"
     "finally:\n"
     "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
 )
@@ -98,7 +99,7 @@ MEASURED = (
 def peak_kib(dsn: str, tenant: str, list_name: str, path: Path) -> int:
     result = subprocess.run(
         [
-            *(sys.executable, "-c", MEASURED, "contacts", "import"),
+            *(sys.executable, "-c", MEASURED, "import-contacts"),
             *("--tenant", tenant, "--list", list_name, str(path)),
         ],
         env={**os.environ, "PM_DATABASE_URL": dsn, "PM_SUPPRESSION_KEY": KEY},

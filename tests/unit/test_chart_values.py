@@ -137,6 +137,7 @@ def test_the_deployment_sets_every_operator_setting() -> None:
         "PM_API_SIGNIN_FAILURES",
         "PM_API_SIGNIN_WINDOW_SECONDS",
         "PM_API_KEY_REQUESTS_PER_MINUTE",
+        "PM_API_MAIL_RETRY_SECONDS",
         # Set by the image itself (Dockerfile ENV, dev/images.py): where its build of the
         # dashboard is; not a deployment's choice.
         "PM_DASHBOARD_DIR",

@@ -1,4 +1,5 @@
-"""A tenant's people: members (list, change role, remove), invitations by e-mail token, and the
+"""A tenant's people: members (list, change role, remove), invitations e-mailed to the invitee
+through the platform's relay (invitation_mailer.py; the token shown instead when none is), the
 tenant's security setting (MFA required). Admins and owners only; only owners make, change or
 remove owners, and the last owner stays (common/db/members.py). The writes under the tenant's
 path are audited by the middleware (member.update, invitation.create, security.update, ...);
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, Request, Response
@@ -16,8 +17,10 @@ from pydantic import Field
 
 from penguinmails.common.db import accounts, members
 from penguinmails.common.db.accounts import Role
+from penguinmails.common.db.invitation_emails import send_owed
 from penguinmails.common.db.members import MemberError, Refused
 
+from .. import invitation_mailer
 from ..auth import Access, Caller, Resource, TenantAccess, caller, tenant_access
 from ..errors import ApiError, ErrorResponse
 from ..models import ApiModel
@@ -72,10 +75,25 @@ class InvitationOut(ApiModel):
     expires_at: datetime
 
 
+class InvitationEmail(ApiModel):
+    status: Literal["sent", "pending", "refused", "not_configured"] = Field(
+        description="sent: the platform's relay took the e-mail; pending: the relay could not "
+        "take it now and it is tried again (the token is not shown); refused: the relay "
+        "refused it for good; not_configured: the API sends no e-mail (no relay)."
+    )
+    message: str = Field(description="What happened and what to do, for people.")
+    message_id: str | None = Field(
+        default=None, description="The e-mail's Message-ID (the same on every attempt)."
+    )
+
+
 class InvitationCreated(InvitationOut):
-    token: str = Field(
-        description="The invitation token: shown this once; send it to the invitee, who "
-        "accepts it at POST /v1/invitations/accept."
+    email_delivery: InvitationEmail = Field(description="The invitation e-mail to the invitee.")
+    token: str | None = Field(
+        default=None,
+        description="The invitation token, shown this once and only when it was not e-mailed "
+        "(status not_configured or refused): send it to the invitee, who accepts it at POST "
+        "/v1/invitations/accept.",
     )
 
 
@@ -231,6 +249,7 @@ async def invite(
     svc: Svc,
 ) -> InvitationCreated:
     assert access.caller.user_id is not None
+    mail = invitation_mailer.configured(svc.settings)
     try:
         made, token = await members.create_invitation(
             svc.pool,
@@ -239,11 +258,40 @@ async def invite(
             role=body.role,
             invited_by=access.caller.user_id,
             actor_role=_actor_role(access),
+            mail=None if isinstance(mail, str) else mail,
         )
     except Refused as error:
         raise _refused(error) from error
     response.headers["Cache-Control"] = "no-store"
-    return InvitationCreated(**_invitation(made), token=token)
+    if isinstance(mail, str):
+        delivery = InvitationEmail(status="not_configured", message=mail)
+        return InvitationCreated(**_invitation(made), email_delivery=delivery, token=token)
+    outcome = (await send_owed(svc.pool, mail, only=made.id)).get(made.id)
+    message_id = await svc.pool.fetchval(
+        "SELECT message_id FROM invitation_emails WHERE invitation_id = $1", made.id
+    )
+    if outcome is not None and outcome.refusal is not None:
+        delivery = InvitationEmail(
+            status="refused",
+            message=f"The mail relay refused the invitation e-mail ({outcome.refusal}): send "
+            "the token to the invitee yourself; it is shown this once.",
+            message_id=message_id,
+        )
+        return InvitationCreated(**_invitation(made), email_delivery=delivery, token=token)
+    if outcome is not None and outcome.sent:
+        delivery = InvitationEmail(
+            status="sent",
+            message=f"The invitation was e-mailed to {made.email}.",
+            message_id=message_id,
+        )
+    else:  # the relay is down (or another pass holds it): tried again, token not shown
+        delivery = InvitationEmail(
+            status="pending",
+            message="The mail relay could not take the invitation e-mail now; it is tried "
+            "again until it can. Revoke the invitation and invite again to get a token instead.",
+            message_id=message_id,
+        )
+    return InvitationCreated(**_invitation(made), email_delivery=delivery)
 
 
 @router.get(

@@ -2095,6 +2095,8 @@ export interface components {
             createdAt: string;
             /** Email */
             email: string;
+            /** @description The invitation e-mail to the invitee. */
+            emailDelivery: components["schemas"]["InvitationEmail"];
             /**
              * Expiresat
              * Format: date-time
@@ -2113,9 +2115,28 @@ export interface components {
             status: string;
             /**
              * Token
-             * @description The invitation token: shown this once; send it to the invitee, who accepts it at POST /v1/invitations/accept.
+             * @description The invitation token, shown this once and only when it was not e-mailed (status not_configured or refused): send it to the invitee, who accepts it at POST /v1/invitations/accept.
              */
-            token: string;
+            token?: string | null;
+        };
+        /** InvitationEmail */
+        InvitationEmail: {
+            /**
+             * Message
+             * @description What happened and what to do, for people.
+             */
+            message: string;
+            /**
+             * Messageid
+             * @description The e-mail's Message-ID (the same on every attempt).
+             */
+            messageId?: string | null;
+            /**
+             * Status
+             * @description sent: the platform's relay took the e-mail; pending: the relay could not take it now and it is tried again (the token is not shown); refused: the relay refused it for good; not_configured: the API sends no e-mail (no relay).
+             * @enum {string}
+             */
+            status: "sent" | "pending" | "refused" | "not_configured";
         };
         /** InvitationList */
         InvitationList: {
