@@ -31,6 +31,7 @@ from .routes import (
     campaigns,
     contact_imports,
     contacts,
+    delivery_days,
     gdpr,
     members,
     mfa,
@@ -146,6 +147,7 @@ def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> Fast
         contact_imports,
         suppressions,
         usage,
+        delivery_days,
     ):
         v1.include_router(module.router)
     for module in (mfa, members, admin):  # apiauth: MFA, members and invitations, /v1/admin

@@ -11,12 +11,26 @@ import Overview from "./pages/Overview";
 const Domains = lazy(() => import("./pages/Domains"));
 const Campaigns = lazy(() => import("./pages/Campaigns"));
 const ApiKeys = lazy(() => import("./pages/ApiKeys"));
+// The platform administrators' pages: one chunk, loaded by administrators only.
+const admin = () => import("./pages/Admin");
+const AdminTenants = lazy(() => admin().then((m) => ({ default: m.AdminTenants })));
+const AdminPlans = lazy(() => admin().then((m) => ({ default: m.AdminPlans })));
+const AdminQueues = lazy(() => admin().then((m) => ({ default: m.AdminQueues })));
+const AdminInfrastructure = lazy(() => admin().then((m) => ({ default: m.AdminInfrastructure })));
 
 const PAGES = [
   { path: "overview", label: "Overview", Page: Overview },
   { path: "domains", label: "Sending domains", Page: Domains },
   { path: "campaigns", label: "Campaigns", Page: Campaigns },
   { path: "api-keys", label: "API keys", Page: ApiKeys },
+] as const;
+
+// Shown in the navigation to platform administrators only; the API refuses everyone else.
+const ADMIN_PAGES = [
+  { path: "admin-tenants", label: "Tenants", Page: AdminTenants },
+  { path: "admin-plans", label: "Plans", Page: AdminPlans },
+  { path: "admin-queues", label: "Queues", Page: AdminQueues },
+  { path: "admin-infrastructure", label: "Infrastructure", Page: AdminInfrastructure },
 ] as const;
 
 const TENANT_STORE = "penguinmails.tenant";
@@ -50,7 +64,10 @@ function Shell({ onSignedOut }: { onSignedOut: () => void }) {
   useEffect(() => {
     if (tenant) sessionStorage.setItem(TENANT_STORE, tenant);
   }, [tenant]);
-  const current = PAGES.find((p) => p.path === route) ?? PAGES[0];
+  const isAdmin = me.data?.platformAdmin === true;
+  const adminPage = ADMIN_PAGES.find((p) => p.path === route);
+  const current = adminPage ?? PAGES.find((p) => p.path === route) ?? PAGES[0];
+  const nav: readonly { path: string; label: string }[] = isAdmin ? [...PAGES, ...ADMIN_PAGES] : PAGES;
 
   useEffect(() => {
     document.title = `${current.label} · PenguinMails`;
@@ -75,11 +92,11 @@ function Shell({ onSignedOut }: { onSignedOut: () => void }) {
           <span className="text-lg font-bold text-blue-800">PenguinMails</span>
           <nav aria-label="Main" className="order-3 w-full sm:order-none sm:w-auto">
             <ul className="flex flex-wrap gap-1">
-              {PAGES.map((p) => (
+              {nav.map((p) => (
                 <li key={p.path}>
                   <a
                     href={`#/${p.path}`}
-                    aria-current={p === current ? "page" : undefined}
+                    aria-current={p.path === current.path ? "page" : undefined}
                     className="block whitespace-nowrap rounded px-3 py-2 text-sm font-medium hover:bg-slate-100 aria-[current=page]:bg-blue-100 aria-[current=page]:text-blue-900"
                   >
                     {p.label}
@@ -121,18 +138,31 @@ function Shell({ onSignedOut }: { onSignedOut: () => void }) {
       </header>
       <main id="main" tabIndex={-1} className="relative mx-auto max-w-6xl px-4 py-6 outline-none">
         <ErrorNotice error={me.error} />
-        {me.data && tenant === null && (
+        {adminPage && me.data && !isAdmin && (
+          <p role="alert">This page is for platform administrators only.</p>
+        )}
+        {adminPage && isAdmin && (
+          <Suspense fallback={<p>Loading…</p>}>
+            <adminPage.Page />
+          </Suspense>
+        )}
+        {!adminPage && me.data && tenant === null && (
           <p>
             You are not a member of any tenant yet. Ask an owner of your organisation's tenant to
             add you, then sign in again.
           </p>
         )}
-        {tenant && (
+        {!adminPage && tenant && (
           <Suspense fallback={<p>Loading…</p>}>
-            <current.Page key={tenant} tenant={tenant} />
+            <TenantPage route={route} tenant={tenant} />
           </Suspense>
         )}
       </main>
     </div>
   );
+}
+
+function TenantPage({ route, tenant }: { route: string; tenant: string }) {
+  const { Page } = PAGES.find((p) => p.path === route) ?? PAGES[0];
+  return <Page key={tenant} tenant={tenant} />;
 }

@@ -12,7 +12,13 @@ export type Campaign = Schemas["CampaignOut"];
 export type SmtpServer = Schemas["SmtpServerOut"];
 export type ApiKey = Schemas["ApiKey"];
 export type ApiKeyCreated = Schemas["ApiKeyCreated"];
-export type Usage = Schemas["UsageOut"];
+export type Usage = Schemas["Usage"];
+export type DeliveryDays = Schemas["DeliveryDays"];
+export type DeliveryDay = Schemas["DeliveryDay"];
+export type AdminTenant = Schemas["AdminTenant"];
+export type AdminPlan = Schemas["penguinmails__api__http__routes__admin__PlanOut"];
+export type TenantQueue = Schemas["TenantQueue"];
+export type AdminSmtpServer = Schemas["AdminSmtpServer"];
 export type Condition = Schemas["Condition"];
 
 /** An answer in the API's error envelope: `param` names the request field at fault. */

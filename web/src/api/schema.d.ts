@@ -55,6 +55,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/queues": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Deliveries waiting, per tenant and per server */
+        get: operations["list_queues_v1_admin_queues_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/smtp-servers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every SMTP server of every tenant and its health */
+        get: operations["list_smtp_servers_v1_admin_smtp_servers_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/tenants": {
         parameters: {
             query?: never;
@@ -674,6 +708,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/tenants/{tenant}/deliveries/daily": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Sent, delivered, bounced and complaints per day */
+        get: operations["deliveries_daily_v1_tenants__tenant__deliveries_daily_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/tenants/{tenant}/gdpr/erase": {
         parameters: {
             query?: never;
@@ -1096,6 +1147,22 @@ export interface components {
              * @description The address, e.g. jane@example.com.
              */
             email: string;
+        };
+        /** AdminSmtpServer */
+        AdminSmtpServer: {
+            /** Hostname */
+            hostname?: string | null;
+            /** Name */
+            name: string;
+            /** Namespace */
+            namespace: string;
+            /** @description The operator's view: phase, conditions, last probe, warm-up. */
+            status?: components["schemas"]["SmtpServerStatus"] | null;
+            /**
+             * Tenant
+             * @description The tenant whose namespace holds it.
+             */
+            tenant: string | null;
         };
         /** AdminTenant */
         AdminTenant: {
@@ -1702,6 +1769,53 @@ export interface components {
              * @description When the order was sent. Nothing is ordered again for this object until the provider has listed the server, or has failed to for the whole settle window (PM_HOSTWINDS_CREATE_SETTLE_SECONDS).
              */
             requestedAt: string;
+        };
+        /** DeliveryDay */
+        DeliveryDay: {
+            /**
+             * Bounced
+             * @description Deliveries that bounced that day.
+             */
+            bounced: number;
+            /**
+             * Complaints
+             * @description Complaints received that day.
+             */
+            complaints: number;
+            /**
+             * Day
+             * Format: date
+             * @description A UTC calendar day.
+             */
+            day: string;
+            /**
+             * Delivered
+             * @description Of those, the ones no bounce has come back for.
+             */
+            delivered: number;
+            /**
+             * Sent
+             * @description Messages the relay accepted that day (bounced later or not).
+             */
+            sent: number;
+        };
+        /** DeliveryDays */
+        DeliveryDays: {
+            /**
+             * Data
+             * @description One item per day, oldest first; zeros included.
+             */
+            data: components["schemas"]["DeliveryDay"][];
+            /**
+             * Since
+             * Format: date
+             */
+            since: string;
+            /**
+             * Until
+             * Format: date
+             */
+            until: string;
         };
         /**
          * DkimAlgorithm
@@ -2311,6 +2425,12 @@ export interface components {
             id: string;
             /** Memberships */
             memberships: components["schemas"]["Membership"][];
+            /**
+             * Platformadmin
+             * @description A platform administrator (/v1/admin also needs a sign-in that proved a second factor).
+             * @default false
+             */
+            platformAdmin: boolean;
         };
         /** MemberList */
         MemberList: {
@@ -2488,6 +2608,24 @@ export interface components {
              * @description MX targets; empty: the hostnames of the referenced SmtpServers.
              */
             hosts?: components["schemas"]["MxHost"][];
+        };
+        /** Page[AdminSmtpServer] */
+        Page_AdminSmtpServer_: {
+            /**
+             * Data
+             * @description This page's items.
+             */
+            data: components["schemas"]["AdminSmtpServer"][];
+            /**
+             * Hasmore
+             * @description Whether another page follows.
+             */
+            hasMore: boolean;
+            /**
+             * Nextcursor
+             * @description Pass as `cursor` to get the next page; null on the last.
+             */
+            nextCursor?: string | null;
         };
         /** Page[AdminTenant] */
         Page_AdminTenant_: {
@@ -2796,6 +2934,14 @@ export interface components {
          * @enum {string}
          */
         ProviderType: "hostwinds" | "mailuInCluster" | "relay";
+        /** QueueList */
+        QueueList: {
+            /**
+             * Data
+             * @description Every live tenant, by name, idle ones too.
+             */
+            data: components["schemas"]["TenantQueue"][];
+        };
         /**
          * ReclaimPolicy
          * @description What happens to an external resource when its object is deleted.
@@ -3154,6 +3300,31 @@ export interface components {
              */
             zone?: string | null;
         };
+        /** ServerQueue */
+        ServerQueue: {
+            /**
+             * Deferred
+             * @description Waiting for a retry after a temporary failure.
+             */
+            deferred: number;
+            /**
+             * Nextdue
+             * @description When the next queued or deferred one is due.
+             */
+            nextDue: string | null;
+            /** Queued */
+            queued: number;
+            /**
+             * Sending
+             * @description Claimed by a sender, outcome not recorded yet.
+             */
+            sending: number;
+            /**
+             * Server
+             * @description The SmtpServer a deferred delivery was last handed to; null for deliveries no server has had yet (the sender picks one when it claims them).
+             */
+            server: string | null;
+        };
         /**
          * ServiceType
          * @description Kubernetes Service type.
@@ -3432,6 +3603,24 @@ export interface components {
              * @description Why, shown to the customer (one line).
              */
             reason: string;
+        };
+        /** TenantQueue */
+        TenantQueue: {
+            /** Deferred */
+            deferred: number;
+            /** Nextdue */
+            nextDue: string | null;
+            /** Queued */
+            queued: number;
+            /** Sending */
+            sending: number;
+            /**
+             * Servers
+             * @description The same, per server.
+             */
+            servers: components["schemas"]["ServerQueue"][];
+            /** Tenant */
+            tenant: string;
         };
         /**
          * Throttle
@@ -3896,6 +4085,159 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["penguinmails__api__http__routes__admin__PlanOut"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_queues_v1_admin_queues_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueueList"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_smtp_servers_v1_admin_smtp_servers_get: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1-100). */
+                limit?: number;
+                /** @description `nextCursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_AdminSmtpServer_"];
                 };
             };
             /** @description Bad Request */
@@ -7147,6 +7489,79 @@ export interface operations {
             };
             /** @description Service Unavailable */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    deliveries_daily_v1_tenants__tenant__deliveries_daily_get: {
+        parameters: {
+            query?: {
+                /** @description First day (UTC, inclusive); default 29 days before `until`. */
+                since?: string | null;
+                /** @description Last day (UTC, inclusive); default today. */
+                until?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryDays"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
