@@ -35,6 +35,7 @@ from .routes import (
     gdpr,
     members,
     mfa,
+    overview,
     sending_domains,
     smtp_servers,
     suppressions,
@@ -148,6 +149,7 @@ def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> Fast
         suppressions,
         usage,
         delivery_days,
+        overview,
     ):
         v1.include_router(module.router)
     for module in (mfa, members, admin):  # apiauth: MFA, members and invitations, /v1/admin

@@ -837,6 +837,23 @@ export interface paths {
         patch: operations["change_role_v1_tenants__tenant__members__user_id__patch"];
         trace?: never;
     };
+    "/v1/tenants/{tenant}/overview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The dashboard's overview: deliveries per day, usage, health of domains and servers */
+        get: operations["overview_v1_tenants__tenant__overview_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/tenants/{tenant}/security": {
         parameters: {
             query?: never;
@@ -2124,6 +2141,13 @@ export interface components {
          * @enum {string}
          */
         EventType: "delivery.delivered" | "delivery.bounced" | "delivery.complained" | "delivery.unsubscribed" | "campaign.state_changed" | "usage.threshold";
+        /** Health */
+        Health: {
+            /** Name */
+            name: string;
+            /** @description The operator's Ready condition; null until it has seen it. */
+            ready?: components["schemas"]["Condition"] | null;
+        };
         /**
          * HostwindsProvider
          * @description A Hostwinds cloud VPS, created through the Hostwinds API and configured with MailU.
@@ -2608,6 +2632,16 @@ export interface components {
              * @description MX targets; empty: the hostnames of the referenced SmtpServers.
              */
             hosts?: components["schemas"]["MxHost"][];
+        };
+        /** Overview */
+        Overview: {
+            /** @description The last 30 days, as deliveries/daily. */
+            deliveries: components["schemas"]["DeliveryDays"];
+            /** Sendingdomains */
+            sendingDomains: components["schemas"]["Health"][];
+            /** Smtpservers */
+            smtpServers: components["schemas"]["Health"][];
+            usage: components["schemas"]["Usage"];
         };
         /** Page[AdminSmtpServer] */
         Page_AdminSmtpServer_: {
@@ -8186,6 +8220,74 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    overview_v1_tenants__tenant__overview_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Overview"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

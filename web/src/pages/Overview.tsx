@@ -1,26 +1,15 @@
 // Overview: deliveries per day (Chart.js, from the API's per-day series of the ledger), usage
 // against the plan's allowance, and the health of every domain and server at a glance; all
-// from the customer API, requested together.
+// from the customer API's overview operation, one request.
 import { lazy, Suspense, useEffect } from "react";
-import {
-  all,
-  api,
-  condition,
-  tenantPath,
-  type DeliveryDay,
-  type DeliveryDays,
-  type SendingDomain,
-  type SmtpServer,
-  type Usage,
-} from "../api/client";
+import { api, tenantPath, type Condition, type DeliveryDay, type Health, type OverviewData, type Usage } from "../api/client";
 import { Badge, Empty, ErrorNotice, PageTitle, ScrollBox, useLoad } from "../components/ui";
 
 // Chart.js in its own chunk, fetched as the page mounts, alongside the API's answers.
 const loadChart = () => import("../components/DeliveriesChart");
 const DeliveriesChart = lazy(loadChart);
 
-function health(status: { conditions?: { type: string; status: string }[] } | null | undefined) {
-  const ready = condition(status as never, "Ready");
+function health(ready: Condition | null | undefined) {
   if (!ready) return <Badge tone="none">Pending</Badge>;
   if (ready.status === "True") return <Badge tone="ok">Healthy</Badge>;
   return <Badge tone="bad">Needs attention</Badge>;
@@ -85,15 +74,11 @@ function DayTable({ days }: { days: DeliveryDay[] }) {
 
 export default function Overview({ tenant }: { tenant: string }) {
   useEffect(() => void loadChart(), []);
-  const series = useLoad(
-    () => api<DeliveryDays>("GET", tenantPath(tenant, "deliveries/daily")),
-    [tenant],
-    30000,
-  );
-  const domains = useLoad(() => all<SendingDomain>(tenantPath(tenant, "sending-domains")), [tenant]);
-  const servers = useLoad(() => all<SmtpServer>(tenantPath(tenant, "smtp-servers")), [tenant]);
-  const usage = useLoad(() => api<Usage>("GET", tenantPath(tenant, "usage")), [tenant]);
-  const days = series.data?.data ?? [];
+  // One request for the whole page (api/http/routes/overview.py), refreshed every 30 s.
+  const overview = useLoad(() => api<OverviewData>("GET", tenantPath(tenant, "overview")), [tenant], 30000);
+  const data = overview.data;
+  const series = data?.deliveries;
+  const days = series?.data ?? [];
   const anything = days.some((d) => d.sent || d.bounced || d.complaints);
 
   return (
@@ -104,8 +89,8 @@ export default function Overview({ tenant }: { tenant: string }) {
           <h2 id="deliveries" className="mb-2 font-semibold">
             Deliveries per day
           </h2>
-          <ErrorNotice error={series.error} />
-          {series.data && !anything && (
+          <ErrorNotice error={overview.error} />
+          {series && !anything && (
             <Empty title="Nothing sent in the last 30 days">
               Add a <a className="text-blue-800 underline" href="#/domains">sending domain</a>, then start a
               campaign: its deliveries appear here.
@@ -114,7 +99,7 @@ export default function Overview({ tenant }: { tenant: string }) {
           {anything && (
             <>
               <p className="mb-2 text-sm text-slate-700">
-                {series.data?.since} to {series.data?.until} (UTC)
+                {series?.since} to {series?.until} (UTC)
               </p>
               <Totals days={days} />
               <Suspense fallback={<div className="h-64" aria-hidden="true" />}>
@@ -128,23 +113,20 @@ export default function Overview({ tenant }: { tenant: string }) {
           <h2 id="usage" className="mb-2 font-semibold">
             Usage this month
           </h2>
-          <ErrorNotice error={usage.error} />
-          {usage.data && <UsageBar usage={usage.data} />}
+          {data && <UsageBar usage={data.usage} />}
         </section>
       </div>
       <div className="mt-4 grid gap-4 md:grid-cols-2">
         <HealthList
           title="Sending domains"
           emptyTitle="No sending domain"
-          items={domains.data}
-          error={domains.error}
+          items={data?.sendingDomains ?? null}
           empty={<>No sending domain yet: <a className="text-blue-800 underline" href="#/domains">add one</a> to start sending.</>}
         />
         <HealthList
           title="SMTP servers"
           emptyTitle="No SMTP server"
-          items={servers.data}
-          error={servers.error}
+          items={data?.smtpServers ?? null}
           empty={
             <>
               Add the server you send through with the API:{" "}
@@ -185,21 +167,19 @@ function UsageBar({ usage }: { usage: Usage }) {
 function HealthList(props: {
   title: string;
   emptyTitle: string;
-  items: (SendingDomain | SmtpServer)[] | null;
-  error: unknown;
+  items: Health[] | null;
   empty: React.ReactNode;
 }) {
   return (
     <section className="rounded border border-slate-300 bg-white p-4" aria-label={props.title}>
       <h2 className="mb-2 font-semibold">{props.title}</h2>
-      <ErrorNotice error={props.error} />
       {props.items && props.items.length === 0 && <Empty title={props.emptyTitle}>{props.empty}</Empty>}
       {props.items && props.items.length > 0 && (
         <ul className="divide-y divide-slate-200">
           {props.items.map((item) => (
             <li key={item.name} className="flex items-center justify-between gap-2 py-2">
               <span className="break-all">{item.name}</span>
-              {health(item.status)}
+              {health(item.ready)}
             </li>
           ))}
         </ul>
