@@ -2,12 +2,15 @@
 // against the plan's allowance, and the health of every domain and server at a glance; all
 // from the customer API's overview operation, one request.
 import { lazy, Suspense, useEffect } from "react";
-import { api, tenantPath, type Condition, type DeliveryDay, type Health, type OverviewData, type Usage } from "../api/client";
+import { api, signedIn, tenantPath, type Condition, type DeliveryDay, type Health, type OverviewData, type Usage } from "../api/client";
 import { Badge, Empty, ErrorNotice, PageTitle, ScrollBox, useLoad } from "../components/ui";
 
 // Chart.js in its own chunk, fetched as the page mounts, alongside the API's answers.
 const loadChart = () => import("../components/DeliveriesChart");
 const DeliveriesChart = lazy(loadChart);
+// Signed in and opening the overview: ask for the chart's chunk as soon as this script runs,
+// not after the first render.
+if (signedIn() && /^(#\/?(overview)?)?$/.test(window.location.hash)) void loadChart();
 
 function health(ready: Condition | null | undefined) {
   if (!ready) return <Badge tone="none">Pending</Badge>;
