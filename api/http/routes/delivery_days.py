@@ -18,13 +18,15 @@ from ..errors import ApiError, ErrorResponse
 from ..models import ApiModel
 from ..services import Services, services
 
-__all__ = ["DEFAULT_DAYS", "MAX_DAYS", "router"]
+__all__ = ["DEFAULT_DAYS", "EARLIEST", "MAX_DAYS", "router"]
 
 router = APIRouter(tags=["usage"])
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
 """A year and a day: enough for any chart, and a bounded query (one row per day)."""
+EARLIEST = date(2000, 1, 1)
+"""No delivery is older; also keeps date arithmetic clear of `date.min`."""
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 429)
@@ -66,6 +68,9 @@ async def deliveries_daily(
 ) -> DeliveryDays:
     today = datetime.now(UTC).date()
     last = until or today
+    for given, param in ((since, "since"), (until, "until")):
+        if given is not None and given < EARLIEST:
+            raise ApiError.invalid(f"{param} must be {EARLIEST} or later.", param)
     if last > today + timedelta(days=MAX_DAYS):
         raise ApiError.invalid(
             f"until ({last}) is more than {MAX_DAYS} days ahead: nothing is sent there yet.",
