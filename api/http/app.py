@@ -31,9 +31,11 @@ from .routes import (
     campaigns,
     contact_imports,
     contacts,
+    delivery_days,
     gdpr,
     members,
     mfa,
+    overview,
     sending_domains,
     smtp_servers,
     suppressions,
@@ -151,6 +153,8 @@ def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> Fast
         contact_imports,
         suppressions,
         usage,
+        delivery_days,
+        overview,
     ):
         v1.include_router(module.router)
     for module in (mfa, members, admin):  # apiauth: MFA, members and invitations, /v1/admin

@@ -98,6 +98,8 @@ def _requests(tenant: str) -> list[tuple[str, str, dict[str, Any] | None]]:
         ("PATCH", f"/v1/admin/tenants/{tenant}", {"tier": "business"}),
         ("GET", "/v1/admin/plans", None),
         ("PUT", "/v1/admin/plans/enterprise", PLAN),
+        ("GET", "/v1/admin/queues", None),
+        ("GET", "/v1/admin/smtp-servers", None),
     ]
 
 

@@ -126,5 +126,5 @@ def test_every_operation_answers_as_documented(
         f"\nschemathesis: {sum(calls.values())} requests over {len(calls)} operations, "
         f"by status: {dict(sorted(statuses.items()))}"
     )
-    assert len(calls) == len(operations) == 69
+    assert len(calls) == len(operations) == 73
     assert not fuzzed_api.log().count("Traceback"), fuzzed_api.log()[-4000:]

@@ -18,6 +18,12 @@ const Members = lazy(() => import("./pages/settings/Members"));
 const Webhooks = lazy(() => import("./pages/settings/Webhooks"));
 const Billing = lazy(() => import("./pages/settings/Billing"));
 const Security = lazy(() => import("./pages/settings/Security"));
+// The platform administrators' pages: one chunk, loaded by administrators only.
+const admin = () => import("./pages/Admin");
+const AdminTenants = lazy(() => admin().then((m) => ({ default: m.AdminTenants })));
+const AdminPlans = lazy(() => admin().then((m) => ({ default: m.AdminPlans })));
+const AdminQueues = lazy(() => admin().then((m) => ({ default: m.AdminQueues })));
+const AdminInfrastructure = lazy(() => admin().then((m) => ({ default: m.AdminInfrastructure })));
 
 const PAGES = [
   { path: "overview", label: "Overview", Page: Overview },
@@ -37,6 +43,13 @@ const PAGES = [
 const SETTINGS = "settings/";
 // The main navigation: every page but the settings tabs after the first (shown as "Settings").
 const NAV = PAGES.filter((p) => !p.path.startsWith(SETTINGS) || p.path === `${SETTINGS}members`);
+// Shown in the navigation to platform administrators only; the API refuses everyone else.
+const ADMIN_PAGES = [
+  { path: "admin-tenants", label: "Tenants", Page: AdminTenants },
+  { path: "admin-plans", label: "Plans", Page: AdminPlans },
+  { path: "admin-queues", label: "Queues", Page: AdminQueues },
+  { path: "admin-infrastructure", label: "Infrastructure", Page: AdminInfrastructure },
+] as const;
 
 const TENANT_STORE = "penguinmails.tenant";
 
@@ -69,7 +82,10 @@ function Shell({ onSignedOut }: { onSignedOut: () => void }) {
   useEffect(() => {
     if (tenant) sessionStorage.setItem(TENANT_STORE, tenant);
   }, [tenant]);
-  const current = PAGES.find((p) => p.path === route) ?? PAGES[0];
+  const isAdmin = me.data?.platformAdmin === true;
+  const adminPage = ADMIN_PAGES.find((p) => p.path === route);
+  const current = adminPage ?? PAGES.find((p) => p.path === route) ?? PAGES[0];
+  const nav: readonly { path: string; label: string }[] = isAdmin ? [...NAV, ...ADMIN_PAGES] : NAV;
 
   useEffect(() => {
     document.title = `${current.label} · PenguinMails`;
@@ -94,9 +110,9 @@ function Shell({ onSignedOut }: { onSignedOut: () => void }) {
           <span className="text-lg font-bold text-blue-800">PenguinMails</span>
           <nav aria-label="Main" className="order-3 w-full sm:order-none sm:w-auto">
             <ul className="flex flex-wrap gap-1">
-              {NAV.map((p) => {
+              {nav.map((p) => {
                 const settings = p.path.startsWith(SETTINGS);
-                const here = settings ? current.path.startsWith(SETTINGS) : p === current;
+                const here = settings ? current.path.startsWith(SETTINGS) : p.path === current.path;
                 return (
                   <li key={p.path}>
                     <a
@@ -145,18 +161,31 @@ function Shell({ onSignedOut }: { onSignedOut: () => void }) {
       </header>
       <main id="main" tabIndex={-1} className="relative mx-auto max-w-6xl px-4 py-6 outline-none">
         <ErrorNotice error={me.error} />
-        {me.data && tenant === null && (
+        {adminPage && me.data && !isAdmin && (
+          <p role="alert">This page is for platform administrators only.</p>
+        )}
+        {adminPage && isAdmin && (
+          <Suspense fallback={<p>Loading…</p>}>
+            <adminPage.Page />
+          </Suspense>
+        )}
+        {!adminPage && me.data && tenant === null && (
           <p>
             You are not a member of any tenant yet. Ask an owner of your organisation's tenant to
             add you, then sign in again.
           </p>
         )}
-        {tenant && (
+        {!adminPage && tenant && (
           <Suspense fallback={<p>Loading…</p>}>
-            <current.Page key={tenant} tenant={tenant} />
+            <TenantPage route={route} tenant={tenant} />
           </Suspense>
         )}
       </main>
     </div>
   );
+}
+
+function TenantPage({ route, tenant }: { route: string; tenant: string }) {
+  const { Page } = PAGES.find((p) => p.path === route) ?? PAGES[0];
+  return <Page key={tenant} tenant={tenant} />;
 }

@@ -1,6 +1,7 @@
 """Platform administrators' endpoints under /v1/admin: every tenant (tier, suspension, usage),
-suspend and resume with a reason, change a tier, and the billing plans (issue 13's "plans
-editable by platform administrators").
+suspend and resume with a reason, change a tier, the billing plans (issue 13's "plans
+editable by platform administrators"), the deliveries waiting per tenant and per server
+(queues), and every SMTP server with its health across tenants (infrastructure).
 
 A platform administrator is a user whose `platform_admin` flag the platform's own database
 login set (`python -m penguinmails.api.http platform-admin <email>`); the API's login cannot
@@ -9,9 +10,15 @@ set it (migration 0010), and every other caller gets 403 here.
 Tenants are changed through the API server like any other client (JSON merge patch of the
 Tenant's spec under the field manager `penguinmails-admin`, conditional on the resourceVersion
 read, retried on a conflict), as billing does (api/billing/tenants.py); the operator does the
-rest (senders to zero when suspended, quotas of the tier). A suspension reason never starts
-with billing's prefix, so a payment never lifts an administrator's suspension. Every write is
-recorded in the platform audit log and, for a tenant, in the tenant's own audit log.
+rest (senders to zero when suspended, quotas of the tier). The queues are read from each
+tenant's delivery ledger with the API's database login, a platform login (member of
+penguinmails_platform) that opens one tenant's scope after another
+(common/db/delivery_stats.py); the servers are the SmtpServer resources of every namespace,
+as the operator's status describes them (the API's ClusterRole lists them).
+
+A suspension reason never starts with billing's prefix, so a payment never lifts an
+administrator's suspension. Every write is recorded in the platform audit log and, for a
+tenant, in the tenant's own audit log.
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ from pydantic import Field, field_validator
 from penguinmails.api.billing import plans
 from penguinmails.api.billing.plans import Plan
 from penguinmails.api.billing.tenants import SUSPEND_PREFIX
+from penguinmails.api.v1alpha1.smtpserver import SmtpServerStatus
 from penguinmails.api.v1alpha1.tiers import Tier
 from penguinmails.common.db import accounts
+from penguinmails.common.db.delivery_stats import waiting_deliveries
 
 from ..auth import Caller, platform_admin
 from ..errors import ApiError, ErrorResponse
@@ -105,6 +114,40 @@ class PlanOut(PlanIn):
 
 class PlanList(ApiModel):
     data: list[PlanOut]
+
+
+class ServerQueue(ApiModel):
+    server: str | None = Field(
+        description="The SmtpServer a deferred delivery was last handed to; null for "
+        "deliveries no server has had yet (the sender picks one when it claims them)."
+    )
+    queued: int
+    deferred: int = Field(description="Waiting for a retry after a temporary failure.")
+    sending: int = Field(description="Claimed by a sender, outcome not recorded yet.")
+    next_due: datetime | None = Field(description="When the next queued or deferred one is due.")
+
+
+class TenantQueue(ApiModel):
+    tenant: str
+    queued: int
+    deferred: int
+    sending: int
+    next_due: datetime | None
+    servers: list[ServerQueue] = Field(description="The same, per server.")
+
+
+class QueueList(ApiModel):
+    data: list[TenantQueue] = Field(description="Every live tenant, by name, idle ones too.")
+
+
+class AdminSmtpServer(ApiModel):
+    tenant: str | None = Field(description="The tenant whose namespace holds it.")
+    namespace: str
+    name: str
+    hostname: str | None = None
+    status: SmtpServerStatus | None = Field(
+        default=None, description="The operator's view: phase, conditions, last probe, warm-up."
+    )
 
 
 def _tenant(obj: dict[str, Any]) -> AdminTenant:
@@ -237,3 +280,67 @@ async def put_plan(tier: Tier, body: PlanIn, who: Admin, svc: Svc, request: Requ
         svc, request, _admin_id(who), "plan.put", f"plan:{tier.value}", body.model_dump()
     )
     return _plan(plan)
+
+
+@router.get("/queues", responses=_ERRORS, summary="Deliveries waiting, per tenant and per server")
+async def list_queues(who: Admin, svc: Svc) -> QueueList:
+    return QueueList(
+        data=[
+            TenantQueue(
+                tenant=t.tenant,
+                queued=t.queued,
+                deferred=t.deferred,
+                sending=t.sending,
+                next_due=t.next_due,
+                servers=[
+                    ServerQueue(
+                        server=s.server,
+                        queued=s.queued,
+                        deferred=s.deferred,
+                        sending=s.sending,
+                        next_due=s.next_due,
+                    )
+                    for s in t.servers
+                ],
+            )
+            for t in await waiting_deliveries(svc.pool)
+        ]
+    )
+
+
+@router.get(
+    "/smtp-servers",
+    responses=_ERRORS,
+    summary="Every SMTP server of every tenant and its health",
+)
+async def list_smtp_servers(
+    who: Admin, svc: Svc, page: Annotated[PageParams, Depends(page_params)]
+) -> Page[AdminSmtpServer]:
+    try:
+        items, cont = await ClusterObjects(svc.kube).list(
+            "smtpservers", limit=page.limit, cont=page.cursor
+        )
+    except ApiException as error:
+        raise kube_error(error, "SMTP servers") from error
+    tenants = {
+        r["namespace"]: r["name"]
+        for r in await svc.pool.fetch(
+            "SELECT name, namespace FROM tenants WHERE deleted_at IS NULL"
+        )
+    }
+    return Page[AdminSmtpServer](
+        data=[_server(i, tenants) for i in items], has_more=cont is not None, next_cursor=cont
+    )
+
+
+def _server(obj: dict[str, Any], tenants: dict[str, str]) -> AdminSmtpServer:
+    meta = obj.get("metadata") or {}
+    namespace = str(meta.get("namespace"))
+    status = obj.get("status")
+    return AdminSmtpServer(
+        tenant=tenants.get(namespace),
+        namespace=namespace,
+        name=str(meta.get("name")),
+        hostname=(obj.get("spec") or {}).get("hostname"),
+        status=SmtpServerStatus.model_validate(status) if status else None,
+    )

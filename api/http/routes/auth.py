@@ -77,6 +77,11 @@ class Membership(ApiModel):
 class Me(ApiModel):
     id: uuid.UUID
     memberships: list[Membership]
+    platform_admin: bool = Field(
+        default=False,
+        description="A platform administrator (/v1/admin also needs a sign-in that proved a "
+        "second factor).",
+    )
 
 
 def _tokens(svc: Services, outcome: accounts.RefreshOutcome) -> Tokens:
@@ -209,9 +214,14 @@ async def logout(
 async def me(
     who: Annotated[Caller, Depends(signed_in_user)], svc: Annotated[Services, Depends(services)]
 ) -> Me:
-    user_id, _ = user_ids(who)
+    user_id, family_id = user_ids(who)
     rows = await accounts.memberships_of(svc.pool, user_id)
-    return Me(id=user_id, memberships=[Membership(tenant=t, role=r.value) for t, r in rows])
+    admin = await accounts.is_platform_admin(svc.pool, user_id, family_id)
+    return Me(
+        id=user_id,
+        memberships=[Membership(tenant=t, role=r.value) for t, r in rows],
+        platform_admin=admin,
+    )
 
 
 @router.get("/.well-known/jwks.json", summary="Public keys verifying access tokens")

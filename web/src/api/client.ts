@@ -12,7 +12,15 @@ export type Campaign = Schemas["CampaignOut"];
 export type SmtpServer = Schemas["SmtpServerOut"];
 export type ApiKey = Schemas["ApiKey"];
 export type ApiKeyCreated = Schemas["ApiKeyCreated"];
-export type Usage = Schemas["UsageOut"];
+export type Usage = Schemas["Usage"];
+export type DeliveryDays = Schemas["DeliveryDays"];
+export type DeliveryDay = Schemas["DeliveryDay"];
+export type OverviewData = Schemas["Overview"];
+export type Health = Schemas["Health"];
+export type AdminTenant = Schemas["AdminTenant"];
+export type AdminPlan = Schemas["penguinmails__api__http__routes__admin__PlanOut"];
+export type TenantQueue = Schemas["TenantQueue"];
+export type AdminSmtpServer = Schemas["AdminSmtpServer"];
 export type Condition = Schemas["Condition"];
 export type ContactList = Schemas["ContactList"];
 export type Contact = Schemas["Contact"];
@@ -132,9 +140,31 @@ async function refresh(): Promise<boolean> {
   return true;
 }
 
+declare global {
+  interface Window {
+    __pmPrefetched?: Record<string, Promise<Response>>;
+  }
+}
+
+/** A GET that index.html started before the scripts loaded (the first page's requests), once:
+ * later calls ask again. Null when none was started or it failed (the caller asks itself). */
+async function prefetched(path: string): Promise<Response | null> {
+  const started = window.__pmPrefetched?.[path];
+  if (!started) return null;
+  delete window.__pmPrefetched![path];
+  try {
+    const response = await started;
+    return response.ok ? response : null; // e.g. 401: the normal path refreshes the token
+  } catch {
+    return null;
+  }
+}
+
 /** Call the API; an expired access token is refreshed once (refresh tokens are single-use,
  * so concurrent calls share one refresh). */
 export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const early = method === "GET" ? await prefetched(path) : null;
+  if (early) return (await early.json()) as T;
   let response = await send(method, path, body);
   if (response.status === 401 && load()) {
     refreshing ??= refresh().finally(() => (refreshing = null));

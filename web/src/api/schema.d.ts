@@ -55,6 +55,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/queues": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Deliveries waiting, per tenant and per server */
+        get: operations["list_queues_v1_admin_queues_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/smtp-servers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every SMTP server of every tenant and its health */
+        get: operations["list_smtp_servers_v1_admin_smtp_servers_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/tenants": {
         parameters: {
             query?: never;
@@ -674,6 +708,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/tenants/{tenant}/deliveries/daily": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Sent, delivered, bounced and complaints per day */
+        get: operations["deliveries_daily_v1_tenants__tenant__deliveries_daily_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/tenants/{tenant}/gdpr/erase": {
         parameters: {
             query?: never;
@@ -784,6 +835,23 @@ export interface paths {
         head?: never;
         /** Change a member's role */
         patch: operations["change_role_v1_tenants__tenant__members__user_id__patch"];
+        trace?: never;
+    };
+    "/v1/tenants/{tenant}/overview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The dashboard's overview: deliveries per day, usage, health of domains and servers */
+        get: operations["overview_v1_tenants__tenant__overview_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/v1/tenants/{tenant}/security": {
@@ -1096,6 +1164,22 @@ export interface components {
              * @description The address, e.g. jane@example.com.
              */
             email: string;
+        };
+        /** AdminSmtpServer */
+        AdminSmtpServer: {
+            /** Hostname */
+            hostname?: string | null;
+            /** Name */
+            name: string;
+            /** Namespace */
+            namespace: string;
+            /** @description The operator's view: phase, conditions, last probe, warm-up. */
+            status?: components["schemas"]["SmtpServerStatus"] | null;
+            /**
+             * Tenant
+             * @description The tenant whose namespace holds it.
+             */
+            tenant: string | null;
         };
         /** AdminTenant */
         AdminTenant: {
@@ -1703,6 +1787,53 @@ export interface components {
              */
             requestedAt: string;
         };
+        /** DeliveryDay */
+        DeliveryDay: {
+            /**
+             * Bounced
+             * @description Deliveries that bounced that day.
+             */
+            bounced: number;
+            /**
+             * Complaints
+             * @description Complaints received that day.
+             */
+            complaints: number;
+            /**
+             * Day
+             * Format: date
+             * @description A UTC calendar day.
+             */
+            day: string;
+            /**
+             * Delivered
+             * @description Of those, the ones no bounce has come back for.
+             */
+            delivered: number;
+            /**
+             * Sent
+             * @description Messages the relay accepted that day (bounced later or not).
+             */
+            sent: number;
+        };
+        /** DeliveryDays */
+        DeliveryDays: {
+            /**
+             * Data
+             * @description One item per day, oldest first; zeros included.
+             */
+            data: components["schemas"]["DeliveryDay"][];
+            /**
+             * Since
+             * Format: date
+             */
+            since: string;
+            /**
+             * Until
+             * Format: date
+             */
+            until: string;
+        };
         /**
          * DkimAlgorithm
          * @description DKIM key algorithm.
@@ -2010,6 +2141,13 @@ export interface components {
          * @enum {string}
          */
         EventType: "delivery.delivered" | "delivery.bounced" | "delivery.complained" | "delivery.unsubscribed" | "campaign.state_changed" | "usage.threshold";
+        /** Health */
+        Health: {
+            /** Name */
+            name: string;
+            /** @description The operator's Ready condition; null until it has seen it. */
+            ready?: components["schemas"]["Condition"] | null;
+        };
         /**
          * HostwindsProvider
          * @description A Hostwinds cloud VPS, created through the Hostwinds API and configured with MailU.
@@ -2333,6 +2471,12 @@ export interface components {
             id: string;
             /** Memberships */
             memberships: components["schemas"]["Membership"][];
+            /**
+             * Platformadmin
+             * @description A platform administrator (/v1/admin also needs a sign-in that proved a second factor).
+             * @default false
+             */
+            platformAdmin: boolean;
         };
         /** MemberList */
         MemberList: {
@@ -2510,6 +2654,34 @@ export interface components {
              * @description MX targets; empty: the hostnames of the referenced SmtpServers.
              */
             hosts?: components["schemas"]["MxHost"][];
+        };
+        /** Overview */
+        Overview: {
+            /** @description The last 30 days, as deliveries/daily. */
+            deliveries: components["schemas"]["DeliveryDays"];
+            /** Sendingdomains */
+            sendingDomains: components["schemas"]["Health"][];
+            /** Smtpservers */
+            smtpServers: components["schemas"]["Health"][];
+            usage: components["schemas"]["Usage"];
+        };
+        /** Page[AdminSmtpServer] */
+        Page_AdminSmtpServer_: {
+            /**
+             * Data
+             * @description This page's items.
+             */
+            data: components["schemas"]["AdminSmtpServer"][];
+            /**
+             * Hasmore
+             * @description Whether another page follows.
+             */
+            hasMore: boolean;
+            /**
+             * Nextcursor
+             * @description Pass as `cursor` to get the next page; null on the last.
+             */
+            nextCursor?: string | null;
         };
         /** Page[AdminTenant] */
         Page_AdminTenant_: {
@@ -2818,6 +2990,14 @@ export interface components {
          * @enum {string}
          */
         ProviderType: "hostwinds" | "mailuInCluster" | "relay";
+        /** QueueList */
+        QueueList: {
+            /**
+             * Data
+             * @description Every live tenant, by name, idle ones too.
+             */
+            data: components["schemas"]["TenantQueue"][];
+        };
         /**
          * ReceiverBlock
          * @description Receivers keep refusing this server's (or this domain's) mail for policy, reputation
@@ -3208,6 +3388,31 @@ export interface components {
              */
             zone?: string | null;
         };
+        /** ServerQueue */
+        ServerQueue: {
+            /**
+             * Deferred
+             * @description Waiting for a retry after a temporary failure.
+             */
+            deferred: number;
+            /**
+             * Nextdue
+             * @description When the next queued or deferred one is due.
+             */
+            nextDue: string | null;
+            /** Queued */
+            queued: number;
+            /**
+             * Sending
+             * @description Claimed by a sender, outcome not recorded yet.
+             */
+            sending: number;
+            /**
+             * Server
+             * @description The SmtpServer a deferred delivery was last handed to; null for deliveries no server has had yet (the sender picks one when it claims them).
+             */
+            server: string | null;
+        };
         /**
          * ServiceType
          * @description Kubernetes Service type.
@@ -3488,6 +3693,24 @@ export interface components {
              * @description Why, shown to the customer (one line).
              */
             reason: string;
+        };
+        /** TenantQueue */
+        TenantQueue: {
+            /** Deferred */
+            deferred: number;
+            /** Nextdue */
+            nextDue: string | null;
+            /** Queued */
+            queued: number;
+            /** Sending */
+            sending: number;
+            /**
+             * Servers
+             * @description The same, per server.
+             */
+            servers: components["schemas"]["ServerQueue"][];
+            /** Tenant */
+            tenant: string;
         };
         /**
          * Throttle
@@ -3952,6 +4175,159 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["penguinmails__api__http__routes__admin__PlanOut"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_queues_v1_admin_queues_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueueList"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_smtp_servers_v1_admin_smtp_servers_get: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1-100). */
+                limit?: number;
+                /** @description `nextCursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_AdminSmtpServer_"];
                 };
             };
             /** @description Bad Request */
@@ -7212,6 +7588,79 @@ export interface operations {
             };
         };
     };
+    deliveries_daily_v1_tenants__tenant__deliveries_daily_get: {
+        parameters: {
+            query?: {
+                /** @description First day (UTC, inclusive); default 29 days before `until`. */
+                since?: string | null;
+                /** @description Last day (UTC, inclusive); default today. */
+                until?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryDays"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     erase_v1_tenants__tenant__gdpr_erase_post: {
         parameters: {
             query?: never;
@@ -7827,6 +8276,74 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    overview_v1_tenants__tenant__overview_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Overview"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,105 +1,88 @@
-// Overview: deliveries per day (Chart.js), usage against the plan's allowance, and the health
-// of every domain and server at a glance; all from the customer API.
-import { useEffect, useRef } from "react";
-import {
-  BarController,
-  BarElement,
-  CategoryScale,
-  Chart,
-  Legend,
-  LinearScale,
-  Tooltip,
-} from "chart.js";
-import {
-  ApiError,
-  all,
-  api,
-  condition,
-  tenantPath,
-  type Campaign,
-  type SendingDomain,
-  type SmtpServer,
-  type Usage,
-} from "../api/client";
-import { Badge, Empty, ErrorNotice, PageTitle, useLoad } from "../components/ui";
+// Overview: deliveries per day (Chart.js, from the API's per-day series of the ledger), usage
+// against the plan's allowance, and the health of every domain and server at a glance; all
+// from the customer API's overview operation, one request.
+import { lazy, Suspense, useEffect } from "react";
+import { api, signedIn, tenantPath, type Condition, type DeliveryDay, type Health, type OverviewData, type Usage } from "../api/client";
+import { Badge, Empty, ErrorNotice, PageTitle, ScrollBox, useLoad } from "../components/ui";
 
-Chart.register(BarController, BarElement, CategoryScale, LinearScale, Tooltip, Legend);
+// Chart.js in its own chunk, fetched as the page mounts, alongside the API's answers.
+const loadChart = () => import("../components/DeliveriesChart");
+const DeliveriesChart = lazy(loadChart);
+// Signed in and opening the overview: ask for the chart's chunk as soon as this script runs,
+// not after the first render.
+if (signedIn() && /^(#\/?(overview)?)?$/.test(window.location.hash)) void loadChart();
 
-interface Day {
-  day: string;
-  sent: number;
-  bounced: number;
-  complained: number;
-}
-
-/** Per day, from what the API offers today: each campaign's counters on the day it started
- * (the API has no per-day series yet; see docs/dashboard.md). */
-export function perDay(campaigns: Campaign[]): Day[] {
-  const days = new Map<string, Day>();
-  for (const c of campaigns) {
-    const started = c.status?.startedAt;
-    const counts = c.status?.counts;
-    if (!started || !counts) continue;
-    const day = started.slice(0, 10);
-    const row = days.get(day) ?? { day, sent: 0, bounced: 0, complained: 0 };
-    row.sent += counts.sent ?? 0;
-    row.bounced += counts.bounced ?? 0;
-    row.complained += counts.complained ?? 0;
-    days.set(day, row);
-  }
-  return [...days.values()].sort((a, b) => a.day.localeCompare(b.day));
-}
-
-function DeliveriesChart({ days }: { days: Day[] }) {
-  const canvas = useRef<HTMLCanvasElement>(null);
-  useEffect(() => {
-    if (!canvas.current) return;
-    const chart = new Chart(canvas.current, {
-      type: "bar",
-      data: {
-        labels: days.map((d) => d.day),
-        datasets: [
-          { label: "Delivered", data: days.map((d) => d.sent), backgroundColor: "#15803d" },
-          { label: "Bounced", data: days.map((d) => d.bounced), backgroundColor: "#b91c1c" },
-          { label: "Complaints", data: days.map((d) => d.complained), backgroundColor: "#a16207" },
-        ],
-      },
-      options: { responsive: true, maintainAspectRatio: false, animation: false },
-    });
-    return () => chart.destroy();
-  }, [days]);
-  return (
-    <div className="relative h-64">
-      <canvas ref={canvas} role="img" aria-label="Delivered, bounced and complaints per day">
-        {days.map((d) => `${d.day}: ${d.sent} delivered, ${d.bounced} bounced`).join("; ")}
-      </canvas>
-    </div>
-  );
-}
-
-function health(status: { conditions?: { type: string; status: string }[] } | null | undefined) {
-  const ready = condition(status as never, "Ready");
+function health(ready: Condition | null | undefined) {
   if (!ready) return <Badge tone="none">Pending</Badge>;
   if (ready.status === "True") return <Badge tone="ok">Healthy</Badge>;
   return <Badge tone="bad">Needs attention</Badge>;
 }
 
-async function usageOrNull(tenant: string): Promise<Usage | null> {
-  try {
-    return await api<Usage>("GET", tenantPath(tenant, "billing/usage"));
-  } catch (error) {
-    // Billing off (no route) or no plan yet: the overview shows no usage bar.
-    if (error instanceof ApiError && (error.status === 404 || error.status === 403)) return null;
-    throw error;
-  }
+function Totals({ days }: { days: DeliveryDay[] }) {
+  const sum = (key: "sent" | "delivered" | "bounced" | "complaints") =>
+    days.reduce((n, d) => n + d[key], 0).toLocaleString();
+  const figures = [
+    ["Sent", sum("sent")],
+    ["Delivered", sum("delivered")],
+    ["Bounced", sum("bounced")],
+    ["Complaints", sum("complaints")],
+  ];
+  return (
+    <dl className="mb-3 grid grid-cols-2 gap-2 sm:grid-cols-4">
+      {figures.map(([label, value]) => (
+        <div key={label} className="rounded bg-slate-100 p-2">
+          <dt className="text-xs text-slate-700">{label}</dt>
+          <dd className="text-lg font-semibold" data-testid={`total-${label.toLowerCase()}`}>
+            {value}
+          </dd>
+        </div>
+      ))}
+    </dl>
+  );
+}
+
+function DayTable({ days }: { days: DeliveryDay[] }) {
+  const busy = days.filter((d) => d.sent || d.bounced || d.complaints);
+  return (
+    <details className="mt-3">
+      <summary className="cursor-pointer text-sm font-medium">Figures per day</summary>
+      <ScrollBox label="Figures per day" className="mt-2">
+        <table className="w-full text-left text-sm">
+          <caption className="sr-only">Deliveries per day (days with activity)</caption>
+          <thead>
+            <tr className="border-b border-slate-300">
+              <th scope="col" className="p-1">Day</th>
+              <th scope="col" className="p-1">Sent</th>
+              <th scope="col" className="p-1">Delivered</th>
+              <th scope="col" className="p-1">Bounced</th>
+              <th scope="col" className="p-1">Complaints</th>
+            </tr>
+          </thead>
+          <tbody>
+            {busy.map((d) => (
+              <tr key={d.day} className="border-b border-slate-200">
+                <th scope="row" className="p-1 font-normal">{d.day}</th>
+                <td className="p-1">{d.sent}</td>
+                <td className="p-1">{d.delivered}</td>
+                <td className="p-1">{d.bounced}</td>
+                <td className="p-1">{d.complaints}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </ScrollBox>
+    </details>
+  );
 }
 
 export default function Overview({ tenant }: { tenant: string }) {
-  const campaigns = useLoad(() => all<Campaign>(tenantPath(tenant, "campaigns")), [tenant], 10000);
-  const domains = useLoad(() => all<SendingDomain>(tenantPath(tenant, "sending-domains")), [tenant]);
-  const servers = useLoad(() => all<SmtpServer>(tenantPath(tenant, "smtp-servers")), [tenant]);
-  const usage = useLoad(() => usageOrNull(tenant), [tenant]);
-  const days = campaigns.data ? perDay(campaigns.data) : [];
+  useEffect(() => void loadChart(), []);
+  // One request for the whole page (api/http/routes/overview.py), refreshed every 30 s.
+  const overview = useLoad(() => api<OverviewData>("GET", tenantPath(tenant, "overview")), [tenant], 30000);
+  const data = overview.data;
+  const series = data?.deliveries;
+  const days = series?.data ?? [];
+  const anything = days.some((d) => d.sent || d.bounced || d.complaints);
 
   return (
     <>
@@ -109,37 +92,44 @@ export default function Overview({ tenant }: { tenant: string }) {
           <h2 id="deliveries" className="mb-2 font-semibold">
             Deliveries per day
           </h2>
-          <ErrorNotice error={campaigns.error} />
-          {campaigns.data && days.length === 0 && (
-            <Empty title="Nothing sent yet">
+          <ErrorNotice error={overview.error} />
+          {series && !anything && (
+            <Empty title="Nothing sent in the last 30 days">
               Add a <a className="text-blue-800 underline" href="#/domains">sending domain</a>, then start a
               campaign: its deliveries appear here.
             </Empty>
           )}
-          {days.length > 0 && <DeliveriesChart days={days} />}
+          {anything && (
+            <>
+              <p className="mb-2 text-sm text-slate-700">
+                {series?.since} to {series?.until} (UTC)
+              </p>
+              <Totals days={days} />
+              <Suspense fallback={<div className="h-64" aria-hidden="true" />}>
+                <DeliveriesChart days={days} />
+              </Suspense>
+              <DayTable days={days} />
+            </>
+          )}
         </section>
         <section aria-labelledby="usage" className="rounded border border-slate-300 bg-white p-4">
           <h2 id="usage" className="mb-2 font-semibold">
             Usage this month
           </h2>
-          <ErrorNotice error={usage.error} />
-          {usage.data === null && !usage.error && <p className="text-sm text-slate-700">No plan allowance to show.</p>}
-          {usage.data && <UsageBar usage={usage.data} />}
+          {data && <UsageBar usage={data.usage} />}
         </section>
       </div>
       <div className="mt-4 grid gap-4 md:grid-cols-2">
         <HealthList
           title="Sending domains"
           emptyTitle="No sending domain"
-          items={domains.data}
-          error={domains.error}
+          items={data?.sendingDomains ?? null}
           empty={<>No sending domain yet: <a className="text-blue-800 underline" href="#/domains">add one</a> to start sending.</>}
         />
         <HealthList
           title="SMTP servers"
           emptyTitle="No SMTP server"
-          items={servers.data}
-          error={servers.error}
+          items={data?.smtpServers ?? null}
           empty={
             <>
               Add the server you send through with the API:{" "}
@@ -180,21 +170,19 @@ function UsageBar({ usage }: { usage: Usage }) {
 function HealthList(props: {
   title: string;
   emptyTitle: string;
-  items: (SendingDomain | SmtpServer)[] | null;
-  error: unknown;
+  items: Health[] | null;
   empty: React.ReactNode;
 }) {
   return (
     <section className="rounded border border-slate-300 bg-white p-4" aria-label={props.title}>
       <h2 className="mb-2 font-semibold">{props.title}</h2>
-      <ErrorNotice error={props.error} />
       {props.items && props.items.length === 0 && <Empty title={props.emptyTitle}>{props.empty}</Empty>}
       {props.items && props.items.length > 0 && (
         <ul className="divide-y divide-slate-200">
           {props.items.map((item) => (
             <li key={item.name} className="flex items-center justify-between gap-2 py-2">
               <span className="break-all">{item.name}</span>
-              {health(item.status)}
+              {health(item.ready)}
             </li>
           ))}
         </ul>

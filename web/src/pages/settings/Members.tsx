@@ -113,19 +113,28 @@ export default function Members({ tenant }: { tenant: string }) {
           <h3 id="new-invitation" className="font-semibold">
             Invitation for {invited.email} as {invited.role}
           </h3>
-          <p className="text-sm">
-            Send this token to {invited.email} now: it is shown this once. They accept it (signed in as that
-            address, or creating their account) before {new Date(invited.expiresAt).toLocaleString()}.
-          </p>
-          <div className="mt-2 flex flex-wrap items-center gap-2">
-            <code data-testid="invitation-token" className="break-all rounded bg-white p-2">
-              {invited.token}
-            </code>
-            <CopyButton text={invited.token} label="the invitation token" />
-            <button type="button" className={secondaryButtonClass} onClick={() => setInvited(null)}>
-              Done
-            </button>
-          </div>
+          <p className="text-sm">{invited.emailDelivery.message}</p>
+          {invited.token ? (
+            <>
+              <p className="text-sm">
+                Send this token to {invited.email} now: it is shown this once. They accept it (signed in as that
+                address, or creating their account) before {new Date(invited.expiresAt).toLocaleString()}.
+              </p>
+              <div className="mt-2 flex flex-wrap items-center gap-2">
+                <code data-testid="invitation-token" className="break-all rounded bg-white p-2">
+                  {invited.token}
+                </code>
+                <CopyButton text={invited.token} label="the invitation token" />
+              </div>
+            </>
+          ) : (
+            <p className="text-sm">
+              {invited.email} accepts it from the e-mail before {new Date(invited.expiresAt).toLocaleString()}.
+            </p>
+          )}
+          <button type="button" className={`${secondaryButtonClass} mt-2`} onClick={() => setInvited(null)}>
+            Done
+          </button>
         </section>
       )}
 
