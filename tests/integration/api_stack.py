@@ -45,6 +45,8 @@ from tests.integration.test_chart import Helm
 
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
 PASSWORD = "correct horse battery staple"
+OPERATIONS = 73
+"""How many operations the OpenAPI document has: the fuzzers check they reached every one."""
 
 
 @dataclass(frozen=True)
@@ -158,13 +160,6 @@ def start_api(
 
 def stop_api(process: ApiProcess) -> None:
     process.stop(timeout=20)
-
-
-@pytest.fixture(scope="module")
-def api_env() -> dict[str, str]:
-    """Settings the module's API runs with beyond the stack's (override it in a module, e.g.
-    the platform key ring or a Redis database of its own)."""
-    return {}
 
 
 @pytest.fixture(scope="module")

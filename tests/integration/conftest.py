@@ -49,6 +49,13 @@ def loopback_relays_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ALLOW_ENV, os.environ.get(ALLOW_ENV) or "127.0.0.0/8,::1/128")
 
 
+@pytest.fixture(scope="module")
+def api_env() -> dict[str, str]:
+    """Settings a module's customer API (api_stack.api_server) runs with beyond the stack's:
+    a module overrides it, e.g. with the platform key ring or a Redis database of its own."""
+    return {}
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     existing = os.environ.get("PM_KUBECONFIG")

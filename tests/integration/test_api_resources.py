@@ -493,12 +493,15 @@ def test_chart_lints_with_the_api_and_refuses_it_without_its_secret(
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["penguinmails-api"]
     # Every setting that carries a secret comes from the Secret, never a value; the only plain
-    # values are the egress policy webhook URLs are checked against and the import size limit.
+    # values are the egress policy webhook URLs are checked against, the import size limit and
+    # the invitation e-mail's sender and link.
     env = {e["name"]: e for e in container["env"]}
     assert {n for n, e in env.items() if "value" in e} == {
         "PM_CLUSTER_CIDRS",
         "PM_EGRESS_ALLOW",
         "PM_API_IMPORT_MAX_BYTES",
+        "PM_API_INVITATION_FROM",
+        "PM_API_INVITATION_URL",
     }
     assert {
         n: e["valueFrom"]["secretKeyRef"]["name"] for n, e in env.items() if "value" not in e

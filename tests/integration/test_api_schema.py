@@ -24,6 +24,7 @@ from schemathesis.core.result import Ok
 
 from penguinmails.common.db.accounts import Role
 from tests.integration.api_stack import (
+    OPERATIONS,
     ApiServer,
     TenantSetup,
     api_database_url,
@@ -126,5 +127,5 @@ def test_every_operation_answers_as_documented(
         f"\nschemathesis: {sum(calls.values())} requests over {len(calls)} operations, "
         f"by status: {dict(sorted(statuses.items()))}"
     )
-    assert len(calls) == len(operations) == 73
+    assert len(calls) == len(operations) == OPERATIONS
     assert not fuzzed_api.log().count("Traceback"), fuzzed_api.log()[-4000:]
