@@ -12,7 +12,6 @@ import pty
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -26,40 +25,25 @@ from tests.integration.api_stack import (
     TenantSetup,
     api_database_url,
     api_kubeconfig,
+    api_server,
     make_tenant,
     make_user,
     sign_in,
-    start_api,
-    stop_api,
 )
 from tests.integration.test_api_cli import Cli
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["api_database_url", "api_kubeconfig"]  # fixtures used by name
+__all__ = ["api_database_url", "api_kubeconfig", "api_server"]  # fixtures used by name
 
 MASTER_KEY = "cli-contacts-master-key-0123456789abcdef"
 ROWS = 3000
 
 
 @pytest.fixture(scope="module")
-def api_server(
-    api_kubeconfig: Path,
-    api_database_url: str,
-    redis_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ApiServer]:
+def api_env() -> dict[str, str]:
     # Imports hash addresses with the platform's key: without it they answer 503.
-    process, server = start_api(
-        tmp_path_factory.mktemp("api"),
-        database_url=api_database_url,
-        redis_url=redis_url,
-        kubeconfig=api_kubeconfig,
-        PM_SUPPRESSION_KEY=MASTER_KEY,
-    )
-    yield server
-    stop_api(process)
-    assert "Traceback" not in server.log(), server.log()[-4000:]
+    return {"PM_SUPPRESSION_KEY": MASTER_KEY}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

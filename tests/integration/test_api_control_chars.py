@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -26,38 +25,23 @@ from tests.integration.api_stack import (
     TenantSetup,
     api_database_url,
     api_kubeconfig,
+    api_server,
     make_tenant,
     make_user,
     sign_in,
-    start_api,
-    stop_api,
 )
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["api_database_url", "api_kubeconfig"]  # fixtures used by name
+__all__ = ["api_database_url", "api_kubeconfig", "api_server"]  # fixtures used by name
 
 NUL = "bad\x00value"
 MAX_DEPTH = 12
 
 
 @pytest.fixture(scope="module")
-def api_server(
-    api_kubeconfig: Path,
-    api_database_url: str,
-    redis_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ApiServer]:
-    process, server = start_api(
-        tmp_path_factory.mktemp("api"),
-        database_url=api_database_url,
-        redis_url=redis_url,
-        kubeconfig=api_kubeconfig,
-        PM_SUPPRESSION_KEY="control-chars-master-key-0123456789abcdef",
-    )
-    yield server
-    stop_api(process)
-    assert "Traceback" not in server.log(), server.log()[-4000:]
+def api_env() -> dict[str, str]:
+    return {"PM_SUPPRESSION_KEY": "control-chars-master-key-0123456789abcdef"}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

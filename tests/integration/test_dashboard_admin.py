@@ -26,7 +26,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -63,8 +62,6 @@ from tests.integration.api_stack import (
     make_tenant,
     make_user,
     sign_in,
-    start_api,
-    stop_api,
 )
 from tests.integration.conftest import GROUP, VERSION, OperatorProcess, wait_for
 from tests.integration.dashboard_support import (
@@ -73,6 +70,7 @@ from tests.integration.dashboard_support import (
     Phases,
     browser,
     check_page,
+    dashboard_api,
     goto,
     knot,
     new_page,
@@ -85,6 +83,7 @@ __all__ = [  # fixtures used by name
     "api_database_url",
     "api_kubeconfig",
     "browser",
+    "dashboard_api",
     "knot",
     "operator",
 ]
@@ -95,33 +94,9 @@ SERVER = "smtp-a"
 DEFERRING = "relay-dash-deferring"
 
 
-@pytest.fixture(scope="module")
-def admin_api(
-    operator: OperatorProcess,  # first: torn down last
-    api_kubeconfig: Path,
-    api_database_url: str,
-    redis_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ApiServer]:
-    """The dashboard's API with the platform's key ring, as in production: administrators
-    enroll a second factor (the MFA secrets are encrypted with a key derived from it)."""
-    assert (DIST / "index.html").is_file(), "the dashboard is not built: run `make web`"
-    process, server = start_api(
-        tmp_path_factory.mktemp("api"),
-        database_url=api_database_url,
-        redis_url=redis_url,
-        kubeconfig=api_kubeconfig,
-        PM_DASHBOARD_DIR=str(DIST),
-        PM_SUPPRESSION_KEY="dashboard-admin-master-key-0123456789",
-    )
-    yield server
-    stop_api(process)
-    assert "Traceback" not in server.log(), server.log()[-4000:]
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def tenant(
-    admin_api: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api
+    dashboard_api: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api
 ) -> TenantSetup:
     return await make_tenant(db_pool, core, "dadm")
 
@@ -283,7 +258,7 @@ async def goto_admin(page: Page, route: str) -> None:
 
 
 async def test_overview_series_and_the_admin_panel(
-    admin_api: ApiServer,
+    dashboard_api: ApiServer,
     browser: Browser,
     tenant: TenantSetup,
     suspendable: str,
@@ -295,9 +270,9 @@ async def test_overview_series_and_the_admin_panel(
     axe: dict[str, list[dict[str, Any]]] = {}
     expected = await send_through_the_ledger(db_pool, postgres_dsn, tenant)
     owner_email = await make_user(db_pool, tenant, Role.OWNER)
-    owner = (await sign_in(admin_api, owner_email))["accessToken"]
+    owner = (await sign_in(dashboard_api, owner_email))["accessToken"]
     base = f"/v1/tenants/{tenant.name}"
-    async with admin_api.client(owner) as http:
+    async with dashboard_api.client(owner) as http:
         made = await http.post(
             f"{base}/smtp-servers",
             json={
@@ -329,7 +304,7 @@ async def test_overview_series_and_the_admin_panel(
     phases.done("setup")
 
     # A member: the overview's charts show the ledger's figures; no admin page, refused.
-    page = await new_page(browser, admin_api.url)
+    page = await new_page(browser, dashboard_api.url)
     await page.goto("/")
     await page.get_by_label("E-mail address").fill(owner_email)
     await page.get_by_label("Password").fill(PASSWORD)
@@ -357,8 +332,8 @@ async def test_overview_series_and_the_admin_panel(
     phases.done("member")
 
     # An administrator (second factor proved through the API) in another tab.
-    session = await admin_session(admin_api, db_pool, postgres_dsn)
-    admin = await open_signed_in(browser, admin_api.url, session)
+    session = await admin_session(dashboard_api, db_pool, postgres_dsn)
+    admin = await open_signed_in(browser, dashboard_api.url, session)
     await goto_admin(admin, "admin-tenants")
     nav = admin.get_by_role("navigation", name="Main")
     for label in ADMIN_PAGES.values():
@@ -399,7 +374,7 @@ async def test_overview_series_and_the_admin_panel(
     # Queues: the queued delivery (no server yet) and the deferred one.
     admin_token = json.loads(json.loads(session)[SESSION])["accessToken"]
     await goto_admin(admin, "admin-queues")
-    async with admin_api.client(admin_token) as http:
+    async with dashboard_api.client(admin_token) as http:
         queues = (await http.get("/v1/admin/queues")).json()["data"]
     mine = next(q for q in queues if q["tenant"] == tenant.name)
     assert (mine["queued"], mine["deferred"], mine["sending"]) == (1, 1, 0), mine
@@ -418,7 +393,7 @@ async def test_overview_series_and_the_admin_panel(
     # Infrastructure: the tenant's server with the health the operator reported.
 
     async def ready_of_server() -> dict[str, Any] | None:
-        async with admin_api.client(admin_token) as http:
+        async with dashboard_api.client(admin_token) as http:
             listed = (await http.get("/v1/admin/smtp-servers", params={"limit": 100})).json()
         for item in listed["data"]:
             if item["name"] == SERVER and item["tenant"] == tenant.name:
@@ -442,13 +417,13 @@ async def test_overview_series_and_the_admin_panel(
     phases.done("admin-infrastructure")
 
     # Every page of this test at 360 px: no sideways scrolling.
-    narrow = await open_signed_in(browser, admin_api.url, session, width=360)
+    narrow = await open_signed_in(browser, dashboard_api.url, session, width=360)
     for route in ADMIN_PAGES:
         await goto_admin(narrow, route)
         await narrow.wait_for_load_state("networkidle")
         await check_page(narrow, f"{route}-360px", axe)
         await no_sideways_scroll(narrow, route)
-    member_narrow = await open_signed_in(browser, admin_api.url, member_session, width=360)
+    member_narrow = await open_signed_in(browser, dashboard_api.url, member_session, width=360)
     await goto(member_narrow, "overview")
     await expect(member_narrow.get_by_test_id("total-sent")).to_have_text(str(expected["sent"]))
     await check_page(member_narrow, "overview-series-360px", axe)
@@ -457,9 +432,9 @@ async def test_overview_series_and_the_admin_panel(
 
     for tab in (page, admin, narrow, member_narrow):  # their polling would load the API
         await tab.context.close()
-    await print_figures(browser, admin_api.url, member_session, expected["sent"])
+    await print_figures(browser, dashboard_api.url, member_session, expected["sent"])
     phases.done("figures")
-    async with admin_api.client(owner) as http:
+    async with dashboard_api.client(owner) as http:
         deleted = await http.delete(f"{base}/smtp-servers/{SERVER}")
         assert deleted.is_success, deleted.text
     assert axe == {}, json.dumps(axe, indent=2)
