@@ -18,7 +18,7 @@ run: deps controlplane web
 	$(PY) -m penguinmails.devstack run
 
 test: deps controlplane lint typecheck crds-check web web-types-check
-	$(TIMED) pytest $(PY) -m pytest -q -p no:cacheprovider tests
+	$(TIMED) pytest $(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
 
 deps: $(STAMP)
 	@$(TIMED) system-packages bash dev/install-system-packages.sh

@@ -220,6 +220,10 @@ async def _run(stack: Stack, base: Path) -> None:
         "PM_REDIS_URL": stack.redis_url,
         "PM_API_SIGNING_KEYS": new_signing_key("bench"),
         "PM_KUBECONFIG": str(stack.kubeconfig),
+        # The bench measures the handlers, not the rate limits: 50 clients from one address
+        # would pass the default allowances within the run (they still cost their Redis call).
+        "PM_API_SOURCE_REQUESTS_PER_MINUTE": "100000000",
+        "PM_API_KEY_REQUESTS_PER_MINUTE": "100000000",
     }
     profile = os.environ.get("PM_BENCH_PROFILE", "")
     api_process = ProfiledApi(base, env, profile) if profile else ApiProcess(base, env)

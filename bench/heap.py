@@ -4,6 +4,8 @@ and diffed between two object counts (docs/scaling.md, "Memory").
     python -m penguinmails.bench.heap run DIR     # the operator (its usual environment);
                                                   # SIGUSR1 writes DIR/<n>.json (and .snap)
     python -m penguinmails.bench.heap diff A B    # what grew from A to B, by type (and place)
+    python -m penguinmails.bench.heap measure N M # both: a fresh local stack, N Tenants Ready,
+                                                  # a snapshot, M in all, another, the diff
 
 By default a census: every object the garbage collector tracks, counted and sized by type
 (`sys.getsizeof`, shallow), cheap enough to run at thousands of objects. With
@@ -87,7 +89,62 @@ def diff(before: Path, after: Path, top: int = 25) -> None:
                 print("    " + line.strip())
 
 
+def measure(first: int, second: int) -> None:
+    """The operator under `run` on a fresh local stack: `first` Tenants Ready, a snapshot,
+    `second` Tenants in all Ready, another snapshot; then their diff and the peak RSS at each."""
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    from kubernetes import client
+
+    from penguinmails.bench import tenants
+    from penguinmails.bench.measure import peak_rss_mib
+    from penguinmails.devstack.stack import Stack, api_client_for
+
+    base = Path(tempfile.mkdtemp(prefix="penguinmails-heap-"))
+    snapshots = base / "heap"
+    try:
+        with Stack(base) as stack, (base / "operator.log").open("ab") as log:
+            api = client.CustomObjectsApi(api_client_for(stack.kubeconfig, tenants.THREADS))
+            operator = subprocess.Popen(
+                [sys.executable, "-m", "penguinmails.bench.heap", "run", str(snapshots)],
+                env={**os.environ, **stack.env(), "PM_RESYNC_SECONDS": str(tenants.RESYNC_SECONDS)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                rss = []
+                done = 0
+                for taken, upto in enumerate((first, second), start=1):
+                    names = [f"t-{i:05d}" for i in range(done, upto)]
+                    tenants.create_all(api, names, offset=done)
+                    tenants.wait_ready(api, "t-", upto, timeout=7200)
+                    done = upto
+                    # Every Tenant's first resync has run: the loop takes a Tenant reconciled
+                    # into its next round (operator/resync_loop.py), within two intervals.
+                    time.sleep(2 * tenants.RESYNC_SECONDS + 10)
+                    operator.send_signal(signal.SIGUSR1)
+                    while not (snapshots / f"{taken}.done").exists():
+                        time.sleep(1)
+                    rss.append(peak_rss_mib(operator.pid))
+            finally:
+                operator.terminate()
+                operator.wait(timeout=120)
+        print(f"heap: {first:,} Tenants, then {second:,}")
+        for upto, mib in zip((first, second), rss, strict=True):
+            print(f"  operator peak RSS at {upto:,} Tenants: {mib:.1f} MiB")
+        print(f"  per 1,000 Tenants: {(rss[1] - rss[0]) / (second - first) * 1000:.1f} MiB")
+        diff(snapshots / "1.json", snapshots / "2.json")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "measure":
+        measure(int(argv[1]), int(argv[2]))
+        return 0
     if len(argv) == 2 and argv[0] == "run":
         run(Path(argv[1]))
         return 0

@@ -44,7 +44,7 @@ from penguinmails.operator.tenant_resources import SENDER_NAME
 
 TENANTS = int(os.environ.get("PM_BENCH_LATENCY_TENANTS", "200"))
 TRIES = 50
-ROTATIONS = 10
+ROTATIONS = 20
 RESYNC_SECONDS = 60  # production's: a repair sooner than this came from a watch
 POLL_SECONDS = 0.02
 QUOTA = "penguinmails-tier"
@@ -187,6 +187,19 @@ def bare_rotations(core: client.CoreV1Api) -> list[float]:
     return times
 
 
+def rotation_timings(log: str) -> list[str]:
+    """The operator's own account of each rotation (`… stored (read …, generated …, written
+    …)`, and before it how long the change waited for the domain's lock and a slot when it
+    did), so that a slow try can be told from a slow pass start: the bench's directory, the
+    operator's log with it, is gone after the run."""
+    return [
+        line.split("SendingDomain ", 1)[1]
+        for line in log.splitlines()
+        if "SendingDomain " in line
+        and ((": rotation (" in line and " stored (" in line) or ": change waited " in line)
+    ]
+
+
 def _ready_domains(api: client.CustomObjectsApi) -> int:
     items = api.list_namespaced_custom_object(
         sendingdomains.GROUP, sendingdomains.VERSION, NAMESPACE, sendingdomains.PLURAL
@@ -259,6 +272,9 @@ def run(stack: Stack, base: Path) -> None:
                 operator.kill()
                 operator.wait()
             log.close()
+        timings = rotation_timings(
+            (base / "bench-latency-operator.log").read_text(errors="replace")
+        )
 
     print(
         f"benchmark: latency ({TENANTS} Tenants Ready in {ready:.0f} s, resync {RESYNC_SECONDS} s)"
@@ -275,3 +291,6 @@ def run(stack: Stack, base: Path) -> None:
         )
     print(f"  operator peak RSS                                       {rss:8.1f} MiB")
     print(f"  machine load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print("  inside the operator's pass, each rotation:")
+    for line in timings:
+        print(f"    {line}")

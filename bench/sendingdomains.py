@@ -5,6 +5,7 @@ Baseline, measured in the same run against the same server: a plain dnspython lo
 TSIG-signed UPDATE per record, one after another. The operator's rate counts every record it
 published (each with its ownership marker) over the whole time from apply to all verified, so it
 includes key generation, API writes and verification on top of the DNS updates themselves.
+After PM_BENCH_DOMAINS_TIMEOUT seconds (3,600) it prints what it reached, marked as partial.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 import dns.query
 import dns.tsig
 import dns.update
+import urllib3
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from penguinmails.bench.measure import peak_rss_mib
 from penguinmails.devstack.knot import KnotServer, minimal_zone
@@ -30,6 +33,7 @@ GROUP, VERSION, PLURAL = "penguinmails.io", "v1alpha1", "sendingdomains"
 ZONE = "bench.test"
 NAMESPACE = "bench-sendingdomains"
 COUNT = int(os.environ.get("PM_BENCH_DOMAINS", "2000"))
+TIMEOUT_SECONDS = float(os.environ.get("PM_BENCH_DOMAINS_TIMEOUT", "3600"))
 BASELINE_UPDATES = 2000
 THREADS = 16
 
@@ -110,6 +114,7 @@ def run(stack: Stack, base: Path) -> None:
         )
         try:
             started = time.perf_counter()
+            verified = records = 0
             with ThreadPoolExecutor(THREADS) as pool:
                 list(
                     pool.map(
@@ -120,24 +125,35 @@ def run(stack: Stack, base: Path) -> None:
                     )
                 )
             while True:
-                verified, records = verified_and_records(api)
-                if verified >= COUNT:
-                    break
-                if time.perf_counter() - started > 3600:
-                    raise TimeoutError(f"only {verified}/{COUNT} DNSVerified after 3600 s")
+                try:
+                    verified, records = verified_and_records(api)
+                except (ApiException, urllib3.exceptions.HTTPError) as error:
+                    # A loaded API server times a large list out (504) or drops it: poll again.
+                    if isinstance(error, ApiException) and (error.status or 0) < 500:
+                        raise
+                if verified >= COUNT or time.perf_counter() - started > TIMEOUT_SECONDS:
+                    break  # out of time: the figures so far, said to be partial
                 time.sleep(1.0)
             elapsed = time.perf_counter() - started
             rss = peak_rss_mib(operator.pid)
         finally:
             operator.terminate()
-            operator.wait(timeout=30)
+            try:
+                operator.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # thousands of domains' handlers winding down
+                operator.kill()
+                operator.wait()
             log.close()
 
     # Every published record went out with its ownership marker: two RR additions each.
     rate = records * 2 / elapsed
     print("benchmark: sendingdomains")
     print(f"  baseline: dnspython, one UPDATE per record        {baseline:8.1f} updates/s")
-    print(f"  operator: {COUNT:,} SendingDomains -> {verified:,} DNSVerified {elapsed:8.2f} s")
+    partial = "" if verified >= COUNT else " (out of time: PM_BENCH_DOMAINS_TIMEOUT)"
+    print(
+        f"  operator: {COUNT:,} SendingDomains -> {verified:,} DNSVerified {elapsed:8.2f} s"
+        + partial
+    )
     print(
         f"  operator: {records} records + {records} markers published "
         f"{rate:8.1f} RRs/s ({rate / baseline:.2f}x baseline)"

@@ -5,6 +5,7 @@ Each setting is a `PM_*` variable; the defaults suit the local stack started by 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -233,6 +234,10 @@ class SmtpServerSettings:
     mailu_api_port: int = 80
     """Port of MailU's web front on the VPS, reached through the SSH connection so the admin
     token never crosses the Internet in clear (PM_MAILU_API_PORT)."""
+    intake_host: str = ""
+    """The platform's intake (`penguinmails-sender intake`) as MailU's relayed-domain target,
+    `host` or `host:port` (PM_INTAKE_HOST): each SendingDomain's return-path domain is relayed
+    there, so DSNs and reply copies reach it; empty: mailboxes are made without them."""
     spamhaus_dqs_key: str = field(default="", repr=False)
     """Spamhaus Data Query Service key (PM_SPAMHAUS_DQS_KEY, from a Secret): the *.spamhaus.org
     lists are then queried at <key>.<list>.dq.spamhaus.net, which answers any resolver. Never
@@ -280,6 +285,7 @@ class SmtpServerSettings:
                 n.strip() for n in _env_str("PM_MAILU_RELAYNETS", "").split(",") if n.strip()
             ),
             mailu_api_port=int(_env_float("PM_MAILU_API_PORT", 80)),
+            intake_host=_env_str("PM_INTAKE_HOST", "").strip(),
             spamhaus_dqs_key=_env_str("PM_SPAMHAUS_DQS_KEY", "").strip(),
             hostwinds_create_settle_seconds=_env_float(
                 "PM_HOSTWINDS_CREATE_SETTLE_SECONDS", 1800.0
@@ -405,7 +411,17 @@ class ApiSettings:
     sign_in_window: timedelta = timedelta(minutes=15)
     """Window of the sign-in throttle (PM_API_SIGNIN_WINDOW_SECONDS)."""
     api_key_requests_per_minute: int = 600
-    """Requests one API key may make per minute before 429 (PM_API_KEY_REQUESTS_PER_MINUTE)."""
+    """Requests one API key (or one sign-in, in one tenant) of a starter tenant may make per
+    minute before 429; other tiers get a multiple (their `api_rate_factor`)
+    (PM_API_KEY_REQUESTS_PER_MINUTE)."""
+    source_requests_per_minute: int = 6000
+    """Requests one client address (an IPv6 client's /64) may make per minute to /v1 before
+    429, signed in or not: the enterprise rate of one key, so that the address limits floods
+    and never a lone integration (PM_API_SOURCE_REQUESTS_PER_MINUTE)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or CIDRs of the proxies (the ingress controller) whose `X-Forwarded-For` names
+    the client (PM_API_TRUSTED_PROXIES, comma-separated); empty: the connection's peer is the
+    client, and no client's header is believed."""
     kubeconfig: str | None = None
     """Kubeconfig outside a cluster (PM_KUBECONFIG); in a pod the ServiceAccount's token."""
     billing_database_url: str = field(default="", repr=False)
@@ -443,6 +459,8 @@ class ApiSettings:
             sign_in_failures=int(_env_float("PM_API_SIGNIN_FAILURES", 5)),
             sign_in_window=timedelta(seconds=_env_float("PM_API_SIGNIN_WINDOW_SECONDS", 900)),
             api_key_requests_per_minute=int(_env_float("PM_API_KEY_REQUESTS_PER_MINUTE", 600)),
+            source_requests_per_minute=int(_env_float("PM_API_SOURCE_REQUESTS_PER_MINUTE", 6000)),
+            trusted_proxies=_networks("PM_API_TRUSTED_PROXIES"),
             kubeconfig=_env_str("PM_KUBECONFIG", "") or None,
             billing_database_url=billing_database_url,
             dashboard=dashboard_dir(),
@@ -453,6 +471,24 @@ class ApiSettings:
             invitation_url=_env_str("PM_API_INVITATION_URL", cls.invitation_url),
             mail_retry_seconds=_env_float("PM_API_MAIL_RETRY_SECONDS", 60.0),
         )
+
+
+def _networks(name: str) -> tuple[str, ...]:
+    """A comma-separated list of addresses or CIDRs; ValueError naming the variable and the
+    entry that is neither."""
+    found: list[str] = []
+    for entry in _env_str(name, "").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise ValueError(
+                f"{name}: {entry!r} is not an IP address or CIDR: list the proxies' addresses "
+                "or networks, comma-separated (e.g. 10.0.0.0/8,192.0.2.7)"
+            ) from None
+    return tuple(found)
 
 
 # In a checkout, `make` builds the dashboard into web/dist (common/settings.py -> repo root).

@@ -82,6 +82,7 @@ class EventType(StrEnum):
     BOUNCED = "delivery.bounced"
     COMPLAINED = "delivery.complained"
     UNSUBSCRIBED = "delivery.unsubscribed"
+    REPLIED = "delivery.replied"
     CAMPAIGN_STATE_CHANGED = "campaign.state_changed"
     USAGE_THRESHOLD = "usage.threshold"
 

@@ -32,8 +32,24 @@ class StoredMessage:
     data: bytes
 
 
+class _Pipelining:
+    """Advertises PIPELINING (RFC 2920), as Postfix and MailU do: aiosmtpd reads commands one
+    line at a time from its buffer, so pipelined ones are answered in order."""
+
+    async def handle_EHLO(  # noqa: N802 (aiosmtpd's hook name)
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 @dataclass
-class _Handler:
+class _Handler(_Pipelining):
     reply_for: dict[str, tuple[int, str]] = field(default_factory=dict)
     reply_once: dict[str, tuple[int, str]] = field(default_factory=dict)
     once_counts: dict[str, int] = field(default_factory=dict)
@@ -142,7 +158,7 @@ class SinkServer(Startable):
             self._started = False
 
 
-class _Discard:
+class _Discard(_Pipelining):
     async def handle_DATA(  # noqa: N802
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,10 +22,8 @@ from prometheus_client import start_http_server
 from penguinmails.common.db.migrate import migrate
 from penguinmails.common.settings import KubeClientSettings, OperatorSettings
 from penguinmails.operator import (
-    block_status,
     bookkeeping,
     campaign,
-    handlers,
     sendingdomain,
     smtpserver,
     tenant,
@@ -35,6 +35,8 @@ from penguinmails.operator.leader import LeaderElector, LeaseSettings, StandbyLi
 from penguinmails.operator.retention import purge_periodically
 
 ANNOTATION_PREFIX = "penguinmails.io"
+DELETION_POLL_SECONDS = 1.0
+"""How often a deleted object's timer is checked for having stopped (see `configure`)."""
 
 
 def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
@@ -50,6 +52,12 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 270
         settings.watching.client_timeout = 300
         settings.watching.connect_timeout = 30
+        # kopf lists every object of a kind in one response (at start, and again whenever a
+        # watch's resource version is too old). Not in pages (`settings.watching.chunk_size`):
+        # kopf reads the next page only once the previous one's events are queued, and when
+        # that takes longer than the API server keeps a continue token (5 minutes, a loaded
+        # operator with thousands of objects), the 410 ends the whole operator
+        # (docs/scaling.md, Memory).
         # kopf's own calls get the same connect timeout as the operator's client; their total
         # timeout stays at least 60 s, because kopf lists every object of a kind at start
         # (10,000 Tenants are one large response).
@@ -61,6 +69,11 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         settings.persistence.progress_storage = bookkeeping.progress_storage()
         settings.persistence.diffbase_storage = bookkeeping.DigestDiffBaseStorage()
         settings.execution.max_workers = 32
+        # A deleted object keeps its finalizer until its timer has stopped. A timer stopped
+        # mid-pass is re-checked only after this poll (kopf: 60 s), unless some other change
+        # of the object comes first; a pass that ends writing nothing leaves none, and its
+        # deletion then waited a whole minute (CI-7). A pass ends within seconds: poll each.
+        settings.background.cancellation_polling = DELETION_POLL_SECONDS
         # asyncio.to_thread (every Kubernetes call) uses the loop's default executor.
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=KUBE_WORKERS, thread_name_prefix="kube")
@@ -98,29 +111,9 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         # The process exits right after, which closes the connections.
 
     tenant.register(registry, config)
-    # A deleted or edited child is back within seconds: the resync does not re-apply them
-    # (tenant.Resyncs). Secrets are not watched (the operator may not list them): the
-    # resync reads the sender Secret instead.
-    handlers.repair_children(
-        registry,
-        owner_kind="Tenant",
-        label=res.TENANT_LABEL,
-        nudge_annotation=f"{ANNOTATION_PREFIX}/child-changed",
-        children=(
-            ("apps", "v1", "deployments"),
-            ("v1", "resourcequotas"),
-            ("v1", "limitranges"),
-            ("v1", "serviceaccounts"),
-            ("networking.k8s.io", "v1", "networkpolicies"),
-            ("rbac.authorization.k8s.io", "v1", "roles"),
-            ("rbac.authorization.k8s.io", "v1", "rolebindings"),
-            ("v1", "namespaces"),
-        ),
-    )
     smtpserver.register(registry, config)
     sendingdomain.register(registry, config)
     campaign.register(registry, config)
-    block_status.register(registry, config)
     return registry
 
 
@@ -139,6 +132,17 @@ def _quiet_watch_close(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
     loop.default_exception_handler(context)
 
 
+def _lean_spawned_workers() -> None:
+    """Spawned worker processes (the DKIM key processes, common/dkim/keygen.py) first run the
+    parent's main script again, unless the parent was started as a module: started as the
+    `penguinmails-operator` console script (the image's entrypoint), each would import the
+    whole operator (110 MiB instead of 22). A main module named like this one (`*.__main__`)
+    is skipped, as under `python -m penguinmails.operator`: name the script so."""
+    script = sys.modules["__main__"]
+    if getattr(script, "__spec__", None) is None:
+        script.__spec__ = importlib.util.find_spec(__name__)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="penguinmails-operator", description=__doc__)
     parser.add_argument(
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    _lean_spawned_workers()
     registry = build_registry(OperatorSettings.from_env())
     liveness = args.liveness or None
     # With PM_LEADER_LEASE set (the chart sets it), replicas elect one leader on a Lease and

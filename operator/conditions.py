@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-import kopf
 from pydantic import ValidationError
 
 from penguinmails.api.v1alpha1 import Condition, ConditionStatus, set_condition
@@ -127,22 +126,3 @@ def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict
         else:
             patch[key] = value
     return patch
-
-
-def write_status(
-    patch: kopf.Patch,
-    status: Mapping[str, Any],
-    generation: int,
-    observed: Sequence[Observed],
-    **fields: Any,
-) -> None:
-    """Put into `patch.status` what turns `status` into the desired one (see `status_patch`).
-
-    `fields` are the other status fields (camelCase), each stated in full; a field given as None
-    is removed. observedGeneration and conditions are always part of the desired status.
-    """
-    desired = dict(fields)
-    desired["observedGeneration"] = generation
-    desired["conditions"] = merge_conditions(status.get("conditions"), observed, generation)
-    for key, value in status_patch(status, desired).items():
-        patch.status[key] = value

@@ -27,7 +27,10 @@ sub-handler base (the bookkeeping of every handler in one base class).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
@@ -46,11 +49,43 @@ from penguinmails.operator.errors import (
     describe,
     describe_validation_error,
 )
-from penguinmails.operator.handlers import register_controller
+from penguinmails.operator.handlers import ObjectLocks, Turn, register_controller
+from penguinmails.operator.slots import Slots
 from penguinmails.operator.status import StatusT, StatusWriter, Summary, announce, transitions
 
+WAIT_WORTH_LOGGING = 0.1
+"""A change pass that waited this long (seconds) for its object's lock and a slot says so."""
+
 SpecT = TypeVar("SpecT", bound=BaseModel)
+T = TypeVar("T")
 Logger = logging.Logger | kopf.Logger
+
+
+class Yielded(Exception):  # noqa: N818 (not an error: the pass gave way)
+    """A timer pass stopped because a change of its object came for the object's lock
+    (`Pass.unless_wanted`); the change pass states the whole desired state instead."""
+
+
+async def unless_wanted(turn: Turn | None, step: Coroutine[Any, Any, T], name: str) -> T:
+    """`step`, or `Yielded` when a change came for the lock `turn` holds (`Pass.unless_wanted`)."""
+    if turn is None or not turn.yields:
+        return await step
+    if turn.wanted.is_set():
+        step.close()
+        raise Yielded(name)
+    task = asyncio.ensure_future(step)
+    wanted = asyncio.ensure_future(turn.wanted.wait())
+    try:
+        done, _ = await asyncio.wait((task, wanted), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        wanted.cancel()
+        if not task.done():
+            task.cancel()
+    if task in done:
+        return task.result()  # finished first (or with the change): use what it read
+    with contextlib.suppress(asyncio.CancelledError):
+        await task  # let its clean-up run (sockets, the in-flight slots) before leaving
+    raise Yielded(name)
 
 
 @dataclass
@@ -103,6 +138,18 @@ class Pass(Generic[SpecT, StatusT]):
     logger: Logger
     step: str = READY
     """The condition a failure of this pass is reported on (the step it had reached)."""
+    depth: str = "change"
+    """What kind of pass this is (`Controller.depth`): its label in the metrics."""
+    turn: Turn | None = None
+    """The pass's turn at the object's lock, when it may give way to a change (a timer pass)."""
+
+    async def unless_wanted(self, step: Coroutine[Any, Any, T]) -> T:
+        """Run `step`, one that only reads (DNS queries, say), unless a change of this object
+        comes for its lock: then the step is cancelled and the pass stops (`Yielded`), so that
+        the change never waits for a timer pass's slow reads. Checked before the step too, so
+        a change that came during a step that may not be given up (a write) is let in at the
+        next one. A change pass, or a pass without a turn, just runs the step."""
+        return await unless_wanted(self.turn, step, self.name)
 
     @property
     def name(self) -> str:
@@ -131,6 +178,9 @@ class Controller(Generic[SpecT, StatusT]):
     api_version: ClassVar[str] = f"{API_GROUP}/{API_VERSION}"
     neutral: ClassVar[frozenset[str]] = frozenset()
     """Conditions that describe a state rather than health: their events are Normal."""
+    kopf_timer: ClassVar[bool] = True
+    """False for a kind resynced by an operator-wide loop (operator/resync_loop.py) rather
+    than a kopf timer per object, which keeps each object's body and a task (Tenant)."""
 
     def __init__(
         self,
@@ -145,7 +195,9 @@ class Controller(Generic[SpecT, StatusT]):
         self.backoff = Backoff(self.clock, backoff_base)
         self.written: dict[str, dict[str, Any]] = {}
         """The status each object got from this process's last write (by uid)."""
-        self._limit = asyncio.Semaphore(concurrency) if concurrency else None
+        self.locks = ObjectLocks()
+        """One lock per object, shared by its change, timer and delete handlers."""
+        self._limit = Slots(concurrency) if concurrency else None
 
     # -- what a kind supplies ---------------------------------------------------------------
 
@@ -163,6 +215,11 @@ class Controller(Generic[SpecT, StatusT]):
     def skip(self, body: kopf.Body) -> bool:
         """Passes that must not run at all (e.g. while the object is being deleted)."""
         return False
+
+    def depth(self, body: kopf.Body, timer: bool) -> str:
+        """The pass's label in the metrics: `change`, or `full` for a timer pass; a kind whose
+        resync can trust its last full pass (Tenant) says `cheap` for those."""
+        return "full" if timer else "change"
 
     def summary(self) -> Summary | None:
         """For a kind whose Ready follows from its other conditions (see status.Summary)."""
@@ -208,8 +265,28 @@ class Controller(Generic[SpecT, StatusT]):
         if self._limit is None:
             await self._run(ctx, body, retry=retry, logger=logger, timer=timer, now=now)
             return
-        async with self._limit:
-            await self._run(ctx, body, retry=retry, logger=logger, timer=timer, now=now)
+        # A timer pass waiting for a slot holds the object's lock: it gives way to a change
+        # of its object; and a change waiting for a slot goes before timer passes (Slots).
+        asked = time.monotonic()
+        try:
+            await unless_wanted(
+                self.locks.turn(uid) if timer else None, self._limit.acquire(change=not timer), uid
+            )
+        except Yielded:
+            metrics.RECONCILE_TOTAL.labels(kind=self.kind, result="yielded").inc()
+            return
+        try:
+            await self._run(
+                ctx,
+                body,
+                retry=retry,
+                logger=logger,
+                timer=timer,
+                now=now,
+                slot_waited=time.monotonic() - asked,
+            )
+        finally:
+            self._limit.release()
 
     async def _run(
         self,
@@ -220,7 +297,18 @@ class Controller(Generic[SpecT, StatusT]):
         logger: Logger,
         timer: bool,
         now: datetime,
+        slot_waited: float = 0.0,
     ) -> None:
+        turn = self.locks.turn(str(body.metadata.uid))
+        if not timer and turn is not None and turn.waited + slot_waited >= WAIT_WORTH_LOGGING:
+            # Where a change's latency goes before its pass starts (docs/scaling.md).
+            logger.info(
+                "%s %s: change waited %.2f s for the object's lock, %.2f s for a slot",
+                self.kind,
+                body.metadata.name,
+                turn.waited,
+                slot_waited,
+            )
         writer = self.writer(ctx, body)
         try:
             spec = self.spec_model.model_validate(dict(body.spec))
@@ -232,13 +320,21 @@ class Controller(Generic[SpecT, StatusT]):
             # Not retried: only a change of the spec can fix it, and a change runs a pass.
             announce(body, transitions(writer.before, writer.current, neutral=self.neutral))
             return
-        run: Pass[SpecT, StatusT] = Pass(ctx, body, spec, writer, now, timer, retry, logger)
+        depth = self.depth(body, timer)
+        run: Pass[SpecT, StatusT] = Pass(
+            ctx, body, spec, writer, now, timer, retry, logger, depth=depth, turn=turn
+        )
         failure: ReconcileError | None = None
         delay = 0.0
         try:
-            with metrics.observe(self.kind, "full" if timer else "change"):
+            with metrics.observe(self.kind, depth) as outcome:
                 try:
                     await self.reconcile(run)
+                except Yielded:
+                    # Not a failure: no backoff, no condition; the change pass follows.
+                    outcome.result = "yielded"
+                    logger.debug("%s %s: timer pass gave way to a change", self.kind, run.name)
+                    return
                 except Exception as error:
                     failure = describe(error)
                     raise
@@ -286,7 +382,8 @@ class Controller(Generic[SpecT, StatusT]):
         register_controller(
             registry,
             plural=self.plural,
-            interval=self.interval,
+            interval=self.interval if self.kopf_timer else None,
             reconcile=changed_or_timer,
             cleanup=deleted,
+            locks=self.locks,
         )

@@ -44,11 +44,6 @@ class ReconcileError(Exception):
         return f"ReconcileError({self.reason!r}, {self.message!r}, transient={self.transient})"
 
 
-ConfigurationError = ReconcileError
-"""The old name Tenant's controller still uses (the same class: one error type). Removed once
-operator/tenant.py moves onto operator/controller.py."""
-
-
 def describe_validation_error(error: ValidationError, prefix: str = "spec") -> str:
     """One line per problem, each naming the field path as it appears in YAML."""
     lines = []

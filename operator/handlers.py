@@ -9,20 +9,24 @@ kopf runs an object's timer and its change handlers in separate tasks, so withou
 passes of one object can overlap (two SendingDomain passes generating keys under the same dated
 selector, two SmtpServer passes ordering a server). One lock per object (by uid) serialises the
 change handler, the timer and the delete handler; a timer tick that finds a pass running skips,
-since the running pass already states the whole desired state.
+since the running pass already states the whole desired state; a change that comes while a
+timer pass holds the lock makes the timer pass give way at its next step that may be given up
+(`Turn`), so a change never waits for a timer pass's slow reads. A kind whose resync needs no
+body (the Tenant) has no kopf timer: one operator-wide loop (operator/resync_loop.py) takes the
+same locks.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import kopf
 
 from penguinmails.api.v1alpha1 import API_GROUP, API_VERSION
-from penguinmails.operator.kube import FIELD_MANAGER
 
 
 class Reconcile(Protocol):
@@ -46,21 +50,55 @@ class Cleanup(Protocol):
     ) -> None: ...
 
 
+class Turn:
+    """One holder's turn at an object's lock.
+
+    A timer pass takes its turn `yields=True`: a change (or delete) of the same object that
+    comes for the lock meanwhile sets `wanted`, and the timer pass stops at its next step that
+    may be given up (`controller.Pass.unless_wanted`): the change pass states the whole
+    desired state anyway, so nothing is lost, and the change does not wait for the timer
+    pass's slow reads (a SendingDomain's verification against every nameserver)."""
+
+    def __init__(self, *, yields: bool, waited: float = 0.0) -> None:
+        self.yields = yields
+        self.wanted = asyncio.Event()
+        self.waited = waited
+        """Seconds the holder waited for the lock (a change behind a pass of the object)."""
+
+
 class ObjectLocks:
     """One asyncio lock per object uid, dropped when the object's cleanup is done."""
 
     def __init__(self) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
+        self._turns: dict[str, Turn] = {}
 
     def locked(self, uid: str) -> bool:
         lock = self._locks.get(uid)
         return lock is not None and lock.locked()
 
+    def turn(self, uid: str) -> Turn | None:
+        """The turn of whoever holds the object's lock now (None: nobody)."""
+        return self._turns.get(uid)
+
     @asynccontextmanager
-    async def hold(self, uid: str) -> AsyncIterator[None]:
+    async def hold(self, uid: str, *, yields: bool = False) -> AsyncIterator[Turn]:
+        """The object's lock. `yields`: this holder (a timer pass) gives way to a holder
+        without it that comes meanwhile (see `Turn`)."""
         lock = self._locks.setdefault(uid, asyncio.Lock())
+        asked = time.monotonic()
+        if not yields:
+            holder = self._turns.get(uid)
+            if holder is not None and holder.yields:
+                holder.wanted.set()
         async with lock:
-            yield
+            turn = Turn(yields=yields, waited=time.monotonic() - asked)
+            self._turns[uid] = turn
+            try:
+                yield turn
+            finally:
+                if self._turns.get(uid) is turn:
+                    del self._turns[uid]
 
     def forget(self, uid: str) -> None:
         lock = self._locks.get(uid)
@@ -72,13 +110,17 @@ def register_controller(
     registry: kopf.OperatorRegistry,
     *,
     plural: str,
-    interval: float,
+    interval: float | None,
     reconcile: Reconcile,
     cleanup: Cleanup,
+    locks: ObjectLocks | None = None,
 ) -> None:
-    """Attach `reconcile` (changes, resume, every `interval` seconds) and `cleanup` (delete)."""
+    """Attach `reconcile` (changes, resume, every `interval` seconds) and `cleanup` (delete).
+
+    `interval` None: no kopf timer; the kind resyncs from one operator-wide loop instead
+    (operator/resync_loop.py), which takes the same `locks`."""
     resource = (API_GROUP, API_VERSION, plural)
-    locks = ObjectLocks()
+    locks = locks if locks is not None else ObjectLocks()
 
     @kopf.on.resume(*resource, registry=registry, id=f"{plural}-changed")
     @kopf.on.create(*resource, registry=registry, id=f"{plural}-changed")
@@ -97,13 +139,6 @@ def register_controller(
                 body=body, patch=patch, retry=retry, memo=memo, logger=logger, timer=False
             )
 
-    @kopf.timer(
-        *resource,
-        registry=registry,
-        id=f"{plural}-resync",
-        interval=interval,
-        initial_delay=interval,
-    )
     async def resync(
         *,
         body: kopf.Body,
@@ -116,10 +151,19 @@ def register_controller(
         uid = str(body.metadata.uid)
         if locks.locked(uid):
             return  # a pass of this object is running; the next tick re-checks
-        async with locks.hold(uid):
+        async with locks.hold(uid, yields=True):
             await reconcile(
                 body=body, patch=patch, retry=retry, memo=memo, logger=logger, timer=True
             )
+
+    if interval is not None:
+        kopf.timer(
+            *resource,
+            registry=registry,
+            id=f"{plural}-resync",
+            interval=interval,
+            initial_delay=interval,
+        )(resync)
 
     @kopf.on.delete(*resource, registry=registry, id=f"{plural}-deleted")
     async def deleted(
@@ -129,76 +173,3 @@ def register_controller(
         async with locks.hold(uid):
             await cleanup(body=body, retry=retry, memo=memo, logger=logger)
         locks.forget(uid)
-
-
-def repair_children(
-    registry: kopf.OperatorRegistry,
-    *,
-    owner_kind: str,
-    label: str,
-    nudge_annotation: str,
-    children: tuple[tuple[str, str] | tuple[str, str, str], ...],
-) -> None:
-    """Re-run the owner's reconcile within seconds of one of its children being deleted or
-    edited by someone else, so that the resync need not re-apply children to find drift.
-
-    Children are watched by `label` (a server-side label selector: only our children are listed
-    and streamed, not every Deployment of the cluster); the label's value names the owner. The
-    owner's change handler runs because `nudge_annotation` is set on it (our annotations are
-    changes for kopf: operator/bookkeeping.py).
-
-    An edit is another field manager owning fields of the child outside `metadata` and
-    `status` (`foreign_edit`): a `kubectl edit` or `scale` takes the fields it changed from us.
-    Controllers that annotate a child (the Deployment's revision) or write its status are not
-    edits. After the repair our apply owns those fields again and the edit's entry is gone or
-    left with fields we do not set; each entry nudges once per process (`seen`).
-    """
-    seen: dict[str, str] = {}
-
-    @kopf.on.startup(registry=registry)
-    def select_children(settings: kopf.OperatorSettings, **_: Any) -> None:
-        for child in children:
-            settings.watching.label_selectors[child] = label
-
-    async def child_changed(
-        *, type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
-    ) -> None:
-        owner = body.metadata.labels.get(label)
-        uid = str(body.metadata.uid)
-        if not owner:
-            return
-        kind, name = body.get("kind", "object"), body.metadata.name
-        if type == "DELETED":
-            seen.pop(uid, None)
-            what = "deleted"
-            # The value names the deleted child by uid: every deletion is a change for kopf.
-            value = f"{kind}/{name}/{uid}"
-        else:
-            edit = foreign_edit(body.metadata.get("managedFields") or [])
-            if edit is None or seen.get(uid) == edit:
-                return
-            seen[uid] = edit
-            what = f"edited by {edit.split('@', 1)[0]}"
-            value = f"{kind}/{name}/{uid}/{edit}"
-        logger.info("%s %s %s; reconciling %s %s", kind, name, what, owner_kind, owner)
-        nudge = {"metadata": {"annotations": {nudge_annotation: value}}}
-        await memo.context.kube.merge_patch(f"{API_GROUP}/{API_VERSION}", owner_kind, owner, nudge)
-
-    for child in children:
-        kopf.on.event(*child, registry=registry, labels={label: kopf.PRESENT})(child_changed)
-
-
-def foreign_edit(managed_fields: Sequence[Mapping[str, Any]]) -> str | None:
-    """`manager@time` of the latest entry of another manager than ours that owns fields of
-    the object itself or its scale (not its metadata, not its status), or None."""
-    edits = [
-        entry
-        for entry in managed_fields
-        if entry.get("manager") != FIELD_MANAGER
-        and entry.get("subresource") in (None, "", "scale")
-        and set(entry.get("fieldsV1") or {}) - {"f:metadata", "f:status", "f:apiVersion", "f:kind"}
-    ]
-    if not edits:
-        return None
-    latest = max(edits, key=lambda entry: str(entry.get("time") or ""))
-    return f"{latest.get('manager')}@{latest.get('time')}"

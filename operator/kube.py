@@ -24,6 +24,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 from urllib3.util.retry import Retry
 
+from penguinmails.api.v1alpha1 import GROUP_VERSION
 from penguinmails.common.settings import KubeClientSettings
 from penguinmails.operator import metrics
 
@@ -33,6 +34,19 @@ FIELD_MANAGER = "penguinmails-operator"
 KUBE_WORKERS = 32
 
 Manifest = Mapping[str, Any]
+
+
+def controller_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
+    """A child's ownerReference to the penguinmails.io object that made it: garbage collection
+    removes the child when its owner goes, even while the operator is down."""
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def client_configuration(settings: KubeClientSettings | None = None) -> client.Configuration:
@@ -73,12 +87,19 @@ def load_config(settings: KubeClientSettings | None = None) -> client.ApiClient:
     return TimeoutApiClient(client_configuration(settings), settings)
 
 
-def connection_info() -> kopf.ConnectionInfo:
-    """The same credentials for kopf's own API client, so both always talk to one cluster."""
-    configuration = client_configuration()
+def authorization(configuration: client.Configuration) -> str | None:
+    """The Authorization header's value (`Bearer <token>`), if the credentials have a token.
+    Read at each use: in a pod the client re-reads a rotated service-account token here."""
     header = configuration.get_api_key_with_prefix(
         "BearerToken"
     ) or configuration.get_api_key_with_prefix("authorization")
+    return str(header) if header else None
+
+
+def connection_info() -> kopf.ConnectionInfo:
+    """The same credentials for kopf's own API client, so both always talk to one cluster."""
+    configuration = client_configuration()
+    header = authorization(configuration)
     scheme, _, token = (header or "").rpartition(" ")
     return kopf.ConnectionInfo(
         server=configuration.host,

@@ -6,12 +6,14 @@ import contextvars
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
 RECONCILE_TOTAL = Counter(
     "penguinmails_reconcile_total",
-    "Reconciles run, by kind and result.",
+    "Reconciles run, by kind and result (success, error, or yielded: a timer pass that gave "
+    "way to a change of its object).",
     ["kind", "result"],
 )
 RECONCILE_ERRORS = Counter(
@@ -44,15 +46,24 @@ _pass: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
 )
 
 
+@dataclass
+class Outcome:
+    """How a reconcile ended, when not by returning (`success`) or raising (`error`):
+    `yielded`, a timer pass that gave way to a change of its object (operator/controller.py)."""
+
+    result: str | None = None
+
+
 @contextmanager
-def observe(kind: str, depth: str = "change") -> Iterator[None]:
+def observe(kind: str, depth: str = "change") -> Iterator[Outcome]:
     """Count one reconcile of `kind`; API requests made inside are counted as this pass's."""
     started = time.perf_counter()
     result = "error"
+    outcome = Outcome()
     token = _pass.set((kind, depth))
     try:
-        yield
-        result = "success"
+        yield outcome
+        result = outcome.result or "success"
     finally:
         _pass.reset(token)
         RECONCILE_TOTAL.labels(kind=kind, result=result).inc()

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from penguinmails.api.v1alpha1.smtpserver import SmtpServerSpec
+from penguinmails.common.db.blocks import pool_server_name
 from penguinmails.common.db.ledger import Relay
 from penguinmails.operator.context import Context
 from penguinmails.operator.mailu.install import relay_user
@@ -52,18 +53,20 @@ def relay_secret_name(server: Mapping[str, Any], tenant_namespace: str) -> str:
 def plan_relay(
     server: Mapping[str, Any], tenant_namespace: str, *, daily_limit: int | None
 ) -> Relay:
-    """The plan's relay for one SmtpServer, as seen from `tenant_namespace`."""
+    """The plan's relay for one SmtpServer, as seen from `tenant_namespace` (a shared-pool
+    server's name qualified by its namespace: `pool_server_name`)."""
     spec = server.get("spec") or {}
     name, namespace = _meta(server)
+    local = namespace == tenant_namespace
+    relay_name = name if local else pool_server_name(namespace, name)
     provider = spec.get("provider") or {}
     relay = provider.get("relay")
     copy = relay_secret_name(server, tenant_namespace)
     if relay:
         credentials = (relay.get("credentialsSecretRef") or {}).get("name")
         ca = relay.get("caSecretRef") or {}
-        local = namespace == tenant_namespace
         return Relay(
-            name=name,
+            name=relay_name,
             host=relay["host"],
             port=int(relay.get("port", SUBMISSION_PORT)),
             tls=relay.get("tls", "starttls"),
@@ -75,7 +78,7 @@ def plan_relay(
             weight=int(spec.get("weight", 100)),
         )
     return Relay(
-        name=name,
+        name=relay_name,
         host=str(spec["hostname"]),
         port=SUBMISSION_PORT,
         tls="starttls",

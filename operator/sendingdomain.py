@@ -1,6 +1,7 @@
 """The SendingDomain controller: DKIM keys, record publication, verification, rotation, cleanup.
 
-One level-based `reconcile` serves create, update, resume and the timer. Each pass: read the key
+One level-based `reconcile` serves create, update, resume and the timer. Each pass: show the
+domain's receivers' block (`status.receiverBlock`, operator/receiver_block.py), read the key
 Secret, compute every record, publish what is missing through the provider (only records we own
 are ever changed), verify everything on every authoritative nameserver, then advance the DKIM
 rotation with what was verified (see `common.dkim.rotation`) and publish again if that changed
@@ -14,7 +15,8 @@ import base64
 import binascii
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 import dns.asyncresolver
 import dns.exception
 import kopf
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from penguinmails.api.v1alpha1.common import parse_duration
@@ -31,16 +34,27 @@ from penguinmails.api.v1alpha1.sendingdomain import (
     SendingDomainStatus,
 )
 from penguinmails.common.db import tenant_connection
+from penguinmails.common.db.blocks import BlockScope, Strikes
 from penguinmails.common.db.ledger import mailbox_first_sent
-from penguinmails.common.db.tenants import get_tenant
+from penguinmails.common.db.tenants import TenantRow
 from penguinmails.common.dkim.keys import DkimKeyError, KeySet, KeyState, load_key_set, secret_data
-from penguinmails.common.dkim.rotation import RotationPolicy, advance, next_due
+from penguinmails.common.dkim.rotation import (
+    RotationPolicy,
+    Step,
+    advance,
+    algorithms_to_generate,
+    next_due,
+)
+from penguinmails.common.dkim.spare import SpareKeys
+from penguinmails.common.dkim.written import WrittenKeys
 from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
-from penguinmails.operator import conditions, rotation
+from penguinmails.common.settings import OperatorSettings
+from penguinmails.operator import conditions, receiver_block, rotation
 from penguinmails.operator.clock import Clock
 from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
 from penguinmails.operator.controller import Controller, Logger, Pass
+from penguinmails.operator.dkim_timeline import iso, removed_selectors, selector_times
 from penguinmails.operator.dns import base
 from penguinmails.operator.dns.base import DnsProvider
 from penguinmails.operator.dns.config import DnsSettings
@@ -64,8 +78,9 @@ from penguinmails.operator.dns.verify import (
     verify,
 )
 from penguinmails.operator.errors import ReconcileError, backoff_seconds
+from penguinmails.operator.kube import controller_reference
 from penguinmails.operator.secret_access import NotATenantNamespaceError, apply_secret
-from penguinmails.operator.tenant_resources import NAMESPACE_PREFIX, TENANT_LABEL
+from penguinmails.operator.tenant_resources import TENANT_LABEL
 
 GROUP, VERSION, PLURAL = "penguinmails.io", "v1alpha1", "sendingdomains"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -79,10 +94,6 @@ def secret_name(name: str) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -251,36 +262,80 @@ def _secret_manifest(body: kopf.Body, key_set: KeySet) -> dict[str, Any]:
                 "app.kubernetes.io/managed-by": "penguinmails",
                 "penguinmails.io/sendingdomain": name,
             },
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "SendingDomain",
-                    "name": name,
-                    "uid": body.metadata.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [controller_reference("SendingDomain", name, body.metadata.uid)],
         },
         "type": "Opaque",
         "data": secret_data(key_set),
     }
 
 
-async def _write_secret(ctx: Context, body: kopf.Body, key_set: KeySet) -> None:
+WRITTEN = WrittenKeys()
+"""The key set this process last wrote or read per key Secret (`_keys` rotates from it)."""
+SPARES = SpareKeys()
+"""This process's spare RSA keys, made in worker processes started on first use (`_keys` takes
+them for a rotation or a domain's first keys)."""
+
+
+async def advance_with_spares(
+    key_set: KeySet,
+    policy: RotationPolicy,
+    *,
+    now: datetime,
+    verified: Collection[str],
+    rotate_token: str | None,
+) -> tuple[KeySet, list[Step]]:
+    """`advance` the rotation with new keys taken from `SPARES`. RSA generation is CPU work
+    (0.15 s a key): the keys are made in worker processes and awaited here, holding neither
+    the event loop nor a thread; `advance` itself is pure and quick."""
+    wanted = algorithms_to_generate(
+        key_set, policy, now=now, verified=verified, rotate_token=rotate_token
+    )
+    made = {algorithm: await SPARES.take(algorithm) for algorithm in wanted}
+    return advance(
+        key_set,
+        policy,
+        now=now,
+        verified=verified,
+        rotate_token=rotate_token,
+        generate=made.__getitem__,
+    )
+
+
+async def _write_secret(
+    ctx: Context, body: kopf.Body, key_set: KeySet, *, resource_version: str | None = None
+) -> None:
+    """Store `key_set`; with `resource_version`, only over the Secret at that version (else
+    the API server answers 409 Conflict)."""
+    manifest = _secret_manifest(body, key_set)
+    if resource_version is not None:
+        manifest["metadata"]["resourceVersion"] = resource_version
+    namespace, name = str(body.metadata.namespace), secret_name(str(body.metadata.name))
     try:
-        await apply_secret(ctx.kube, _secret_manifest(body, key_set))
+        stored = await apply_secret(ctx.kube, manifest)
     except NotATenantNamespaceError as error:
+        WRITTEN.forget(namespace, name)
         raise ReconcileError("NotATenantNamespace", str(error)) from None
+    except Exception:
+        WRITTEN.forget(namespace, name)
+        raise
+    version = (stored.get("metadata") or {}).get("resourceVersion")
+    WRITTEN.remember(namespace, name, version, key_set)
 
 
 class Work:
     """One reconcile of one SendingDomain; collects what status and events need."""
 
     def __init__(
-        self, ctx: Context, settings: DnsSettings, body: kopf.Body, spec: SendingDomainSpec
+        self,
+        ctx: Context,
+        settings: DnsSettings,
+        body: kopf.Body,
+        spec: SendingDomainSpec,
+        run: Run,
     ) -> None:
         self.ctx = ctx
+        self.run = run
+        """The pass: its reads are steps a timer pass gives up for a change (`unless_wanted`)."""
         self.settings = settings
         self.body = body
         self.spec = spec
@@ -309,13 +364,19 @@ class Work:
         if manual:
             # Nothing to list through the provider: ask the nameservers what the SPF names hold.
             spf_names = [r.name for r in desired if r.type == "TXT" and base.is_spf(r.value)]
-            found = await served(
-                spf_names, "TXT", nameservers, self.settings.nameserver_port, self.settings.timeout
+            found = await self.run.unless_wanted(
+                served(
+                    spf_names,
+                    "TXT",
+                    nameservers,
+                    self.settings.nameserver_port,
+                    self.settings.timeout,
+                )
             )
             self.refuse_spf_conflicts(desired, found)
         else:
             names = base.names_to_read(desired, self.known_names())
-            existing = await provider.read(self.zone, names)
+            existing = await self.run.unless_wanted(provider.read(self.zone, names))
             # Checked before planning: with a foreign SPF record present, nothing is changed.
             self.refuse_spf_conflicts(desired, existing)
             changes = base.plan(desired, existing, self.owner, self.known_names())
@@ -340,8 +401,8 @@ class Work:
     async def check(
         self, desired: Sequence[Record], nameservers: Sequence[Nameserver]
     ) -> list[Verification]:
-        return await verify(
-            desired, nameservers, self.settings.nameserver_port, self.settings.timeout
+        return await self.run.unless_wanted(
+            verify(desired, nameservers, self.settings.nameserver_port, self.settings.timeout)
         )
 
 
@@ -351,17 +412,21 @@ class SendingDomainController(Controller[SendingDomainSpec, SendingDomainStatus]
     spec_model = SendingDomainSpec
     status_model = SendingDomainStatus
 
-    def __init__(self, settings: DnsSettings, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: DnsSettings, *, clock: Clock | None = None, block_seconds: float = 60.0
+    ) -> None:
         # Many domains at once (an operator restart, a bulk apply) would otherwise fire
         # hundreds of DNS queries and updates together; a bounded number of passes keeps
         # servers answering.
         super().__init__(interval=settings.tick_seconds, clock=clock, concurrency=16)
         self.settings = settings
+        self.blocks = receiver_block.Checks(self.clock, block_seconds)
 
     def due(self, body: kopf.Body, now: datetime) -> bool:
         # The tick is frequent; a domain is re-checked only when its verify interval or a
-        # rotation step says so (and, after a failure, no sooner than its backoff).
-        return due(body, self.settings, now)
+        # rotation step says so (and, after a failure, no sooner than its backoff), or for
+        # receivers' blocks alone once per resync interval.
+        return due(body, self.settings, now) or self.blocks.due(str(body.metadata.uid))
 
     def failure(
         self, run: Run, error: ReconcileError, permanent: bool
@@ -369,40 +434,49 @@ class SendingDomainController(Controller[SendingDomainSpec, SendingDomainStatus]
         return failed(error, permanent), {}
 
     async def reconcile(self, run: Run) -> None:
-        await reconcile(run, self.settings)
+        await reconcile(run, self.settings, self.blocks)
 
     async def cleanup(self, ctx: Context, body: kopf.Body, retry: int, logger: Logger) -> None:
+        self.blocks.forget(str(body.metadata.uid))
+        WRITTEN.forget(str(body.metadata.namespace), secret_name(str(body.metadata.name)))
         await cleanup(ctx, self.settings, body, retry, logger)
 
 
 Run = Pass[SendingDomainSpec, SendingDomainStatus]
 
 
-async def reconcile(run: Run, settings: DnsSettings) -> None:
-    """Observe (keys, provider, servers, nameservers), act (publish, verify, rotate), then
-    decide the status from what was found (`decide_status`, pure)."""
+async def reconcile(run: Run, settings: DnsSettings, blocks: receiver_block.Checks) -> None:
+    """Observe (keys, receivers' block, provider, servers, nameservers), act (rotate when asked,
+    publish, verify, advance the rotation), then decide the status from what was found
+    (`decide_status`, pure)."""
     ctx, body, spec, now = run.ctx, run.body, run.spec, run.now
+    work = Work(ctx, settings, body, spec, run)
+    if run.timer and not due(body, settings, now):
+        # The timer ran for the block alone (SendingDomainController.due).
+        await _show_block(run, blocks, None, known=False)
+        return
+    policy = _policy(spec, settings)
+    # First, before anything slow: the first keys, or a rotation asked for.
+    key_set = await _keys(run, policy)
+    # One tenant lookup per pass, for the mailboxes' warm-up (which needs it) and the block.
+    tenant = await receiver_block.tenant_of(ctx, work.namespace) if spec.mailboxes else None
+    if not run.timer or blocks.due(run.uid):
+        # Before publishing: a block shows even when publishing or verifying fails or waits.
+        await _show_block(run, blocks, tenant, known=bool(spec.mailboxes))
     status: Mapping[str, Any] = run.status.current
-    work = Work(ctx, settings, body, spec)
     work.status = status
     provider: DnsProvider | None = None
     try:
-        secret = await ctx.kube.get("v1", "Secret", secret_name(work.name), work.namespace)
-        try:
-            key_set = load_key_set((secret or {}).get("data"))
-        except DkimKeyError as error:
-            raise ReconcileError(
-                "DKIMSecretMalformed",
-                f"Secret {secret_name(work.name)} is not a DKIM key set ({error}); restore it "
-                "from a backup, or delete it to generate new keys (they must then be published)",
-            ) from None
-        policy = _policy(spec, settings)
-        provider = await build_provider(ctx, spec, work.namespace, settings)
-        servers, missing = await _smtp_servers(ctx, spec, work.namespace)
+        # A timer pass gives each read up for a change of the domain that comes meanwhile
+        # (`Pass.unless_wanted`: a rotate-dkim never waits for a verification); the change
+        # pass states everything again. Writes (the provider's update, the Secret, status)
+        # are never given up halfway.
+        provider = await run.unless_wanted(build_provider(ctx, spec, work.namespace, settings))
+        servers, missing = await run.unless_wanted(_smtp_servers(ctx, spec, work.namespace))
         first_verified = _parse_time(status.get("firstVerifiedAt"))
         dmarc_policy = effective_dmarc_policy(spec.dmarc, first_verified, now)
 
-        tls_rpt_fallback = await _tenant_contact(ctx, spec, work.namespace)
+        tls_rpt_fallback = await run.unless_wanted(_tenant_contact(ctx, spec, work.namespace))
 
         def records_for(keys: KeySet) -> list[Record]:
             return desired_records(
@@ -414,16 +488,12 @@ async def reconcile(run: Run, settings: DnsSettings) -> None:
                 tls_rpt_fallback=tls_rpt_fallback,
             )
 
-        if not key_set.keys:
-            # First pass: generate keys and store them before anything is published.
-            # Key generation (RSA-2048) is CPU work: keep it off the event loop.
-            key_set, steps = await asyncio.to_thread(advance, key_set, policy, now=now, verified=())
-            await _write_secret(ctx, body, key_set)
-            _announce(body, steps)
         desired = records_for(key_set)
         spf = next(r for r in desired if r.purpose == "spf")
-        await check_spf(spf.value, settings)
-        nameservers = await find_nameservers(work.zone, settings.resolvers, settings.timeout)
+        await run.unless_wanted(check_spf(spf.value, settings))
+        nameservers = await run.unless_wanted(
+            find_nameservers(work.zone, settings.resolvers, settings.timeout)
+        )
         await work.publish(provider, desired, nameservers)
         results = await work.check(desired, nameservers)
 
@@ -433,8 +503,8 @@ async def reconcile(run: Run, settings: DnsSettings) -> None:
             if r.verified and r.record.purpose == "dkim"
         }
         token = (body.metadata.annotations or {}).get(ROTATE_ANNOTATION)
-        advanced, steps = await asyncio.to_thread(
-            advance, key_set, policy, now=now, verified=verified_selectors, rotate_token=token
+        advanced, steps = await advance_with_spares(
+            key_set, policy, now=now, verified=verified_selectors, rotate_token=token
         )
         if advanced != key_set:
             await _write_secret(ctx, body, advanced)
@@ -467,7 +537,7 @@ async def reconcile(run: Run, settings: DnsSettings) -> None:
                     message=f"{r.record.type} {r.record.name} no longer verifies; create it "
                     f"with the value {r.record.value!r}",
                 )
-    mailboxes = await _mailboxes_today(ctx, spec, work.namespace, now)
+    mailboxes = await _mailboxes_today(ctx, spec, tenant, now)
     observed, fields = decide_status(
         spec,
         status,
@@ -486,8 +556,103 @@ async def reconcile(run: Run, settings: DnsSettings) -> None:
     await run.status.write(observed, **fields)
 
 
+async def _show_block(
+    run: Run, blocks: receiver_block.Checks, tenant: TenantRow | None, *, known: bool
+) -> None:
+    """Show the domain's block: of `tenant` when the pass has looked it up (`known`), else of
+    the tenant looked up here (inside the read, so that a database failure spares the pass)."""
+    domain = run.spec.domain.rstrip(".").lower()
+
+    async def read() -> Strikes | None:
+        owner = tenant if known else await receiver_block.tenant_of(run.ctx, run.namespace)
+        return await receiver_block.observe(run.ctx, owner, BlockScope.DOMAIN, domain)
+
+    await receiver_block.show(run, blocks, read)
+
+
+def starts_keys(key_set: KeySet, token: str | None) -> bool:
+    """Whether a pass generates keys before anything else (pure): the domain has none yet, or
+    `rotate-dkim` holds a value that has not rotated the keys yet."""
+    return not key_set.keys or (token is not None and token != key_set.rotate_token)
+
+
+async def _keys(run: Run, policy: RotationPolicy) -> KeySet:
+    """The domain's DKIM keys, from its Secret. The first keys, and a rotation asked for with
+    `rotate-dkim`, are made here, before anything slow (the provider, DNS queries to every
+    nameserver, the other reads of the pass): stored in the Secret before any record depends
+    on them, and a rotation's new key shown in status at once. The rest of the pass publishes
+    and verifies them; the per-object lock keeps two passes from making keys at once.
+
+    A rotation starts from the key set this process last wrote or read (`WRITTEN`), not from
+    a read of the Secret, and takes the spare RSA key (`SPARES`) instead of generating one:
+    its write is conditional on that key set's resourceVersion, and when the Secret changed
+    meanwhile (409) the pass reads it and decides again."""
+    started = time.perf_counter()
+    name = secret_name(run.name)
+    token = (run.body.metadata.annotations or {}).get(ROTATE_ANNOTATION)
+    remembered = WRITTEN.get(run.namespace, name)
+    if remembered and remembered.key_set.keys and starts_keys(remembered.key_set, token):
+        try:
+            return await _start_keys(
+                run, policy, remembered.key_set, token, started, remembered.resource_version
+            )
+        except ApiException:
+            # Changed since (409 Conflict) or gone: read it, and decide on what it holds (an
+            # error that is not about this memory comes again from the read path's write).
+            WRITTEN.forget(run.namespace, name)
+    secret = await run.ctx.kube.get("v1", "Secret", name, run.namespace)
+    try:
+        key_set = load_key_set((secret or {}).get("data"))
+    except DkimKeyError as error:
+        WRITTEN.forget(run.namespace, name)
+        raise ReconcileError(
+            "DKIMSecretMalformed",
+            f"Secret {name} is not a DKIM key set ({error}); restore it from a backup, or "
+            "delete it to generate new keys (they must then be published)",
+        ) from None
+    version = ((secret or {}).get("metadata") or {}).get("resourceVersion")
+    WRITTEN.remember(run.namespace, name, version, key_set)
+    if not starts_keys(key_set, token):
+        return key_set
+    return await _start_keys(run, policy, key_set, token, started, version)
+
+
+async def _start_keys(
+    run: Run,
+    policy: RotationPolicy,
+    key_set: KeySet,
+    token: str | None,
+    started: float,
+    resource_version: str | None,
+) -> KeySet:
+    """Generate the first keys or a rotation's, store them over the Secret at
+    `resource_version` (None: it does not exist yet), and show a rotation in status."""
+    first = not key_set.keys
+    read = time.perf_counter()
+    advanced, steps = await advance_with_spares(
+        key_set, policy, now=run.now, verified=(), rotate_token=token
+    )
+    generated = time.perf_counter()
+    await _write_secret(run.ctx, run.body, advanced, resource_version=resource_version)
+    # Where the time goes (rotate-dkim waits for kopf and the object's lock besides).
+    run.logger.info(
+        "SendingDomain %s: %s stored (read %.2f s, generated %.2f s, written %.2f s)",
+        run.name,
+        "first keys" if first else f"rotation ({ROTATE_ANNOTATION}={token})",
+        read - started,
+        generated - read,
+        time.perf_counter() - generated,
+    )
+    _announce(run.body, steps)
+    if not first:
+        # Only for a domain reconciled before: a first pass states its conditions with it.
+        previous: Mapping[str, Any] | None = dict(run.body.status or {}).get("dkim")
+        await run.status.write(dkim=dkim_status(advanced, policy, run.name, previous, run.now))
+    return advanced
+
+
 async def _mailboxes_today(
-    ctx: Context, spec: SendingDomainSpec, namespace: str, now: datetime
+    ctx: Context, spec: SendingDomainSpec, tenant: TenantRow | None, now: datetime
 ) -> list[dict[str, Any]]:
     """Each mailbox's warm-up day and limit today (operator/rotation.py, as campaigns plan
     them): the warm-up counts from its first message in the tenant's ledger (outside a
@@ -497,11 +662,9 @@ async def _mailboxes_today(
     fqdn = spec.domain.lower()
     addresses = [f"{m.local_part}@{fqdn}" for m in spec.mailboxes]
     first_sent: dict[str, datetime] = {}
-    if namespace.startswith(NAMESPACE_PREFIX):
-        tenant = await get_tenant(ctx.db, namespace.removeprefix(NAMESPACE_PREFIX))
-        if tenant is not None:
-            async with tenant_connection(ctx.db, tenant.id) as conn:
-                first_sent = await mailbox_first_sent(conn, addresses)
+    if tenant is not None:
+        async with tenant_connection(ctx.db, tenant.id) as conn:
+            first_sent = await mailbox_first_sent(conn, addresses)
     found = []
     for mailbox, address in zip(spec.mailboxes, addresses, strict=True):
         day = rotation.today(mailbox, address, first_sent.get(address), now)
@@ -526,6 +689,40 @@ def failed(error: ReconcileError, permanent: bool) -> list[Observed]:
     if error.reason not in ("InvalidSpec", "DKIMSecretMalformed"):
         observed.append(Observed("DNSPublished", "False", error.reason, error.message))
     return observed
+
+
+def dkim_status(
+    key_set: KeySet,
+    policy: RotationPolicy,
+    name: str,
+    previous: Mapping[str, Any] | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """`status.dkim` (pure): every selector, its state and timeline, the selectors removed
+    lately (kept from the `previous` status), the last and next rotation."""
+    selectors = [
+        {
+            "selector": k.selector,
+            "algorithm": k.algorithm,
+            "state": "Retiring" if k.state == KeyState.REVOKED else str(k.state),
+            "secretName": secret_name(name),
+            "createdAt": iso(k.created_at),
+            **({"retireAt": iso(k.retire_at)} if k.retire_at else {}),
+            **selector_times(k, policy.retire_after),
+        }
+        for k in key_set.keys
+    ]
+    activated = [k.activated_at for k in key_set.keys if k.activated_at]
+    dkim: dict[str, Any] = {"selectors": selectors}
+    removed = removed_selectors(previous, selectors, now)
+    if removed:
+        dkim["removed"] = removed
+    if activated:
+        dkim["lastRotation"] = iso(max(activated))
+    due = next_due(key_set, policy)
+    if due:
+        dkim["nextRotation"] = iso(due)
+    return dkim
 
 
 def decide_status(
@@ -560,7 +757,7 @@ def decide_status(
             "published": published.get(record.key, False),
             "verified": result.verified,
             # A pass runs only when due (verifyInterval), so this is one write per interval.
-            "lastChecked": _iso(now),
+            "lastChecked": iso(now),
         }
         if result.diff:
             item["diff"] = result.diff
@@ -569,24 +766,7 @@ def decide_status(
     algorithms = set(policy.algorithms)
     active = {k.algorithm for k in key_set.keys if k.state == KeyState.ACTIVE}
     keys_ready = algorithms <= active
-    selectors = [
-        {
-            "selector": k.selector,
-            "algorithm": k.algorithm,
-            "state": "Retiring" if k.state == KeyState.REVOKED else str(k.state),
-            "secretName": secret_name(name),
-            "createdAt": _iso(k.created_at),
-            **({"retireAt": _iso(k.retire_at)} if k.retire_at else {}),
-        }
-        for k in key_set.keys
-    ]
-    activated = [k.activated_at for k in key_set.keys if k.activated_at]
-    dkim: dict[str, Any] = {"selectors": selectors}
-    if activated:
-        dkim["lastRotation"] = _iso(max(activated))
-    due = next_due(key_set, policy)
-    if due:
-        dkim["nextRotation"] = _iso(due)
+    dkim = dkim_status(key_set, policy, name, status.get("dkim"), now)
 
     unverified = [r for r in results if not r.verified]
     observed = [
@@ -637,8 +817,8 @@ def decide_status(
         "mailboxes": mailboxes or None,
     }
     if all_verified:
-        fields["firstVerifiedAt"] = status.get("firstVerifiedAt") or _iso(now)
-        fields["lastVerifiedAt"] = _iso(now)
+        fields["firstVerifiedAt"] = status.get("firstVerifiedAt") or iso(now)
+        fields["lastVerifiedAt"] = iso(now)
     return observed, fields
 
 
@@ -730,6 +910,19 @@ async def cleanup(
     logger.info("SendingDomain %s: removed %d owned record(s)", name, len(changes))
 
 
-def register(registry: kopf.OperatorRegistry, config: Any) -> None:
+def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     """Attach the SendingDomain controller; DNS settings come from PM_DNS_* variables."""
-    SendingDomainController(DnsSettings.from_env()).attach(registry)
+    controller = SendingDomainController(
+        DnsSettings.from_env(), block_seconds=config.resync_seconds
+    )
+    controller.attach(registry)
+
+    @kopf.on.startup(registry=registry)
+    def make_spare_keys(**_: Any) -> None:
+        # The first spares are made while kopf lists the objects; each use starts the next.
+        SPARES.prepare()
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_key_processes(**_: Any) -> None:
+        # Waits for a key in the making (a fraction of a second): no worker outlives us.
+        await asyncio.to_thread(SPARES.close)

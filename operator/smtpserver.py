@@ -4,7 +4,9 @@ Built on the framework (operator/controller.py: spec parsing, the per-object loc
 the status writer, events, metrics, the clock). Each pass (changes, resume and a timer,
 PM_SMTP_POLL_SECONDS) observes the provider, decides the next step with the pure
 `decide_provisioning` (operator/providers/base.py's contract) and acts, until the server is
-configured or something must be waited for. Status is written after every step that matters,
+configured or something must be waited for. Each pass first shows receivers' blocks of the
+server (`status.receiverBlock`, operator/receiver_block.py). Status is written after every
+step that matters,
 so the provider's id is stored before anything else is done with the server, and a process
 killed at any point resumes from what status and the provider say, never creating a second
 server. Passes of one object never overlap: a timer tick and a spec change cannot both decide
@@ -39,16 +41,20 @@ from penguinmails.api.v1alpha1.smtpserver import (
     SmtpServerSpec,
     SmtpServerStatus,
 )
+from penguinmails.common.db.blocks import BlockScope, Strikes, pool_server_name
 from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
 from penguinmails.common.settings import OperatorSettings, SmtpServerSettings
-from penguinmails.operator import conditions
+from penguinmails.operator import conditions, receiver_block
+from penguinmails.operator.campaign import SHARED_POOL_LABEL, CampaignSettings
 from penguinmails.operator.clock import Clock, SystemClock
 from penguinmails.operator.conditions import Observed
 from penguinmails.operator.context import Context
 from penguinmails.operator.controller import Controller, Logger, Pass
 from penguinmails.operator.errors import ReconcileError
 from penguinmails.operator.kube import load_config
-from penguinmails.operator.mailu.install import install_on_vps
+from penguinmails.operator.mailu import mailboxes
+from penguinmails.operator.mailu.admin_api import MailuAdminError
+from penguinmails.operator.mailu.install import install_on_vps, use_vps_admin
 from penguinmails.operator.probes import dnsbl, rdns, smtp
 from penguinmails.operator.probes.resolver import make_resolver
 from penguinmails.operator.providers.base import External, Provider, ServerRef
@@ -69,6 +75,7 @@ KIND = "SmtpServer"
 
 PROVISIONED = SmtpServerConditionType.PROVISIONED.value
 MAIL_STACK_READY = SmtpServerConditionType.MAIL_STACK_READY.value
+MAILBOXES_READY = SmtpServerConditionType.MAILBOXES_READY.value
 REACHABLE = SmtpServerConditionType.REACHABLE.value
 REVERSE_DNS = SmtpServerConditionType.REVERSE_DNS_VERIFIED.value
 NOT_LISTED = SmtpServerConditionType.NOT_LISTED.value
@@ -84,6 +91,7 @@ class ControllerState:
 
     settings: SmtpServerSettings
     clients: dict[str, HostwindsClient] = field(default_factory=dict)
+    mailboxes_synced: mailboxes.Synced = field(default_factory=mailboxes.Synced)
     _core: client.CoreV1Api | None = None
     _rbac: client.RbacAuthorizationV1Api | None = None
 
@@ -211,11 +219,30 @@ class CredentialsHold:
             except ForbiddenError:
                 pass  # a terminating namespace: the binding is still there, held by us
         remove = {"metadata": {"$deleteFromPrimitiveList/finalizers": [self.finalizer]}}
-        await self._patch(self._state.core().patch_namespaced_secret, name, remove)
+        try:
+            await self._patch(self._state.core().patch_namespaced_secret, name, remove)
+        except ApiException as error:
+            if error.status != 403 or not bound or await self._binding_exists():
+                raise
+            # Released already: our finalizer keeps the binding until our last Secret is
+            # released, so without it a namespace being deleted holds nothing of ours. (kopf
+            # may run a deletion handler again after it succeeded, on a stale event.)
+            return
         if bound and binding:
             await self._patch(
                 self._state.rbac().patch_namespaced_role_binding, BINDING_NAME, remove
             )
+
+    async def _binding_exists(self) -> bool:
+        try:
+            await asyncio.to_thread(
+                self._state.rbac().read_namespaced_role_binding, BINDING_NAME, self._namespace
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     async def _patch(self, patch: Callable[..., Any], name: str, body: Mapping[str, Any]) -> None:
         try:
@@ -561,7 +588,14 @@ class SmtpServerController(Controller[SmtpServerSpec, SmtpServerStatus]):
     spec_model = SmtpServerSpec
     status_model = SmtpServerStatus
 
-    def __init__(self, state: ControllerState, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        state: ControllerState,
+        *,
+        clock: Clock | None = None,
+        block_seconds: float = 60.0,
+        platform_namespace: str = "penguinmails",
+    ) -> None:
         settings = state.settings
         super().__init__(
             interval=settings.poll_seconds,
@@ -569,6 +603,8 @@ class SmtpServerController(Controller[SmtpServerSpec, SmtpServerStatus]):
             clock=clock,
         )
         self.state = state
+        self.blocks = receiver_block.Checks(self.clock, block_seconds)
+        self.platform_namespace = platform_namespace
 
     def skip(self, body: kopf.Body) -> bool:
         # Being deleted: only the cleanup acts now. A pass here would find the terminated VPS
@@ -604,14 +640,32 @@ class SmtpServerController(Controller[SmtpServerSpec, SmtpServerStatus]):
 
     async def reconcile(self, run: Run) -> None:
         run.step = PROVISIONED
+        if not run.timer or self.blocks.due(run.uid):
+            # First: receivers' blocks show even while provisioning waits or fails.
+            await receiver_block.show(run, self.blocks, lambda: self._block(run))
         await _walk(run, self.state)
         # Ready, from every condition as they now are, with its phase.
         merged = run.status.current.get("conditions") or []
         ready = _ready(merged, self.state.settings.probe_seconds > 0)
         await run.status.write([ready], phase=_phase(merged, ready, False).value)
 
+    async def _block(self, run: Run) -> Strikes | None:
+        """The server's block: a tenant's own (its rows), or a shared-pool server's, counted
+        over every tenant (registered or forgotten here as its label says)."""
+        if run.namespace == self.platform_namespace:
+            shared = run.body.metadata.labels.get(SHARED_POOL_LABEL) == "shared"
+            name = pool_server_name(run.namespace, run.name)
+            return await receiver_block.pool_server(run.ctx, name, shared)
+        tenant = await receiver_block.tenant_of(run.ctx, run.namespace)
+        return await receiver_block.observe(run.ctx, tenant, BlockScope.SERVER, run.name)
+
     async def cleanup(self, ctx: Context, body: kopf.Body, retry: int, logger: Logger) -> None:
+        self.blocks.forget(str(body.metadata.uid))
+        self.state.mailboxes_synced.forget(str(body.metadata.uid))
         await cleanup(ctx, self, body, logger)
+        if body.metadata.namespace == self.platform_namespace:
+            name = pool_server_name(self.platform_namespace, str(body.metadata.name))
+            await receiver_block.forget(ctx, name)
 
 
 async def _walk(run: Run, state: ControllerState) -> None:
@@ -753,6 +807,8 @@ async def _configure(
     assert ip is not None
     run.step = MAIL_STACK_READY
     await _mail_stack(run.ctx, state, run.body, spec, writer, external, built)
+    run.step = MAILBOXES_READY
+    await _mailboxes(run, state, built, external)
     run.step = REACHABLE
     if probe_due(settings.probe_seconds, writer.current, run.generation, ip, run.now):
         relay = spec.provider.relay
@@ -827,6 +883,58 @@ async def _mail_stack(
     await writer.write(
         [Observed(MAIL_STACK_READY, "True", "Installed", f"MailU running on {external.ip_address}")]
     )
+
+
+async def _mailboxes(run: Run, state: ControllerState, built: Built, external: External) -> None:
+    """A MailU the platform runs carries the conversation of the SendingDomains referencing it
+    (operator/mailu/mailboxes.py); shown as MailboxesReady, which Ready does not wait on."""
+    if run.status.condition(MAIL_STACK_READY).get("reason") not in ("Installed", "Available"):
+        return  # a relay, MailU not managed here, or not up yet
+    ctx, settings = run.ctx, state.settings
+
+    async def open_admin(use: mailboxes.AdminUse) -> mailboxes.Outcome:
+        if isinstance(built.provider, MailuInCluster):
+            owner = built.provider.owner(ServerRef(run.namespace, run.name, run.uid, ""))
+            return await mailboxes.use_cluster_admin(ctx, owner, use)
+        assert built.ssh_private_key is not None and external.ip_address is not None
+        return await use_vps_admin(
+            ctx,
+            settings,
+            namespace=run.namespace,
+            name=run.name,
+            uid=run.uid,
+            host=external.ip_address,
+            private_key=built.ssh_private_key,
+            use=use,
+        )
+
+    if not run.timer:
+        # A change (the spec, a SendingDomain's nudge) sets MailU up anew; timer passes trust
+        # what the last complete set-up gave it, while nothing wanted changed.
+        state.mailboxes_synced.forget(run.uid)
+    try:
+        outcome = await mailboxes.reconcile(
+            ctx,
+            namespace=run.namespace,
+            server=run.name,
+            uid=run.uid,
+            intake_host=settings.intake_host,
+            open_admin=open_admin,
+            synced=state.mailboxes_synced,
+            now=run.now.timestamp(),
+        )
+    except MailuAdminError as error:
+        observed = Observed(MAILBOXES_READY, "False", "MailUAdminFailed", f"{error}; retrying")
+    except ReconcileError as error:  # the SSH connection to the VPS
+        observed = Observed(MAILBOXES_READY, "False", error.reason, error.message)
+    else:
+        if outcome is None:
+            return  # MailU holds what it was last given, and its condition says so
+        if outcome.complete:
+            observed = Observed(MAILBOXES_READY, "True", "Configured", outcome.message())
+        else:
+            observed = Observed(MAILBOXES_READY, "False", "Incomplete", outcome.message())
+    await run.status.write([observed])
 
 
 async def cleanup(
@@ -918,4 +1026,9 @@ async def _terminate(
 
 def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     """Attach the SmtpServer controller; provider and probe settings come from PM_* variables."""
-    SmtpServerController(ControllerState(SmtpServerSettings.from_env())).attach(registry)
+    SmtpServerController(
+        ControllerState(SmtpServerSettings.from_env()),
+        block_seconds=config.resync_seconds,
+        platform_namespace=CampaignSettings.from_env().platform_namespace,
+    ).attach(registry)
+    mailboxes.watch_sending_domains(registry)

@@ -1,8 +1,12 @@
 """The Tenant controller: namespace, quota, limits, network policy, RBAC, sender, database row.
 
-One level-based `reconcile` serves create, update, resume and the resync timer: it states the
-whole desired state every time, so a crash at any point followed by a restart converges, and
-anything deleted behind our back (a quota, the sender Deployment) comes back on the next tick.
+Built on the framework (operator/controller.py: spec parsing, the per-object lock, backoff,
+the status writer, events on condition transitions, metrics, the clock). One level-based pass
+serves create, update, resume and the resync timer: observe and act (`_state_everything`
+states the whole desired state, so a crash at any point followed by a restart converges; a
+timer pass may instead trust the last full pass, `Resyncs`), then decide the status, pure
+(`decide`). Anything deleted or edited behind our back (a quota, the sender Deployment) comes
+back on the change its watch makes (operator/child_watch.py).
 """
 
 from __future__ import annotations
@@ -10,24 +14,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import dataclasses
 import logging
+import math
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import kopf
 import stripe
 from kubernetes.dynamic.exceptions import ConflictError, ResourceNotFoundError
-from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from penguinmails.api.billing.plans import allowance_for
-from penguinmails.api.v1alpha1 import TenantSpec
+from penguinmails.api.v1alpha1 import TenantConditionType, TenantSpec, TenantStatus
 from penguinmails.api.v1alpha1.tiers import TIERS, Tier
 from penguinmails.common.db.tenant_logins import (
     connection_limit,
@@ -40,21 +45,24 @@ from penguinmails.common.db.tenants import get_tenant, mark_tenant_deleted, upse
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.settings import OperatorSettings
 from penguinmails.common.tenant_redis import delete_tenant_redis_user, ensure_tenant_redis_user
-from penguinmails.operator import conditions, metrics, notices, usage
+from penguinmails.operator import metrics, notices, usage
 from penguinmails.operator import tenant_resources as res
-from penguinmails.operator.conditions import Observed
+from penguinmails.operator.child_watch import ChildKind, watch_children
+from penguinmails.operator.clock import Clock
+from penguinmails.operator.conditions import READY, Observed
 from penguinmails.operator.context import Context
-from penguinmails.operator.errors import (
-    ConfigurationError,
-    backoff_seconds,
-    describe,
-    describe_validation_error,
-)
-from penguinmails.operator.handlers import register_controller
+from penguinmails.operator.controller import Controller, Logger, Pass
+from penguinmails.operator.errors import ReconcileError, backoff_seconds, describe
 from penguinmails.operator.kube import Kube
+from penguinmails.operator.resync_loop import ResyncLoop
 from penguinmails.operator.secret_access import apply_secret
+from penguinmails.operator.status import Event, announce
+
+log = logging.getLogger(__name__)
 
 PLURAL = "tenants"
+SUSPENDED = TenantConditionType.SUSPENDED.value
+SENDERS_SCHEDULED = TenantConditionType.SENDERS_SCHEDULED.value
 FULL_PASSES_AT_ONCE = 16
 """Full passes in flight at once. Thousands of Tenants arrive at once (a restart resumes every
 one, a bulk import creates them): unbounded, each holds its manifests and responses while its
@@ -67,6 +75,21 @@ so at once rather than at the next resync (`watch_sender_scheduling`)."""
 SENDER_CONFIG_ANNOTATION = f"{res.GROUP}/sender-config"
 """Set on a Tenant when one of its sender pods cannot start for want of its Secret
 (CreateContainerConfigError): the pass it triggers issues the Secret again."""
+CHILD_CHANGED_ANNOTATION = f"{res.GROUP}/child-changed"
+"""Set on a Tenant when one of its children was deleted or edited by someone else
+(operator/child_watch.py): the pass it triggers states them again."""
+WATCHED_CHILDREN: tuple[ChildKind, ...] = (
+    ChildKind("apps", "v1", "deployments", "Deployment"),
+    ChildKind("", "v1", "resourcequotas", "ResourceQuota"),
+    ChildKind("", "v1", "limitranges", "LimitRange"),
+    ChildKind("", "v1", "serviceaccounts", "ServiceAccount"),
+    ChildKind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
+    ChildKind("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+    ChildKind("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+    ChildKind("", "v1", "namespaces", "Namespace"),
+    # By its one name only: what RBAC grants the operator to list and watch of Secrets.
+    ChildKind("", "v1", "secrets", "Secret", name=res.SENDER_NAME),
+)
 ROTATE_SENDER_ANNOTATION = f"{res.GROUP}/rotate-sender-credentials"
 """Set (or change) this annotation on a Tenant to any value to issue its sender new database and
 Redis passwords now; the value is recorded on the sender Secret, so each value rotates once."""
@@ -96,7 +119,7 @@ async def _issue_sender_secret(
     namespace, _, name = ctx.settings.sender_secret.partition("/")
     source = await ctx.kube.get("v1", "Secret", name, namespace or None)
     if source is None:
-        raise ConfigurationError(
+        raise ReconcileError(
             "SenderSecretMissing",
             f"PM_SENDER_SECRET names the Secret {ctx.settings.sender_secret}, which does not "
             f"exist: create it with the keys {', '.join(res.SENDER_SECRET_KEYS)}",
@@ -104,14 +127,14 @@ async def _issue_sender_secret(
     data = dict(source.get("data") or {})
     missing = [key for key in res.SENDER_SECRET_KEYS if key not in data]
     if missing:
-        raise ConfigurationError(
+        raise ReconcileError(
             "SenderSecretIncomplete",
             f"the Secret {ctx.settings.sender_secret} lacks {', '.join(missing)}: add them",
         )
     try:
         master = MasterKeys.parse(_decode(data["PM_SUPPRESSION_KEY"]))
     except ValueError as error:
-        raise ConfigurationError(
+        raise ReconcileError(
             "SenderSecretInvalid", f"the Secret {ctx.settings.sender_secret}: {error}"
         ) from None
     copy = (await ctx.kube.get("v1", "Secret", res.SENDER_NAME, tenant.namespace)) or {}
@@ -165,6 +188,21 @@ class Stated:
     placement: res.SenderPlacement
     at: float = 0.0
     """When it was stated, on the `Resyncs` clock."""
+    name: str = ""
+    spec: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The Tenant's spec as that pass read it (unchanged since: same generation). With the
+    name and generation, what a resync needs instead of the body kopf would keep for a timer."""
+
+    def body(self, uid: str, status: Mapping[str, Any]) -> kopf.Body:
+        """The Tenant as a cheap resync sees it: as of this full pass, with `status`."""
+        raw = {
+            "apiVersion": res.TENANT_API_VERSION,
+            "kind": "Tenant",
+            "metadata": {"name": self.name, "uid": uid, "generation": self.generation},
+            "spec": copy.deepcopy(dict(self.spec)),
+            "status": dict(status),
+        }
+        return kopf.Body(raw)  # type: ignore[arg-type]
 
 
 class Resyncs:
@@ -173,15 +211,18 @@ class Resyncs:
     A full pass applies about a dozen children and reads the campaigns, pods and Secrets: ~200
     requests a second at 1,000 Tenants on a 60 s resync. But every way a child can change
     between passes already makes a change pass: a deleted or edited child nudges its Tenant
-    (`handlers.repair_children`), a Campaign starting or finishing nudges it (replicas), a
+    (operator/child_watch.py), a Campaign starting or finishing nudges it (replicas), a
     sender pod's scheduling nudges it, a sender pod that cannot start for want of its Secret
     nudges it, and a spec change or an annotation (ROTATE_SENDER_ANNOTATION: how the sender's
     logins are rotated) is a change. So a timer pass trusts the last full pass of this process
     and makes no request at all, unless the generation moved or the last full pass is
     `full_every` seconds old (PM_FULL_RESYNC_SECONDS, 10 hours as controller-runtime's sync
     period): the net for what a watch can miss (a child deleted while a watch reconnects, a
-    changed platform Secret, a sender Secret edited by hand: Secrets are not watched, since the
-    operator may not list them)."""
+    changed platform Secret). The sender Secret is watched by its one name (`register`).
+
+    The timer passes come from one operator-wide loop (operator/resync_loop.py) over the
+    Tenants known here, not from a kopf timer per Tenant: a cheap pass needs only what
+    `Stated` keeps; a full one reads the Tenant first (`TenantController.resync`)."""
 
     def __init__(self, full_every: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.applied: dict[str, Stated] = {}
@@ -199,8 +240,21 @@ class Resyncs:
             return None
         return stated
 
+    def full_due(self, uid: str) -> bool:
+        """Whether the last full pass of this Tenant is `full_every` seconds old (or none)."""
+        stated = self.applied.get(uid)
+        return stated is None or self._clock() - stated.at >= self._full_every
+
     def record(self, uid: str, stated: Stated) -> None:
         self.applied[uid] = dataclasses.replace(stated, at=self._clock())
+
+    def stale(self, uid: str) -> None:
+        """A full pass started: until one succeeds, what the last one stated is not to be
+        trusted (a failed change must not be papered over by a cheap pass from the state
+        before it); the next timer pass is full, after the backoff."""
+        stated = self.applied.get(uid)
+        if stated is not None:
+            self.applied[uid] = dataclasses.replace(stated, at=-math.inf)
 
     def forget(self, uid: str) -> None:
         self.applied.pop(uid, None)
@@ -243,88 +297,167 @@ async def _state_everything(
     )
 
 
-async def reconcile(
-    ctx: Context,
-    body: kopf.Body,
-    patch: kopf.Patch,
-    retry: int,
-    logger: logging.Logger | kopf.Logger,
-    *,
-    resyncs: Resyncs | None = None,
-    cached: Stated | None = None,
-    full_passes: asyncio.Semaphore | None = None,
-) -> None:
-    """One pass over a Tenant. `cached` (a cheap resync, see `Resyncs`): what the last full
-    pass stated, trusted; `resyncs` records each full pass; `full_passes` bounds how many run
-    at once (FULL_PASSES_AT_ONCE)."""
-    name = body.metadata.name
-    generation = int(body.metadata.get("generation") or 0)
-    status: Mapping[str, Any] = body.status or {}
-    if not name:
-        return
-    try:
-        spec = TenantSpec.model_validate(dict(body.spec))
-    except ValidationError as error:
-        message = describe_validation_error(error)
-        conditions.write_status(
-            patch,
-            status,
-            generation,
-            [Observed("Ready", "False", "InvalidSpec", f"{message}; fix the Tenant's spec")],
-        )
-        previous = conditions.find(status.get("conditions"), "Ready") or {}
-        if previous.get("reason") != "InvalidSpec":
-            kopf.warn(body, reason="InvalidSpec", message=message)
-        metrics.RECONCILE_ERRORS.labels(kind="Tenant", reason="InvalidSpec").inc()
-        return  # Waits for a spec change; the resync timer re-checks anyway.
+@dataclass(frozen=True)
+class Decision:
+    """What one pass concluded about a Tenant: its conditions, its status fields, and the
+    events that are not a condition's transition (the framework announces those)."""
 
-    tenant = res.TenantRef(name=name, uid=str(body.metadata.uid), tier=spec.tier)
-    try:
-        stated = cached
-        if stated is None:
-            rotate_token = body.metadata.annotations.get(ROTATE_SENDER_ANNOTATION)
-            async with full_passes or contextlib.nullcontext():
-                stated = await _state_everything(ctx, tenant, spec, generation, rotate_token)
-            if resyncs is not None:
-                resyncs.record(tenant.uid, stated)
-        sent = await _usage(ctx, name, spec, stated.tenant_id, logger)
-    except Exception as error:
-        failure = describe(error)
-        logger.warning("Tenant %s not reconciled: %s", name, failure.message)
-        conditions.write_status(
-            patch, status, generation, [Observed("Ready", "False", failure.reason, failure.message)]
-        )
-        kopf.warn(body, reason=failure.reason, message=failure.message)
-        metrics.RECONCILE_ERRORS.labels(kind="Tenant", reason=failure.reason).inc()
-        raise kopf.TemporaryError(failure.message, delay=backoff_seconds(retry)) from error
-    replicas, placement = stated.replicas, stated.placement
+    observed: list[Observed]
+    fields: dict[str, Any]
+    events: list[Event]
 
-    observed = _senders_observed(spec.tier, tenant.namespace, placement)
+
+def decide(
+    spec: TenantSpec,
+    namespace: str,
+    stated: Stated,
+    sent: int,
+    before: Mapping[str, Any],
+) -> Decision:
+    """Pure: the status a Tenant gets from what its pass stated (or trusted) and counted.
+
+    `before` is its status as the pass found it: a tier that changed is announced once."""
+    observed = _senders_observed(spec.tier, namespace, stated.placement)
     if spec.suspended:
         why = spec.suspend_reason or "no reason given"
         observed.append(
             Observed(
-                "Suspended",
+                SUSPENDED,
                 "True",
                 "SuspendedBySpec",
                 f"sending stopped and the sender scaled to 0: {why}",
             )
         )
     else:
-        observed.append(Observed("Suspended", "False", "Active", "the tenant may send"))
+        observed.append(Observed(SUSPENDED, "False", "Active", "the tenant may send"))
+    events = []
+    previous_tier = before.get("tier")
+    if previous_tier and previous_tier != spec.tier.value:
+        events.append(
+            Event("Normal", "TierChanged", f"resized from {previous_tier} to {spec.tier.value}")
+        )
+    fields = {
+        "namespace": namespace,
+        "tier": spec.tier.value,
+        "senderReplicas": stated.replicas,
+        "emailsSentThisMonth": sent,
+    }
+    return Decision(observed, fields, events)
 
-    _announce_changes(body, status, spec_tier=spec.tier.value, suspended=spec.suspended)
-    _announce_scheduling(body, status, observed)
-    conditions.write_status(
-        patch,
-        status,
-        generation,
-        observed,
-        namespace=tenant.namespace,
-        tier=spec.tier.value,
-        senderReplicas=replicas,
-        emailsSentThisMonth=sent,
-    )
+
+Run = Pass[TenantSpec, TenantStatus]
+CountSends = Callable[[Context, str, TenantSpec, uuid.UUID, datetime, Logger], Awaitable[int]]
+"""This month's sends of a Tenant, and what follows from them (`_usage`)."""
+
+
+class TenantController(Controller[TenantSpec, TenantStatus]):
+    """Observe and act (`_state_everything`, or trust the last full pass: `Resyncs`), decide
+    (`decide`), on the framework (operator/controller.py)."""
+
+    kind = "Tenant"
+    plural = PLURAL
+    spec_model = TenantSpec
+    status_model = TenantStatus
+    neutral = frozenset({SUSPENDED})  # suspended or not is the customer's state, not health
+    kopf_timer = False  # resynced by `self.loop`: kopf keeps no body nor task per Tenant
+
+    def __init__(
+        self,
+        *,
+        interval: float,
+        full_every: float,
+        clock: Clock | None = None,
+        full_passes_at_once: int = FULL_PASSES_AT_ONCE,
+        count_sends: CountSends | None = None,
+    ) -> None:
+        super().__init__(interval=interval, clock=clock)
+        self.resyncs = Resyncs(full_every, self.clock.monotonic)
+        self.full_passes = asyncio.Semaphore(full_passes_at_once)
+        # Injected by the unit tests (no database there); the database's count otherwise.
+        self.count_sends: CountSends = count_sends or _usage
+        self.loop = ResyncLoop(
+            kind=self.kind,
+            interval=interval,
+            known=self.resyncs.applied.keys,
+            resync=self.resync,
+            locks=self.locks,
+            clock=self.clock,
+        )
+
+    async def run(
+        self, ctx: Context, body: kopf.Body, *, retry: int, logger: Logger, timer: bool
+    ) -> None:
+        if not timer:
+            self.loop.seen_from_kopf()
+        await super().run(ctx, body, retry=retry, logger=logger, timer=timer)
+
+    async def resync(self, ctx: Context, uid: str) -> None:
+        """The timer pass of one Tenant this process reconciled (the loop holds its lock).
+
+        Cheap: from what the last full pass kept (`Stated`) and the status this process last
+        saw. When the full-pass net is due, the Tenant is read by name first (its spec and
+        annotations may have moved in ways a missed watch event hid); one deleted meanwhile,
+        or replaced by another of the same name, is forgotten."""
+        stated = self.resyncs.applied.get(uid)
+        if stated is None or self.backoff.waiting(uid):
+            return  # unknown, or a failed pass's backoff is not over: no read either
+        if self.resyncs.full_due(uid):
+            raw = await ctx.kube.get(self.api_version, self.kind, stated.name)
+            if raw is None or (raw.get("metadata") or {}).get("uid") != uid:
+                log.info("Tenant %s is gone: no more resyncs of it", stated.name)
+                self.forget(uid)
+                return
+            body = kopf.Body(raw)  # type: ignore[arg-type]
+        else:
+            body = stated.body(uid, self.written.get(uid) or {})
+        await self.run(ctx, body, retry=0, logger=log, timer=True)
+
+    def forget(self, uid: str) -> None:
+        self.resyncs.forget(uid)
+        self.written.pop(uid, None)
+        self.backoff.succeeded(uid)
+
+    def attach(self, registry: kopf.OperatorRegistry) -> None:
+        super().attach(registry)
+        self.loop.attach(registry)
+
+    def skip(self, body: kopf.Body) -> bool:
+        # Being deleted: only the cleanup acts now (a pass would re-apply the namespace).
+        return not body.metadata.name or bool(body.metadata.get("deletionTimestamp"))
+
+    def depth(self, body: kopf.Body, timer: bool) -> str:
+        if not timer:
+            return "change"
+        depth = "cheap" if self.resyncs.cheap(body, timer=True) is not None else "full"
+        metrics.RESYNC_PASSES.labels(kind=self.kind, depth=depth).inc()
+        return depth
+
+    async def reconcile(self, run: Run) -> None:
+        tenant = res.TenantRef(name=run.name, uid=run.uid, tier=run.spec.tier)
+        stated = self.resyncs.applied.get(run.uid) if run.depth == "cheap" else None
+        if stated is None:
+            self.resyncs.stale(run.uid)
+            rotate_token = run.body.metadata.annotations.get(ROTATE_SENDER_ANNOTATION)
+            async with self.full_passes:
+                stated = await _state_everything(
+                    run.ctx, tenant, run.spec, run.generation, rotate_token
+                )
+            spec = copy.deepcopy(dict(run.body.spec))
+            self.resyncs.record(run.uid, dataclasses.replace(stated, name=run.name, spec=spec))
+            # The loop's cheap passes start from the status as this pass found it (a write
+            # below replaces it), not from a body kopf no longer keeps.
+            self.written.setdefault(run.uid, run.status.current)
+        sent = await self.count_sends(
+            run.ctx, run.name, run.spec, stated.tenant_id, run.now, run.logger
+        )
+        decision = decide(run.spec, tenant.namespace, stated, sent, run.status.before)
+        await run.status.write(decision.observed, **decision.fields)
+        announce(run.body, decision.events)
+
+    async def cleanup(self, ctx: Context, body: kopf.Body, retry: int, logger: Logger) -> None:
+        # Forgotten first: no resync of a Tenant being deleted, even while its cleanup retries.
+        self.forget(str(body.metadata.uid))
+        await cleanup(ctx, body, retry, logger)
 
 
 async def _usage(
@@ -332,14 +465,14 @@ async def _usage(
     name: str,
     spec: TenantSpec,
     tenant_id: uuid.UUID,
-    logger: logging.Logger | kopf.Logger,
+    now: datetime,
+    logger: Logger,
 ) -> int:
     """This month's sent messages; past a plan that allows overage, the excess goes to Stripe;
     the notices at 80/95/100% of the allowance (operator/notices.py).
 
     A failed report is retried on the next pass: it must not hold up the rest of the Tenant.
     """
-    now = datetime.now(UTC)
     sent = await usage.month_usage(ctx.db, tenant_id, now)
     allowance = await allowance_for(ctx.db, spec.tier)
     customer = spec.billing.stripe_customer_id if spec.billing else None
@@ -377,59 +510,24 @@ def _senders_observed(tier: Tier, namespace: str, placement: res.SenderPlacement
             f"{placement.scheduler_message or 'no node fits them'}; {res.unschedulable_hint(tier)}"
         )
         return [
-            Observed("Ready", "False", "SendersUnschedulable", message),
-            Observed("SendersScheduled", "False", "Unschedulable", message),
+            Observed(READY, "False", "SendersUnschedulable", message),
+            Observed(SENDERS_SCHEDULED, "False", "Unschedulable", message),
         ]
     if placement.pods:
         scheduled = Observed(
-            "SendersScheduled",
+            SENDERS_SCHEDULED,
             "True",
             "Scheduled",
             f"no sender pod is waiting for a node ({placement.pods} running or starting)",
         )
     else:
         scheduled = Observed(
-            "SendersScheduled", "True", "NoSenders", "no sender pod runs: no campaign is sending"
+            SENDERS_SCHEDULED, "True", "NoSenders", "no sender pod runs: no campaign is sending"
         )
-    return [Observed("Ready", "True", "Reconciled", f"namespace {namespace} is ready"), scheduled]
+    return [Observed(READY, "True", "Reconciled", f"namespace {namespace} is ready"), scheduled]
 
 
-def _announce_scheduling(
-    body: kopf.Body, status: Mapping[str, Any], observed: list[Observed]
-) -> None:
-    """One event when the senders stop finding a node, one when they find one again."""
-    now = next(o for o in observed if o.type == "SendersScheduled")
-    was = conditions.find(status.get("conditions"), "SendersScheduled") or {}
-    if now.status == "False" and was.get("status") != "False":
-        kopf.warn(body, reason="SendersUnschedulable", message=now.message)
-    elif now.status == "True" and was.get("status") == "False":
-        kopf.info(body, reason="SendersScheduled", message=now.message)
-
-
-def _announce_changes(
-    body: kopf.Body, status: Mapping[str, Any], *, spec_tier: str, suspended: bool
-) -> None:
-    """Events mark what happened, once: compare with what status recorded last time."""
-    previous_tier = status.get("tier")
-    if not status.get("namespace"):
-        kopf.info(
-            body, reason="Provisioned", message=f"namespace tenant-{body.metadata.name} ready"
-        )
-    elif previous_tier and previous_tier != spec_tier:
-        kopf.info(
-            body, reason="TierChanged", message=f"resized from {previous_tier} to {spec_tier}"
-        )
-    was = conditions.find(status.get("conditions"), "Suspended")
-    was_suspended = bool(was and was.get("status") == "True")
-    if suspended and not was_suspended:
-        kopf.warn(body, reason="Suspended", message="sender scaled to 0 while suspended")
-    elif was is not None and was_suspended and not suspended:
-        kopf.info(body, reason="Resumed", message="the tenant may send again")
-
-
-async def cleanup(
-    ctx: Context, body: kopf.Body, retry: int, logger: kopf.Logger | logging.Logger
-) -> None:
+async def cleanup(ctx: Context, body: kopf.Body, retry: int, logger: Logger) -> None:
     """Delete the namespace and keep the tenant's rows, marked deleted, for the retention period.
 
     A namespace already terminating (409) is progress, not a failure: a retry after the DELETE
@@ -455,7 +553,7 @@ async def cleanup(
     )
 
 
-async def _delete_redis_user(ctx: Context, name: str, logger: kopf.Logger | logging.Logger) -> None:
+async def _delete_redis_user(ctx: Context, name: str, logger: Logger) -> None:
     """The tenant's Redis user goes with it (unlike its rows, nothing is kept: its keys are
     throttle state). Its password was only in the namespace being deleted, but a copy taken
     before (a leaked Secret) must not keep reaching the tenant's keys, nor the user name be
@@ -479,41 +577,20 @@ async def _delete_redis_user(ctx: Context, name: str, logger: kopf.Logger | logg
 
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
-    """Attach the Tenant handlers; the resync interval comes from the settings."""
-    resyncs = Resyncs(settings.full_resync_seconds)
-    full_passes = asyncio.Semaphore(FULL_PASSES_AT_ONCE)
-
-    async def run(
-        *,
-        body: kopf.Body,
-        patch: kopf.Patch,
-        retry: int,
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        timer: bool,
-    ) -> None:
-        cached = resyncs.cheap(body, timer=timer)
-        depth = "cheap" if cached is not None else "full"
-        if timer:
-            metrics.RESYNC_PASSES.labels(kind="Tenant", depth=depth).inc()
-        with metrics.observe("Tenant", depth if timer else "change"):
-            await reconcile(
-                memo.context,
-                body,
-                patch,
-                retry,
-                logger,
-                resyncs=resyncs,
-                cached=cached,
-                full_passes=full_passes,
-            )
-
-    async def delete(*, body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger) -> None:
-        await cleanup(memo.context, body, retry, logger)
-        resyncs.forget(str(body.metadata.uid))
-
-    register_controller(
-        registry, plural=PLURAL, interval=settings.resync_seconds, reconcile=run, cleanup=delete
+    """Attach the Tenant controller, the watch of its children and of its sender pods; the
+    resync interval comes from the settings."""
+    TenantController(
+        interval=settings.resync_seconds, full_every=settings.full_resync_seconds
+    ).attach(registry)
+    # A deleted or edited child is back within seconds: the resync does not re-apply them
+    # (`Resyncs`). Metadata-only watches of our own, not kopf's (which would keep state for
+    # every child): operator/child_watch.py.
+    watch_children(
+        registry,
+        owner=(res.TENANT_API_VERSION, "Tenant"),
+        label=res.TENANT_LABEL,
+        nudge_annotation=CHILD_CHANGED_ANNOTATION,
+        children=WATCHED_CHILDREN,
     )
     watch_sender_scheduling(registry)
 
@@ -524,9 +601,8 @@ def watch_sender_scheduling(registry: kopf.OperatorRegistry) -> None:
     Deployment up, so only the pod tells.
 
     Also when a sender pod cannot start for want of its Secret (CreateContainerConfigError):
-    Secrets are not watched (the operator may not list them) and the resync reads nothing, so
-    a deleted sender Secret is issued again when a pod needs it (a running pod keeps the
-    environment it started with).
+    the Secret's own watch (`register`) repairs a deletion at once, but not one it missed while
+    reconnecting, and the resync reads nothing; then the pod that needs it tells.
 
     Only sender pods are listed and streamed (a server-side label selector). A pod placed at the
     first attempt changes nothing the Tenant reports and nudges nothing; the last state nudged

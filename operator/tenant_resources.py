@@ -15,6 +15,7 @@ from typing import Any
 
 from penguinmails.api.v1alpha1.tiers import TIERS, Tier, TierLimits
 from penguinmails.common.egress import ALLOW_ENV, CLUSTER_ENV, EgressPolicy
+from penguinmails.operator.kube import controller_reference
 
 GROUP = "penguinmails.io"
 VERSION = "v1alpha1"
@@ -67,15 +68,7 @@ class TenantRef:
         return {**MANAGED_BY, TENANT_LABEL: self.name, TIER_LABEL: self.tier.value}
 
     def owner_reference(self) -> dict[str, Any]:
-        # Garbage collection removes every child when the Tenant goes, even if the operator is down.
-        return {
-            "apiVersion": TENANT_API_VERSION,
-            "kind": "Tenant",
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
+        return controller_reference("Tenant", self.name, self.uid)
 
     def metadata(self, name: str, *, namespaced: bool = True) -> dict[str, Any]:
         meta: dict[str, Any] = {

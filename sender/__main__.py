@@ -5,7 +5,8 @@ Environment: PM_TENANT (tenant name), PM_DATABASE_URL, PM_TOKEN_KEY, optional PM
 unset: from the API, namespace tenant-<name>), PM_SENDER_CONCURRENCY, PM_LEASE_SECONDS,
 PM_RETRY_BASE_SECONDS / PM_RETRY_MAX_SECONDS / PM_RETRY_LIFETIME_SECONDS (4xx schedule: 300,
 14400, 432000), PM_UNCERTAIN_RETRY_SECONDS (3600), PM_MAX_EXPIRED_CLAIMS (5),
-PM_PROVIDER_RATE (messages/s per destination provider),
+PM_PROVIDER_RATE (messages/s per destination provider), PM_SIGNING_THREADS (0: the DKIM
+signatures on the event loop; n: on n threads beside it),
 PM_MX_LOOKUP (1: group destinations by MX), PM_METRICS_PORT (0: off), PM_EGRESS_ALLOW and
 PM_CLUSTER_CIDRS (the platform's egress policy, checked at every relay connection; set by the
 operator on the Deployment), PM_DNS_RESOLVER (ip[:port] resolving relay names for that check;
@@ -98,6 +99,7 @@ async def run() -> int:
         max_expired_claims=int(_env_number("PM_MAX_EXPIRED_CLAIMS", 5)),
         poll_interval=_env_number("PM_POLL_SECONDS", 0.5),
         provider_rate=_env_number("PM_PROVIDER_RATE", 100.0),
+        signing_threads=int(_env_number("PM_SIGNING_THREADS", 0)),
     )
     sender = Sender(
         pool,

@@ -137,12 +137,13 @@ class Report:
     """An ARF report's Feedback-Type (abuse, fraud, virus, other...)."""
 
 
-_TOKEN = re.compile(r"(?:bounces|unsubscribe)\+([a-z2-7]{56})@", re.IGNORECASE)
+_TOKEN = re.compile(r"(?:bounces|unsubscribe|replies)\+([a-z2-7]{56})@", re.IGNORECASE)
 _BOUNCE_TOKEN = re.compile(r"\bbounces\+([a-z2-7]{56})@", re.IGNORECASE)
 
 
 def token_from_address(address: str) -> str | None:
-    """The token of a `bounces+` or `unsubscribe+` address (the caller checks its purpose)."""
+    """The token of a `bounces+`, `unsubscribe+` or `replies+` address (the caller checks its
+    purpose)."""
     match = _TOKEN.search(address)
     return match.group(1).lower() if match else None
 

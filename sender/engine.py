@@ -23,6 +23,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -34,13 +35,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from urllib3.exceptions import HTTPError as TransportError
 
-from penguinmails.common.db import AnyConnection, tenant_connection
+from penguinmails.common.db import tenant_connection
 from penguinmails.common.db.blocks import (
     BLOCK_PAUSE_SECONDS,
     BLOCK_STRIKES,
     BLOCK_WINDOW_SECONDS,
     Block,
     BlockScope,
+    pool_blocks,
     recent_strikes,
 )
 from penguinmails.common.db.ledger import (
@@ -113,6 +115,8 @@ MAILBOX_MESSAGES = Counter(
     "and outcome (throttled waits are outcome queued).",
     ["mailbox", "outcome"],
 )
+_MESSAGES_BY_STATE = {state: MESSAGES.labels(outcome=state.value) for state in DeliveryState}
+"""The counter of each outcome, looked up once (a labels() call per message showed in profiles)."""
 SEND_SECONDS = Histogram(
     "penguinmails_smtp_send_seconds",
     "Time to hand one message to the relay.",
@@ -151,6 +155,11 @@ class SenderConfig:
     shipped default per destination is 100/s)."""
     campaign_uid: uuid.UUID | None = None
     """Only this campaign (benchmarks); None: every sending campaign of the tenant."""
+    signing_threads: int = 0
+    """Threads making the DKIM signatures (OpenSSL releases the GIL while it signs), so the
+    event loop renders and sends other messages meanwhile; 0: on the event loop. On a quiet
+    2-core machine the hand-off cost more than it freed (docs/sending.md, benchmark): it helps
+    only where the loop's own work, not the CPU, is the limit."""
 
 
 RELAY_DOWN_SECONDS = 30.0
@@ -158,6 +167,10 @@ RELAY_DOWN_SECONDS = 30.0
 
 BLOCK_REFRESH_SECONDS = 5.0
 """How often a sender reads the blocks every pod and the intake recorded (common.db.blocks)."""
+
+CLAIM_GATHER_SECONDS = 0.025
+"""How long the claim loop may gather freed slots into one claim: the most a due row (a
+promised token) waits for its batch."""
 
 WINDOW_REFRESH_SECONDS = 2.0
 """How often a sender re-reads a campaign's stop-rule window (bounces and complaints that
@@ -201,6 +214,8 @@ def rendezvous(address_hash: bytes, mailboxes: Sequence[PlanMailbox]) -> int:
     address hash, each mailbox weighted by today's limit. Deterministic (every sender pod
     picks the same one), shares proportional to the limits (so the mailboxes fill at the
     same pace), and a mailbox added or removed moves only the contacts it gains or loses."""
+    if len(mailboxes) == 1:
+        return 0  # the common case (no rotation): no hashing per message
     best, best_score = 0, math.inf
     for index, mailbox in enumerate(mailboxes):
         digest = hashlib.sha256(address_hash + mailbox.address.lower().encode()).digest()
@@ -307,7 +322,12 @@ class Sender:
         self._batch_full = asyncio.Event()
         """Set when a full batch of outcomes waits to be written."""
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(config.concurrency)
+        self._held: set[int] = set()
+        """Deliveries this sender claimed whose outcome is not written yet."""
+        self._released: set[int] = set()
+        """Of those, the ones written since the last claim started (see _claim_loop)."""
+        self._freed = asyncio.Event()
+        """Set when a delivery task ends (its slot is free); the claim loop waits on it."""
         self._mx_cache: dict[str, str] = {}
         self._down: dict[int, float] = {}
         """Relay pools (by id) not to use before a monotonic time: they could not connect."""
@@ -321,6 +341,9 @@ class Sender:
         """Servers (by name) and domains not to send through or from before a monotonic
         time: receivers kept blocking them (seen here, or recorded by others)."""
         self._blocks_read_at = -math.inf
+        self._signing = self._signing_threads()
+        """Makes the DKIM signatures when `signing_threads` is set: its threads start with
+        the first message and end with `run()`."""
         self.sent = 0
 
     # ---------------------------------------------------------------- main loop
@@ -338,6 +361,15 @@ class Sender:
             await recorder
             for relay in self._relays.values():
                 await relay.close()
+            if self._signing is not None:
+                self._signing.shutdown()
+                self._signing = self._signing_threads()  # for a next run of this Sender
+
+    def _signing_threads(self) -> ThreadPoolExecutor | None:
+        """The threads making the DKIM signatures (none started until used); None: they are
+        made on the event loop (`SenderConfig.signing_threads` 0, the default)."""
+        threads = self.config.signing_threads
+        return ThreadPoolExecutor(threads, "dkim") if threads > 0 else None
 
     async def run_until_idle(self, idle_rounds: int = 2) -> None:
         """Send until nothing is due (benchmarks and tests of a finite batch)."""
@@ -345,23 +377,45 @@ class Sender:
 
     async def _claim_loop(self, stop: asyncio.Event, idle_rounds: int) -> None:
         idle = failures = 0
+        # Claims in batches: a claim is a round trip and a statement whatever it returns, so
+        # claiming per freed slot cost PostgreSQL (and this loop) more per message than the
+        # rows themselves. The loop gathers freed slots until a batch's worth is free, but
+        # never longer than CLAIM_GATHER_SECONDS: a row due now (a promised token, a retry)
+        # is claimed at most that late, far less than the poll interval an idle sender waits,
+        # so a promise is met (test_sender_backlog; an earlier try that waited for a quarter
+        # of the slots with no bound made promised rows come back a third time there).
+        want = min(self.config.claim_batch, max(1, self.config.concurrency // 4))
+        loop = asyncio.get_running_loop()
+        gather_until: float | None = None
         while not stop.is_set():
             free = self.config.concurrency - len(self._in_flight)
-            # One slot at a time: claiming only once a quarter of the slots were free (fewer
-            # claims) made rows coming back for a promised token a third time in
-            # test_sender_backlog (3 runs in 5); not understood yet.
-            if free <= 0:
-                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
-                continue
+            if free < want and self._in_flight:
+                now = loop.time()
+                if free > 0 and gather_until is None:
+                    gather_until = now + CLAIM_GATHER_SECONDS
+                if free <= 0 or (gather_until is not None and now < gather_until):
+                    self._freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout_at(None if free <= 0 else gather_until):
+                            await self._freed.wait()
+                    continue
+            gather_until = None
+            # Outcomes written before this claim starts cannot be in what it returns as
+            # expired leases; ones written while it runs can (their row was re-claimed first).
+            self._held -= self._released
+            self._released.clear()
             try:
-                async with tenant_connection(self.pool, self.config.tenant_id) as conn:
-                    await self._read_blocks(conn)
+                await self._read_blocks()
+                # The claim opens the tenant's scope itself: one round trip (migration 0016).
+                asked = min(free, self.config.claim_batch)
+                async with self.pool.acquire() as conn:
                     batch = await claim(
                         conn,
                         self.config.owner,
-                        min(free, self.config.claim_batch),
+                        asked,
                         self.config.lease,
                         self.config.campaign_uid,
+                        tenant_id=self.config.tenant_id,
                     )
             except TRANSIENT as error:
                 # A database restart or failover: wait and claim again, never exit.
@@ -372,31 +426,50 @@ class Sender:
                     await asyncio.wait_for(stop.wait(), delay)
                 continue
             failures = 0
-            if not batch:
-                if idle_rounds and not self._in_flight:
-                    await self._outcomes.join()  # recorded, so a deferral is due again
-                    idle += 1
-                    if idle >= idle_rounds:
-                        return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.config.poll_interval)
+            if batch:
+                # Even after a short batch the loop asks again at once: rows that came due
+                # during the claim are taken without waiting a poll, so promised rows do not
+                # come back in clumps.
+                idle = 0
+                self._start(batch)
                 continue
-            idle = 0
-            for delivery in batch:
-                task = asyncio.create_task(self._deliver(delivery))
-                self._in_flight.add(task)
-                IN_FLIGHT.set(len(self._in_flight))
-                task.add_done_callback(self._done)
+            # Nothing due: wait for the next poll.
+            if idle_rounds and not self._in_flight:
+                await self._outcomes.join()  # recorded, so a deferral is due again
+                idle += 1
+                if idle >= idle_rounds:
+                    return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.poll_interval)
 
-    async def _read_blocks(self, conn: AnyConnection) -> None:
+    def _start(self, batch: list[Claimed]) -> None:
+        """A task per claimed delivery (but those this sender still holds)."""
+        for delivery in batch:
+            if delivery.id in self._held:
+                # Its lease passed while this sender still had it (a starved event loop:
+                # a send or an outcome write slower than the lease): its outcome is still
+                # to come from here, so it is not sent a second time.
+                log.warning("delivery %d: lease passed before its outcome was written", delivery.id)
+                continue
+            self._held.add(delivery.id)
+            task = asyncio.create_task(self._deliver(delivery))
+            self._in_flight.add(task)
+            IN_FLIGHT.set(len(self._in_flight))
+            task.add_done_callback(self._done)
+
+    async def _read_blocks(self) -> None:
         """Every BLOCK_REFRESH_SECONDS: skip the servers and domains with BLOCK_STRIKES
         blocks in the window, whoever saw them (another pod's relay replies, the intake's
-        DSNs), until BLOCK_PAUSE_SECONDS after the latest."""
+        DSNs), until BLOCK_PAUSE_SECONDS after the latest; and the shared-pool servers
+        blocked for every tenant (common.db.blocks.pool_blocks)."""
         now = time.monotonic()
         if now - self._blocks_read_at < BLOCK_REFRESH_SECONDS:
             return
+        async with tenant_connection(self.pool, self.config.tenant_id) as conn:
+            strikes = await recent_strikes(conn)
+            pools = await pool_blocks(conn)
         self._blocks_read_at = now
-        for found in await recent_strikes(conn):
+        for found in strikes:
             key = (found.scope, found.target)
             until = now - found.age + BLOCK_PAUSE_SECONDS
             if until > max(now, self._blocked.get(key, 0.0)):
@@ -410,9 +483,24 @@ class Sender:
                         until - now,
                     )
                 self._blocked[key] = until
+        # Shared-pool servers blocked by receivers for any tenant on them (migration 0014):
+        # skipped as if this tenant had seen the strikes itself.
+        for pool in pools:
+            key = (BlockScope.SERVER, pool.server)
+            until = now + pool.seconds_left
+            if until > max(now, self._blocked.get(key, 0.0)):
+                if self._blocked.get(key, 0.0) <= now:
+                    log.warning(
+                        "shared-pool server %s: blocked by receivers (mail of this or other "
+                        "tenants); skipped for %.0f s",
+                        pool.server,
+                        pool.seconds_left,
+                    )
+                self._blocked[key] = until
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
+        self._freed.set()
         IN_FLIGHT.set(len(self._in_flight))
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", exc_info=task.exception())
@@ -432,6 +520,7 @@ class Sender:
                 async with self._window_lock:
                     await self._write(batch)
                     campaigns = self._written(batch)
+                self._released.update(outcome.id for outcome in batch)
                 await self._refresh(campaigns)
                 for _ in batch:
                     self._outcomes.task_done()
@@ -505,7 +594,7 @@ class Sender:
         except Exception as error:  # every path records an outcome: a bug is an attempt
             log.exception("delivery %d failed unexpectedly", delivery.id)
             outcome = self._defer(delivery, 0, None, f"sender error: {error!r}")
-        MESSAGES.labels(outcome=outcome.state.value).inc()
+        _MESSAGES_BY_STATE[outcome.state].inc()
         if outcome.mailbox is not None:
             MAILBOX_MESSAGES.labels(mailbox=outcome.mailbox, outcome=outcome.state.value).inc()
         if outcome.state == DeliveryState.SENT:
@@ -652,7 +741,10 @@ class Sender:
             message = campaign.renderer.render(parts, identity=mailbox.identity)
         except RenderError as error:
             return Outcome(delivery.id, DeliveryState.FAILED, reason=str(error))
-        signed = mailbox.signer.sign(message)
+        if self._signing is None:
+            signed = mailbox.signer.sign(message)
+        else:
+            signed = await mailbox.signer.sign_in(self._signing, message)
         if campaign.stopped is not None:
             # A rule fired while this one was throttled or rendered: it stays unsent.
             return self._requeue(delivery, f"stopped: {campaign.stopped}")

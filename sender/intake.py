@@ -15,7 +15,9 @@ token, or an unsubscribe token quoted in a forged complaint, is ignored), and re
   domain), recorded for every sender (common.db.blocks), as the same reply from the relay is;
 * complaint: delivery marked complained (the complaint rate), address suppressed;
 * unsubscribe: delivery marked unsubscribed, address suppressed;
-* delays (4.x.x), success notices and anything else change nothing.
+* delays (4.x.x), success notices and anything else change nothing;
+* a copy of a reply, sent to the tenant's `replies+TOKEN@<domain>` by the customer's mailbox
+  server: recorded against the delivery it answers (sender/replies.py), auto-replies ignored.
 
 `IntakeHandler` serves it over SMTP with aiosmtpd (point the return-path domain's MX at it);
 `intake_server()` builds the server with its size limit (`PM_INTAKE_MAX_BYTES`).
@@ -53,6 +55,7 @@ from penguinmails.common.suppression import (
 )
 from penguinmails.common.webhook_events import delivery_event, unsubscribed_before
 from penguinmails.common.webhooks import EventType
+from penguinmails.sender import replies
 from penguinmails.sender.bounces import (
     Kind,
     ReportType,
@@ -87,6 +90,7 @@ class IntakeResult(StrEnum):
     BOUNCED = "bounced"
     COMPLAINED = "complained"
     UNSUBSCRIBED = "unsubscribed"
+    REPLIED = "replied"
     IGNORED = "ignored"
 
 
@@ -134,6 +138,8 @@ async def ingest(
     pool: asyncpg.Pool, keys: MasterKeys, raw: bytes, envelope_to: str
 ) -> IntakeResult:
     local = envelope_to.partition("@")[0].lower()
+    if local.startswith(replies.REPLY_PREFIX):
+        return await _ingest_reply(pool, keys, raw, envelope_to)
     if local.startswith("unsubscribe+"):
         target = _target(keys, TokenPurpose.UNSUBSCRIBE, token_from_address(envelope_to))
         if target is None:
@@ -189,6 +195,25 @@ async def ingest(
     return IntakeResult.BOUNCED
 
 
+async def _ingest_reply(
+    pool: asyncpg.Pool, keys: MasterKeys, raw: bytes, envelope_to: str
+) -> IntakeResult:
+    """A copy of inbound mail from a tenant's mailbox server: the tenant is the reply
+    address's, and only that tenant's ledger is searched (a forged In-Reply-To quoting
+    another tenant's Message-ID finds nothing)."""
+    tenant_id = replies.reply_tenant(keys, token_from_address(envelope_to))
+    if tenant_id is None:
+        log.info("reply copy to an address without a valid reply token ignored")
+        return IntakeResult.IGNORED
+    message = replies.parse(raw)
+    if replies.is_auto_reply(message):
+        log.info("auto-reply ignored (RFC 3834)")
+        return IntakeResult.IGNORED
+    async with tenant_connection(pool, tenant_id) as conn:
+        delivery_id = await replies.record_reply(conn, message)
+    return IntakeResult.REPLIED if delivery_id is not None else IntakeResult.IGNORED
+
+
 async def _record_block(conn: AnyConnection, delivery_id: int, verdict: Verdict) -> None:
     """A receiver's policy/reputation block: a strike against the server that carried the
     delivery (or its From domain, when the receiver names the domain), which every sender
@@ -223,7 +248,7 @@ async def _check_stop_rules(conn: AnyConnection, delivery_id: int) -> uuid.UUID 
 
 
 class IntakeHandler:
-    """aiosmtpd handler: accepts mail to bounces+/unsubscribe+ addresses and to the
+    """aiosmtpd handler: accepts mail to bounces+/unsubscribe+/replies+ addresses and to the
     complaint addresses, and ingests it.
 
     The database pool is opened on first use, in the loop aiosmtpd runs the handler in (its
@@ -252,7 +277,7 @@ class IntakeHandler:
     ) -> str:
         local = address.partition("@")[0].lower()
         if address.lower() not in self.complaint_to and not local.startswith(
-            ("bounces+", "unsubscribe+")
+            ("bounces+", "unsubscribe+", replies.REPLY_PREFIX)
         ):
             return "550 5.1.1 no such mailbox"
         envelope.rcpt_tos.append(address)

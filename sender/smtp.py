@@ -3,6 +3,8 @@
 Connections are opened lazily up to `size`, reused for up to `max_messages` messages (relays
 and receivers cap messages per connection), and replaced when the server drops them. STARTTLS
 is used when the relay's mode asks for it (and then required), AUTH when credentials are given.
+aiosmtplib opens each session; its transactions then go through `smtp_wire.Wire`, pipelined
+when the relay advertises PIPELINING (RFC 2920).
 
 With an egress policy (the sender always has one: the platform's, common.egress), the relay's
 name is resolved at each new connection and the connection goes to an address the policy
@@ -22,7 +24,9 @@ from dataclasses import dataclass
 import aiosmtplib
 import dns.asyncresolver
 
+from penguinmails.common.dkim.signer import to_wire
 from penguinmails.common.egress import DestinationNotAllowedError, EgressPolicy
+from penguinmails.sender.smtp_wire import Wire, WireError
 
 __all__ = ["RelayPool", "SendResult"]
 
@@ -40,8 +44,8 @@ class SendResult:
 
 
 class _Connection:
-    def __init__(self, smtp: aiosmtplib.SMTP) -> None:
-        self.smtp = smtp
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
         self.sent = 0
 
 
@@ -51,6 +55,9 @@ class _Phase:
 
     conn: _Connection | None = None
     data_sent: bool = False
+    reply_timeout: float | None = None
+    """Seconds to wait for the relay's replies; None when the send's deadline comes first
+    anyway (one timer per message, not two)."""
 
 
 class RelayPool:
@@ -128,8 +135,9 @@ class RelayPool:
             await smtp.ehlo()
         if self.username is not None and self.password is not None:
             await smtp.login(self.username, self.password)
+        wire = Wire.take_over(smtp)
         self._open += 1
-        return _Connection(smtp)
+        return _Connection(wire)
 
     async def _close(self, conn: _Connection, *, polite: bool = True) -> None:
         """Close a connection: with QUIT when it is healthy; at once after an error (a
@@ -137,9 +145,9 @@ class RelayPool:
         self._open -= 1
         if polite:
             with contextlib.suppress(Exception):
-                if conn.smtp.is_connected:
-                    await conn.smtp.quit()
-        conn.smtp.close()
+                async with asyncio.timeout(self.timeout):
+                    await conn.wire.quit()
+        conn.wire.close()
 
     async def send(
         self, mail_from: str, rcpt: str, data: bytes, *, deadline: float | None = None
@@ -150,7 +158,8 @@ class RelayPool:
         tried once more; other network errors before that surface as a 4xx-like result (451)
         so the delivery is retried later. A failure once the data went out (or `deadline`
         seconds passing then) is `uncertain`: the relay may have accepted the message."""
-        phase = _Phase()
+        first = deadline is not None and deadline <= self.timeout
+        phase = _Phase(reply_timeout=None if first else self.timeout)
         try:
             async with asyncio.timeout(deadline):
                 return await self._send(mail_from, rcpt, data, phase)
@@ -175,12 +184,8 @@ class RelayPool:
                         )
                 phase.conn = conn
                 try:
-                    result = await self._transaction(conn.smtp, mail_from, rcpt, data, phase)
-                except (
-                    aiosmtplib.SMTPServerDisconnected,
-                    aiosmtplib.SMTPTimeoutError,
-                    OSError,
-                ) as error:
+                    result = await self._transaction(conn.wire, mail_from, rcpt, data, phase)
+                except OSError as error:  # WireError: lost, closed, garbled or timed out
                     await self._close(conn, polite=False)
                     phase.conn = None
                     if phase.data_sent:
@@ -202,49 +207,90 @@ class RelayPool:
                 return result
             raise AssertionError("unreachable")
 
-    @staticmethod
     async def _transaction(
-        smtp: aiosmtplib.SMTP, mail_from: str, rcpt: str, data: bytes, phase: _Phase
+        self, wire: Wire, mail_from: str, rcpt: str, data: bytes, phase: _Phase
     ) -> SendResult:
         """MAIL, RCPT, DATA for one recipient; the first non-success reply is the result.
 
-        The commands go out directly: aiosmtplib's `sendmail` re-parses both addresses with
-        the email package on every message, which cost more than signing the message. Our
-        addresses are already validated (import) and built by us (return-path), so they are
-        only bracketed; non-ASCII ones take `sendmail`, which handles SMTPUTF8."""
-        if not (mail_from.isascii() and rcpt.isascii()):
-            phase.data_sent = True  # sendmail does it all: assume the worst on failure
-            try:
-                _, response = await smtp.sendmail(mail_from, [rcpt], data)
-            except aiosmtplib.SMTPRecipientsRefused as refused:
-                return SendResult(refused.recipients[0].code, refused.recipients[0].message)
-            except aiosmtplib.SMTPResponseException as error:
-                return SendResult(error.code, error.message)
-            return SendResult(250, response)
-        reply = await smtp.execute_command(b"MAIL", b"FROM:<" + mail_from.encode() + b">")
-        if reply.code != 250:
-            return SendResult(reply.code, reply.message)
-        reply = await smtp.execute_command(b"RCPT", b"TO:<" + rcpt.encode() + b">")
-        if reply.code not in (250, 251):
-            return SendResult(reply.code, reply.message)
-        phase.data_sent = True  # from here on, a failure may follow an acceptance
+        With PIPELINING the three commands go in one write and their replies are read
+        together (RFC 2920), then the content; else one command at a time. Addresses are
+        validated before (import, headers) and built by us (return-path), so they are only
+        bracketed; a non-ASCII one asks for SMTPUTF8 (RFC 6531)."""
+        if not wire.usable:
+            raise WireError("the relay closed the session while it was idle")
+        utf8 = not (mail_from.isascii() and rcpt.isascii())
+        if utf8 and not wire.smtputf8:
+            return SendResult(553, "5.6.7 the relay does not offer SMTPUTF8 for this address")
+        for address in (mail_from, rcpt):
+            if "\r" in address or "\n" in address or "\0" in address:
+                raise ValueError(f"an address with a line break or NUL: {address!r}")
+        commands = (
+            b"MAIL FROM:<" + mail_from.encode() + (b"> SMTPUTF8\r\n" if utf8 else b">\r\n"),
+            b"RCPT TO:<" + rcpt.encode() + b">\r\n",
+            b"DATA\r\n",
+        )
         try:
-            reply = await smtp.data(data)
-        except aiosmtplib.SMTPDataError as error:
-            return SendResult(error.code, error.message)
-        return SendResult(reply.code, reply.message)
+            async with asyncio.timeout(phase.reply_timeout):
+                if wire.pipelining:
+                    wire.write(b"".join(commands))
+                    mail, to, start = await wire.replies(3)
+                else:
+                    wire.write(commands[0])
+                    (mail,) = await wire.replies(1)
+                    if mail.code != 250:
+                        return SendResult(mail.code, mail.text)
+                    wire.write(commands[1])
+                    (to,) = await wire.replies(1)
+                    if to.code not in (250, 251):
+                        return SendResult(to.code, to.text)
+                    wire.write(commands[2])
+                    (start,) = await wire.replies(1)
+                refused = mail if mail.code != 250 else to if to.code not in (250, 251) else None
+                if refused is not None:
+                    if start.code == 354:
+                        # A server that took DATA without a recipient gets an empty message,
+                        # which it then refuses (RFC 2920 3.1).
+                        wire.write(b".\r\n")
+                        await wire.replies(1)
+                    return SendResult(refused.code, refused.text)
+                if start.code != 354:
+                    return SendResult(start.code, start.text)
+                phase.data_sent = True  # from here on, a failure may follow an acceptance
+                wire.write(_content(data))
+                (done,) = await wire.replies(1)
+        except TimeoutError as error:
+            raise WireError(f"no reply from the relay within {self.timeout:.0f} s") from error
+        return SendResult(done.code, done.text)
 
     def _release(self, conn: _Connection) -> None:
         self._idle.put_nowait(conn)
 
     async def _reset_or_close(self, conn: _Connection) -> None:
         try:
-            await conn.smtp.rset()
-        except (aiosmtplib.SMTPException, OSError):
-            await self._close(conn)
-        else:
+            async with asyncio.timeout(self.timeout):
+                conn.wire.write(b"RSET\r\n")
+                (reply,) = await conn.wire.replies(1)
+        except (OSError, TimeoutError):
+            await self._close(conn, polite=False)
+            return
+        if reply.code == 250:
             self._release(conn)
+        else:
+            await self._close(conn)
 
     async def close(self) -> None:
         while not self._idle.empty():
             await self._close(self._idle.get_nowait())
+
+
+def _content(data: bytes) -> bytes:
+    """The message as DATA carries it: CRLF line ends, lines starting with a dot doubled
+    (RFC 5321 4.5.2), the final CRLF and the terminating dot."""
+    data = to_wire(data)  # the signer's output is already: then a scan, no copy
+    if data.startswith(b"."):
+        data = b"." + data
+    if b"\n." in data:
+        data = data.replace(b"\n.", b"\n..")
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"

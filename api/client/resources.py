@@ -111,6 +111,10 @@ class Client:
         job: JsonObject = answer.json()
         return job
 
+    def list_imports(self) -> Iterator[JsonObject]:
+        """The tenant's imports, newest first (pages fetched as they are read)."""
+        return self.session.pages(self._base("contact-imports"))
+
     def get_import(self, import_id: str) -> JsonObject:
         return self.session.get(f"{self._base('contact-imports')}/{_seg(import_id)}")
 

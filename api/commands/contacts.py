@@ -1,5 +1,6 @@
 """`contacts import`: a CSV file into a contact list through the API's import job
-(`POST .../contact-imports`, docs/api.md).
+(`POST .../contact-imports`, docs/api.md); `contacts imports ls`: the tenant's recent imports
+(`GET .../contact-imports`, newest first).
 
 The file is streamed to the API (never read whole here), the job is followed until it ends
 with a progress bar on a terminal, and each skipped line is printed with its line number and
@@ -10,15 +11,18 @@ standard error), 1 when the import failed or could not start.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from penguinmails.api.client import Client
 
 from .context import CliError, Parsers, api_command
+from .output import age, emit_list, field
 from .progress import ProgressBar
 
 __all__ = ["POLL_SECONDS", "add_commands"]
@@ -37,6 +41,43 @@ def add_commands(commands: Parsers, common: argparse.ArgumentParser) -> None:
     )
     importing.add_argument("--list", required=True, dest="list_name", help="contact list name")
     importing.add_argument("file", type=Path, help="CSV with a header row and an email column")
+    imports = group.add_parser("imports", help="contact imports").add_subparsers(
+        dest="imports_action", required=True
+    )
+    listing = api_command(imports, "ls", common, "list recent imports, newest first", _imports_ls)
+    listing.add_argument(
+        "--limit", type=_positive, default=20, help="how many imports to show (default 20)"
+    )
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
+def _import_row(job: dict[str, Any]) -> list[str]:
+    total = job["bytesTotal"]
+    done = 100 if job["state"] != "running" or not total else job["bytesDone"] * 100 // total
+    return [
+        field(job, "id"),
+        field(job, "listName"),
+        field(job, "state"),
+        f"{done}%",
+        field(job, "rowsDone"),
+        field(job, "imported"),
+        field(job, "skipped"),
+        age(job.get("createdAt")),
+    ]
+
+
+def _imports_ls(api: Client, args: argparse.Namespace) -> None:
+    emit_list(
+        args.output,
+        itertools.islice(api.list_imports(), args.limit),
+        ["ID", "LIST", "STATE", "PROGRESS", "ROWS", "IMPORTED", "SKIPPED", "AGE"],
+        _import_row,
+    )
 
 
 def _import(api: Client, args: argparse.Namespace) -> int:

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        app = create_app(ApiSettings.from_env())
+        settings = ApiSettings.from_env()
+        app = create_app(settings)
     except ValueError as error:
         print(f"penguinmails-api: {error}", file=sys.stderr)
         return 2
@@ -64,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         host=options.host,
         port=options.port,
         log_level="info",
-        proxy_headers=True,
+        # The client's address (rate limits, sign-in throttle, audit log) is the connection's
+        # peer unless that peer is a configured proxy; never uvicorn's default of believing
+        # X-Forwarded-For from 127.0.0.1 (or FORWARDED_ALLOW_IPS): a sidecar or a port
+        # forward would let any client name its own address.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
         server_header=False,
     )
     return 0

@@ -21,13 +21,14 @@ from .dashboard import mount_dashboard
 from .errors import ApiError, error_response, install_error_handlers
 from .import_runner import runner_of
 from .kube import CustomObjects
-from .ratelimit import RateState
+from .ratelimit import RateState, SourceRateLimit, rate_limited
 from .routes import (
     admin,
     api_keys,
     audit_log,
     auth,
     billing,
+    campaign_preview,
     campaigns,
     contact_imports,
     contacts,
@@ -36,6 +37,7 @@ from .routes import (
     members,
     mfa,
     overview,
+    reply_address,
     sending_domains,
     smtp_servers,
     suppressions,
@@ -94,6 +96,7 @@ def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> Fast
     )
     install_error_handlers(app)
     app.add_middleware(TextGuard)  # inside request_id (added next): its 400s get the id
+    app.add_middleware(SourceRateLimit)  # before TextGuard's scan; its 429s get the id too
 
     @app.middleware("http")
     async def request_id(
@@ -146,6 +149,7 @@ def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> Fast
         sending_domains,
         smtp_servers,
         campaigns,
+        campaign_preview,
         audit_log,
         gdpr,
         webhooks,
@@ -155,6 +159,7 @@ def create_app(settings: ApiSettings, *, billing_on: bool | None = None) -> Fast
         usage,
         delivery_days,
         overview,
+        reply_address,
     ):
         v1.include_router(module.router)
     for module in (mfa, members, admin):  # apiauth: MFA, members and invitations, /v1/admin
@@ -193,9 +198,10 @@ def svc_of(request: Request) -> Services:
 
 
 def _with_our_errors(schema: dict[str, Any]) -> dict[str, Any]:
-    """FastAPI documents its own 422 validation answer; ours is a 400 in the error envelope."""
+    """FastAPI documents its own 422 validation answer; ours is a 400 in the error envelope.
+    Every operation the per-source rate limit covers may answer 429 (ratelimit.py)."""
     envelope = {"$ref": "#/components/schemas/ErrorResponse"}
-    for operations in schema.get("paths", {}).values():
+    for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.get("responses", {})
             if responses.pop("422", None) is not None and "400" not in responses:
@@ -203,6 +209,14 @@ def _with_our_errors(schema: dict[str, Any]) -> dict[str, Any]:
                     "description": "Invalid request",
                     "content": {"application/json": {"schema": envelope}},
                 }
+            if rate_limited(path):
+                responses.setdefault(
+                    "429",
+                    {
+                        "description": "Too many requests: retry after `Retry-After` seconds",
+                        "content": {"application/json": {"schema": envelope}},
+                    },
+                )
     components = schema.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)

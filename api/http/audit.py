@@ -10,7 +10,8 @@ What an entry says is read from the request as routed:
   `POST .../campaigns/{name}/pause` → `campaign.pause`, `DELETE .../api-keys/{key_id}` →
   `api_key.delete`;
 - target: `<resource>:<the path's id>`, or for a create the `id` (else `name`) of the answer;
-- source address (the client's, after uvicorn's `FORWARDED_ALLOW_IPS`), request id.
+- source address (the client's: behind `PM_API_TRUSTED_PROXIES`, from `X-Forwarded-For`),
+  request id.
 
 Routes whose library call already records its own entry (the GDPR and webhook functions of
 `common/`) set `request.state.audited = True` so that nothing is written twice; a replayed

@@ -27,7 +27,7 @@ from penguinmails.common.db.accounts import API_KEY_PREFIX, ApiKeyRow, Role, Ten
 
 from . import idempotency
 from .errors import ApiError
-from .ratelimit import KeyRateLimit
+from .ratelimit import RateLimit, tier_rate
 from .services import Services, services
 from .tokens import InvalidToken
 
@@ -116,12 +116,11 @@ async def caller(request: Request, svc: Annotated[Services, Depends(services)]) 
     """The authenticated caller; 401 for missing, malformed, forged, expired or revoked."""
     token = _bearer(request)
     if token.startswith(API_KEY_PREFIX):
-        key = await accounts.authenticate_api_key(svc.pool, token)
-        if key is None:
+        found = await accounts.authenticate_api_key(svc.pool, token)
+        if found is None:
             raise ApiError.unauthenticated("The API key is not valid, expired or was revoked.")
-        limiter = KeyRateLimit(svc.redis, svc.settings.api_key_requests_per_minute)
-        # The middleware puts the headers on whatever answer the request ends with.
-        request.state.rate_limit = await limiter.hit(key.id)
+        key, tier = found
+        await _count(request, svc, tier, f"key:{key.id}", "This API key")
         request.state.idempotency = await idempotency.claim(svc.redis, request, f"key:{key.id}")
         return Caller(api_key=key)
     try:
@@ -134,6 +133,13 @@ async def caller(request: Request, svc: Annotated[Services, Depends(services)]) 
         svc.redis, request, f"user:{claims.user_id}"
     )
     return Caller(user_id=claims.user_id, family_id=claims.family_id)
+
+
+async def _count(request: Request, svc: Services, tier: str, subject: str, what: str) -> None:
+    """One request of `subject` at its tier's rate (api/http/ratelimit.py); 429 past it. The
+    app's middleware puts the headers on whatever answer the request ends with."""
+    rate = tier_rate(svc.settings.api_key_requests_per_minute, tier)
+    await RateLimit(svc.redis, rate).hit(request.scope, subject, what)
 
 
 def _required_role(resource: Resource, access: Access) -> Role:
@@ -167,6 +173,13 @@ def tenant_access(resource: Resource, access: Access) -> object:
     ) -> TenantAccess:
         found = await accounts.tenant_by_name(svc.pool, tenant)
         role: Role | None = None
+        if who.api_key is None and found is not None:
+            # A sign-in is counted per tenant, at that tenant's tier (an API key was counted
+            # when it was authenticated); before the membership check, so probing counts too.
+            assert who.family_id is not None
+            await _count(
+                request, svc, found.tier, f"session:{who.family_id}:{found.id}", "This sign-in"
+            )
         if who.api_key is not None:
             if found is None or who.api_key.tenant_id != found.id:
                 raise ApiError.not_found("tenant", "tenant")

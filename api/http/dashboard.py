@@ -9,7 +9,11 @@ from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["DashboardFiles", "mount_dashboard"]
+__all__ = ["ACCEPT_INVITATION", "DashboardFiles", "mount_dashboard"]
+
+ACCEPT_INVITATION = "/accept-invitation"
+"""The page invitation e-mails link to (PM_API_INVITATION_URL, the token after `#token=`): the
+dashboard's index.html, whose script shows the accept page at this path."""
 
 
 class DashboardFiles(StaticFiles):
@@ -19,6 +23,8 @@ class DashboardFiles(StaticFiles):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
             raise HTTPException(status_code=404)
+        if scope["type"] == "http" and scope["path"] == ACCEPT_INVITATION:
+            scope = {**scope, "path": "/"}  # the pages' one index.html
         await super().__call__(scope, receive, send)
 
 

@@ -44,7 +44,7 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
     return client.ApiClient(_configuration(kubeconfig))
 
 
-def kube_error(error: ApiException, what: str, *, if_match: bool = False) -> ApiError:
+def kube_error(error: ApiException, what: str) -> ApiError:
     """The API server's answer as the API's error: its message and the field it names."""
     try:
         status: dict[str, Any] = json.loads(error.body or "{}")
@@ -60,14 +60,6 @@ def kube_error(error: ApiException, what: str, *, if_match: bool = False) -> Api
             409, "conflict_error", "resource_exists", f"{what} already exists.", param="name"
         )
     if error.status == 409:
-        if if_match:
-            return ApiError(
-                412,
-                "precondition_failed_error",
-                "etag_mismatch",
-                f"{what} has changed since the ETag given in If-Match: fetch it again.",
-                param="If-Match",
-            )
         return ApiError(
             409,
             "conflict_error",

@@ -538,6 +538,34 @@ class DkimSelectorStatus(StatusModel):
     retire_at: datetime | None = Field(
         default=None, description="When a retiring key's record will be removed."
     )
+    published_at: datetime | None = Field(
+        default=None,
+        description="When every authoritative nameserver first served its record.",
+    )
+    activated_at: datetime | None = Field(
+        default=None, description="When it started signing (one TTL after publishedAt)."
+    )
+    retiring_at: datetime | None = Field(
+        default=None, description="When it stopped signing (replaced, or its algorithm dropped)."
+    )
+    remove_at: datetime | None = Field(
+        default=None,
+        description="When its record is removed (revoked with an empty p= a retireAfter before).",
+    )
+
+
+class RemovedDkimSelector(StatusModel):
+    """A key whose record was removed: its life, for the rotation timeline."""
+
+    selector: str = Field(max_length=63, description="Selector (<selector>._domainkey.<domain>).")
+    algorithm: DkimAlgorithm = Field(description="Key algorithm.")
+    created_at: datetime | None = Field(default=None, description="When the key was generated.")
+    published_at: datetime | None = Field(
+        default=None, description="When every authoritative nameserver first served its record."
+    )
+    activated_at: datetime | None = Field(default=None, description="When it started signing.")
+    retiring_at: datetime | None = Field(default=None, description="When it stopped signing.")
+    removed_at: datetime | None = Field(default=None, description="When its record was removed.")
 
 
 class DkimStatus(StatusModel):
@@ -551,6 +579,12 @@ class DkimStatus(StatusModel):
     )
     last_rotation: datetime | None = Field(default=None, description="When keys last rotated.")
     next_rotation: datetime | None = Field(default=None, description="When keys rotate next.")
+    removed: list[RemovedDkimSelector] = Field(
+        default_factory=list,
+        max_length=8,
+        description="The last keys whose records were removed, newest first (at most 8).",
+        json_schema_extra=list_map("selector"),
+    )
 
 
 class MailboxStatus(StatusModel):

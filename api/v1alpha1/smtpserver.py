@@ -54,6 +54,10 @@ class SmtpServerConditionType(StrEnum):
     """The IP's PTR record names spec.hostname and the hostname resolves back to the IP."""
     NOT_LISTED = "NotListed"
     """The IP is on none of the checked DNS blocklists."""
+    MAILBOXES_READY = "MailboxesReady"
+    """MailU (VPS or in-cluster) holds the referencing SendingDomains, their mailboxes with a
+    copy forwarded to the tenant's reply address, and the return-path domains relayed to the
+    intake; the message names what is missing and the fix. Ready does not wait on it."""
 
 
 class SmtpServerPhase(StrEnum):

@@ -56,6 +56,9 @@ class TierLimits:
     """Node selector of the tenant's pods (empty: any node)."""
     tolerations: tuple[Mapping[str, str], ...]
     """Tolerations of the tenant's pods (Kubernetes field names: key, operator, value, effect)."""
+    api_rate_factor: int
+    """Customer API requests per minute per API key or sign-in, as a multiple of the starter
+    rate (PM_API_KEY_REQUESTS_PER_MINUTE; api/http/ratelimit.py)."""
     pod_security: str
     """Pod Security Standard the tenant's namespace enforces: ``restricted``, or ``baseline``
     where in-cluster MailU may run (its images start as root to drop privileges themselves;
@@ -100,6 +103,7 @@ TIERS: Mapping[Tier, TierLimits] = MappingProxyType(
             node_selector=_NO_SELECTOR,
             tolerations=(),
             pod_security="restricted",
+            api_rate_factor=1,
         ),
         Tier.PROFESSIONAL: TierLimits(
             emails_per_month=100_000,
@@ -120,6 +124,7 @@ TIERS: Mapping[Tier, TierLimits] = MappingProxyType(
             node_selector=_NO_SELECTOR,
             tolerations=(),
             pod_security="restricted",
+            api_rate_factor=2,
         ),
         Tier.BUSINESS: TierLimits(
             emails_per_month=500_000,
@@ -140,6 +145,7 @@ TIERS: Mapping[Tier, TierLimits] = MappingProxyType(
             node_selector=_DEDICATED_SELECTOR,
             tolerations=(_DEDICATED_TOLERATION,),
             pod_security="baseline",
+            api_rate_factor=5,
         ),
         Tier.ENTERPRISE: TierLimits(
             emails_per_month=5_000_000,
@@ -160,6 +166,7 @@ TIERS: Mapping[Tier, TierLimits] = MappingProxyType(
             node_selector=_DEDICATED_SELECTOR,
             tolerations=(_DEDICATED_TOLERATION,),
             pod_security="baseline",
+            api_rate_factor=10,
         ),
     }
 )

@@ -85,6 +85,8 @@ class TenantRef:
     name: str
     namespace: str
     suspended: bool
+    tier: str
+    """Its tier (api/v1alpha1/tiers.py), as the operator last wrote it."""
 
 
 @dataclass(frozen=True)
@@ -173,12 +175,13 @@ async def add_membership(
 async def tenant_by_name(pool: asyncpg.Pool, name: str) -> TenantRef | None:
     """The live tenant called `name` (None if there is none or it was deleted)."""
     row = await pool.fetchrow(
-        "SELECT id, name, namespace, suspended FROM tenants WHERE name = $1 AND deleted_at IS NULL",
+        "SELECT id, name, namespace, suspended, tier FROM tenants "
+        "WHERE name = $1 AND deleted_at IS NULL",
         name,
     )
     if row is None:
         return None
-    return TenantRef(row["id"], row["name"], row["namespace"], row["suspended"])
+    return TenantRef(row["id"], row["name"], row["namespace"], row["suspended"], row["tier"])
 
 
 async def membership_role(
@@ -441,12 +444,14 @@ async def revoke_api_key(pool: asyncpg.Pool, tenant_id: uuid.UUID, key_id: uuid.
     return bool(found)
 
 
-async def authenticate_api_key(pool: asyncpg.Pool, key: str) -> ApiKeyRow | None:
-    """The key's row when it is known, not revoked, not expired and its tenant is live."""
+async def authenticate_api_key(pool: asyncpg.Pool, key: str) -> tuple[ApiKeyRow, str] | None:
+    """The key's row and its tenant's tier when the key is known, not revoked, not expired and
+    its tenant is live."""
     if not key.startswith(API_KEY_PREFIX):
         return None
     row = await pool.fetchrow(
-        f"SELECT {_KEY_COLUMNS} FROM api_keys "  # noqa: S608 (constant)
+        f"SELECT {_KEY_COLUMNS}, (SELECT t.tier FROM tenants t "  # noqa: S608 (constant)
+        "WHERE t.id = api_keys.tenant_id AND t.deleted_at IS NULL) AS tier FROM api_keys "
         "WHERE key_hash = $1 AND revoked_at IS NULL "
         "AND (expires_at IS NULL OR expires_at > now()) AND EXISTS (SELECT FROM tenants t "
         "WHERE t.id = api_keys.tenant_id AND t.deleted_at IS NULL)",
@@ -461,4 +466,4 @@ async def authenticate_api_key(pool: asyncpg.Pool, key: str) -> ApiKeyRow | None
         "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
         row["id"],
     )
-    return _key_row(row)
+    return _key_row(row), row["tier"]

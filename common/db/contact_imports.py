@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from penguinmails.common.db import AnyConnection
 from penguinmails.common.db.contacts import RowError
@@ -31,12 +32,14 @@ __all__ = [
     "ImportJob",
     "create_job",
     "decode_error_cursor",
+    "decode_job_cursor",
     "encode_error_cursor",
     "fail_job",
     "finish_job",
     "get_job",
     "hold_lock",
     "list_errors",
+    "list_jobs",
     "record_progress",
     "release_lock",
 ]
@@ -48,13 +51,13 @@ ABANDONED = (
     "nothing of this file was imported; upload it again"
 )
 
-_SELECT = """
+_FROM = """
     SELECT i.id, l.name AS list_name, i.list_id, i.state, i.bytes_total, i.bytes_done,
            i.rows_done, i.rows_total, i.imported, i.skipped, i.failure, i.created_at,
            i.updated_at, i.finished_at
     FROM contact_imports i JOIN contact_lists l ON l.id = i.list_id
-    WHERE i.id = $1
 """
+_SELECT = _FROM + "WHERE i.id = $1"
 
 
 @dataclass(frozen=True)
@@ -211,3 +214,52 @@ async def list_errors(
     )
     found = [ImportErrorRow(r["line"], r["field"], r["message"]) for r in rows[:limit]]
     return found, encode_error_cursor(found[-1].line) if len(rows) > limit else None
+
+
+_JOB_CURSOR = "ij1."
+
+
+def _encode_job_cursor(job: ImportJob) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return _JOB_CURSOR + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_job_cursor(cursor: str) -> tuple[datetime, uuid.UUID] | None:
+    """(created_at, id) of the job after which a page starts; None for anything that is not
+    such a cursor."""
+    if not cursor.startswith(_JOB_CURSOR) or len(cursor) > 120:
+        return None
+    raw = cursor[len(_JOB_CURSOR) :]
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        when, _, job_id = text.partition("|")
+        created_at = datetime.fromisoformat(when)
+        if created_at.tzinfo is None:
+            return None
+        return created_at, uuid.UUID(job_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+async def list_jobs(
+    conn: AnyConnection, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> tuple[list[ImportJob], str | None]:
+    """A page of the tenant's imports, newest first, and the cursor of the next (or None).
+    Running jobs are read through `get_job`, so an abandoned one is shown failed."""
+    args: list[Any] = []
+    where = ""
+    if after is not None:
+        where = "WHERE (i.created_at, i.id) < ($1, $2) "
+        args = [after[0], after[1]]
+    rows = await conn.fetch(
+        f"{_FROM} {where}ORDER BY i.created_at DESC, i.id DESC LIMIT ${len(args) + 1}",
+        *args,
+        limit + 1,
+    )
+    found = []
+    for row in rows[:limit]:
+        job = ImportJob(**dict(row))
+        if job.state == "running":
+            job = await get_job(conn, job.id) or job
+        found.append(job)
+    return found, _encode_job_cursor(found[-1]) if len(rows) > limit else None

@@ -11,7 +11,9 @@ A day's figures (`DAILY_SQL`):
 * `delivered`: of those, the ones that stayed delivered (no bounce since);
 * `bounced`: deliveries that bounced that day (at the relay or by a later DSN), by the time of
   the bounce, as the stop rules count them (`ledger.window_counts`);
-* `complaints`: complaints received that day (`complained_at`).
+* `complaints`: complaints received that day (`complained_at`);
+* `replies`: deliveries first replied to that day (`replied_at`, migration 0015: the intake
+  records a contact's first reply to a message, auto-replies excluded; sender/replies.py).
 
 Days with nothing are zeros: the series always has one row per day of the range.
 """
@@ -42,6 +44,7 @@ class DailyCounts:
     delivered: int
     bounced: int
     complaints: int
+    replies: int
 
 
 # $1, $2: the first and last day (inclusive). Each aggregate reads only its range, the sent
@@ -66,14 +69,21 @@ WITH bounds AS (
       FROM deliveries d, bounds b
      WHERE d.complained_at >= b.since AND d.complained_at < b.until
      GROUP BY 1
+), replied AS (
+    SELECT (d.replied_at AT TIME ZONE 'UTC')::date AS day, count(*) AS replies
+      FROM deliveries d, bounds b
+     WHERE d.replied_at >= b.since AND d.replied_at < b.until
+     GROUP BY 1
 )
 SELECT days.day::date AS day,
        COALESCE(s.sent, 0) AS sent, COALESCE(s.delivered, 0) AS delivered,
-       COALESCE(x.bounced, 0) AS bounced, COALESCE(c.complaints, 0) AS complaints
+       COALESCE(x.bounced, 0) AS bounced, COALESCE(c.complaints, 0) AS complaints,
+       COALESCE(r.replies, 0) AS replies
   FROM generate_series($1::date, $2::date, interval '1 day') AS days (day)
   LEFT JOIN sent s ON s.day = days.day::date
   LEFT JOIN bounced x ON x.day = days.day::date
   LEFT JOIN complained c ON c.day = days.day::date
+  LEFT JOIN replied r ON r.day = days.day::date
  ORDER BY days.day
 """
 
@@ -91,6 +101,7 @@ async def daily_counts(
             delivered=int(r["delivered"]),
             bounced=int(r["bounced"]),
             complaints=int(r["complaints"]),
+            replies=int(r["replies"]),
         )
         for r in rows
     ]

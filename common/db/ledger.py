@@ -339,46 +339,25 @@ async def enqueue(
     return int(status.split()[-1])
 
 
-_CLAIM = """
-WITH due AS (
-    SELECT d.id, d.contact_id FROM deliveries d JOIN campaigns c ON c.uid = d.campaign_uid
-    WHERE c.sending
-      AND ($4::uuid IS NULL OR d.campaign_uid = $4)
-      AND ((d.state IN ('queued', 'deferred') AND d.next_attempt_at <= now())
-           OR (d.state = 'sending' AND d.lease_until < now()))
-    ORDER BY d.next_attempt_at, d.id
-    LIMIT $2
-    FOR UPDATE OF d SKIP LOCKED
-)
-UPDATE deliveries d
-SET state = 'sending', lease_owner = $1, lease_until = now() + $3::interval,
-    attempts = d.attempts + 1, claims = d.claims + 1,
-    expired_claims = d.expired_claims + (d.state = 'sending')::int, updated_at = now()
-FROM due LEFT JOIN contacts ct ON ct.id = due.contact_id
-WHERE d.id = due.id
-RETURNING d.id, d.campaign_uid, d.attempts, d.claims, d.expired_claims,
-    ct.email, ct.fields,
-    EXISTS (SELECT FROM suppressions s WHERE s.address_hash = d.address_hash) AS suppressed,
-    d.address_hash, d.mailbox,
-    (SELECT p.mailbox FROM deliveries p
-     WHERE p.tenant_id = d.tenant_id AND p.address_hash = d.address_hash
-       AND p.mailbox IS NOT NULL AND p.sent_at IS NOT NULL
-     ORDER BY p.sent_at DESC LIMIT 1) AS previous_mailbox
-"""
-
-
 async def claim(
     conn: AnyConnection,
     owner: str,
     limit: int,
     lease: timedelta,
     campaign_uid: uuid.UUID | None = None,
+    *,
+    tenant_id: uuid.UUID | None = None,
 ) -> list[Claimed]:
-    """Claim up to `limit` due deliveries of sending campaigns (oldest due first)."""
+    """Claim up to `limit` due deliveries of sending campaigns (oldest due first).
+
+    Inside a `tenant_scope()`; or, with `tenant_id`, on a connection outside any transaction:
+    the claim opens that scope itself (migration 0016) and is one round trip, its own
+    transaction, instead of the scope's four (what the sender does for every claim)."""
     if limit <= 0:
         return []
     rows = await conn.fetch(
-        _CLAIM,
+        "SELECT * FROM claim_deliveries($1, $2, $3, $4, $5)",
+        tenant_id,
         owner,
         limit,
         lease,

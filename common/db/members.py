@@ -33,6 +33,7 @@ __all__ = [
     "INVITATION_TTL",
     "AcceptOutcome",
     "Invitation",
+    "InvitationPreview",
     "Member",
     "MemberError",
     "Refused",
@@ -42,6 +43,7 @@ __all__ = [
     "list_invitations",
     "list_members",
     "mfa_required",
+    "preview_invitation",
     "remove_member",
     "revoke_invitation",
     "set_mfa_required",
@@ -97,6 +99,20 @@ class AcceptOutcome:
     user_id: uuid.UUID
     role: Role
     new_user: bool
+
+
+@dataclass(frozen=True)
+class InvitationPreview:
+    """What an invitation offers, for its invitee to decide (the accept page)."""
+
+    tenant: str
+    tenant_display_name: str | None
+    email: str
+    role: Role
+    expires_at: datetime
+    account_exists: bool
+    """An account of the invited address exists: it signs in to accept, rather than making
+    one."""
 
 
 def _digest(token: str) -> bytes:
@@ -245,6 +261,30 @@ async def revoke_invitation(
         tenant_id,
     )
     return bool(found)
+
+
+async def preview_invitation(pool: asyncpg.Pool, token: str) -> InvitationPreview:
+    """The open invitation of `token`, changing nothing. Raises Refused, as accepting would."""
+    row = await pool.fetchrow(
+        "SELECT i.email, i.role, i.expires_at, i.expires_at < now() AS expired, t.name, "
+        "t.display_name, EXISTS (SELECT FROM users u WHERE lower(u.email) = lower(i.email)) "
+        "AS account_exists FROM invitations i JOIN tenants t ON t.id = i.tenant_id "
+        "WHERE i.token_hash = $1 AND i.accepted_at IS NULL AND i.revoked_at IS NULL "
+        "AND t.deleted_at IS NULL",
+        _digest(token),
+    )
+    if row is None:
+        raise Refused(MemberError.INVITATION_INVALID)
+    if row["expired"]:
+        raise Refused(MemberError.INVITATION_EXPIRED)
+    return InvitationPreview(
+        tenant=row["name"],
+        tenant_display_name=row["display_name"],
+        email=row["email"],
+        role=Role(row["role"]),
+        expires_at=row["expires_at"],
+        account_exists=row["account_exists"],
+    )
 
 
 async def accept_invitation(

@@ -16,11 +16,18 @@ has been for a TTL: signing and DNS never disagree.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from penguinmails.common.dkim.keys import DkimKey, KeySet, KeyState, new_key, revoke
+from penguinmails.common.dkim.keys import (
+    DkimKey,
+    KeySet,
+    KeyState,
+    generate_private_key,
+    new_key,
+    revoke,
+)
 
 
 @dataclass(frozen=True)
@@ -47,8 +54,10 @@ def advance(
     now: datetime,
     verified: Collection[str],
     rotate_token: str | None = None,
+    generate: Callable[[str], bytes] = generate_private_key,
 ) -> tuple[KeySet, list[Step]]:
-    """Advance the rotation; `verified` are selectors whose record every nameserver serves."""
+    """Advance the rotation; `verified` are selectors whose record every nameserver serves;
+    `generate` makes a new key's private key by algorithm."""
     keys = list(key_set.keys)
     steps: list[Step] = []
     rotate_now = rotate_token is not None and rotate_token != key_set.rotate_token
@@ -94,7 +103,7 @@ def advance(
 
         due = active is None or now - active.created_at >= policy.rotate_after or rotate_now
         if pending is None and due:
-            created = new_key(policy.selector_prefix, algorithm, now, taken)
+            created = new_key(policy.selector_prefix, algorithm, now, taken, generate)
             taken.add(created.selector)
             keys.append(created)
             why = "first key" if active is None else "rotation"
@@ -116,6 +125,27 @@ def advance(
 
     token = rotate_token if rotate_token is not None else key_set.rotate_token
     return KeySet(tuple(kept), token), steps
+
+
+def algorithms_to_generate(
+    key_set: KeySet,
+    policy: RotationPolicy,
+    *,
+    now: datetime,
+    verified: Collection[str],
+    rotate_token: str | None = None,
+) -> list[str]:
+    """The algorithms whose new key `advance` with the same arguments generates (at most one
+    key each), so that the caller can get the keys first (awaiting them off its thread) and
+    then advance with them."""
+    wanted: list[str] = []
+
+    def note(algorithm: str) -> bytes:
+        wanted.append(algorithm)
+        return b""
+
+    advance(key_set, policy, now=now, verified=verified, rotate_token=rotate_token, generate=note)
+    return wanted
 
 
 def _swap(keys: list[DkimKey], old: DkimKey, new: DkimKey) -> DkimKey:

@@ -2,6 +2,7 @@
 
     signer = DkimSigner("example.com", [("rsa-2026", rsa_pem), ("ed-2026", ed25519_pem)])
     signed = signer.sign(message_bytes)          # the message with DKIM-Signature headers on top
+    signed = await signer.sign_in(executor, message_bytes)   # the same, the signatures on a thread
 
 Why not dkimpy: its RSA is pure Python, about ten times slower than OpenSSL through
 `cryptography` (NOTES.md: ~110 vs ~1,100 signatures/s). Canonicalization is relaxed/relaxed,
@@ -19,12 +20,14 @@ signed is exactly what is sent.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import hashlib
 import re
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -78,7 +81,6 @@ OVERSIGNED_HEADERS: frozenset[str] = frozenset(
 """Listed once more than present: nobody can add another instance without breaking the signature."""
 
 _WSP_RUN = re.compile(rb"[ \t]+")
-_TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
@@ -98,8 +100,10 @@ def canonicalize_body_relaxed(body: bytes) -> bytes:
     # printable encodes trailing blanks) need neither, and `in` is a fast scan.
     if b"\t" in body or b"  " in body:
         body = _WSP_RUN.sub(b" ", body)
-    if b" \r\n" in body:
-        body = _TRAILING_WSP.sub(b"\r\n", body)
+    if b" \r\n" in body:  # tabs are spaces by now
+        # Per line rather than `[ \t]+\r\n`, which tries a match at every space of the body
+        # (90 µs a 5 KB message against 13).
+        body = b"\r\n".join([line.rstrip(b" \t") for line in body.split(b"\r\n")])
     body = body.rstrip(b"\r\n")
     return body + b"\r\n" if body else b""
 
@@ -192,6 +196,11 @@ class DkimSigner:
         return self._signature_headers(message, timestamp)
 
     def _signature_headers(self, message: bytes, timestamp: int | None) -> bytes:
+        unsigned = self._unsigned(message, timestamp)
+        return _headers(unsigned, _sign_all([(key, data) for key, _, data in unsigned]))
+
+    def _unsigned(self, message: bytes, timestamp: int | None) -> list[tuple[_Key, str, bytes]]:
+        """Per key: the key, its DKIM-Signature tags up to `b=`, and the data it signs."""
         fields, body = _split(message)
         body_hash = base64.b64encode(
             hashlib.sha256(canonicalize_body_relaxed(body)).digest()
@@ -210,15 +219,28 @@ class DkimSigner:
             # Its relaxed canonical form, without a regular expression: our own tags have no
             # whitespace but the folds ("\r\n\t" unfolds to one space), none at either end.
             signed = header_data + b"dkim-signature:" + tags.replace("\r\n\t", " ").encode()
-            signature = base64.b64encode(self._sign(key, signed)).decode()
-            folded = "\r\n\t ".join(signature[i : i + 72] for i in range(0, len(signature), 72))
-            out.append(f"DKIM-Signature: {tags}{folded}\r\n".encode("ascii"))
-        return b"".join(out)
+            out.append((key, tags, signed))
+        return out
 
     def sign(self, message: bytes, *, timestamp: int | None = None) -> bytes:
         """`message` in wire form (CRLF) with its DKIM-Signature headers prepended."""
         wire = to_wire(message)  # checked here once: the bytes signed are the bytes sent
         return self._signature_headers(wire, timestamp) + wire
+
+    async def sign_in(
+        self, executor: Executor, message: bytes, *, timestamp: int | None = None
+    ) -> bytes:
+        """`sign()`, with the private-key operations on `executor`'s threads: OpenSSL
+        releases the GIL while it signs, so the caller's event loop renders and sends other
+        messages meanwhile (the RSA signature is ~40% of the sender's CPU per message). The
+        canonicalization stays on the caller's thread: Python work in the thread would only
+        contend for the GIL with the loop."""
+        wire = to_wire(message)
+        unsigned = self._unsigned(wire, timestamp)
+        signatures = await asyncio.get_running_loop().run_in_executor(
+            executor, _sign_all, [(key, data) for key, _, data in unsigned]
+        )
+        return _headers(unsigned, signatures) + wire
 
     def _select(self, fields: list[tuple[bytes, bytes]]) -> tuple[list[str], bytes]:
         """h= names and the canonicalized header data they cover (bottom-up per name)."""
@@ -235,9 +257,23 @@ class DkimSigner:
                 names.append(name)
         return names, bytes(data)
 
-    @staticmethod
-    def _sign(key: _Key, data: bytes) -> bytes:
+
+def _sign_all(jobs: list[tuple[_Key, bytes]]) -> list[bytes]:
+    """The signature of each (key, canonicalized data)."""
+    out = []
+    for key, data in jobs:
         if isinstance(key.private, rsa.RSAPrivateKey):
-            return key.private.sign(data, padding.PKCS1v15(), hashes.SHA256())
-        # RFC 8463: Ed25519 signs the SHA-256 digest of the canonicalized data.
-        return key.private.sign(hashlib.sha256(data).digest())
+            out.append(key.private.sign(data, padding.PKCS1v15(), hashes.SHA256()))
+        else:  # RFC 8463: Ed25519 signs the SHA-256 digest of the canonicalized data.
+            out.append(key.private.sign(hashlib.sha256(data).digest()))
+    return out
+
+
+def _headers(unsigned: list[tuple[_Key, str, bytes]], signatures: list[bytes]) -> bytes:
+    """The DKIM-Signature header lines: each key's tags with its signature, folded."""
+    out = []
+    for (_, tags, _), raw in zip(unsigned, signatures, strict=True):
+        signature = base64.b64encode(raw).decode()
+        folded = "\r\n\t ".join(signature[i : i + 72] for i in range(0, len(signature), 72))
+        out.append(f"DKIM-Signature: {tags}{folded}\r\n".encode("ascii"))
+    return b"".join(out)

@@ -66,6 +66,16 @@ def marker(record: Record, owner: str) -> Record:
     )
 
 
+def types_at(name: str) -> tuple[str, ...]:
+    """The types `read` asks for at `name`: we publish MX only at host names (the domain, its
+    return path), never at an underscore name (markers, `_dmarc`, `_mta-sts`, `_smtp._tls`) nor
+    at a DKIM key's name, so asking those for MX would be a query answered with nothing on every
+    pass (queries are most of a pass's work on the event loop)."""
+    if name.startswith("_") or "._domainkey." in name:
+        return ("TXT",)
+    return READ_TYPES
+
+
 def names_to_read(records: Iterable[Record], extra_names: Iterable[str] = ()) -> set[str]:
     """Every name whose records and ownership markers a plan needs."""
     names = {r.name for r in records} | set(extra_names)

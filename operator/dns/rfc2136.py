@@ -1,7 +1,9 @@
 """RFC 2136 dynamic updates signed with TSIG (BIND, Knot, PowerDNS, ...), through dnspython.
 
-Reads are direct, non-recursive queries to the primary; changes go as one UPDATE message per
-batch over TCP. The TSIG secret is only ever held in the keyring, never put in a message.
+Reads are direct, non-recursive queries to the primary (TXT and MX at each name, TXT only at
+marker names); a domain's changes (records, ownership markers, deletes) go as one UPDATE message
+over TCP, so the server applies them atomically and bumps the zone's serial once. The TSIG
+secret is only ever held in the keyring, never put in a message.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import dns.rdtypes.ANY.TXT
 import dns.tsig
 import dns.update
 
-from penguinmails.operator.dns.base import READ_TYPES, Change, Existing
+from penguinmails.operator.dns import in_flight
+from penguinmails.operator.dns.base import Change, Existing, types_at
 from penguinmails.operator.dns.records import normalize_value, txt_rdata_text
 from penguinmails.operator.errors import ReconcileError
 
@@ -80,25 +83,27 @@ class Rfc2136Provider:
         query = dns.message.make_query(name + ".", rtype)
         query.flags &= ~dns.flags.RD
         try:
-            try:
-                response = await dns.asyncquery.udp(
-                    query, self.server, port=self.port, timeout=self.timeout / 2
-                )
-            except dns.exception.Timeout:
-                # A lost datagram under load: ask again over TCP before calling it unreachable.
-                response = await dns.asyncquery.tcp(
-                    query, self.server, port=self.port, timeout=self.timeout
-                )
-            if response.flags & dns.flags.TC:
-                response = await dns.asyncquery.tcp(
-                    query, self.server, port=self.port, timeout=self.timeout
-                )
+            async with in_flight.slot(self.server):
+                try:
+                    response = await dns.asyncquery.udp(
+                        query, self.server, port=self.port, timeout=self.timeout / 2
+                    )
+                except dns.exception.Timeout:
+                    # A lost datagram under load: ask again over TCP before calling it
+                    # unreachable.
+                    response = await dns.asyncquery.tcp(
+                        query, self.server, port=self.port, timeout=self.timeout
+                    )
+                if response.flags & dns.flags.TC:
+                    response = await dns.asyncquery.tcp(
+                        query, self.server, port=self.port, timeout=self.timeout
+                    )
         except (OSError, dns.exception.Timeout) as error:
             raise _unreachable(self.server, self.port, error) from None
         return response
 
     async def read(self, zone: str, names: Collection[str]) -> Existing:
-        pairs = [(n, t) for n in sorted(names) for t in READ_TYPES]
+        pairs = [(n, t) for n in sorted(names) for t in types_at(n)]
         responses = await asyncio.gather(*(self._query(n, t) for n, t in pairs))
         existing: dict[tuple[str, str], dict[str, str]] = {}
         for (name, rtype), response in zip(pairs, responses, strict=True):
@@ -117,7 +122,15 @@ class Rfc2136Provider:
         return existing
 
     async def apply(self, zone: str, changes: Sequence[Change]) -> None:
+        for update in self.updates(zone, changes):
+            await self._send(update, zone)
+
+    def updates(self, zone: str, changes: Sequence[Change]) -> list[dns.update.UpdateMessage]:
+        """The signed UPDATE messages for `changes`: one for a domain's whole plan (its records,
+        their markers and the deletes together, applied by the server atomically); only a
+        plan of more than BATCH changes, far beyond one domain's, is split."""
         origin = dns.name.from_text(zone + ".")
+        messages = []
         for start in range(0, len(changes), BATCH):
             update = dns.update.UpdateMessage(
                 origin,
@@ -133,7 +146,8 @@ class Rfc2136Provider:
                 else:
                     text = change.rdata or rdata_text(record.type, record.value)
                     update.delete(name, record.type, text)
-            await self._send(update, zone)
+            messages.append(update)
+        return messages
 
     async def _send(self, update: dns.update.UpdateMessage, zone: str) -> None:
         where = f"{self.server}:{self.port}"

@@ -28,6 +28,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
+from penguinmails.operator.dns import in_flight
 from penguinmails.operator.dns.base import Existing
 from penguinmails.operator.dns.records import Record, normalize_value
 from penguinmails.operator.dns.rfc2136 import rdata_value
@@ -137,13 +138,16 @@ async def _ask(server: Nameserver, port: int, name: str, rtype: str, wait: float
     query = dns.message.make_query(name + ".", rtype)
     query.flags &= ~dns.flags.RD
     try:
-        try:
-            response = await dns.asyncquery.udp(query, server.address, port=port, timeout=wait / 2)
-        except dns.exception.Timeout:
-            # A lost datagram under load is not a missing record: ask again over TCP.
-            response = await dns.asyncquery.tcp(query, server.address, port=port, timeout=wait)
-        if response.flags & dns.flags.TC:
-            response = await dns.asyncquery.tcp(query, server.address, port=port, timeout=wait)
+        async with in_flight.slot(server.address):
+            try:
+                response = await dns.asyncquery.udp(
+                    query, server.address, port=port, timeout=wait / 2
+                )
+            except dns.exception.Timeout:
+                # A lost datagram under load is not a missing record: ask again over TCP.
+                response = await dns.asyncquery.tcp(query, server.address, port=port, timeout=wait)
+            if response.flags & dns.flags.TC:
+                response = await dns.asyncquery.tcp(query, server.address, port=port, timeout=wait)
     except (OSError, dns.exception.DNSException) as error:
         unroutable = isinstance(error, OSError) and error.errno in _UNROUTABLE
         why = f"{server.name} ({server.address}) did not answer ({type(error).__name__})"

@@ -95,3 +95,61 @@ class MailuAdmin:
         again = await self._request("GET", f"/domain/{domain}")
         record = again.json().get("dns_dkim") if again.status_code == 200 else None
         return str(record) if record else None
+
+    # -- what the mailboxes module manages (operator/mailu/mailboxes.py) ---------------------
+
+    async def _call(
+        self, method: str, path: str, what: str, json: Any = None, *, ok: tuple[int, ...] = (200,)
+    ) -> Any:
+        response = await self._request(method, path, json)
+        if response.status_code not in ok:
+            raise self._fail(what, response)
+        try:
+            return response.json()
+        except ValueError:
+            return None
+
+    async def _list(self, kind: str) -> list[dict[str, Any]]:
+        answer = await self._call("GET", f"/{kind}", f"listing {kind}s")
+        return [item for item in answer or [] if isinstance(item, dict)]
+
+    async def list_domains(self) -> list[dict[str, Any]]:
+        return await self._list("domain")
+
+    async def list_users(self) -> list[dict[str, Any]]:
+        return await self._list("user")
+
+    async def list_relays(self) -> list[dict[str, Any]]:
+        return await self._list("relay")
+
+    async def create_domain(self, name: str, comment: str) -> None:
+        body = {"name": name, "comment": comment}
+        await self._call("POST", "/domain", f"creating domain {name}", body)
+
+    async def delete_domain(self, name: str) -> None:
+        # 404: gone already (a crash after the call); deleting it again is done.
+        await self._call("DELETE", f"/domain/{name}", f"deleting domain {name}", ok=(200, 404))
+
+    async def create_user(self, email: str, raw_password: str, fields: dict[str, Any]) -> None:
+        body = {"email": email, "raw_password": raw_password, "enabled": True, **fields}
+        await self._call("POST", "/user", f"creating user {email}", body)
+
+    async def update_user(self, email: str, fields: dict[str, Any]) -> None:
+        await self._call("PATCH", f"/user/{email}", f"updating user {email}", fields)
+
+    async def delete_user(self, email: str) -> None:
+        await self._call("DELETE", f"/user/{email}", f"deleting user {email}", ok=(200, 404))
+
+    async def create_relay(self, name: str, smtp: str, comment: str) -> None:
+        body = {"name": name, "smtp": smtp, "comment": comment}
+        await self._call("POST", "/relay", f"creating relayed domain {name}", body)
+
+    async def update_relay(self, name: str, smtp: str) -> None:
+        await self._call(
+            "PATCH", f"/relay/{name}", f"updating relayed domain {name}", {"smtp": smtp}
+        )
+
+    async def delete_relay(self, name: str) -> None:
+        await self._call(
+            "DELETE", f"/relay/{name}", f"deleting relayed domain {name}", ok=(200, 404)
+        )

@@ -13,9 +13,10 @@ from __future__ import annotations
 import base64
 import secrets as random
 import shlex
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncssh
 
@@ -23,6 +24,7 @@ from penguinmails.api.v1alpha1.smtpserver import SmtpServerSpec
 from penguinmails.common.settings import SmtpServerSettings
 from penguinmails.operator.context import Context
 from penguinmails.operator.errors import ReconcileError
+from penguinmails.operator.kube import controller_reference
 from penguinmails.operator.mailu.admin_api import MailuAdmin, MailuAdminError
 from penguinmails.operator.mailu.render import (
     MailuSecrets,
@@ -34,6 +36,7 @@ from penguinmails.operator.mailu.render import (
 from penguinmails.operator.secret_access import apply_secret
 
 SSH_FIELD = "spec.provider.hostwinds.sshKeySecretRef"
+T = TypeVar("T")
 
 
 def secret_name(server: str) -> str:
@@ -49,16 +52,7 @@ def _secret(namespace: str, server: str, uid: str, values: dict[str, str]) -> di
             "name": secret_name(server),
             "namespace": namespace,
             "labels": {"app.kubernetes.io/managed-by": "penguinmails"},
-            "ownerReferences": [
-                {
-                    "apiVersion": "penguinmails.io/v1alpha1",
-                    "kind": "SmtpServer",
-                    "name": server,
-                    "uid": uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [controller_reference("SmtpServer", server, uid)],
         },
         "type": "Opaque",
         "stringData": values,
@@ -122,25 +116,12 @@ class SshTarget:
 Configure = Callable[[str], Awaitable[None]]
 
 
-async def copy_and_start(
-    target: SshTarget,
-    directory: str,
-    files: dict[str, tuple[str, int]],
-    command: str,
-    *,
-    api_port: int | None = None,
-    configure: Configure | None = None,
-    host_key: str | None = None,
-    pin: Callable[[str], Awaitable[None]] | None = None,
-) -> None:
-    """Write ``files`` (name → (content, mode)) into ``directory``, run ``command`` there, then
-    call ``configure`` with a local URL forwarded through the same SSH connection to
-    ``api_port`` on the VPS (so the admin token never travels in clear).
-
-    ``host_key`` (OpenSSH public key line) is the key the VPS must present; None accepts any,
-    as on the first connection to a VPS created moments before; ``pin`` is then called with the
-    key presented, before anything is sent, so every later connection must meet the same key.
-    """
+@asynccontextmanager
+async def ssh_connection(
+    target: SshTarget, host_key: str | None
+) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    """An SSH connection to the VPS, presenting ``host_key`` (None: any, the first time);
+    its failures become conditions naming what to fix."""
     try:
         key = asyncssh.import_private_key(target.private_key)
     except (asyncssh.KeyImportError, ValueError) as error:
@@ -157,27 +138,7 @@ async def copy_and_start(
             agent_path=None,
             connect_timeout=20,
         ) as connection:
-            presented = connection.get_server_host_key()
-            if not host_key and pin is not None and presented is not None:
-                await pin(presented.export_public_key("openssh").decode().strip())
-            async with connection.start_sftp_client() as sftp:
-                await sftp.makedirs(directory, exist_ok=True)
-                for name, (content, mode) in files.items():
-                    path = f"{directory}/{name}"
-                    async with sftp.open(path, "w", asyncssh.SFTPAttrs(permissions=mode)) as out:
-                        await out.write(content)
-                    await sftp.chmod(path, mode)
-            result = await connection.run(
-                f"cd {shlex.quote(directory)} && {command}", check=False, timeout=900
-            )
-            if result.exit_status == 0 and configure is not None and api_port is not None:
-                listener = await connection.forward_local_port(
-                    "127.0.0.1", 0, "127.0.0.1", api_port
-                )
-                try:
-                    await configure(f"http://127.0.0.1:{listener.get_port()}/api/v1")
-                finally:
-                    listener.close()
+            yield connection
     except asyncssh.HostKeyNotVerifiable:
         raise ReconcileError(
             "SSHHostKeyChanged",
@@ -197,6 +158,57 @@ async def copy_and_start(
             f"{target!r}: {type(error).__name__}: {error}; retrying",
             transient=True,
         ) from None
+
+
+@asynccontextmanager
+async def admin_tunnel(
+    connection: asyncssh.SSHClientConnection, api_port: int
+) -> AsyncIterator[str]:
+    """MailU's admin API URL, through a local port forwarded over the SSH connection to
+    ``api_port`` on the VPS (so the admin token never travels in clear)."""
+    listener = await connection.forward_local_port("127.0.0.1", 0, "127.0.0.1", api_port)
+    try:
+        yield f"http://127.0.0.1:{listener.get_port()}/api/v1"
+    finally:
+        listener.close()
+
+
+async def copy_and_start(
+    target: SshTarget,
+    directory: str,
+    files: dict[str, tuple[str, int]],
+    command: str,
+    *,
+    api_port: int | None = None,
+    configure: Configure | None = None,
+    host_key: str | None = None,
+    pin: Callable[[str], Awaitable[None]] | None = None,
+) -> None:
+    """Write ``files`` (name → (content, mode)) into ``directory``, run ``command`` there, then
+    call ``configure`` with a local URL forwarded through the same SSH connection to
+    ``api_port`` on the VPS (so the admin token never travels in clear).
+
+    ``host_key`` (OpenSSH public key line) is the key the VPS must present; None accepts any,
+    as on the first connection to a VPS created moments before; ``pin`` is then called with the
+    key presented, before anything is sent, so every later connection must meet the same key.
+    """
+    async with ssh_connection(target, host_key) as connection:
+        presented = connection.get_server_host_key()
+        if not host_key and pin is not None and presented is not None:
+            await pin(presented.export_public_key("openssh").decode().strip())
+        async with connection.start_sftp_client() as sftp:
+            await sftp.makedirs(directory, exist_ok=True)
+            for name, (content, mode) in files.items():
+                path = f"{directory}/{name}"
+                async with sftp.open(path, "w", asyncssh.SFTPAttrs(permissions=mode)) as out:
+                    await out.write(content)
+                await sftp.chmod(path, mode)
+        result = await connection.run(
+            f"cd {shlex.quote(directory)} && {command}", check=False, timeout=900
+        )
+        if result.exit_status == 0 and configure is not None and api_port is not None:
+            async with admin_tunnel(connection, api_port) as api_url:
+                await configure(api_url)
     if result.exit_status != 0:
         tail = str(result.stderr or "").strip().splitlines()[-3:]
         raise ReconcileError(
@@ -256,3 +268,29 @@ async def install_on_vps(
 def relay_user(spec: SmtpServerSpec) -> str:
     """The MailU user the sender pods authenticate as (its password is in <name>-mailu)."""
     return f"relay@{domain_of(spec.hostname)}"
+
+
+async def use_vps_admin(
+    ctx: Context,
+    settings: SmtpServerSettings,
+    *,
+    namespace: str,
+    name: str,
+    uid: str,
+    host: str,
+    private_key: str,
+    use: Callable[[MailuAdmin], Awaitable[T]],
+) -> T:
+    """Run ``use`` with the admin API of the MailU installed on the VPS, over SSH (the host key
+    pinned at install must be the one presented)."""
+    secrets = await ensure_mailu_secrets(ctx, namespace, name, uid)
+    target = SshTarget(host, settings.ssh_port, settings.ssh_user, private_key)
+    async with (
+        ssh_connection(target, secrets.ssh_host_key or None) as connection,
+        admin_tunnel(connection, settings.mailu_api_port) as api_url,
+    ):
+        admin = MailuAdmin(api_url, secrets.api_token)
+        try:
+            return await use(admin)
+        finally:
+            await admin.aclose()

@@ -30,6 +30,7 @@ from typing import Any
 
 from penguinmails.api.v1alpha1.smtpserver import MailuInClusterProvider, SmtpServerSpec
 from penguinmails.api.v1alpha1.tiers import TierLimits
+from penguinmails.operator.kube import controller_reference
 from penguinmails.operator.mailu.render import MailuSecrets, env_values, image
 
 Manifest = dict[str, Any]
@@ -100,6 +101,13 @@ MAILU_CAPABILITIES = (
 )
 
 
+OPERATOR_POD_LABELS = {
+    "app.kubernetes.io/name": "penguinmails",
+    "app.kubernetes.io/component": "operator",
+}
+"""The operator's pods under the chart (selectorLabels in charts/penguinmails)."""
+
+
 @dataclass(frozen=True)
 class Owner:
     name: str
@@ -115,16 +123,7 @@ class Owner:
             "name": name,
             "namespace": self.namespace,
             "labels": {**self.selector(component), "app.kubernetes.io/managed-by": "penguinmails"},
-            "ownerReferences": [
-                {
-                    "apiVersion": "penguinmails.io/v1alpha1",
-                    "kind": "SmtpServer",
-                    "name": self.name,
-                    "uid": self.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [controller_reference("SmtpServer", self.name, self.uid)],
         }
 
     def selector(self, component: str | None = None) -> dict[str, str]:
@@ -326,8 +325,9 @@ def _public_service(owner: Owner, mailu: MailuInClusterProvider) -> Manifest:
 
 
 def _network_policy(owner: Owner) -> Manifest:
-    """The tenant namespace denies ingress by default: open mail ports on front, and let the
-    MailU components talk to each other."""
+    """The tenant namespace denies ingress by default: open mail ports on front, let the
+    MailU components talk to each other, and let the operator's pods (the chart's labels, any
+    namespace) reach the admin API, where it sets up mailboxes (mailu/mailboxes.py)."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -339,6 +339,18 @@ def _network_policy(owner: Owner) -> Manifest:
                 {"from": [{"podSelector": {"matchLabels": owner.selector()}}]},
                 {
                     "ports": [{"protocol": "TCP", "port": port} for port in MAIL_PORTS.values()],
+                },
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {},
+                            "podSelector": {"matchLabels": OPERATOR_POD_LABELS},
+                        }
+                    ],
+                    "ports": [
+                        {"protocol": "TCP", "port": port}
+                        for port in COMPONENT_PORTS["admin"].values()
+                    ],
                 },
             ],
         },

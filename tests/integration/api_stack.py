@@ -45,7 +45,7 @@ from tests.integration.test_chart import Helm
 
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
 PASSWORD = "correct horse battery staple"
-OPERATIONS = 73
+OPERATIONS = 77
 """How many operations the OpenAPI document has: the fuzzers check they reached every one."""
 
 
@@ -238,7 +238,9 @@ _TENANT_NAMESPACES: list[str] = []
 """Namespaces make_tenant created in this module, deleted with api_kubeconfig."""
 
 
-async def make_tenant(pool: asyncpg.Pool, core: client.CoreV1Api, prefix: str) -> TenantSetup:
+async def make_tenant(
+    pool: asyncpg.Pool, core: client.CoreV1Api, prefix: str, tier: str = "starter"
+) -> TenantSetup:
     """A tenant as the operator leaves it: its row and its namespace."""
     name = f"{prefix}-{secrets.token_hex(3)}"
     namespace = res.namespace_for(name)
@@ -247,7 +249,7 @@ async def make_tenant(pool: asyncpg.Pool, core: client.CoreV1Api, prefix: str) -
     tenant_id = await upsert_tenant(
         pool,
         name=name,
-        tier="starter",
+        tier=tier,
         namespace=namespace,
         display_name=None,
         contact_email="ops@example.com",

@@ -19,7 +19,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from penguinmails.devstack.dnszones import minimal_zone
 from penguinmails.devstack.knot import KnotServer
-from tests.integration.api_stack import ApiServer, start_api, stop_api
+from tests.integration.api_stack import PASSWORD, ApiServer, start_api, stop_api
 from tests.integration.conftest import OperatorFactory, OperatorProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +40,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PAGES = {"overview": "Overview", "domains": "Sending domains", "campaigns": "Campaigns",
+         "campaigns/new": "New campaign",
          "api-keys": "API keys",
          "contacts": "Contacts", "servers": "SMTP servers", "audit-log": "Audit log",
          "settings/members": "Members", "settings/webhooks": "Webhooks",
@@ -141,6 +142,18 @@ async def check_page(page: Page, name: str, found: dict[str, list[dict[str, Any]
     violations = await serious_violations(page)
     if violations:
         found[name] = violations
+
+
+async def sign_in_page(page: Page, email: str, wait_ms: float | None = None) -> None:
+    """Sign in through the page, as a user does, until the overview shows (within `wait_ms`,
+    Playwright's default when None)."""
+    await page.goto("/")
+    await page.get_by_label("E-mail address").fill(email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", level=1, name="Overview")).to_be_visible(
+        timeout=wait_ms
+    )
 
 
 async def goto(page: Page, route: str) -> None:

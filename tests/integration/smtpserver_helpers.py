@@ -3,16 +3,43 @@
 from __future__ import annotations
 
 import base64
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from penguinmails.devstack.sshd import SshServer
 from tests.integration.conftest import GROUP, VERSION, wait_for
 
 PLURAL = "smtpservers"
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="pm-smtp-") as path:
+        yield Path(path)
+
+
+@pytest.fixture(scope="module")
+def ssh_key() -> ed25519.Ed25519PrivateKey:
+    """The operator's SSH key to the "VPS" (its Secret is the module's to write)."""
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+@pytest.fixture(scope="module")
+def vps(workdir: Path, ssh_key: ed25519.Ed25519PrivateKey) -> Iterator[SshServer]:
+    """The "VPS": a real OpenSSH server on loopback that accepts `ssh_key`."""
+    public = ssh_key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    with SshServer(workdir, authorized_keys=[public.decode()]) as server:
+        yield server
 
 
 def ssh_private_key() -> str:

@@ -327,7 +327,7 @@ async def test_api_keys_are_rate_limited_per_key(
             assert 0 < int(refused.headers["retry-after"]) <= 60
             assert int(refused.headers["retry-after"]) == _rate(refused)["reset"]
             assert _rate(refused)["remaining"] == 0
-        # Another key of the same tenant has its own allowance; users' tokens are not limited here.
+        # Another key of the same tenant has its own allowance.
         async with server.client(other) as http:
             assert (await http.get(path)).status_code == 200
     finally:

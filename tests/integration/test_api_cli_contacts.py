@@ -3,7 +3,8 @@ standard error on a terminal) against the customer API running as its own proces
 streamed to the API's import job, a progress bar while it uploads and while the job runs, each
 skipped line printed with its line number and field, exit status 2 when lines were skipped and
 0 when none were, every good row in the list as the API lists it; a viewer's import refused
-with the API's message (exit status 1)."""
+with the API's message (exit status 1); `contacts imports ls` listing a tenant's imports
+newest first."""
 
 from __future__ import annotations
 
@@ -160,3 +161,34 @@ async def test_a_viewers_import_is_refused_with_the_apis_message(
     done = cli.run("contacts", "import", "--list", "leads", str(path))
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert done.stderr.startswith("error: ") and done.stdout == ""
+
+
+async def test_contacts_imports_ls_shows_the_recent_imports_newest_first(
+    api_server: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    own = await make_tenant(db_pool, core, "clils")  # its imports are this test's alone
+    cli = Cli(api_server, tmp_path / "config")
+    cli.login(await make_user(db_pool, own, Role.MEMBER))
+    assert cli.json("contacts", "imports", "ls") == []
+    imports = [("first", "email\na@example.com\nb@example.com\n"), ("second", "email\nnope\n")]
+    for list_name, text in imports:
+        path = tmp_path / f"{list_name}.csv"
+        path.write_text(text)
+        cli.run("contacts", "import", "--list", list_name, str(path))
+
+    listed = cli.json("contacts", "imports", "ls")
+    assert [(j["listName"], j["state"], j["imported"], j["skipped"]) for j in listed] == [
+        ("second", "succeeded", 0, 1),
+        ("first", "succeeded", 2, 0),
+    ]
+    lines = cli.ok("contacts", "imports", "ls").splitlines()
+    assert lines[0].split() == [
+        "ID", "LIST", "STATE", "PROGRESS", "ROWS", "IMPORTED", "SKIPPED", "AGE"
+    ]  # fmt: skip
+    newest = lines[1].split()
+    assert newest[:7] == [listed[0]["id"], "second", "succeeded", "100%", "1", "0", "1"]
+    assert len(lines) == 1 + len(imports)
+    only = cli.ok("contacts", "imports", "ls", "--limit", "1").splitlines()
+    assert len(only) == 2 and only[1].split()[0] == listed[0]["id"]
+    refused = cli.run("contacts", "imports", "ls", "--limit", "0")
+    assert refused.returncode == 2 and "--limit" in refused.stderr

@@ -560,6 +560,49 @@ async def test_viewers_and_read_keys_cannot_write_and_writes_are_audited(
         assert expected in recorded, (expected, recorded)
 
 
+async def test_a_tenants_imports_are_listed_newest_first_with_their_progress(
+    api_server: ApiServer, db_pool: asyncpg.Pool, core: client.CoreV1Api
+) -> None:
+    mine = await tenant_access(api_server, db_pool, core, "contacts-ls", KEY_SCOPES)
+    url = f"{mine.base}/contact-imports"
+    files = [
+        ("ls-one", b"email\na1@example.com\na2@example.com\n", 2, 0),
+        ("ls-two", b"email\nb1@example.com\nnot-an-address\nb1@example.com\n", 1, 2),
+        ("ls-one", b"email\nc1@example.com\n", 1, 0),
+    ]
+    started: list[str] = []
+    async with api_server.client(mine.owner) as http:
+        empty = await http.get(url)
+        assert empty.status_code == 200 and empty.json() == {
+            "data": [],
+            "hasMore": False,
+            "nextCursor": None,
+        }, empty.text
+        for list_name, body, _, _ in files:
+            answer = await http.post(
+                url, params={"list": list_name}, content=body, headers=CSV_TYPE
+            )
+            assert answer.status_code == 202, answer.text
+            await _wait_for(
+                http, f"{url}/{answer.json()['id']}", lambda j: j["state"] != "running", []
+            )
+            started.append(answer.json()["id"])
+    # A read key pages through them, newest first, one per page: each with its outcome.
+    async with api_server.client(mine.keys[READER]) as http:
+        listed = await _pages(http, url, limit="1")
+        bad = await http.get(url, params={"cursor": "ie1.MTA"})  # another list's cursor
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "cursor", bad.text
+    assert [job["id"] for job in listed] == started[::-1]
+    for job, (list_name, body, imported, skipped) in zip(listed, files[::-1], strict=True):
+        assert job["listName"] == list_name
+        assert (job["state"], job["imported"], job["skipped"]) == ("succeeded", imported, skipped)
+        assert job["bytesDone"] == job["bytesTotal"] == len(body)
+        assert job["rowsDone"] == job["rowsTotal"] == body.count(b"\n") - 1
+    # A viewer reads them too.
+    async with api_server.client(mine.viewer) as http:
+        assert [j["id"] for j in (await http.get(url)).json()["data"]] == started[::-1]
+
+
 async def test_no_endpoint_shows_or_changes_another_tenants_data(
     api_server: ApiServer, tenant_a: TenantAccess, tenant_b: TenantAccess
 ) -> None:
@@ -604,6 +647,7 @@ async def test_no_endpoint_shows_or_changes_another_tenants_data(
                     "headers": CSV_TYPE,
                 },
             ),
+            ("GET", f"{base}/contact-imports", {}),
             ("GET", f"{base}/contact-imports/{job['id']}", {}),
             ("GET", f"{base}/contact-imports/{job['id']}/errors", {}),
             ("GET", f"{base}/suppressions", {}),
@@ -634,6 +678,10 @@ async def test_no_endpoint_shows_or_changes_another_tenants_data(
             count += 1
         mine = await http.get(f"{tenant_a.base}/contacts", params={"email": secret})
         assert mine.json()["data"] == [], mine.text
+        # A's own imports never include B's.
+        listed = await _pages(http, f"{tenant_a.base}/contact-imports")
+        assert job["id"] not in [j["id"] for j in listed] and f"b-{tag}" not in str(listed)
+        count += 1
         check = await http.post(f"{tenant_a.base}/suppressions/check", json={"email": secret})
         assert check.json()["suppressed"] is False, check.text  # B's list is B's alone
         count += 2

@@ -88,6 +88,25 @@ async def test_invitations_are_accepted_once_by_the_invited_address(
     assert fresh["token"].encode() not in bytes(stored["token_hash"])
 
     async with api_server.client() as anonymous:
+        # What each offers, without a sign-in and changing nothing (the accept page's call).
+        offered = await anonymous.post("/v1/invitations/lookup", json={"token": fresh["token"]})
+        assert offered.status_code == 200, offered.text
+        assert offered.json() == {
+            "tenant": tenant.name,
+            "tenantDisplayName": None,
+            "email": "Newcomer@Example.com",
+            "role": "member",
+            "expiresAt": fresh["expiresAt"],
+            "accountExists": False,
+        }
+        to_existing = await anonymous.post(
+            "/v1/invitations/lookup", json={"token": for_existing["token"]}
+        )
+        assert to_existing.json()["accountExists"] is True
+        assert to_existing.json()["role"] == "viewer"
+        for spent in (revoked["token"], "pm_inv_never-issued"):
+            unknown = await anonymous.post("/v1/invitations/lookup", json={"token": spent})
+            assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "token"
         accepted = await anonymous.post(
             "/v1/invitations/accept", json={"token": fresh["token"], "password": NEW_PASSWORD}
         )
@@ -131,6 +150,10 @@ async def test_invitations_are_accepted_once_by_the_invited_address(
             "/v1/invitations/accept", json={"token": late["token"], "password": NEW_PASSWORD}
         )
         assert expired.status_code == 410 and _code(expired) == "invitation_expired"
+        looked = await anonymous.post("/v1/invitations/lookup", json={"token": late["token"]})
+        assert looked.status_code == 410 and _code(looked) == "invitation_expired"
+        used = await anonymous.post("/v1/invitations/lookup", json={"token": fresh["token"]})
+        assert used.status_code == 404
     async with api_server.client(await _token(api_server, owner)) as http:
         states = {
             i["email"]: i["status"] for i in (await http.get(f"{path}/invitations")).json()["data"]

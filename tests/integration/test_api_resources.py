@@ -138,12 +138,14 @@ async def test_sending_domain_lifecycle_etag_and_errors(
         assert shown.status_code == 200, shown.text
         body = shown.json()
         assert body["spec"]["domain"] == victim.fqdn
-        assert shown.headers["etag"] == f'"{body["resourceVersion"]}"'
-        # It is the custom resource itself, in the tenant's namespace.
+        # It is the custom resource itself, in the tenant's namespace; its ETag names the
+        # object and its spec's version.
         stored = custom_objects.get_namespaced_custom_object(
             GROUP, VERSION, victim.tenant.namespace, "sendingdomains", victim.domain
         )
         assert stored["metadata"]["resourceVersion"] == body["resourceVersion"]
+        uid, generation = stored["metadata"]["uid"], stored["metadata"]["generation"]
+        assert shown.headers["etag"] == f'"{uid}.{generation}"'
         assert stored["spec"]["domain"] == victim.fqdn
         # The records and their verification come from the status the operator writes.
         record = {"name": victim.fqdn, "type": "TXT", "value": "v=spf1 -all", "verified": True}
@@ -151,8 +153,12 @@ async def test_sending_domain_lifecycle_etag_and_errors(
             GROUP, VERSION, victim.tenant.namespace, "sendingdomains", victim.domain,
             {"status": {"records": [record]}},
         )  # fmt: skip
-        with_status = (await http.get(f"{base}/{victim.domain}")).json()
+        answer = await http.get(f"{base}/{victim.domain}")
+        with_status = answer.json()
         assert with_status["status"]["records"][0]["verified"] is True
+        # The operator's status write is not a change of the spec: the ETag stays.
+        assert with_status["resourceVersion"] != body["resourceVersion"]
+        assert answer.headers["etag"] == shown.headers["etag"]
         assert with_status["status"]["records"][0]["value"] == "v=spf1 -all"
 
         duplicate = await http.post(
@@ -275,13 +281,19 @@ async def test_campaign_created_and_paused_through_the_api_equals_kubectl_apply(
 
 
 async def test_campaign_edit_if_match_validation_and_pages(
-    api_server: ApiServer, victim: Workspace
+    api_server: ApiServer, victim: Workspace, custom_objects: client.CustomObjectsApi
 ) -> None:
     base = f"/v1/tenants/{victim.tenant.name}/campaigns"
     path = f"{base}/{victim.campaign}"
     async with api_server.client(victim.owner_token) as http:
         current = await http.get(path)
         etag = current.headers["etag"]
+        # The operator writes the campaign's status (its progress) after the client read it:
+        # the edit, based on the spec as it still is, goes through.
+        custom_objects.patch_namespaced_custom_object_status(
+            GROUP, VERSION, victim.tenant.namespace, "campaigns", victim.campaign,
+            {"status": {"progress": 42}},
+        )  # fmt: skip
         edited = await http.patch(
             path, json={"spec": {"subject": "New subject"}}, headers={"If-Match": etag}
         )
@@ -493,8 +505,8 @@ def test_chart_lints_with_the_api_and_refuses_it_without_its_secret(
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["penguinmails-api"]
     # Every setting that carries a secret comes from the Secret, never a value; the only plain
-    # values are the egress policy webhook URLs are checked against, the import size limit and
-    # the invitation e-mail's sender and link.
+    # values are the egress policy webhook URLs are checked against, the import size limit,
+    # the invitation e-mail's sender and link, and the proxies whose X-Forwarded-For is believed.
     env = {e["name"]: e for e in container["env"]}
     assert {n for n, e in env.items() if "value" in e} == {
         "PM_CLUSTER_CIDRS",
@@ -502,7 +514,9 @@ def test_chart_lints_with_the_api_and_refuses_it_without_its_secret(
         "PM_API_IMPORT_MAX_BYTES",
         "PM_API_INVITATION_FROM",
         "PM_API_INVITATION_URL",
+        "PM_API_TRUSTED_PROXIES",
     }
+    assert env["PM_API_TRUSTED_PROXIES"]["value"] == ""  # none by default
     assert {
         n: e["valueFrom"]["secretKeyRef"]["name"] for n, e in env.items() if "value" not in e
     } == {

@@ -52,10 +52,14 @@ CHECKS = [
 @pytest.fixture(scope="module")
 def api_env(redis_url: str) -> dict[str, str]:
     # Its own Redis database: the fuzzer's failed sign-ins must not throttle other modules'.
-    # GDPR configured, as in production (unset, those two endpoints answer 503).
+    # GDPR configured, as in production (unset, those two endpoints answer 503). Rate limits
+    # that never bind: the fuzzer's thousands of requests must reach the handlers (the limits'
+    # path at its defaults is test_api_rate_limits.py's; their 429 is documented everywhere).
     return {
         "PM_REDIS_URL": own_redis_database(redis_url, 2),
         "PM_SUPPRESSION_KEY": "fuzz-master-key-0123456789abcdef0123",
+        "PM_API_KEY_REQUESTS_PER_MINUTE": "1000000",
+        "PM_API_SOURCE_REQUESTS_PER_MINUTE": "1000000",
     }
 
 

@@ -3,10 +3,13 @@
 and the intake) and writes `status.receiverBlock` with the reason and until when; a server
 with fewer blocks than the threshold shows none. The rows are added as the intake adds them
 (its platform login, in the tenant's scope), the objects are the tenant's, in its namespace.
+A shared-pool server (platform namespace) is registered by the operator, shows the block
+counted over every tenant, and is forgotten when it leaves the pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from penguinmails.common.db.blocks import (
     Block,
     BlockScope,
     add_blocks,
+    pool_server_name,
 )
 from penguinmails.common.db.tenants import upsert_tenant
 from penguinmails.devstack.ports import free_port
@@ -32,10 +36,16 @@ from tests.integration.conftest import GROUP, VERSION, OperatorFactory, Operator
 pytestmark = pytest.mark.integration
 
 
+PLATFORM = f"platform-{secrets.token_hex(3)}"
+"""This module's platform namespace (the shared pool's servers), its own in the shared cluster."""
+
+
 @pytest.fixture(scope="module")
 def operator(operator_process: OperatorFactory) -> Iterator[OperatorProcess]:
     # No blocklists: nothing here needs the outside world.
-    handle = operator_process(PM_DNSBL_ZONES="", PM_DOMAIN_BLOCKLISTS="")
+    handle = operator_process(
+        PM_DNSBL_ZONES="", PM_DOMAIN_BLOCKLISTS="", PM_PLATFORM_NAMESPACE=PLATFORM
+    )
     yield handle
     handle.stop()
     assert "receiver-block" not in handle.log().partition("Traceback")[2]
@@ -139,3 +149,96 @@ async def test_a_block_shows_in_the_status_of_what_it_is_about(
                     GROUP, VERSION, namespace, plural, obj
                 )
         core.delete_namespace(namespace)
+
+
+async def test_a_shared_pool_server_shows_the_block_counted_over_every_tenant(
+    operator: OperatorProcess,
+    core: client.CoreV1Api,
+    custom_objects: client.CustomObjectsApi,
+    db_pool: asyncpg.Pool,
+) -> None:
+    """A pool server (platform namespace, labelled shared) is registered by the operator, so
+    strikes from any tenant count against it; its status shows them; unlabelled, it is
+    forgotten (its strikes with it) and the block leaves its status."""
+    name = f"pool-{secrets.token_hex(3)}"
+    tenants = []
+    for key in ("a", "b"):
+        tenant = f"{name}-{key}"
+        tenants.append(
+            await upsert_tenant(
+                db_pool,
+                name=tenant,
+                tier="starter",
+                namespace=f"tenant-{tenant}",
+                display_name=None,
+                contact_email="ops@example.com",
+                suspended=False,
+            )
+        )
+    with contextlib.suppress(client.ApiException):
+        core.create_namespace({"metadata": {"name": PLATFORM}})
+    server = _server(free_port())
+    server["metadata"] = {"name": name, "labels": {"penguinmails.io/pool": "shared"}}
+    # What plans, the ledger and strikes call it (a tenant's own "pool-…" is not it).
+    pooled = pool_server_name(PLATFORM, name)
+
+    def block() -> dict[str, Any]:
+        found = custom_objects.get_namespaced_custom_object(
+            GROUP, VERSION, PLATFORM, "smtpservers", name
+        )
+        return dict((found.get("status") or {}).get("receiverBlock") or {})
+
+    async def registered() -> bool:
+        found = await db_pool.fetchval("SELECT count(*) FROM pool_servers WHERE name = $1", pooled)
+        return bool(found)
+
+    try:
+        custom_objects.create_namespaced_custom_object(
+            GROUP, VERSION, PLATFORM, "smtpservers", server
+        )
+        for _ in range(240):
+            if await registered():
+                break
+            await asyncio.sleep(0.5)
+        else:
+            pytest.fail("the pool server was not registered within 120 s")
+        # Three relay strikes from two tenants, as record_pool_strikes() writes them.
+        now = await db_pool.fetchval("SELECT now()")
+        delivery = 10**15 + int(name.removeprefix("pool-"), 16) * 10
+        for i, tenant_id in enumerate([tenants[0], tenants[1], tenants[0]]):
+            await db_pool.execute(
+                "INSERT INTO pool_server_strikes (server, tenant_id, delivery_id, source, status,"
+                " at) VALUES ($1, $2, $3, 'relay', '5.7.1', $4)",
+                pooled,
+                tenant_id,
+                delivery + i,
+                now - timedelta(seconds=30 - i),
+            )
+        shown = wait_for(block, timeout=120, what="the pool server's block")
+        print(f"\npool SmtpServer status.receiverBlock: {shown}")
+        assert shown["strikes"] == BLOCK_STRIKES and shown["lastStatus"] == "5.7.1"
+        until = datetime.fromisoformat(shown["until"])
+        expected = now - timedelta(seconds=28) + timedelta(seconds=BLOCK_PAUSE_SECONDS)
+        assert abs((until - expected).total_seconds()) < 1
+
+        # No longer in the pool: forgotten (the strikes with it), and the block goes.
+        custom_objects.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            PLATFORM,
+            "smtpservers",
+            name,
+            {"metadata": {"labels": {"penguinmails.io/pool": None}}},
+        )
+        wait_for(lambda: not block(), timeout=120, what="the block gone from status")
+        assert not await registered()
+        assert not await db_pool.fetchval(
+            "SELECT count(*) FROM pool_server_strikes WHERE server = $1", pooled
+        )
+    finally:
+        with contextlib.suppress(client.ApiException):
+            custom_objects.delete_namespaced_custom_object(
+                GROUP, VERSION, PLATFORM, "smtpservers", name
+            )
+        with contextlib.suppress(client.ApiException):
+            core.delete_namespace(PLATFORM)

@@ -21,17 +21,14 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from kubernetes import client
 from playwright.async_api import Browser, expect
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from penguinmails.api.billing.plans import Plan, put_plan
 from penguinmails.api.v1alpha1.tiers import Tier
@@ -61,8 +58,10 @@ from tests.integration.dashboard_support import (
     check_page,
     goto,
     new_page,
+    sign_in_page,
 )
 from tests.integration.test_api_mfa import Authenticator
+from tests.integration.test_webhooks import Receiver, serving
 
 pytestmark = pytest.mark.integration
 
@@ -150,40 +149,10 @@ async def tenant(
     await db_pool.execute("DELETE FROM billing_plans WHERE tier = 'starter'")
 
 
-@dataclass
-class Receiver:
-    """A webhook receiver on loopback: answers 200 to what the endpoint's secret verifies."""
-
-    url: str = ""
-    secret: str = ""
-    verified: list[dict[str, Any]] = field(default_factory=list)
-    refused: int = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        try:
-            Webhook(self.secret).verify(body, headers)
-        except WebhookVerificationError:
-            self.refused += 1
-            return web.Response(status=401, text="bad signature")
-        self.verified.append(json.loads(body))
-        return web.Response(status=200, text="ok")
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def receiver() -> AsyncIterator[Receiver]:
-    hook = Receiver()
-    app = web.Application()
-    app.router.add_post("/hooks", hook.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    hook.url = f"http://{host}:{port}/hooks"
-    yield hook
-    await runner.cleanup()
+    async with serving(Receiver()) as hook:
+        yield hook
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -220,11 +189,7 @@ async def test_settings_pages_and_the_mfa_step(
     base = f"/v1/tenants/{tenant.name}"
     axe: dict[str, list[dict[str, Any]]] = {}
     page = await new_page(browser, settings_api.url)
-    await page.goto("/")
-    await page.get_by_label("E-mail address").fill(email)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.keyboard.press("Enter")
-    await expect(page.get_by_role("heading", level=1, name="Overview")).to_be_visible()
+    await sign_in_page(page, email)
     phases.done("setup")
 
     # Keyboard: the main navigation's Settings entry opens the members, its tabs the rest.
@@ -349,8 +314,8 @@ async def test_settings_pages_and_the_mfa_step(
     row = log.get_by_role("row").filter(has_text="campaign.state_changed")
     await expect(row).to_contain_text("succeeded", timeout=60_000)
     await expect(row).to_contain_text("200")
-    assert receiver.refused == 0
-    assert [(e["type"], e["data"]["phase"]) for e in receiver.verified] == [
+    assert receiver.refused_signatures == 0
+    assert [(e["type"], e["data"]["phase"]) for _, e in receiver.events()] == [
         ("campaign.state_changed", "Paused")
     ]
     await check_page(page, "settings-webhooks-log", axe)

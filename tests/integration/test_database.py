@@ -231,6 +231,8 @@ PLATFORM_ONLY_TABLES = (
     # The account plane (migration 0010), like memberships: the API's login only.
     "tenant_security",
     "invitations",
+    # Strikes against shared-pool servers from every tenant (0014): the platform's logins only.
+    "pool_server_strikes",
 )
 
 

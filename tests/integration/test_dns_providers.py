@@ -7,17 +7,21 @@ failure modes, which must come back as a named reason and never leak a credentia
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
+import dns.asyncquery
+import dns.message
+import dns.update
 import pytest
 
 from penguinmails.devstack.dnszones import TsigKey, minimal_zone
 from penguinmails.devstack.knot import KnotServer
 from penguinmails.devstack.ports import free_port
 from penguinmails.devstack.powerdns import PowerDnsServer
-from penguinmails.operator.dns import base
+from penguinmails.operator.dns import base, in_flight
 from penguinmails.operator.dns.base import DnsProvider
 from penguinmails.operator.dns.powerdns import PowerDnsProvider
 from penguinmails.operator.dns.records import Record
@@ -137,6 +141,81 @@ async def test_publish_change_and_remove_only_our_records(
         },
         (DOMAIN, "MX"): {"50 other.example": left[(DOMAIN, "MX")]["50 other.example"]},
     }
+
+
+async def soa_serial(knot: KnotServer, zone: str) -> int:
+    query = dns.message.make_query(zone + ".", "SOA")
+    response = await dns.asyncquery.tcp(query, knot.address, port=knot.port, timeout=10)
+    serial: int = response.answer[0][0].serial
+    return serial
+
+
+async def test_a_domains_records_arrive_in_one_update_and_drift_is_repaired(
+    servers: tuple[KnotServer, PowerDnsServer],
+) -> None:
+    """Knot bumps the zone's serial once per UPDATE it applies: a domain's records and markers
+    (and later a repair together with a change) each cost exactly one."""
+    knot, _ = servers
+    api = Rfc2136Provider(knot.address, knot.port, knot.tsig.name, knot.tsig.secret)
+    domain = f"batch.{ZONE}"
+    records = [
+        Record(domain, "TXT", "v=spf1 ip4:192.0.2.1 ~all", 60, "spf"),
+        Record(f"pm-rsa-1._domainkey.{domain}", "TXT", LONG_DKIM, 60, "dkim"),
+        Record(f"_dmarc.{domain}", "TXT", "v=DMARC1; p=none", 60, "dmarc"),
+    ]
+    names = {r.name for r in records}
+    serial = await soa_serial(knot, ZONE)
+    assert await sync(api, records, names) == 6  # three records, three markers
+    assert await soa_serial(knot, ZONE) == serial + 1
+    nameservers = [Nameserver("ns1", "127.0.0.1")]
+    assert all(r.verified for r in await verify(records, nameservers, knot.port))
+
+    # Someone deletes the DKIM record by hand (its marker stays) ...
+    by_hand = dns.update.UpdateMessage(
+        ZONE + ".", keyring=knot.tsig.keyring(), keyname=knot.tsig.key_name
+    )
+    by_hand.delete(f"pm-rsa-1._domainkey.{domain}.", "TXT")
+    assert (await dns.asyncquery.tcp(by_hand, knot.address, port=knot.port)).rcode() == 0
+    dkim = records[1]
+    assert not (await verify([dkim], nameservers, knot.port))[0].verified
+    serial = await soa_serial(knot, ZONE)
+    # ... and the SPF value changes in the same pass: one UPDATE repairs and changes.
+    changed = [Record(domain, "TXT", "v=spf1 ip4:192.0.2.2 ~all", 60, "spf"), *records[1:]]
+    assert await sync(api, changed, names) == 5  # DKIM back; SPF and its marker replaced
+    assert await soa_serial(knot, ZONE) == serial + 1
+    assert all(r.verified for r in await verify(changed, nameservers, knot.port))
+    assert await sync(api, changed, names) == 0
+    await sync(api, [], names)
+
+
+async def test_many_queries_at_once_wait_for_a_slot_and_all_verify(
+    servers: tuple[KnotServer, PowerDnsServer],
+) -> None:
+    """Three times the bound of queries to one server at once (many passes' verification):
+    some wait for a slot (in_flight), and every record still verifies."""
+    knot, _ = servers
+    api = Rfc2136Provider(knot.address, knot.port, knot.tsig.name, knot.tsig.secret)
+    records = [
+        Record(f"many{i}.{ZONE}", "TXT", f"v=spf1 ip4:192.0.2.{i} ~all", 60, "spf")
+        for i in range(3 * in_flight.MAX_IN_FLIGHT)
+    ]
+    await api.apply(ZONE, [base.Change("add", r) for r in records])
+    waited = False
+
+    async def watch() -> None:
+        nonlocal waited
+        while True:
+            waited = waited or in_flight.slot(knot.address).locked()
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        results = await verify(records, [Nameserver("ns1", knot.address)], knot.port)
+    finally:
+        watcher.cancel()
+    assert waited, "the queries never filled the bound"
+    assert all(r.verified for r in results), [r.diff for r in results if not r.verified]
+    await api.apply(ZONE, [base.Change("delete", r) for r in records])
 
 
 async def test_foreign_spf_is_seen_through_every_provider(

@@ -44,6 +44,7 @@ from tests.integration.conftest import (
     OperatorProcess,
     wait_for,
 )
+from tests.integration.sender_support import platform_sender_secret
 
 pytestmark = pytest.mark.integration
 
@@ -136,29 +137,15 @@ def tenants(
     postgres_dsn: str,
     redis_url: str,
 ) -> Iterator[Tenants]:
-    try:
-        core.create_namespace({"metadata": {"name": PLATFORM}})
-    except ApiException as error:
-        if error.status != 409:
-            raise
-    try:
-        core.delete_namespaced_secret(PLATFORM_SECRET, PLATFORM)
-    except ApiException as error:
-        if error.status != 404:
-            raise
-    core.create_namespaced_secret(
+    reference = platform_sender_secret(
+        core,
         PLATFORM,
-        {
-            "metadata": {"name": PLATFORM_SECRET},
-            "stringData": {
-                # Where senders connect; the login in it is replaced by each tenant's own.
-                "PM_DATABASE_URL": postgres_dsn,
-                "PM_REDIS_URL": redis_url,
-                "PM_SUPPRESSION_KEY": KEY.decode(),
-            },
-        },
+        PLATFORM_SECRET,
+        database_url=postgres_dsn,
+        redis_url=redis_url,
+        suppression_key=KEY.decode(),
     )
-    operator = operator_process(PM_SENDER_SECRET=f"{PLATFORM}/{PLATFORM_SECRET}")
+    operator = operator_process(PM_SENDER_SECRET=reference)
     names = [f"iso-a-{uuid.uuid4().hex[:6]}", f"iso-b-{uuid.uuid4().hex[:6]}"]
     for name in names:
         custom_objects.create_cluster_custom_object(

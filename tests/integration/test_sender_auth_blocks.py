@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiosmtplib
 import asyncpg
 import pytest
 
@@ -38,7 +34,6 @@ from penguinmails.common.db.ledger import (
     upsert_campaign,
 )
 from penguinmails.common.db.tenant_logins import ensure_tenant_login, new_password, with_login
-from penguinmails.common.db.tenants import upsert_tenant
 from penguinmails.common.dkim.keys import (
     DkimKey,
     KeySet,
@@ -49,10 +44,17 @@ from penguinmails.common.dkim.keys import (
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import address_hash, is_suppressed
 from penguinmails.devstack.ports import free_port
-from penguinmails.devstack.sink import SinkServer, StoredMessage
+from penguinmails.devstack.sink import SinkServer
 from penguinmails.sender.engine import BLOCK_STRIKES
 from penguinmails.sender.intake import IntakeHandler, IntakeResult, intake_server
-from tests.reports import build_dsn
+from tests.integration.sender_support import (
+    dsn_for,
+    plan,
+    report,
+    start_sender,
+    stop_sender,
+    tenant_row,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -65,67 +67,11 @@ GMAIL_5_7_26 = (
 DOMAINS = ("dsn.example", "relayed.example", "clean.example")
 
 
-def _plan(domain: str, relay: Relay) -> CampaignPlan:
-    return CampaignPlan(
-        from_address=f"jane@{domain}",
-        subject="Quick question",
-        text="Hello",
-        domain=domain,
-        dkim_secret=f"{domain.partition('.')[0]}-dkim",
-        unsubscribe_url="https://u.example/u",
-        unsubscribe_mailto=f"unsubscribe@{domain}",
-        postal_address="1 Way",
-        relays=[relay],
-    )
-
-
-def _sender(dsn: str, tenant: str, tenant_id: uuid.UUID, secrets: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PM_TENANT": tenant,
-        "PM_DATABASE_URL": dsn,
-        "PM_TOKEN_KEY": KEYS.token_key(tenant_id).encode(),
-        "PM_SECRETS_DIR": str(secrets),
-        "PM_POLL_SECONDS": "0.1",
-        "PM_METRICS_PORT": "0",
-        "PM_EGRESS_ALLOW": "127.0.0.0/8",  # the relays are local sinks
-    }
-    env.pop("PM_REDIS_URL", None)  # no throttles: not what is tested
-    return subprocess.Popen(
-        [sys.executable, "-m", "penguinmails.sender"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def _stop(sender: subprocess.Popen[bytes]) -> None:
-    sender.send_signal(signal.SIGTERM)  # finishes in flight, records, exits 0
-    _, err = sender.communicate(timeout=120)
-    assert sender.returncode == 0, err.decode()
-
-
-async def _deliver(port: int, message: StoredMessage, raw: bytes) -> None:
-    """As reporting MTAs send a DSN: null reverse-path, to our return-path (VERP)."""
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as smtp:
-        await smtp.mail("")
-        await smtp.rcpt(message.mail_from)
-        await smtp.data(raw)
-
-
 async def test_authentication_failures_block_the_sending_domain_for_every_campaign(
     db_pool: asyncpg.Pool, postgres_dsn: str, tmp_path: Path
 ) -> None:
     name = f"authb-{uuid.uuid4().hex[:6]}"
-    tenant_id = await upsert_tenant(
-        db_pool,
-        name=name,
-        tier="starter",
-        namespace=f"tenant-{name}",
-        display_name=None,
-        contact_email="ops@example.com",
-        suspended=False,
-    )
+    tenant_id = await tenant_row(db_pool, name)
     for domain in DOMAINS:
         folder = tmp_path / f"{domain.partition('.')[0]}-dkim"
         folder.mkdir()
@@ -182,8 +128,8 @@ async def test_authentication_failures_block_the_sending_domain_for_every_campai
         # This relay's receiver refuses relayed.example's mail: the domain fails DMARC.
         for i in range(4):
             relay.reply_for[f"relayed-{i}@dest.test"] = (550, GMAIL_5_7_26)
-        first = await campaign("first", 6, _plan("dsn.example", via))
-        relayed = await campaign("relayed", 4, _plan("relayed.example", via))
+        first = await campaign("first", 6, plan("dsn.example", [via]))
+        relayed = await campaign("relayed", 4, plan("relayed.example", [via]))
 
         async def first_round_done() -> bool:
             states = [r["state"] for r in (await rows(relayed)).values()]
@@ -193,11 +139,11 @@ async def test_authentication_failures_block_the_sending_domain_for_every_campai
                 and len(await blocks()) == len(relay.refused)
             )
 
-        sender = _sender(sender_dsn, name, tenant_id, tmp_path)
+        sender = start_sender(name, sender_dsn, KEYS.token_key(tenant_id).encode(), tmp_path)
         try:
             await until(sender, first_round_done, "first campaign sent, the refusals recorded")
         finally:
-            _stop(sender)
+            stop_sender(sender)
         # Each 5.7.26 from the relay: a strike against the domain, recorded for every pod
         # (and its campaign paused, as before).
         refused = len(relay.refused)
@@ -213,15 +159,8 @@ async def test_authentication_failures_block_the_sending_domain_for_every_campai
         server.start()
         try:
             for message in relay.messages[:BLOCK_STRIKES]:
-                stored = f"Return-Path: <{message.mail_from}>\r\n".encode() + message.data
-                raw = build_dsn(
-                    "5.7.26",
-                    GMAIL_5_7_26,
-                    recipient=message.rcpt_tos[0],
-                    original=stored,
-                    to=message.mail_from,
-                )
-                await _deliver(server.port, message, raw)
+                raw = dsn_for(message, "5.7.26", GMAIL_5_7_26)
+                await report(server.port, message.mail_from, raw)
         finally:
             server.stop()
         assert handler.results == [IntakeResult.BOUNCED] * BLOCK_STRIKES
@@ -230,8 +169,8 @@ async def test_authentication_failures_block_the_sending_domain_for_every_campai
         # That domain's next campaign (never refused itself) waits, no attempt used; another
         # domain's campaign on the same relay sends.
         before = len(relay.messages)
-        second = await campaign("second", 5, _plan("dsn.example", via))
-        other = await campaign("other", 5, _plan("clean.example", via))
+        second = await campaign("second", 5, plan("dsn.example", [via]))
+        other = await campaign("other", 5, plan("clean.example", [via]))
 
         async def second_round_done() -> bool:
             waiting = (await rows(second)).values()
@@ -240,13 +179,13 @@ async def test_authentication_failures_block_the_sending_domain_for_every_campai
                 for r in waiting
             )
 
-        sender = _sender(sender_dsn, name, tenant_id, tmp_path)
+        sender = start_sender(name, sender_dsn, KEYS.token_key(tenant_id).encode(), tmp_path)
         try:
             await until(
                 sender, second_round_done, "other campaign sent, the blocked domain's waiting"
             )
         finally:
-            _stop(sender)
+            stop_sender(sender)
         carried = {m.rcpt_tos[0].partition("-")[0] for m in relay.messages[before:]}
         assert carried == {"other"}
         assert {(r["state"], r["attempts"]) for r in (await rows(second)).values()} == {

@@ -20,7 +20,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiosmtplib
 import asyncpg
 import pytest
 
@@ -35,7 +34,6 @@ from penguinmails.common.db.ledger import (
     upsert_campaign,
 )
 from penguinmails.common.db.tenant_logins import ensure_tenant_login, new_password, with_login
-from penguinmails.common.db.tenants import upsert_tenant
 from penguinmails.common.dkim.keys import (
     DkimKey,
     KeySet,
@@ -46,7 +44,7 @@ from penguinmails.common.dkim.keys import (
 from penguinmails.common.keys import MasterKeys
 from penguinmails.common.suppression import address_hash, is_suppressed
 from penguinmails.devstack.ports import free_port
-from penguinmails.devstack.sink import SinkServer, StoredMessage
+from penguinmails.devstack.sink import SinkServer
 from penguinmails.sender.engine import (
     BLOCK_PAUSE_SECONDS,
     BLOCK_STRIKES,
@@ -55,7 +53,7 @@ from penguinmails.sender.engine import (
 )
 from penguinmails.sender.intake import IntakeHandler, IntakeResult, intake_server
 from penguinmails.sender.secrets import DirSecrets
-from tests.reports import build_dsn
+from tests.integration.sender_support import dsn_for, plan, report, tenant_row
 
 pytestmark = pytest.mark.integration
 
@@ -71,48 +69,11 @@ GMAIL_DOMAIN_BLOCK = (
 )
 
 
-def _plan(domain: str, relays: list[Relay]) -> CampaignPlan:
-    return CampaignPlan(
-        from_address=f"jane@{domain}",
-        subject="Quick question",
-        text="Hello",
-        domain=domain,
-        dkim_secret=f"{domain.partition('.')[0]}-dkim",
-        unsubscribe_url="https://u.example/u",
-        unsubscribe_mailto=f"unsubscribe@{domain}",
-        postal_address="1 Way",
-        relays=relays,
-    )
-
-
-async def _deliver(port: int, message: StoredMessage, raw: bytes) -> None:
-    """As reporting MTAs send a DSN: null reverse-path, to our return-path (VERP)."""
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as smtp:
-        await smtp.mail("")
-        await smtp.rcpt(message.mail_from)
-        await smtp.data(raw)
-
-
-def _dsn(message: StoredMessage, status: str, diagnostic: str) -> bytes:
-    stored = f"Return-Path: <{message.mail_from}>\r\n".encode() + message.data
-    return build_dsn(
-        status, diagnostic, recipient=message.rcpt_tos[0], original=stored, to=message.mail_from
-    )
-
-
 async def test_receivers_blocks_reach_the_server_or_domain_they_name(
     db_pool: asyncpg.Pool, postgres_dsn: str, tmp_path: Path
 ) -> None:
     name = f"dsnb-{uuid.uuid4().hex[:6]}"
-    tenant_id = await upsert_tenant(
-        db_pool,
-        name=name,
-        tier="starter",
-        namespace=f"tenant-{name}",
-        display_name=None,
-        contact_email="ops@example.com",
-        suspended=False,
-    )
+    tenant_id = await tenant_row(db_pool, name)
     for secret in ("one-dkim", "two-dkim"):
         folder = tmp_path / secret
         folder.mkdir()
@@ -163,7 +124,7 @@ async def test_receivers_blocks_reach_the_server_or_domain_they_name(
     with SinkServer() as relay_a, SinkServer() as relay_b:
         a = Relay(name="srv-a", host="127.0.0.1", port=relay_a.port, tls="none")
         b = Relay(name="srv-b", host="127.0.0.1", port=relay_b.port, tls="none")
-        first = await campaign("first", 30, _plan("one.example", [a, b]))
+        first = await campaign("first", 30, plan("one.example", [a, b]))
         await send()
         via = {m.rcpt_tos[0]: ("srv-a", m) for m in relay_a.messages}
         via |= {m.rcpt_tos[0]: ("srv-b", m) for m in relay_b.messages}
@@ -183,10 +144,14 @@ async def test_receivers_blocks_reach_the_server_or_domain_they_name(
         try:
             # Receivers block server A's address, after the relay had accepted: three DSNs.
             for message in by_a[:BLOCK_STRIKES]:
-                await _deliver(server.port, message, _dsn(message, "5.7.1", MICROSOFT_IP_BLOCK))
+                await report(
+                    server.port, message.mail_from, dsn_for(message, "5.7.1", MICROSOFT_IP_BLOCK)
+                )
             # A recipient-specific 5.1.1 for a message carried by B: that recipient only.
             gone = by_b[0]
-            await _deliver(server.port, gone, _dsn(gone, "5.1.1", "550 5.1.1 no such user"))
+            await report(
+                server.port, gone.mail_from, dsn_for(gone, "5.1.1", "550 5.1.1 no such user")
+            )
             assert handler.results == [IntakeResult.BOUNCED] * (BLOCK_STRIKES + 1)
             assert await blocks() == [("server", "srv-a", "dsn")] * BLOCK_STRIKES
             async with tenant_connection(db_pool, tenant_id) as conn:
@@ -196,7 +161,7 @@ async def test_receivers_blocks_reach_the_server_or_domain_they_name(
             # The next campaign on the same servers, by a sender that saw none of it itself:
             # every message through B.
             a_before, b_before = len(relay_a.messages), len(relay_b.messages)
-            second = await campaign("second", 20, _plan("one.example", [a, b]))
+            second = await campaign("second", 20, plan("one.example", [a, b]))
             await send()
             second_rows = await rows(second)
             print(
@@ -209,7 +174,9 @@ async def test_receivers_blocks_reach_the_server_or_domain_they_name(
 
             # Receivers block the domain (its reputation), not the server: three DSNs.
             for message in relay_b.messages[b_before : b_before + BLOCK_STRIKES]:
-                await _deliver(server.port, message, _dsn(message, "5.7.1", GMAIL_DOMAIN_BLOCK))
+                await report(
+                    server.port, message.mail_from, dsn_for(message, "5.7.1", GMAIL_DOMAIN_BLOCK)
+                )
             assert await blocks() == sorted(
                 [("server", "srv-a", "dsn")] * BLOCK_STRIKES
                 + [("domain", "one.example", "dsn")] * BLOCK_STRIKES
@@ -220,8 +187,8 @@ async def test_receivers_blocks_reach_the_server_or_domain_they_name(
         # That domain's next campaign waits, without using attempts; another domain's
         # campaign on the same server (B) sends.
         b_before = len(relay_b.messages)
-        third = await campaign("third", 10, _plan("one.example", [b]))
-        other = await campaign("other", 10, _plan("two.example", [b]))
+        third = await campaign("third", 10, plan("one.example", [b]))
+        other = await campaign("other", 10, plan("two.example", [b]))
         await send()
         third_rows, other_rows = await rows(third), await rows(other)
         assert len(relay_b.messages) - b_before == 10
@@ -247,7 +214,7 @@ async def test_receivers_blocks_reach_the_server_or_domain_they_name(
             for i in range(4):
                 relay_c.reply_for[f"listed-{i}@dest.test"] = (550, MICROSOFT_IP_BLOCK)
             c = Relay(name="srv-c", host="127.0.0.1", port=relay_c.port, tls="none")
-            listed = await campaign("listed", 4, _plan("two.example", [c]))
+            listed = await campaign("listed", 4, plan("two.example", [c]))
             await send()
             refused = len(relay_c.refused)
         assert refused >= BLOCK_STRIKES

@@ -45,7 +45,7 @@ from penguinmails.sender.intake import (
     intake_server,
 )
 from penguinmails.sender.secrets import DirSecrets
-from tests.integration.sender_support import dkim_folder, tenant_row
+from tests.integration.sender_support import as_stored, dkim_folder, report, tenant_row
 from tests.reports import build_arf, build_dsn
 
 pytestmark = pytest.mark.integration
@@ -65,21 +65,8 @@ def _by_recipient(messages: list[StoredMessage]) -> dict[str, StoredMessage]:
     return {m.rcpt_tos[0].partition("@")[0]: m for m in messages}
 
 
-def _as_stored(message: StoredMessage) -> bytes:
-    """The message as the receiver stored it: its MTA adds the envelope sender as Return-Path."""
-    return f"Return-Path: <{message.mail_from}>\r\n".encode() + message.data
-
-
 def last(handler: IntakeHandler) -> IntakeResult:
     return handler.results[-1]
-
-
-async def _deliver(port: int, to: str, raw: bytes) -> None:
-    """Send as reporting MTAs do: null reverse-path (`MAIL FROM:<>`, RFC 3464 section 2)."""
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as smtp:
-        await smtp.mail("")
-        await smtp.rcpt(to)
-        await smtp.data(raw)
 
 
 async def test_dsns_and_complaints_after_acceptance(
@@ -166,10 +153,10 @@ async def test_dsns_and_complaints_after_acceptance(
                 status,
                 diagnostic,
                 recipient=f"{who}@dest.test",
-                original=_as_stored(message),
+                original=as_stored(message),
                 to=message.mail_from,
             )
-            await _deliver(port, message.mail_from, raw)
+            await report(port, message.mail_from, raw)
 
         # A 5.7.1 policy block, reported after the relay had accepted it: bounced (the rate
         # moves), nobody suppressed, the campaign keeps sending.
@@ -198,7 +185,7 @@ async def test_dsns_and_complaints_after_acceptance(
         # An ARF complaint at the fixed complaint address, the original message attached with
         # the Return-Path its receiver added: complained and suppressed, and the complaint
         # rate (1 in 6) breaches the stop rule: the intake closes the gate at once.
-        await _deliver(port, COMPLAINTS, build_arf(_as_stored(received["complainer"])))
+        await report(port, COMPLAINTS, build_arf(as_stored(received["complainer"])))
         assert last(handler) == IntakeResult.COMPLAINED
         assert (await states())["complainer"] == "complained"
         assert await suppressed() == {"gone", "complainer"}
@@ -207,7 +194,7 @@ async def test_dsns_and_complaints_after_acceptance(
         # A forged complaint: the message as received (its List-Unsubscribe carries an
         # unsubscribe token), no bounce token: refused, nothing moves.
         assert b"unsubscribe+" in received["victim"].data
-        await _deliver(port, COMPLAINTS, build_arf(received["victim"].data))
+        await report(port, COMPLAINTS, build_arf(received["victim"].data))
         assert last(handler) == IntakeResult.IGNORED
         assert (await states())["victim"] == "sent"
         assert await suppressed() == {"gone", "complainer"}
@@ -248,10 +235,10 @@ async def test_dsns_and_complaints_after_acceptance(
 
         # Nothing else is taken, and the size limit holds (SIZE / 552).
         with pytest.raises(aiosmtplib.SMTPRecipientRefused):
-            await _deliver(port, "postmaster@platform.example", b"Subject: x\r\n\r\nx\r\n")
+            await report(port, "postmaster@platform.example", b"Subject: x\r\n\r\nx\r\n")
         big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * (MAX_BYTES // 1000 + 10)
         with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
-            await _deliver(port, received["quiet"].mail_from, big)
+            await report(port, received["quiet"].mail_from, big)
         assert refused.value.code == 552
         assert (await states())["quiet"] == "sent"
     finally:

@@ -67,3 +67,139 @@ async def test_refusals_keep_the_connection_usable() -> None:
             "c@dest.test",
             "d@dest.test",
         ]
+
+
+class ScriptedRelay:
+    """A relay on loopback that records what each read from the client held, and answers
+    each command with `reply(line)`, its replies cut into `chunk`-byte writes (a reply split
+    across segments, several replies in one: the client must reassemble both)."""
+
+    def __init__(self, *, pipelining: bool, chunk: int = 1 << 16) -> None:
+        self.pipelining, self.chunk = pipelining, chunk
+        self.reads: list[bytes] = []
+        self.messages: list[bytes] = []
+        self.refuse: dict[bytes, bytes] = {}
+        self.accept_data_anyway = False
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ScriptedRelay:
+        self.server = await asyncio.start_server(self._session, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        for i in range(0, len(data), self.chunk):
+            writer.write(data[i : i + self.chunk])
+            await writer.drain()
+            await asyncio.sleep(0)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._send(writer, b"220 scripted ESMTP\r\n")
+        pending, content, in_data, recipients = b"", b"", False, 0
+        while chunk := await reader.read(65536):
+            self.reads.append(chunk)
+            pending += chunk
+            replies = b""
+            while b"\n" in pending:
+                line, _, pending = pending.partition(b"\n")
+                if in_data:
+                    if line == b".\r":
+                        in_data = False
+                        self.messages.append(content)
+                        content = b""
+                        replies += (
+                            b"250 2.0.0 queued\r\n" if recipients else b"554 5.5.1 no rcpt\r\n"
+                        )
+                    else:
+                        content += line + b"\n"
+                    continue
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    extensions = b"250-PIPELINING\r\n" if self.pipelining else b""
+                    replies += b"250-scripted\r\n" + extensions + b"250 8BITMIME\r\n"
+                elif verb == b"MAIL":
+                    recipients = 0
+                    replies += b"250-sender\r\n250 2.1.0 ok\r\n"  # multi-line on purpose
+                elif verb == b"RCPT":
+                    refusal = next((r for a, r in self.refuse.items() if a in line), None)
+                    recipients += refusal is None
+                    replies += refusal or b"250 2.1.5 ok\r\n"
+                elif verb == b"DATA":
+                    if recipients or self.accept_data_anyway:
+                        in_data = True
+                        replies += b"354 go ahead\r\n"
+                    else:
+                        replies += b"554 5.5.1 no valid recipients\r\n"
+                elif verb == b"QUIT":
+                    await self._send(writer, replies + b"221 bye\r\n")
+                    writer.close()
+                    return
+                else:
+                    replies += b"250 ok\r\n"
+            if replies:
+                await self._send(writer, replies)
+        writer.close()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 16])
+async def test_pipelining_sends_mail_rcpt_data_in_one_write_and_pairs_every_reply(
+    chunk: int,
+) -> None:
+    """RFC 2920: with PIPELINING advertised, MAIL, RCPT and DATA reach the relay in one read,
+    then the content; replies cut anywhere (one byte per segment, several per segment, multi-
+    line) are each paired with their command: a refusal is the refused RCPT's, the next
+    message on the same connection still goes."""
+    async with ScriptedRelay(pipelining=True, chunk=chunk) as relay:
+        relay.refuse[b"<gone@dest.test>"] = b"550 5.1.1 no such user\r\n"
+        pool = RelayPool("127.0.0.1", relay.port, size=1, max_messages=10)
+        results = [
+            await pool.send("a@sender.test", rcpt, MESSAGE + b".hidden dot\r\n")
+            for rcpt in ("a@dest.test", "gone@dest.test", "b@dest.test")
+        ]
+        await pool.close()
+    assert [(r.code, r.text) for r in results] == [
+        (250, "2.0.0 queued"),
+        (550, "5.1.1 no such user"),
+        (250, "2.0.0 queued"),
+    ]
+    pipelined = [r for r in relay.reads if r.startswith(b"MAIL FROM:")]
+    assert [r.count(b"\r\n") for r in pipelined] == [3, 3, 3], relay.reads
+    assert relay.messages == [MESSAGE + b"..hidden dot\r\n"] * 2  # dot-stuffed on the wire
+
+
+async def test_without_pipelining_each_command_waits_for_its_reply() -> None:
+    async with ScriptedRelay(pipelining=False, chunk=3) as relay:
+        relay.refuse[b"<gone@dest.test>"] = b"550 5.1.1 no such user\r\n"
+        pool = RelayPool("127.0.0.1", relay.port, size=1)
+        codes = [
+            (await pool.send("a@sender.test", rcpt, MESSAGE)).code
+            for rcpt in ("gone@dest.test", "b@dest.test")
+        ]
+        await pool.close()
+    assert codes == [550, 250]
+    commands = [r for r in relay.reads if r[:4] in (b"MAIL", b"RCPT", b"DATA")]
+    assert all(r.count(b"\r\n") == 1 for r in commands), commands
+    assert b"DATA\r\n" in commands and len(relay.messages) == 1
+
+
+async def test_a_relay_that_takes_data_without_a_recipient_gets_an_empty_message() -> None:
+    """RFC 2920 3.1: DATA pipelined after a refused RCPT may still get 354 from a lax server;
+    the client then ends it at once (an empty message, refused) and reports the refusal."""
+    async with ScriptedRelay(pipelining=True) as relay:
+        relay.refuse[b"<gone@dest.test>"] = b"550 5.1.1 no such user\r\n"
+        relay.accept_data_anyway = True
+        pool = RelayPool("127.0.0.1", relay.port, size=1)
+        gone = await pool.send("a@sender.test", "gone@dest.test", MESSAGE)
+        after = await pool.send("a@sender.test", "b@dest.test", MESSAGE)
+        await pool.close()
+    assert (gone.code, gone.uncertain) == (550, False)
+    assert after.code == 250
+    assert relay.messages == [b"", MESSAGE]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,35 +27,20 @@ from tests.integration.smtpserver_helpers import (
     get,
     hostwinds_body,
     put_secret,
+    ssh_key,
+    vps,
     wait_condition,
+    workdir,
 )
 from tests.standins.hostwinds import HostwindsStandIn
 from tests.standins.mailu import MailuAdminStandIn
+
+__all__ = ["ssh_key", "vps", "workdir"]  # fixtures
 
 pytestmark = pytest.mark.integration
 
 NS = "smtp-mailu"
 KEY = "hw-mailu-key"
-
-
-@pytest.fixture(scope="module")
-def workdir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="pm-mailu-") as path:
-        yield Path(path)
-
-
-@pytest.fixture(scope="module")
-def ssh_key() -> ed25519.Ed25519PrivateKey:
-    return ed25519.Ed25519PrivateKey.generate()
-
-
-@pytest.fixture(scope="module")
-def vps(workdir: Path, ssh_key: ed25519.Ed25519PrivateKey) -> Iterator[SshServer]:
-    public = ssh_key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    with SshServer(workdir, authorized_keys=[public.decode()]) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

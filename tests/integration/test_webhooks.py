@@ -16,6 +16,7 @@ import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -90,9 +91,9 @@ class Receiver:
         return [(headers["webhook-id"], json.loads(body)) for headers, body in self.received]
 
 
-@pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    hook = Receiver()
+@asynccontextmanager
+async def serving(hook: Receiver) -> AsyncIterator[Receiver]:
+    """`hook` answering on a free loopback port, its `url` set to an endpoint path under it."""
     app = web.Application()
     app.router.add_post("/hooks/{name}", hook.handle)
     runner = web.AppRunner(app)
@@ -105,6 +106,12 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield hook
     finally:
         await runner.cleanup()
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with serving(Receiver()) as hook:
+        yield hook
 
 
 @pytest.fixture

@@ -127,7 +127,7 @@ def test_the_deployment_sets_every_operator_setting() -> None:
     )
     assert names, "no PM_* settings found"
     # Decided not to: a kubeconfig is how the API runs outside a cluster (in a pod it uses its
-    # ServiceAccount's token); the API's token lifetimes, sign-in throttle and per-key rate
+    # ServiceAccount's token); the API's token lifetimes, sign-in throttle and rate limits
     # keep their defaults in the chart, whose API Deployment takes no plain values but the
     # egress policy (tests/integration/test_api_resources.py).
     not_in_the_chart = {
@@ -137,6 +137,7 @@ def test_the_deployment_sets_every_operator_setting() -> None:
         "PM_API_SIGNIN_FAILURES",
         "PM_API_SIGNIN_WINDOW_SECONDS",
         "PM_API_KEY_REQUESTS_PER_MINUTE",
+        "PM_API_SOURCE_REQUESTS_PER_MINUTE",
         "PM_API_MAIL_RETRY_SECONDS",
         # Set by the image itself (Dockerfile ENV, dev/images.py): where its build of the
         # dashboard is; not a deployment's choice.

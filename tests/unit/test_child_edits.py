@@ -1,4 +1,4 @@
-"""Which managedFields entries are someone else's edit of a child (handlers.foreign_edit)."""
+"""Which managedFields entries are someone else's edit of a child (child_watch.foreign_edit)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from penguinmails.operator.handlers import foreign_edit
+from penguinmails.operator.child_watch import foreign_edit
 from penguinmails.operator.kube import FIELD_MANAGER
 
 OURS = {
@@ -59,6 +59,11 @@ def entry(manager: str, fields: dict[str, Any], subresource: str | None = None) 
             None,
         ),
         ([OURS, entry("kubectl-label", {"f:metadata": {"f:labels": {"f:x": {}}}})], None),
+        # A Secret has no spec: an edit of its data (the sender Secret) is an edit too.
+        (
+            [OURS, entry("kubectl-edit", {"f:data": {"f:PM_TOKEN_KEY": {}}})],
+            "kubectl-edit@2026-12-01T10:05:00Z",
+        ),
     ],
 )
 def test_foreign_edit(entries: list[dict[str, Any]], expected: str | None) -> None:

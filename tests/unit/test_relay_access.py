@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from penguinmails.common.db.blocks import pool_server_name
 from penguinmails.operator.relay_access import CA_KEY, plan_relay
 
 TENANT_NS = "tenant-acme"
@@ -25,6 +26,15 @@ def test_provisioned_server_is_reached_by_hostname_with_its_relay_user() -> None
     # A shared-pool server: the copy in the tenant's namespace, never the platform's Secret.
     relay = plan_relay(server("penguinmails", hostwinds), TENANT_NS, daily_limit=None)
     assert relay.host == "mx1.acme.example" and relay.credentials_secret == "pool-mx1-relay"
+
+
+def test_a_pool_server_is_named_by_its_namespace_so_no_tenant_server_can_share_its_name() -> None:
+    provider = {"relay": {"host": "smtp.relay.example"}}
+    own = plan_relay(server(TENANT_NS, provider), TENANT_NS, daily_limit=None)
+    pooled = plan_relay(server("penguinmails", provider), TENANT_NS, daily_limit=None)
+    # Both SmtpServers are called mx1; only the pool's carries the name its strikes count under.
+    assert own.name == "mx1"
+    assert pooled.name == pool_server_name("penguinmails", "mx1") == "penguinmails/mx1"
 
 
 def test_external_relays_keep_their_refs_at_home_and_use_copies_from_the_pool() -> None:

@@ -217,3 +217,29 @@ def test_the_trial_render_runs_once_per_template_not_per_claimed_delivery() -> N
     # The first load renders the subject and the text (which stops it); the next two find both.
     info = _trial_fault.cache_info()
     assert (info.misses, info.hits) == (2, 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        ("Hello {{ first_name }},\nplain ASCII.\n", "7bit"),
+        ("x" * 900 + "\n.a dot line\n", "7bit"),  # long, but within a 7bit line
+        ("x" * 997, "quoted-printable"),  # over 998 with its CRLF
+        ("Bonjour Zoë,\n", "quoted-printable"),
+        ("nul \0 here", "quoted-printable"),
+    ],
+)
+def test_text_goes_7bit_when_it_can_and_decodes_to_what_was_rendered(
+    text: str, encoding: str
+) -> None:
+    """ASCII text with lines a 7bit body may carry goes as it is (nothing to encode); anything
+    else quoted-printable. Either way the receiver decodes the rendered text, CRLF-terminated
+    lines only, none over 998."""
+    raw = Renderer(plan(text=text, html=None)).render(parts({"first_name": "Bob"}))
+    message = email.message_from_bytes(raw)
+    assert message["Content-Transfer-Encoding"] == encoding
+    decoded = bytes(message.get_payload(decode=True)).decode().replace("\r\n", "\n")
+    rendered = text.replace("{{ first_name }}", "Bob")
+    assert decoded.startswith(rendered.rstrip())
+    lines = raw.split(b"\r\n")
+    assert b"\n" not in b"".join(lines) and max(map(len, lines)) <= 998

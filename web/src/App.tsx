@@ -10,6 +10,8 @@ import Overview from "./pages/Overview";
 // The other pages load when first visited.
 const Domains = lazy(() => import("./pages/Domains"));
 const Campaigns = lazy(() => import("./pages/Campaigns"));
+const CampaignNew = lazy(() => import("./pages/CampaignNew"));
+const CampaignEdit = lazy(() => import("./pages/CampaignEdit"));
 const ApiKeys = lazy(() => import("./pages/ApiKeys"));
 const Contacts = lazy(() => import("./pages/Contacts"));
 const Servers = lazy(() => import("./pages/Servers"));
@@ -29,6 +31,7 @@ const PAGES = [
   { path: "overview", label: "Overview", Page: Overview },
   { path: "domains", label: "Sending domains", Page: Domains },
   { path: "campaigns", label: "Campaigns", Page: Campaigns },
+  { path: "campaigns/new", label: "New campaign", Page: CampaignNew },
   { path: "api-keys", label: "API keys", Page: ApiKeys },
   { path: "contacts", label: "Contacts", Page: Contacts },
   { path: "servers", label: "SMTP servers", Page: Servers },
@@ -42,7 +45,9 @@ const PAGES = [
 
 const SETTINGS = "settings/";
 // The main navigation: every page but the settings tabs after the first (shown as "Settings").
-const NAV = PAGES.filter((p) => !p.path.startsWith(SETTINGS) || p.path === `${SETTINGS}members`);
+const NAV = PAGES.filter(
+  (p) => (!p.path.startsWith(SETTINGS) || p.path === `${SETTINGS}members`) && p.path !== "campaigns/new",
+);
 // Shown in the navigation to platform administrators only; the API refuses everyone else.
 const ADMIN_PAGES = [
   { path: "admin-tenants", label: "Tenants", Page: AdminTenants },
@@ -51,7 +56,13 @@ const ADMIN_PAGES = [
   { path: "admin-infrastructure", label: "Infrastructure", Page: AdminInfrastructure },
 ] as const;
 
+// A campaign's edit page (#/campaigns/<name>/edit): under Campaigns in the navigation.
+const CAMPAIGN_EDIT = /^campaigns\/([^/]+)\/edit$/;
+
 const TENANT_STORE = "penguinmails.tenant";
+// Where invitation e-mails link to (the API serves index.html there too: api/http/dashboard.py).
+const ACCEPT_INVITATION = "/accept-invitation";
+const AcceptInvitation = lazy(() => import("./pages/AcceptInvitation"));
 
 function useHashRoute(): string {
   const read = () => window.location.hash.replace(/^#\/?/, "") || "overview";
@@ -59,6 +70,9 @@ function useHashRoute(): string {
   useEffect(() => {
     const changed = () => setRoute(read());
     window.addEventListener("hashchange", changed);
+    // The hash may have changed between the first render and this listener (a link followed
+    // while the page was still starting): read it again, or that page would never show.
+    changed();
     return () => window.removeEventListener("hashchange", changed);
   }, []);
   return route;
@@ -67,6 +81,18 @@ function useHashRoute(): string {
 export function App() {
   const [authed, setAuthed] = useState(signedIn());
   useEffect(() => whenSignedOut(() => setAuthed(false)), []);
+  if (window.location.pathname === ACCEPT_INVITATION)
+    return (
+      <Suspense fallback={<p className="p-4">Loading…</p>}>
+        <AcceptInvitation
+          onJoined={(tenant) => {
+            // Into the dashboard, on the tenant just joined.
+            sessionStorage.setItem(TENANT_STORE, tenant);
+            window.location.assign("/#/overview");
+          }}
+        />
+      </Suspense>
+    );
   if (!authed) return <SignIn onSignedIn={() => setAuthed(true)} />;
   return <Shell onSignedOut={() => setAuthed(false)} />;
 }
@@ -84,14 +110,16 @@ function Shell({ onSignedOut }: { onSignedOut: () => void }) {
   }, [tenant]);
   const isAdmin = me.data?.platformAdmin === true;
   const adminPage = ADMIN_PAGES.find((p) => p.path === route);
-  const current = adminPage ?? PAGES.find((p) => p.path === route) ?? PAGES[0];
+  const editing = CAMPAIGN_EDIT.exec(route);
+  const current = adminPage ?? PAGES.find((p) => p.path === (editing ? "campaigns" : route)) ?? PAGES[0];
   const nav: readonly { path: string; label: string }[] = isAdmin ? [...NAV, ...ADMIN_PAGES] : NAV;
 
   useEffect(() => {
-    document.title = `${current.label} · PenguinMails`;
+    document.title = `${editing ? "Edit campaign" : current.label} · PenguinMails`;
     // Move focus to the page's heading on navigation, as a screen reader user expects.
     document.getElementById("main")?.focus();
-  }, [current]);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [current, route]);
 
   return (
     <div className="min-h-screen">
@@ -186,6 +214,8 @@ function Shell({ onSignedOut }: { onSignedOut: () => void }) {
 }
 
 function TenantPage({ route, tenant }: { route: string; tenant: string }) {
+  const editing = CAMPAIGN_EDIT.exec(route);
+  if (editing) return <CampaignEdit key={`${tenant}/${route}`} tenant={tenant} name={decodeURIComponent(editing[1])} />;
   const { Page } = PAGES.find((p) => p.path === route) ?? PAGES[0];
   return <Page key={tenant} tenant={tenant} />;
 }

@@ -1,5 +1,5 @@
 """Contact imports: upload a CSV (`text/csv`, the body itself), follow the job, page through
-the lines it skipped.
+the lines it skipped, list the tenant's imports (newest first).
 
 The body is streamed to a temporary file as it arrives and refused with 413 as soon as it
 passes the limit (`PM_API_IMPORT_MAX_BYTES`, or at once from its Content-Length); the import
@@ -173,6 +173,26 @@ async def create_import(
     return ContactImport.model_validate(job, from_attributes=True)
 
 
+@router.get(_PATH, responses=_ERRORS, summary="List the tenant's imports, newest first")
+async def list_imports(
+    access: Reader, svc: Svc, page: Annotated[PageParams, Depends(page_params)]
+) -> Page[ContactImport]:
+    """Each with its state, progress (`bytesDone` of `bytesTotal`, `rowsDone`) and the number
+    of lines it skipped (`skipped`: see `.../{id}/errors`)."""
+    after = None
+    if page.cursor is not None:
+        after = jobs.decode_job_cursor(page.cursor)
+        if after is None:
+            raise _bad_cursor()
+    async with tenant_connection(svc.pool, access.tenant.id) as conn:
+        found, cursor = await jobs.list_jobs(conn, after=after, limit=page.limit)
+    return Page[ContactImport](
+        data=[ContactImport.model_validate(j, from_attributes=True) for j in found],
+        has_more=cursor is not None,
+        next_cursor=cursor,
+    )
+
+
 @router.get(_PATH + "/{import_id}", responses=_ERRORS, summary="Show an import's progress")
 async def get_import(import_id: uuid.UUID, access: Reader, svc: Svc) -> ContactImport:
     async with tenant_connection(svc.pool, access.tenant.id) as conn:
@@ -196,9 +216,7 @@ async def list_import_errors(
     if page.cursor is not None:
         decoded = jobs.decode_error_cursor(page.cursor)
         if decoded is None:
-            raise ApiError.invalid(
-                "Not a cursor of this list: pass `nextCursor` unchanged.", "cursor"
-            )
+            raise _bad_cursor()
         after = decoded
     async with tenant_connection(svc.pool, access.tenant.id) as conn:
         if await jobs.get_job(conn, import_id) is None:

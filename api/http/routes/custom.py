@@ -1,5 +1,13 @@
 """What the resource routes share: the tenant's custom resources read and written in its
-namespace, `resourceVersion` as the ETag, `If-Match` as a precondition.
+namespace, the spec's version as the ETag, `If-Match` as a precondition.
+
+Why not `resourceVersion` as the ETag: it changes on every write, the operator's status
+updates too (a sending campaign's progress, every few seconds), so an edit based on the
+current spec would be refused for a change the client could not have lost. The ETag is the
+object's uid and `generation` (which the API server bumps on spec changes only); the write
+itself still names the `resourceVersion` it read, so a change between that read and the
+write is never overwritten: it is read again and, if the spec is still the one the ETag
+names, written again.
 
 The API writes the same objects `kubectl apply` would (apiVersion, kind, metadata.name, spec)
 into the tenant's namespace and reads their status; it decides nothing the operator decides.
@@ -33,6 +41,8 @@ __all__ = [
     "as_written",
     "create",
     "delete",
+    "etag",
+    "expected_etag",
     "fetch",
     "list_page",
     "merge_patch",
@@ -63,8 +73,10 @@ IfMatch = Annotated[
 
 class ObjectMeta(ApiModel):
     name: str = Field(description="The object's name in the tenant.")
-    resource_version: str = Field(description="Changes on every write; also the ETag.")
-    generation: int | None = Field(default=None, description="Changes on every spec change.")
+    resource_version: str = Field(description="Changes on every write, status updates too.")
+    generation: int | None = Field(
+        default=None, description="Changes on every spec change (the ETag's version)."
+    )
     created_at: datetime | None = Field(default=None, description="When it was created.")
 
 
@@ -78,25 +90,58 @@ def meta(obj: dict[str, Any]) -> ObjectMeta:
     )
 
 
+def etag(obj: dict[str, Any]) -> str | None:
+    """The object's ETag without its quotes: its uid (a deleted and re-created object is
+    another) and its spec's version (`generation`)."""
+    metadata = obj.get("metadata") or {}
+    uid, generation = metadata.get("uid"), metadata.get("generation")
+    return f"{uid}.{generation}" if uid and generation is not None else None
+
+
 def set_etag(response: Response, obj: dict[str, Any]) -> None:
-    version = (obj.get("metadata") or {}).get("resourceVersion")
-    if version:
-        response.headers["ETag"] = f'"{version}"'
+    tag = etag(obj)
+    if tag:
+        response.headers["ETag"] = f'"{tag}"'
 
 
 _ETAG = re.compile(r'^(W/)?"([^"]+)"$')
 
+# How often a write is tried again after the object changed between its read and its write
+# while its spec stayed the one the change was based on (the operator writing status).
+WRITE_TRIES = 5
 
-def expected_version(if_match: str | None) -> str | None:
-    """The resourceVersion an If-Match header names (None for none or `*`)."""
+
+def expected_etag(if_match: str | None) -> str | None:
+    """The ETag an If-Match header names, without its quotes (None for none or `*`)."""
     if if_match is None or if_match.strip() == "*":
         return None
     found = _ETAG.match(if_match.strip())
     if found is None:
         raise ApiError.invalid(
-            'If-Match must be an ETag as returned by this API, e.g. "12345".', "If-Match"
+            'If-Match must be an ETag as returned by this API, e.g. "6f1c…-3".', "If-Match"
         )
     return found.group(2)
+
+
+def check_etag(
+    kind: type[Resource], name: str, current: dict[str, Any], expected: str | None
+) -> None:
+    """412 when If-Match named another version of the spec than the current one."""
+    if expected is not None and etag(current) != expected:
+        raise ApiError(
+            412,
+            "precondition_failed_error",
+            "etag_mismatch",
+            f"{_what(kind, name)} has changed since the ETag given in If-Match: fetch it again.",
+            param="If-Match",
+        )
+
+
+def lost_race(error: ApiException) -> bool:
+    """The API server refused a write that named a resourceVersion no longer current."""
+    return error.status == 409 and b"AlreadyExists" not in (
+        error.body if isinstance(error.body, bytes) else str(error.body or "").encode()
+    )
 
 
 def as_written(spec: KubeModel) -> dict[str, Any]:
@@ -123,8 +168,8 @@ async def list_page(
         raise _error(error, f"{kind.resource_info.kind} list") from error
 
 
-def _error(error: ApiException, what: str, *, if_match: bool = False) -> ApiError:
-    return kube_error(error, what, if_match=if_match)
+def _error(error: ApiException, what: str) -> ApiError:
+    return kube_error(error, what)
 
 
 async def fetch(
@@ -159,25 +204,31 @@ async def merge_patch(
     spec_patch: dict[str, Any],
     *,
     based_on: str,
-    if_match: bool,
 ) -> dict[str, Any]:
-    """Patch the spec only if the object is still at `based_on` (its resourceVersion)."""
+    """Patch the spec only if the object is still at `based_on` (its resourceVersion); an
+    ApiException 409 when it is not (`lost_race`), for the caller to read it again."""
     patch = {"metadata": {"resourceVersion": based_on}, "spec": spec_patch}
-    try:
-        return await svc.kube.merge_patch(
-            access.tenant.namespace, kind.resource_info.plural, name, patch
-        )
-    except ApiException as error:
-        raise _error(error, _what(kind, name), if_match=if_match) from error
+    return await svc.kube.merge_patch(
+        access.tenant.namespace, kind.resource_info.plural, name, patch
+    )
 
 
 async def delete(
     svc: Services, access: TenantAccess, kind: type[Resource], name: str, if_match: str | None
 ) -> None:
-    version = expected_version(if_match)
-    try:
-        await svc.kube.delete(
-            access.tenant.namespace, kind.resource_info.plural, name, resource_version=version
-        )
-    except ApiException as error:
-        raise _error(error, _what(kind, name), if_match=version is not None) from error
+    expected = expected_etag(if_match)
+    for tries in range(1, WRITE_TRIES + 1):
+        version = None
+        if expected is not None:
+            current = await fetch(svc, access, kind, name)
+            check_etag(kind, name, current, expected)
+            version = str((current.get("metadata") or {}).get("resourceVersion", "")) or None
+        try:
+            await svc.kube.delete(
+                access.tenant.namespace, kind.resource_info.plural, name, resource_version=version
+            )
+            return
+        except ApiException as error:
+            if version is not None and lost_race(error) and tries < WRITE_TRIES:
+                continue
+            raise _error(error, _what(kind, name)) from error

@@ -1,4 +1,4 @@
-"""A tenant's deliveries per day (sent, delivered, bounced, complaints), the series the
+"""A tenant's deliveries per day (sent, delivered, bounced, complaints, replies), the series the
 dashboard's overview draws: for every member (viewer and up) and API keys with
 `campaigns:read`, read from the delivery ledger under the tenant's scope with the API's own
 database login (common/db/delivery_stats.py says what each figure counts)."""
@@ -39,6 +39,9 @@ class DeliveryDay(ApiModel):
     delivered: int = Field(description="Of those, the ones no bounce has come back for.")
     bounced: int = Field(description="Deliveries that bounced that day.")
     complaints: int = Field(description="Complaints received that day.")
+    replies: int = Field(
+        description="Deliveries first replied to that day (auto-replies are not counted)."
+    )
 
 
 class DeliveryDays(ApiModel):
@@ -50,7 +53,7 @@ class DeliveryDays(ApiModel):
 @router.get(
     "/tenants/{tenant}/deliveries/daily",
     responses=_ERRORS,
-    summary="Sent, delivered, bounced and complaints per day",
+    summary="Sent, delivered, bounced, complaints and replies per day",
 )
 async def deliveries_daily(
     access: Annotated[TenantAccess, tenant_access(Resource.CAMPAIGNS, Access.READ)],
@@ -98,6 +101,7 @@ async def deliveries_daily(
                 delivered=d.delivered,
                 bounced=d.bounced,
                 complaints=d.complaints,
+                replies=d.replies,
             )
             for d in days
         ],

@@ -113,6 +113,22 @@ class InvitationAccept(ApiModel):
     display_name: str | None = Field(default=None, max_length=200)
 
 
+class InvitationLookup(ApiModel):
+    token: str = Field(min_length=1, max_length=256, description="The invitation token.")
+
+
+class InvitationPreview(ApiModel):
+    tenant: str = Field(description="The tenant's name.")
+    tenant_display_name: str | None = Field(description="The tenant's display name, if set.")
+    email: str = Field(description="The invited address: only its account can accept.")
+    role: Role = Field(description="The role given on acceptance.")
+    expires_at: datetime
+    account_exists: bool = Field(
+        description="An account of the invited address exists: sign in as it and accept "
+        "with its access token; otherwise accept with a password for a new account."
+    )
+
+
 class Accepted(ApiModel):
     tenant: str
     role: Role
@@ -320,6 +336,30 @@ async def _optional_caller(request: Request, svc: Svc) -> Caller | None:
     if not request.headers.get("authorization"):
         return None
     return await caller(request, svc)
+
+
+@router.post(
+    "/invitations/lookup",
+    responses={**_ERRORS, 410: {"model": ErrorResponse}},
+    summary="Show what an invitation offers, without accepting it",
+)
+async def lookup(body: InvitationLookup, svc: Svc) -> InvitationPreview:
+    """For the page the invitation e-mail links to: the tenant, the role and the invited
+    address, and whether that address has an account. The token is the credential (no
+    sign-in needed); a POST, so that it stays out of URLs and logs. 404 for a token that is
+    not an open invitation (used, revoked, unknown), 410 once expired."""
+    try:
+        found = await members.preview_invitation(svc.pool, body.token)
+    except Refused as error:
+        raise _refused(error) from error
+    return InvitationPreview(
+        tenant=found.tenant,
+        tenant_display_name=found.tenant_display_name,
+        email=found.email,
+        role=found.role,
+        expires_at=found.expires_at,
+        account_exists=found.account_exists,
+    )
 
 
 @router.post(

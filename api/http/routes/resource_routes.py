@@ -2,7 +2,7 @@
 merge patch of the spec, for kinds that allow it) and delete under
 `/tenants/{tenant}/<plural>`, built from the kind's model, its path plural and its scope.
 
-Every kind gets the same conventions from here (custom.py: resourceVersion as the ETag,
+Every kind gets the same conventions from here (custom.py: the spec's version as the ETag,
 If-Match as a precondition answered with 412, the API server's conflicts as 409, cursor
 pagination); the audit entry of each write is recorded by the app's middleware from the route's
 path (audit.py), and the scope checked is the kind's (`tenant_access`). A kind's module declares
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar, cast, get_args
 
 from fastapi import APIRouter, Depends, Response
+from kubernetes.client.exceptions import ApiException
 from pydantic import Field, ValidationError, create_model
 
 from penguinmails.api.v1alpha1 import KubeModel, Resource
@@ -25,6 +26,7 @@ from penguinmails.api.v1alpha1 import KubeModel, Resource
 from ..auth import Access, TenantAccess, tenant_access
 from ..auth import Resource as Scope
 from ..errors import ApiError
+from ..kube import kube_error
 from ..models import ApiModel
 from ..pagination import Page, PageParams, page_params
 from ..services import Services, services
@@ -137,7 +139,7 @@ class ResourceRoutes:
         )
 
     def answer(self, response: Response, obj: dict[str, Any]) -> ObjectMeta:
-        """The answer for one object, its resourceVersion as the ETag."""
+        """The answer for one object, with its ETag (custom.etag)."""
         custom.set_etag(response, obj)
         return self.out(obj)
 
@@ -150,35 +152,30 @@ class ResourceRoutes:
         if_match: str | None,
     ) -> dict[str, Any]:
         """Validate the patched spec here (errors name the field), then write it only if the
-        object is still the version validated (or the one If-Match names)."""
-        expected = custom.expected_version(if_match)
-        current = await custom.fetch(svc, access, self.model, name)
-        version = str((current.get("metadata") or {}).get("resourceVersion", ""))
-        if expected is not None and expected != version:
-            raise ApiError(
-                412,
-                "precondition_failed_error",
-                "etag_mismatch",
-                f"{self.model.resource_info.kind} {name!r} has changed since the ETag given in "
-                "If-Match: fetch it again.",
-                param="If-Match",
-            )
-        try:
-            self.spec_model.model_validate(merge(current.get("spec") or {}, spec_patch))
-        except ValidationError as error:
-            first = error.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"])
-            param = "spec" + (f".{loc}" if loc else "")
-            raise ApiError.invalid(f"{param}: {first['msg']}", param) from error
-        return await custom.merge_patch(
-            svc,
-            access,
-            self.model,
-            name,
-            spec_patch,
-            based_on=version,
-            if_match=expected is not None,
-        )
+        object is still the version validated; if only its status moved meanwhile (the
+        operator's writes), read, check and write again."""
+        kind = self.model
+        expected = custom.expected_etag(if_match)
+        for tries in range(1, custom.WRITE_TRIES + 1):
+            current = await custom.fetch(svc, access, kind, name)
+            custom.check_etag(kind, name, current, expected)
+            try:
+                self.spec_model.model_validate(merge(current.get("spec") or {}, spec_patch))
+            except ValidationError as error:
+                first = error.errors()[0]
+                loc = ".".join(str(p) for p in first["loc"])
+                param = "spec" + (f".{loc}" if loc else "")
+                raise ApiError.invalid(f"{param}: {first['msg']}", param) from error
+            version = str((current.get("metadata") or {}).get("resourceVersion", ""))
+            try:
+                return await custom.merge_patch(
+                    svc, access, kind, name, spec_patch, based_on=version
+                )
+            except ApiException as error:
+                if custom.lost_race(error) and tries < custom.WRITE_TRIES:
+                    continue
+                raise kube_error(error, f"{kind.resource_info.kind} {name!r}") from error
+        raise AssertionError("unreachable: the last try returns or raises")
 
     def _add_routes(self, noun: str, summaries: Summaries, scope: Scope) -> None:
         model, item = self.model, self.path + "/{name}"

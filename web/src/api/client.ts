@@ -110,9 +110,9 @@ export class RawBody {
   ) {}
 }
 
-async function send(method: string, path: string, body?: unknown): Promise<Response> {
+async function send(method: string, path: string, body?: unknown, extra?: Record<string, string>): Promise<Response> {
   const session = load();
-  const headers: Record<string, string> = { Accept: "application/json" };
+  const headers: Record<string, string> = { Accept: "application/json", ...extra };
   if (session) headers.Authorization = `Bearer ${session.accessToken}`;
   if (body instanceof RawBody) headers["Content-Type"] = body.type;
   else if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -161,22 +161,34 @@ async function prefetched(path: string): Promise<Response | null> {
 }
 
 /** Call the API; an expired access token is refreshed once (refresh tokens are single-use,
- * so concurrent calls share one refresh). */
-export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+ * so concurrent calls share one refresh). `headers`: the request's own, e.g. If-Match. */
+export async function api<T>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<T> {
   const early = method === "GET" ? await prefetched(path) : null;
   if (early) return (await early.json()) as T;
-  let response = await send(method, path, body);
+  const response = await call(method, path, body, headers);
+  if (response.status === 204) return undefined as T;
+  return (await response.json()) as T;
+}
+
+/** A resource and its ETag (the version of its spec), to send back as If-Match with an edit so
+ * that an edit made on a stale copy is refused (412) rather than undoing someone's change. */
+export async function versioned<T>(path: string): Promise<{ data: T; etag: string | null }> {
+  const response = await call("GET", path);
+  return { data: (await response.json()) as T, etag: response.headers.get("ETag") };
+}
+
+async function call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Response> {
+  let response = await send(method, path, body, headers);
   if (response.status === 401 && load()) {
     refreshing ??= refresh().finally(() => (refreshing = null));
-    if (await refreshing) response = await send(method, path, body);
+    if (await refreshing) response = await send(method, path, body, headers);
     else {
       save(null);
       onSignedOut();
     }
   }
   if (!response.ok) throw await envelope(response);
-  if (response.status === 204) return undefined as T;
-  return (await response.json()) as T;
+  return response;
 }
 
 export interface Page<T> {

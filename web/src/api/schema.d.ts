@@ -262,6 +262,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/invitations/lookup": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Show what an invitation offers, without accepting it
+         * @description For the page the invitation e-mail links to: the tenant, the role and the invited
+         *     address, and whether that address has an account. The token is the credential (no
+         *     sign-in needed); a POST, so that it stays out of URLs and logs. 404 for a token that is
+         *     not an open invitation (used, revoked, unknown), 410 once expired.
+         */
+        post: operations["lookup_v1_invitations_lookup_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/me": {
         parameters: {
             query?: never;
@@ -519,6 +542,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/tenants/{tenant}/campaigns/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Preview a campaign's message for a sample contact
+         * @description The subject and bodies as the sender would render them for the contact, with the
+         *     footer (postal address, unsubscribe link: a placeholder here). A template that does not
+         *     compile, is over a limit or needs a field the contact lacks is a 400 naming `subject`,
+         *     `text` or `html`.
+         */
+        post: operations["preview_campaign_v1_tenants__tenant__campaigns_preview_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/tenants/{tenant}/campaigns/{name}": {
         parameters: {
             query?: never;
@@ -579,7 +625,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * List the tenant's imports, newest first
+         * @description Each with its state, progress (`bytesDone` of `bytesTotal`, `rowsDone`) and the number
+         *     of lines it skipped (`skipped`: see `.../{id}/errors`).
+         */
+        get: operations["list_imports_v1_tenants__tenant__contact_imports_get"];
         put?: never;
         /**
          * Import a CSV file into a contact list
@@ -715,7 +766,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Sent, delivered, bounced and complaints per day */
+        /** Sent, delivered, bounced, complaints and replies per day */
         get: operations["deliveries_daily_v1_tenants__tenant__deliveries_daily_get"];
         put?: never;
         post?: never;
@@ -846,6 +897,23 @@ export interface paths {
         };
         /** The dashboard's overview: deliveries per day, usage, health of domains and servers */
         get: operations["overview_v1_tenants__tenant__overview_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tenants/{tenant}/reply-address": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The address the mailboxes' server copies replies to */
+        get: operations["tenant_reply_address_v1_tenants__tenant__reply_address_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1458,7 +1526,7 @@ export interface components {
             createdAt?: string | null;
             /**
              * Generation
-             * @description Changes on every spec change.
+             * @description Changes on every spec change (the ETag's version).
              */
             generation?: number | null;
             /**
@@ -1468,7 +1536,7 @@ export interface components {
             name: string;
             /**
              * Resourceversion
-             * @description Changes on every write; also the ETag.
+             * @description Changes on every write, status updates too.
              */
             resourceVersion: string;
             spec: components["schemas"]["CampaignSpec"];
@@ -1480,6 +1548,51 @@ export interface components {
          * @enum {string}
          */
         CampaignPhase: "Pending" | "Scheduled" | "Sending" | "Paused" | "Stopped" | "Completed" | "Failed";
+        /** CampaignPreview */
+        CampaignPreview: {
+            /** @description The contact the message was rendered for. */
+            contact: components["schemas"]["PreviewContact"];
+            /**
+             * Html
+             * @description The HTML part, footer included; unset: none.
+             */
+            html: string | null;
+            /**
+             * Postaladdress
+             * @description The Tenant's postal address in the footer; unset: the Tenant has none.
+             */
+            postalAddress: string | null;
+            /** Subject */
+            subject: string;
+            /**
+             * Text
+             * @description The plain-text part, footer included.
+             */
+            text: string | null;
+        };
+        /** CampaignPreviewRequest */
+        CampaignPreviewRequest: {
+            /**
+             * Contactid
+             * @description The sample contact (its address and fields fill the templates); unset: jane.doe@example.com with no fields.
+             */
+            contactId?: string | null;
+            /**
+             * Html
+             * @description HTML body template.
+             */
+            html?: string | null;
+            /**
+             * Subject
+             * @description Subject template.
+             */
+            subject: string;
+            /**
+             * Text
+             * @description Plain-text body template.
+             */
+            text?: string | null;
+        };
         /**
          * CampaignSpec
          * @description Desired state of a Campaign.
@@ -1811,6 +1924,11 @@ export interface components {
              */
             delivered: number;
             /**
+             * Replies
+             * @description Deliveries first replied to that day (auto-replies are not counted).
+             */
+            replies: number;
+            /**
              * Sent
              * @description Messages the relay accepted that day (bounced later or not).
              */
@@ -1851,6 +1969,11 @@ export interface components {
          * @description One DKIM key.
          */
         DkimSelectorStatus: {
+            /**
+             * Activatedat
+             * @description When it started signing (one TTL after publishedAt).
+             */
+            activatedAt?: string | null;
             /** @description Key algorithm. */
             algorithm: components["schemas"]["DkimAlgorithm"];
             /**
@@ -1859,10 +1982,25 @@ export interface components {
              */
             createdAt?: string | null;
             /**
+             * Publishedat
+             * @description When every authoritative nameserver first served its record.
+             */
+            publishedAt?: string | null;
+            /**
+             * Removeat
+             * @description When its record is removed (revoked with an empty p= a retireAfter before).
+             */
+            removeAt?: string | null;
+            /**
              * Retireat
              * @description When a retiring key's record will be removed.
              */
             retireAt?: string | null;
+            /**
+             * Retiringat
+             * @description When it stopped signing (replaced, or its algorithm dropped).
+             */
+            retiringAt?: string | null;
             /**
              * Secretname
              * @description Secret that holds the private key.
@@ -1924,6 +2062,11 @@ export interface components {
              * @description When keys rotate next.
              */
             nextRotation?: string | null;
+            /**
+             * Removed
+             * @description The last keys whose records were removed, newest first (at most 8).
+             */
+            removed?: components["schemas"]["RemovedDkimSelector"][];
             /**
              * Selectors
              * @description Current keys (active, pending and retiring).
@@ -2140,7 +2283,7 @@ export interface components {
          * EventType
          * @enum {string}
          */
-        EventType: "delivery.delivered" | "delivery.bounced" | "delivery.complained" | "delivery.unsubscribed" | "campaign.state_changed" | "usage.threshold";
+        EventType: "delivery.delivered" | "delivery.bounced" | "delivery.complained" | "delivery.unsubscribed" | "delivery.replied" | "campaign.state_changed" | "usage.threshold";
         /** Health */
         Health: {
             /** Name */
@@ -2281,6 +2424,14 @@ export interface components {
             /** Data */
             data: components["schemas"]["InvitationOut"][];
         };
+        /** InvitationLookup */
+        InvitationLookup: {
+            /**
+             * Token
+             * @description The invitation token.
+             */
+            token: string;
+        };
         /** InvitationOut */
         InvitationOut: {
             /**
@@ -2306,6 +2457,36 @@ export interface components {
              * @description pending, accepted, revoked or expired.
              */
             status: string;
+        };
+        /** InvitationPreview */
+        InvitationPreview: {
+            /**
+             * Accountexists
+             * @description An account of the invited address exists: sign in as it and accept with its access token; otherwise accept with a password for a new account.
+             */
+            accountExists: boolean;
+            /**
+             * Email
+             * @description The invited address: only its account can accept.
+             */
+            email: string;
+            /**
+             * Expiresat
+             * Format: date-time
+             */
+            expiresAt: string;
+            /** @description The role given on acceptance. */
+            role: components["schemas"]["Role"];
+            /**
+             * Tenant
+             * @description The tenant's name.
+             */
+            tenant: string;
+            /**
+             * Tenantdisplayname
+             * @description The tenant's display name, if set.
+             */
+            tenantDisplayName: string | null;
         };
         /** InvoiceList */
         InvoiceList: {
@@ -2755,6 +2936,24 @@ export interface components {
              */
             nextCursor?: string | null;
         };
+        /** Page[ContactImport] */
+        Page_ContactImport_: {
+            /**
+             * Data
+             * @description This page's items.
+             */
+            data: components["schemas"]["ContactImport"][];
+            /**
+             * Hasmore
+             * @description Whether another page follows.
+             */
+            hasMore: boolean;
+            /**
+             * Nextcursor
+             * @description Pass as `cursor` to get the next page; null on the last.
+             */
+            nextCursor?: string | null;
+        };
         /** Page[ContactList] */
         Page_ContactList_: {
             /**
@@ -2942,6 +3141,15 @@ export interface components {
              */
             serverId: string;
         };
+        /** PreviewContact */
+        PreviewContact: {
+            /** Email */
+            email: string;
+            /** Fields */
+            fields: {
+                [key: string]: unknown;
+            };
+        };
         /**
          * ProbeResult
          * @description The outcome of the last health probe.
@@ -3096,6 +3304,57 @@ export interface components {
          * @enum {string}
          */
         RelayTlsMode: "none" | "starttls" | "tls";
+        /**
+         * RemovedDkimSelector
+         * @description A key whose record was removed: its life, for the rotation timeline.
+         */
+        RemovedDkimSelector: {
+            /**
+             * Activatedat
+             * @description When it started signing.
+             */
+            activatedAt?: string | null;
+            /** @description Key algorithm. */
+            algorithm: components["schemas"]["DkimAlgorithm"];
+            /**
+             * Createdat
+             * @description When the key was generated.
+             */
+            createdAt?: string | null;
+            /**
+             * Publishedat
+             * @description When every authoritative nameserver first served its record.
+             */
+            publishedAt?: string | null;
+            /**
+             * Removedat
+             * @description When its record was removed.
+             */
+            removedAt?: string | null;
+            /**
+             * Retiringat
+             * @description When it stopped signing.
+             */
+            retiringAt?: string | null;
+            /**
+             * Selector
+             * @description Selector (<selector>._domainkey.<domain>).
+             */
+            selector: string;
+        };
+        /** ReplyAddress */
+        ReplyAddress: {
+            /**
+             * Address
+             * @description Copy inbound mail of the tenant's mailboxes to this address (BCC, Sieve `redirect :copy`, a forwarding rule that keeps a copy).
+             */
+            address: string;
+            /**
+             * Domain
+             * @description The domain asked for.
+             */
+            domain: string;
+        };
         /**
          * ReturnPathSettings
          * @description A dedicated bounce domain (envelope sender) aligned with the sending domain.
@@ -3272,7 +3531,7 @@ export interface components {
             createdAt?: string | null;
             /**
              * Generation
-             * @description Changes on every spec change.
+             * @description Changes on every spec change (the ETag's version).
              */
             generation?: number | null;
             /**
@@ -3282,7 +3541,7 @@ export interface components {
             name: string;
             /**
              * Resourceversion
-             * @description Changes on every write; also the ETag.
+             * @description Changes on every write, status updates too.
              */
             resourceVersion: string;
             spec: components["schemas"]["SendingDomainSpec"];
@@ -3468,7 +3727,7 @@ export interface components {
             createdAt?: string | null;
             /**
              * Generation
-             * @description Changes on every spec change.
+             * @description Changes on every spec change (the ETag's version).
              */
             generation?: number | null;
             /**
@@ -3478,7 +3737,7 @@ export interface components {
             name: string;
             /**
              * Resourceversion
-             * @description Changes on every write; also the ETag.
+             * @description Changes on every write, status updates too.
              */
             resourceVersion: string;
             spec: components["schemas"]["SmtpServerSpec"];
@@ -4075,6 +4334,15 @@ export interface operations {
                     "application/json": {
                         [key: string]: unknown;
                     };
+                };
+            };
+            /** @description Too many requests: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4735,6 +5003,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     sign_in_mfa_v1_auth_mfa_post: {
@@ -5078,6 +5355,93 @@ export interface operations {
             };
         };
     };
+    lookup_v1_invitations_lookup_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InvitationLookup"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InvitationPreview"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Gone */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     me_v1_me_get: {
         parameters: {
             query?: never;
@@ -5107,6 +5471,15 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests: retry after `Retry-After` seconds */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5163,6 +5536,15 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests: retry after `Retry-After` seconds */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5239,6 +5621,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Service Unavailable */
             503: {
                 headers: {
@@ -5306,6 +5697,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Service Unavailable */
             503: {
                 headers: {
@@ -5364,6 +5764,15 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests: retry after `Retry-After` seconds */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6382,6 +6791,87 @@ export interface operations {
             };
         };
     };
+    preview_campaign_v1_tenants__tenant__campaigns_preview_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CampaignPreviewRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CampaignPreview"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     get_campaign_v1_tenants__tenant__campaigns__name__get: {
         parameters: {
             query?: never;
@@ -6827,6 +7317,88 @@ export interface operations {
             };
             /** @description Too Many Requests */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_imports_v1_tenants__tenant__contact_imports_get: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1-100). */
+                limit?: number;
+                /** @description `nextCursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_ContactImport_"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8353,6 +8925,86 @@ export interface operations {
             };
             /** @description Too Many Requests */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    tenant_reply_address_v1_tenants__tenant__reply_address_get: {
+        parameters: {
+            query: {
+                /** @description A domain whose `replies+` mail reaches the platform's intake, as its `bounces+` mail does: usually the sending domain. */
+                domain: string;
+            };
+            header?: never;
+            path: {
+                /** @description The tenant's name (its Tenant resource). */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReplyAddress"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

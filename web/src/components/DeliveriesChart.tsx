@@ -19,6 +19,7 @@ export default function DeliveriesChart({ days }: { days: DeliveryDay[] }) {
           { label: "Delivered", data: days.map((d) => d.delivered), backgroundColor: "#15803d" },
           { label: "Bounced", data: days.map((d) => d.bounced), backgroundColor: "#b91c1c" },
           { label: "Complaints", data: days.map((d) => d.complaints), backgroundColor: "#a16207" },
+          { label: "Replies", data: days.map((d) => d.replies), backgroundColor: "#7e22ce" },
         ],
       },
       options: {
@@ -32,7 +33,7 @@ export default function DeliveriesChart({ days }: { days: DeliveryDay[] }) {
   }, [days]);
   return (
     <div className="relative h-64">
-      <canvas ref={canvas} role="img" aria-label="Sent, delivered, bounced and complaints per day">
+      <canvas ref={canvas} role="img" aria-label="Sent, delivered, bounced, complaints and replies per day">
         The same figures are in the table "Figures per day" below.
       </canvas>
     </div>

@@ -1,5 +1,5 @@
 // API keys: create one (shown once, with a copy button), list them, revoke.
-import { useState, type FormEvent } from "react";
+import { useState } from "react";
 import { all, api, tenantPath, type ApiKey, type ApiKeyCreated } from "../api/client";
 import {
   Badge,
@@ -10,11 +10,11 @@ import {
   PageTitle,
   ScrollBox,
   buttonClass,
-  fieldError,
   inputClass,
   secondaryButtonClass,
   useLoad,
 } from "../components/ui";
+import { useForm } from "../components/useForm";
 
 const RESOURCES = ["domains", "campaigns", "smtp_servers", "billing", "audit_log", "webhooks", "gdpr"];
 
@@ -108,36 +108,25 @@ export default function ApiKeys({ tenant }: { tenant: string }) {
 }
 
 function CreateKey({ path, onCreated }: { path: string; onCreated: (key: ApiKeyCreated) => void }) {
-  const [name, setName] = useState("");
-  const [scopes, setScopes] = useState<string[]>(["domains:read", "campaigns:read"]);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-
-  async function submit(event: FormEvent) {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const key = await api<ApiKeyCreated>("POST", path, { name, scopes });
-      setName("");
-      onCreated(key);
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
-  }
+  const form = useForm({ name: "", scopes: ["domains:read", "campaigns:read"] });
+  const { values, set } = form;
+  const send = form.submit(async ({ name, scopes }) => {
+    const key = await api<ApiKeyCreated>("POST", path, { name, scopes });
+    set({ name: "" });
+    onCreated(key);
+  });
 
   function toggle(scope: string, on: boolean) {
-    setScopes((now) => (on ? [...now, scope] : now.filter((s) => s !== scope)));
+    set({ scopes: on ? [...values.scopes, scope] : values.scopes.filter((s) => s !== scope) });
   }
 
-  const nameError = fieldError(error, "name");
-  const scopesError = fieldError(error, "scopes");
+  const { field, other } = form.errors({ name: ["name"], scopes: ["scopes"] });
+  const nameError = field.name;
+  const scopesError = field.scopes;
   return (
-    <form onSubmit={(e) => void submit(e)} className="flex flex-col gap-3 rounded border border-slate-300 bg-white p-4" noValidate>
+    <form onSubmit={send} className="flex flex-col gap-3 rounded border border-slate-300 bg-white p-4" noValidate>
       <Field id="key-name" label="Key name" hint="What the key is for, e.g. CRM sync." error={nameError}>
-        {(aria) => <input {...aria} name="name" className={inputClass} value={name} onChange={(e) => setName(e.target.value)} />}
+        {(aria) => <input {...aria} name="name" className={inputClass} value={values.name} onChange={(e) => set({ name: e.target.value })} />}
       </Field>
       <fieldset aria-describedby={scopesError ? "scopes-error" : undefined}>
         <legend className="text-sm font-medium">Scopes</legend>
@@ -147,7 +136,7 @@ function CreateKey({ path, onCreated }: { path: string; onCreated: (key: ApiKeyC
               const scope = `${r}:${a}`;
               return (
                 <label key={scope} className="flex items-center gap-2 text-sm">
-                  <input type="checkbox" checked={scopes.includes(scope)} onChange={(e) => toggle(scope, e.target.checked)} />
+                  <input type="checkbox" checked={values.scopes.includes(scope)} onChange={(e) => toggle(scope, e.target.checked)} />
                   {scope}
                 </label>
               );
@@ -160,9 +149,9 @@ function CreateKey({ path, onCreated }: { path: string; onCreated: (key: ApiKeyC
           </p>
         )}
       </fieldset>
-      <ErrorNotice error={nameError || scopesError ? null : error} />
+      <ErrorNotice error={other} />
       <div>
-        <button type="submit" className={buttonClass} disabled={busy}>
+        <button type="submit" className={buttonClass} disabled={form.busy}>
           Create key
         </button>
       </div>

@@ -1,6 +1,6 @@
 // Contacts: import a CSV into a list (a progress bar fed by the import job, then the lines it
-// skipped, each with its line and field), the tenant's lists with their sizes, and the
-// suppression list (check an address, add, remove, browse by reason).
+// skipped, each with its line and field), the tenant's recent imports, the lists with their
+// sizes, and the suppression list (check an address, add, remove, browse by reason).
 import { useEffect, useRef, useState, type FormEvent } from "react";
 import {
   ApiError,
@@ -41,14 +41,26 @@ const POLL_MS = 500;
 export default function Contacts({ tenant }: { tenant: string }) {
   const listsPath = tenantPath(tenant, "contact-lists");
   const lists = useLoad(() => all<ContactList>(listsPath), [listsPath]);
+  // Bumped when an import starts or ends: the recent imports are read again.
+  const [imports, setImports] = useState(0);
+  const changed = () => setImports((n) => n + 1);
   return (
     <>
       <PageTitle>Contacts</PageTitle>
       {/* minmax(0, 1fr) columns: a wide table scrolls in its box instead of widening the page. */}
       <div className="grid grid-cols-1 gap-4 lg:grid-cols-2">
-        <ImportCsv tenant={tenant} lists={lists.data ?? []} onDone={() => void lists.reload()} />
+        <ImportCsv
+          tenant={tenant}
+          lists={lists.data ?? []}
+          onStart={changed}
+          onDone={() => {
+            void lists.reload();
+            changed();
+          }}
+        />
         <Lists path={listsPath} lists={lists} />
       </div>
+      <RecentImports path={tenantPath(tenant, "contact-imports")} version={imports} />
       <Suppressions tenant={tenant} />
     </>
   );
@@ -61,7 +73,17 @@ function percentOf(job: ContactImport): number {
   return job.bytesTotal ? (100 * job.bytesDone) / job.bytesTotal : 0;
 }
 
-function ImportCsv({ tenant, lists, onDone }: { tenant: string; lists: ContactList[]; onDone: () => void }) {
+function ImportCsv({
+  tenant,
+  lists,
+  onStart,
+  onDone,
+}: {
+  tenant: string;
+  lists: ContactList[];
+  onStart: () => void;
+  onDone: () => void;
+}) {
   const [listName, setListName] = useState("");
   const [file, setFile] = useState<File | null>(null);
   const [error, setError] = useState<unknown>(null);
@@ -69,13 +91,14 @@ function ImportCsv({ tenant, lists, onDone }: { tenant: string; lists: ContactLi
   const [busy, setBusy] = useState(false);
   const [job, setJob] = useState<ContactImport | null>(null);
   const jobPath = job && tenantPath(tenant, `contact-imports/${job.id}`);
-  // The API lists no imports: the tab keeps the last one's id, so leaving the page and coming
-  // back (or a reload) shows it again.
-  const remembered = `penguinmails.import.${tenant}`;
+  // The tenant's newest import is shown (and followed while it runs) when the page opens, so
+  // leaving the page and coming back, or another member's upload, shows where it stands.
   useEffect(() => {
-    const id = sessionStorage.getItem(remembered);
-    if (id) api<ContactImport>("GET", tenantPath(tenant, `contact-imports/${id}`)).then(setJob, () => sessionStorage.removeItem(remembered));
-  }, [tenant, remembered]);
+    pageOf<ContactImport>(tenantPath(tenant, "contact-imports"), {}, null, 1).then(
+      (page) => setJob((current) => current ?? page.data[0] ?? null),
+      setError,
+    );
+  }, [tenant]);
   const running = job?.state === "running";
   const done = useRef(onDone);
   done.current = onDone;
@@ -109,7 +132,7 @@ function ImportCsv({ tenant, lists, onDone }: { tenant: string; lists: ContactLi
         new RawBody(file, "text/csv"),
       );
       setJob(started);
-      sessionStorage.setItem(remembered, started.id);
+      onStart();
       if (started.state !== "running") onDone();
     } catch (caught) {
       setError(caught);
@@ -187,6 +210,62 @@ function ImportProgress({ job, path }: { job: ContactImport; path: string }) {
       </p>
       {job.state === "succeeded" && job.skipped > 0 && <SkippedLines path={`${path}/errors`} />}
     </div>
+  );
+}
+
+/** The tenant's imports, newest first, page by page: each one's list, outcome, progress and
+ * the lines it skipped. */
+function RecentImports({ path, version }: { path: string; version: number }) {
+  const imports = usePaged((cursor) => pageOf<ContactImport>(path, {}, cursor, 10), [path, version]);
+  return (
+    <section aria-labelledby="imports-title" className="mt-4 min-w-0 rounded border border-slate-300 bg-white p-4">
+      <h2 id="imports-title" className="mb-2 text-lg font-semibold">
+        Recent imports
+      </h2>
+      <ErrorNotice error={imports.error} />
+      {imports.items && imports.items.length === 0 && (
+        <Empty title="No import yet">Import a CSV file above: each import is listed here with its outcome.</Empty>
+      )}
+      {imports.items && imports.items.length > 0 && (
+        <ScrollBox label="Recent imports" className="mt-2">
+          <table className="w-full text-left text-sm">
+            <caption className="sr-only">Contact imports, newest first</caption>
+            <thead>
+              <tr className="border-b border-slate-300">
+                <th scope="col" className="p-2">Started</th>
+                <th scope="col" className="p-2">List</th>
+                <th scope="col" className="p-2">State</th>
+                <th scope="col" className="p-2 text-right">Progress</th>
+                <th scope="col" className="p-2 text-right">Imported</th>
+                <th scope="col" className="p-2 text-right">Skipped lines</th>
+              </tr>
+            </thead>
+            <tbody>
+              {imports.items.map((job) => (
+                <tr key={job.id} className="border-b border-slate-200 align-top" data-testid="import-row">
+                  <td className="p-2">{new Date(job.createdAt).toLocaleString()}</td>
+                  <th scope="row" className="p-2 font-medium break-all">{job.listName}</th>
+                  <td className="p-2">
+                    {job.state === "running" ? (
+                      <Badge tone="none">Importing</Badge>
+                    ) : job.state === "succeeded" ? (
+                      <Badge tone="ok">Imported</Badge>
+                    ) : (
+                      <Badge tone="bad">Failed</Badge>
+                    )}
+                    {job.failure && <p className="mt-1 text-slate-700">{job.failure}</p>}
+                  </td>
+                  <td className="p-2 text-right tabular-nums">{Math.floor(percentOf(job))}%</td>
+                  <td className="p-2 text-right tabular-nums">{job.imported.toLocaleString()}</td>
+                  <td className="p-2 text-right tabular-nums">{job.skipped.toLocaleString()}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </ScrollBox>
+      )}
+      <ShowMore paged={imports} what="imports" />
+    </section>
   );
 }
 

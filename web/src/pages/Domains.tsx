@@ -1,7 +1,9 @@
 // Sending domains: the list with verification state, adding one (records published by hand:
-// the manual DNS provider), and a domain's records to publish, each with a copy button.
+// the manual DNS provider), a domain's records to publish, each with a copy button, and its DKIM
+// rotation timeline (the times the operator wrote in status.dkim; nothing computed here), and
+// the reply address the mailboxes' server copies inbound mail to (replies recorded).
 import { useState, type FormEvent } from "react";
-import { all, api, condition, tenantPath, type SendingDomain } from "../api/client";
+import { all, api, condition, tenantPath, type Schemas, type SendingDomain } from "../api/client";
 import {
   Badge,
   CopyButton,
@@ -17,7 +19,16 @@ import {
   useLoad,
 } from "../components/ui";
 
+type ReplyAddress = Schemas["ReplyAddress"];
 type DnsRecord = NonNullable<NonNullable<SendingDomain["status"]>["records"]>[number];
+type Dkim = NonNullable<NonNullable<SendingDomain["status"]>["dkim"]>;
+
+interface KeyLife {
+  selector: string;
+  algorithm: string;
+  state: string;
+  steps: [string, string | null | undefined][];
+}
 
 function verification(domain: SendingDomain) {
   const records = domain.status?.records ?? [];
@@ -69,6 +80,8 @@ export default function Domains({ tenant }: { tenant: string }) {
         </ul>
       )}
       {shown && <Records domain={shown} />}
+      {shown && <DkimTimeline domain={shown} />}
+      {shown && <Replies tenant={tenant} domain={shown.spec.domain} />}
     </>
   );
 }
@@ -173,6 +186,123 @@ function Records({ domain }: { domain: SendingDomain }) {
             </tbody>
           </table>
         </ScrollBox>
+      )}
+    </section>
+  );
+}
+
+function lives(dkim: Dkim | null | undefined): KeyLife[] {
+  const current = (dkim?.selectors ?? []).map((s) => ({
+    selector: s.selector,
+    algorithm: s.algorithm,
+    state: s.state,
+    steps: [
+      ["Created", s.createdAt],
+      ["Published", s.publishedAt],
+      ["Active", s.activatedAt],
+      ["Retiring", s.retiringAt],
+      ["Removed", s.removeAt],
+    ] as KeyLife["steps"],
+  }));
+  const removed = (dkim?.removed ?? []).map((r) => ({
+    selector: r.selector,
+    algorithm: r.algorithm,
+    state: "Removed",
+    steps: [
+      ["Created", r.createdAt],
+      ["Published", r.publishedAt],
+      ["Active", r.activatedAt],
+      ["Retiring", r.retiringAt],
+      ["Removed", r.removedAt],
+    ] as KeyLife["steps"],
+  }));
+  return [...current, ...removed];
+}
+
+// UTC, to the minute: the operator's times are UTC and the same for every viewer.
+function utc(value: string) {
+  return `${new Date(value).toISOString().slice(0, 16).replace("T", " ")} UTC`;
+}
+
+function When({ value }: { value: string | null | undefined }) {
+  if (!value) return <span className="text-slate-700">not yet</span>;
+  const planned = new Date(value).getTime() > Date.now();
+  return (
+    <>
+      <time dateTime={value}>{utc(value)}</time>
+      {planned && <span className="text-slate-700"> (planned)</span>}
+    </>
+  );
+}
+
+const STATE_TONE: Record<string, "ok" | "warn" | "none"> = { Active: "ok", Pending: "warn", Retiring: "warn" };
+
+function DkimTimeline({ domain }: { domain: SendingDomain }) {
+  const dkim = domain.status?.dkim;
+  const keys = lives(dkim);
+  return (
+    <section aria-labelledby="dkim-title" className="mt-4 rounded border border-slate-300 bg-white p-4">
+      <h2 id="dkim-title" className="text-lg font-semibold">
+        DKIM key rotation of {domain.spec.domain}
+      </h2>
+      {dkim?.lastRotation && (
+        <p className="mt-1 text-sm text-slate-700">
+          Last rotation: <When value={dkim.lastRotation} />
+          {dkim.nextRotation && (
+            <>
+              ; next: <When value={dkim.nextRotation} />
+            </>
+          )}
+        </p>
+      )}
+      {keys.length === 0 ? (
+        <p className="mt-3 text-sm">The operator has not generated the keys yet; they appear here within a minute.</p>
+      ) : (
+        <ul className="mt-3 space-y-4">
+          {keys.map((k) => (
+            <li key={k.selector} aria-labelledby={`dkim-${k.selector}`}>
+              <h3 id={`dkim-${k.selector}`} className="flex flex-wrap items-center gap-2 font-medium">
+                <code className="break-all">{k.selector}</code>
+                <span className="text-sm text-slate-700">{k.algorithm}</span>
+                <Badge tone={STATE_TONE[k.state] ?? "none"}>{k.state}</Badge>
+              </h3>
+              <ol aria-label={`Timeline of ${k.selector}`} className="mt-2 grid grid-cols-1 gap-2 text-sm sm:grid-cols-5">
+                {k.steps.map(([label, value]) => (
+                  <li key={label} className={`rounded border-l-4 p-2 ${value ? "border-blue-700 bg-slate-50" : "border-slate-300"}`}>
+                    <span className="block text-xs font-semibold">{label}</span>
+                    <When value={value} />
+                  </li>
+                ))}
+              </ol>
+            </li>
+          ))}
+        </ul>
+      )}
+    </section>
+  );
+}
+
+function Replies({ tenant, domain }: { tenant: string; domain: string }) {
+  const path = tenantPath(tenant, `reply-address?domain=${encodeURIComponent(domain)}`);
+  const found = useLoad(() => api<ReplyAddress>("GET", path), [path]);
+  return (
+    <section aria-labelledby="replies-title" className="mt-4 rounded border border-slate-300 bg-white p-4">
+      <h2 id="replies-title" className="text-lg font-semibold">
+        Replies to {domain}
+      </h2>
+      <p className="mt-1 text-sm text-slate-700">
+        Replies keep arriving in your mailboxes. To count them, have your mail server send a
+        copy of the mailboxes' incoming mail to this address (a BCC rule, a Sieve <code>redirect :copy</code>, or
+        a forwarding rule that keeps a copy). Auto-replies are not counted.
+      </p>
+      <ErrorNotice error={found.error} />
+      {found.data && (
+        <div className="mt-2 flex items-start gap-2">
+          <code className="break-all" data-testid="reply-address">
+            {found.data.address}
+          </code>
+          <CopyButton text={found.data.address} label="reply address" />
+        </div>
       )}
     </section>
   );

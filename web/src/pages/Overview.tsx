@@ -1,4 +1,4 @@
-// Overview: deliveries per day (Chart.js, from the API's per-day series of the ledger), usage
+// Overview: deliveries and replies per day (Chart.js, from the API's per-day series of the ledger), usage
 // against the plan's allowance, and the health of every domain and server at a glance; all
 // from the customer API's overview operation, one request.
 import { lazy, Suspense, useEffect } from "react";
@@ -19,16 +19,17 @@ function health(ready: Condition | null | undefined) {
 }
 
 function Totals({ days }: { days: DeliveryDay[] }) {
-  const sum = (key: "sent" | "delivered" | "bounced" | "complaints") =>
+  const sum = (key: "sent" | "delivered" | "bounced" | "complaints" | "replies") =>
     days.reduce((n, d) => n + d[key], 0).toLocaleString();
   const figures = [
     ["Sent", sum("sent")],
     ["Delivered", sum("delivered")],
     ["Bounced", sum("bounced")],
     ["Complaints", sum("complaints")],
+    ["Replies", sum("replies")],
   ];
   return (
-    <dl className="mb-3 grid grid-cols-2 gap-2 sm:grid-cols-4">
+    <dl className="mb-3 grid grid-cols-2 gap-2 sm:grid-cols-5">
       {figures.map(([label, value]) => (
         <div key={label} className="rounded bg-slate-100 p-2">
           <dt className="text-xs text-slate-700">{label}</dt>
@@ -42,7 +43,7 @@ function Totals({ days }: { days: DeliveryDay[] }) {
 }
 
 function DayTable({ days }: { days: DeliveryDay[] }) {
-  const busy = days.filter((d) => d.sent || d.bounced || d.complaints);
+  const busy = days.filter((d) => d.sent || d.bounced || d.complaints || d.replies);
   return (
     <details className="mt-3">
       <summary className="cursor-pointer text-sm font-medium">Figures per day</summary>
@@ -56,6 +57,7 @@ function DayTable({ days }: { days: DeliveryDay[] }) {
               <th scope="col" className="p-1">Delivered</th>
               <th scope="col" className="p-1">Bounced</th>
               <th scope="col" className="p-1">Complaints</th>
+              <th scope="col" className="p-1">Replies</th>
             </tr>
           </thead>
           <tbody>
@@ -66,6 +68,7 @@ function DayTable({ days }: { days: DeliveryDay[] }) {
                 <td className="p-1">{d.delivered}</td>
                 <td className="p-1">{d.bounced}</td>
                 <td className="p-1">{d.complaints}</td>
+                <td className="p-1">{d.replies}</td>
               </tr>
             ))}
           </tbody>
@@ -82,7 +85,7 @@ export default function Overview({ tenant }: { tenant: string }) {
   const data = overview.data;
   const series = data?.deliveries;
   const days = series?.data ?? [];
-  const anything = days.some((d) => d.sent || d.bounced || d.complaints);
+  const anything = days.some((d) => d.sent || d.bounced || d.complaints || d.replies);
 
   return (
     <>

@@ -30,6 +30,7 @@ const EVENTS: { type: EventType; about: string }[] = [
   { type: "delivery.bounced", about: "a message bounced" },
   { type: "delivery.complained", about: "a recipient complained" },
   { type: "delivery.unsubscribed", about: "a recipient unsubscribed" },
+  { type: "delivery.replied", about: "a recipient replied (auto-replies excluded)" },
   { type: "campaign.state_changed", about: "a campaign started, paused, stopped or completed" },
   { type: "usage.threshold", about: "the month's usage reached 80, 95 or 100% of the plan" },
   { type: "delivery.delivered", about: "a relay accepted a message (not sent yet by this version)" },

@@ -1,0 +1,197 @@
+"""Where private keys are made: worker processes (`ProcessKeys`), or a thread (`ThreadKeys`).
+
+RSA-2048 generation costs about 0.15 s of CPU per key and holds the GIL the whole time: in a
+thread of the operator it takes the event loop's core and no other (two threads generate no
+faster than one). `ProcessKeys` makes keys in a small `ProcessPoolExecutor`, one process per
+CPU the operator may use, so a burst of new SendingDomains gets every core while the event
+loop keeps its own. The processes are `spawn`ed (never `fork`ed from a process that has
+threads and an event loop), started on the first key, and stopped by `close`. A key leaves its
+process only through the pool's pipe, as the future's result, and is never logged.
+
+When the pool breaks (a worker killed, e.g. by the OOM killer), keys are made in a thread
+instead, with one warning: a SendingDomain's pass never fails for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Protocol
+
+from penguinmails.common.dkim.keys import generate_private_key
+
+log = logging.getLogger(__name__)
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class KeyMaker(Protocol):
+    """Makes private keys off the caller's thread; `submit` is safe from any thread."""
+
+    @property
+    def workers(self) -> int:
+        """How many keys it makes at once."""
+        ...
+
+    def submit(self, algorithm: str) -> Future[bytes]:
+        """A future PKCS#8 PEM private key of `algorithm`."""
+        ...
+
+    def close(self) -> None:
+        """Stop making keys (a key in the making is finished, then dropped)."""
+        ...
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
+    """The CPU limit of this container's cgroup in CPUs (v2 `cpu.max`, v1 CFS quota), or None
+    when it has none or it cannot be read."""
+    try:
+        v2 = root / "cpu.max"
+        if v2.exists():
+            quota, period = v2.read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        v1 = root / "cpu" / "cpu.cfs_quota_us"
+        if v1.exists():
+            quota_us = int(v1.read_text())
+            period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+            return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def usable_cpus(root: Path = CGROUP_ROOT) -> int:
+    """The CPUs this process may use: its CPU affinity, capped by its cgroup's CPU limit
+    (rounded up: a limit of 1.5 CPUs still runs two processes at once); at least 1."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    limit = cgroup_cpu_limit(root)
+    if limit is not None:
+        count = min(count, math.ceil(limit))
+    return max(1, count)
+
+
+class ThreadKeys:
+    """Keys made one at a time in a thread of their own (never one of the threads the
+    operator's Kubernetes calls run in, the event loop's default executor)."""
+
+    def __init__(
+        self,
+        generate: Callable[[str], bytes] = generate_private_key,
+        thread_name_prefix: str = "dkim-spare",
+    ) -> None:
+        self._generate = generate
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name_prefix)
+
+    @property
+    def workers(self) -> int:
+        return 1
+
+    def submit(self, algorithm: str) -> Future[bytes]:
+        return self._executor.submit(self._generate, algorithm)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ProcessKeys:
+    """Keys made in `workers` spawned processes (default: `usable_cpus()`), started on the
+    first `submit`; in a thread (`ThreadKeys`) once the pool broke."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self._workers = max(1, workers if workers is not None else usable_cpus())
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._broken = False
+        self._closed = False
+        self._fallback = ThreadKeys(generate_private_key, thread_name_prefix="dkim-keygen")
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    @property
+    def broken(self) -> bool:
+        """Whether the pool broke and keys are made in a thread since."""
+        return self._broken
+
+    def submit(self, algorithm: str) -> Future[bytes]:
+        made: Future[bytes] = Future()
+        try:
+            pooled = self._submit_to_pool(algorithm)
+        except BrokenProcessPool:
+            self._mark_broken()
+            pooled = None
+        if pooled is None:
+            return self._fallback.submit(algorithm)
+
+        def done(source: Future[bytes]) -> None:
+            if not source.cancelled() and isinstance(source.exception(), BrokenProcessPool):
+                self._mark_broken()
+                _chain(self._fallback.submit(algorithm), made)
+            else:
+                _copy(source, made)
+
+        pooled.add_done_callback(done)
+        return made
+
+    def _submit_to_pool(self, algorithm: str) -> Future[bytes] | None:
+        with self._lock:
+            if self._broken or self._closed:
+                return None
+            if self._pool is None:
+                # spawn: a fresh interpreter that imports only what the key needs; fork would
+                # copy a process with threads (locks held mid-call) and an event loop.
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self._workers, mp_context=multiprocessing.get_context("spawn")
+                )
+            return self._pool.submit(generate_private_key, algorithm)
+
+    def _mark_broken(self) -> None:
+        with self._lock:
+            if self._broken:
+                return
+            self._broken = True
+            pool, self._pool = self._pool, None
+        log.warning(
+            "the DKIM key processes stopped (a worker was killed?): keys are made in a thread "
+            "of the operator from now on, one at a time; restart the operator to use every CPU "
+            "again"
+        )
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._fallback.close()
+
+
+def _chain(source: Future[bytes], target: Future[bytes]) -> None:
+    """Complete `target` as `source` completes."""
+    source.add_done_callback(lambda finished: _copy(finished, target))
+
+
+def _copy(source: Future[bytes], target: Future[bytes]) -> None:
+    """Give the finished `source`'s outcome to `target` (unless `target` was cancelled)."""
+    if source.cancelled():
+        target.cancel()
+        return
+    with contextlib.suppress(InvalidStateError):  # `target` was cancelled meanwhile
+        if (error := source.exception()) is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(source.result())
