@@ -101,6 +101,7 @@ def measure(first: int, second: int) -> None:
 
     from penguinmails.bench import tenants
     from penguinmails.bench.measure import peak_rss_mib
+    from penguinmails.bench.watching import Tally
     from penguinmails.devstack.stack import Stack, api_client_for
 
     base = Path(tempfile.mkdtemp(prefix="penguinmails-heap-"))
@@ -117,10 +118,13 @@ def measure(first: int, second: int) -> None:
             try:
                 rss = []
                 done = 0
+                ready = Tally(
+                    api, tenants.GROUP, tenants.VERSION, tenants.PLURAL, tenants.ready_tenant
+                )
                 for taken, upto in enumerate((first, second), start=1):
                     names = [f"t-{i:05d}" for i in range(done, upto)]
                     tenants.create_all(api, names, offset=done)
-                    tenants.wait_ready(api, "t-", upto, timeout=7200)
+                    tenants.wait_ready(ready, upto, timeout=7200)
                     done = upto
                     # Every Tenant's first resync has run: the loop takes a Tenant reconciled
                     # into its next round (operator/resync_loop.py), within two intervals.

@@ -36,6 +36,7 @@ from kubernetes.client.rest import ApiException
 
 from penguinmails.bench import sendingdomains, tenants
 from penguinmails.bench.measure import peak_rss_mib
+from penguinmails.bench.watching import Tally
 from penguinmails.common.dkim.keys import load_keys_from_secret
 from penguinmails.devstack.knot import KnotServer, minimal_zone
 from penguinmails.devstack.stack import OPERATOR_COMMAND, Stack, api_client_for
@@ -244,7 +245,8 @@ def run(stack: Stack, base: Path) -> None:
             names = [f"t-{i:05d}" for i in range(TENANTS)]
             started = time.perf_counter()
             tenants.create_all(api, names)
-            tenants.wait_ready(api, "t-", TENANTS, timeout=7200)
+            tally = Tally(api, tenants.GROUP, tenants.VERSION, tenants.PLURAL, tenants.ready_tenant)
+            tenants.wait_ready(tally, TENANTS, timeout=7200)
             ready = time.perf_counter() - started
             for i in range(ROTATIONS):
                 body = sendingdomains.body(i, knot)

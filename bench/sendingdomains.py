@@ -14,6 +14,7 @@ import base64
 import os
 import subprocess
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,10 @@ from typing import Any
 import dns.query
 import dns.tsig
 import dns.update
-import urllib3
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from penguinmails.bench.measure import peak_rss_mib
+from penguinmails.bench.watching import Tally, has_condition
 from penguinmails.devstack.knot import KnotServer, minimal_zone
 from penguinmails.devstack.stack import OPERATOR_COMMAND, Stack, api_client_for
 
@@ -71,16 +71,11 @@ def baseline_updates_per_second(knot: KnotServer) -> float:
     return BASELINE_UPDATES / (time.perf_counter() - started)
 
 
-def verified_and_records(api: client.CustomObjectsApi) -> tuple[int, int]:
-    items = api.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
-    verified = records = 0
-    for item in items:
-        status = item.get("status") or {}
-        conditions = status.get("conditions") or []
-        if any(c["type"] == "DNSVerified" and c["status"] == "True" for c in conditions):
-            verified += 1
-            records += sum(1 for r in status.get("records") or [] if r.get("published"))
-    return verified, records
+def published_if_verified(item: Mapping[str, Any]) -> int | None:
+    """A DNSVerified domain's published records; None while it is not verified."""
+    if not has_condition(item, "DNSVerified"):
+        return None
+    return sum(1 for r in (item.get("status") or {}).get("records") or [] if r.get("published"))
 
 
 def run(stack: Stack, base: Path) -> None:
@@ -113,8 +108,8 @@ def run(stack: Stack, base: Path) -> None:
             stderr=subprocess.STDOUT,
         )
         try:
+            tally = Tally(api, GROUP, VERSION, PLURAL, published_if_verified, namespace=NAMESPACE)
             started = time.perf_counter()
-            verified = records = 0
             with ThreadPoolExecutor(THREADS) as pool:
                 list(
                     pool.map(
@@ -124,16 +119,11 @@ def run(stack: Stack, base: Path) -> None:
                         range(COUNT),
                     )
                 )
-            while True:
-                try:
-                    verified, records = verified_and_records(api)
-                except (ApiException, urllib3.exceptions.HTTPError) as error:
-                    # A loaded API server times a large list out (504) or drops it: poll again.
-                    if isinstance(error, ApiException) and (error.status or 0) < 500:
-                        raise
-                if verified >= COUNT or time.perf_counter() - started > TIMEOUT_SECONDS:
-                    break  # out of time: the figures so far, said to be partial
-                time.sleep(1.0)
+            # Followed by a watch, not polled: a list of every domain each second would take
+            # the cores the operator is measured on.
+            left = TIMEOUT_SECONDS - (time.perf_counter() - started)
+            tally.wait(lambda verified: len(verified) >= COUNT, left)
+            verified, records = len(tally.summaries), sum(tally.summaries.values())
             elapsed = time.perf_counter() - started
             rss = peak_rss_mib(operator.pid)
         finally:

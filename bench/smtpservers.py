@@ -11,6 +11,7 @@ import asyncio
 import os
 import subprocess
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from penguinmails.api.v1alpha1.smtpserver import SmtpServerSpec
+from penguinmails.bench.watching import Tally, has_condition
 from penguinmails.common.settings import SmtpServerSettings
 from penguinmails.devstack.knot import KnotServer, minimal_zone
 from penguinmails.devstack.postfix import PostfixServer
@@ -67,17 +69,11 @@ def delete_all(api: client.CustomObjectsApi, names: list[str]) -> None:
         )
 
 
-def count_ready(api: client.CustomObjectsApi, prefix: str) -> int:
-    items = api.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
-    return sum(
-        1
-        for item in items
-        if item["metadata"]["name"].startswith(prefix)
-        and any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in (item.get("status") or {}).get("conditions") or []
-        )
-    )
+def ready_relay(item: Mapping[str, Any]) -> bool | None:
+    """A bench SmtpServer (named relay-…) that is Ready; None for any other."""
+    if item["metadata"]["name"].startswith("relay-") and has_condition(item, "Ready"):
+        return True
+    return None
 
 
 def run(stack: Stack, base: Path) -> None:
@@ -160,10 +156,9 @@ def run(stack: Stack, base: Path) -> None:
             names = [f"relay-{i:03d}" for i in range(COUNT)]
             started = time.perf_counter()
             apply_all(api, names, postfix.port)
-            while count_ready(api, "relay-") < COUNT:
-                if time.perf_counter() - started > 600:
-                    raise TimeoutError(f"only {count_ready(api, 'relay-')}/{COUNT} Ready")
-                time.sleep(0.5)
+            ready = Tally(api, GROUP, VERSION, PLURAL, ready_relay, namespace=NAMESPACE)
+            if not ready.wait(lambda relays: len(relays) >= COUNT, 600):
+                raise TimeoutError(f"only {len(ready.summaries)}/{COUNT} Ready")
             elapsed = time.perf_counter() - started
         finally:
             operator.terminate()

@@ -21,16 +21,16 @@ import collections
 import os
 import subprocess
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-import urllib3
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from penguinmails.bench.apiserver import Served, breakdown, served, settle
 from penguinmails.bench.measure import peak_rss_mib, scrape
+from penguinmails.bench.watching import Tally, has_condition
 from penguinmails.devstack.ports import free_port
 from penguinmails.devstack.stack import OPERATOR_COMMAND, Stack, api_client_for
 
@@ -85,32 +85,18 @@ def delete_all(api: client.CustomObjectsApi, names: list[str]) -> None:
         list(pool.map(lambda n: api.delete_cluster_custom_object(GROUP, VERSION, PLURAL, n), names))
 
 
-def count_ready(api: client.CustomObjectsApi, prefix: str) -> int:
-    items = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
-    ready = 0
-    for item in items:
-        if not item["metadata"]["name"].startswith(prefix):
-            continue
-        conditions = (item.get("status") or {}).get("conditions") or []
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-            ready += 1
-    return ready
+def ready_tenant(item: Mapping[str, Any]) -> bool | None:
+    """A bench Tenant (named t-…) that is Ready; None for any other."""
+    if item["metadata"]["name"].startswith("t-") and has_condition(item, "Ready"):
+        return True
+    return None
 
 
-def wait_ready(api: client.CustomObjectsApi, prefix: str, expected: int, timeout: float) -> float:
-    started = time.perf_counter()
-    ready = 0
-    while ready < expected:
-        try:
-            ready = count_ready(api, prefix)
-        except (ApiException, urllib3.exceptions.HTTPError) as error:
-            # A loaded API server times a large list out (504) or drops it: poll again.
-            if isinstance(error, ApiException) and (error.status or 0) < 500:
-                raise
-        if time.perf_counter() - started > timeout:
-            raise TimeoutError(f"only {ready}/{expected} Ready after {timeout}s")
-        time.sleep(0.5)
-    return time.perf_counter() - started
+def wait_ready(tally: Tally[bool], expected: int, timeout: float) -> None:
+    # A watch, not a list of every Tenant twice a second: at 10,000 that list alone would
+    # take the cores the operator is measured on.
+    if not tally.wait(lambda ready: len(ready) >= expected, timeout):
+        raise TimeoutError(f"only {len(tally.summaries)}/{expected} Ready after {timeout}s")
 
 
 def run(stack: Stack, base: Path) -> None:
@@ -136,11 +122,12 @@ def run(stack: Stack, base: Path) -> None:
     log = (base / "bench-operator.log").open("ab")
     port = free_port()
     operator = _start(stack, port, log)
+    ready = Tally(api, GROUP, VERSION, PLURAL, ready_tenant)
     try:
         first = [f"t-{i:05d}" for i in range(200)]
         started = time.perf_counter()
         create_all(api, first)
-        wait_ready(api, "t-", 200, timeout=900)
+        wait_ready(ready, 200, timeout=900)
         at_200 = time.perf_counter() - started
         rss_200 = peak_rss_mib(operator.pid)
         _progress(f"200 Tenants Ready in {at_200:.1f} s, operator peak RSS {rss_200:.1f} MiB")
@@ -152,7 +139,7 @@ def run(stack: Stack, base: Path) -> None:
             upto = min(COUNT, (done // STEP + 1) * STEP)
             started = time.perf_counter()
             create_all(api, [f"t-{i:05d}" for i in range(done, upto)], offset=done)
-            wait_ready(api, "t-", upto, timeout=7200)
+            wait_ready(ready, upto, timeout=7200)
             steps.append((upto, time.perf_counter() - started, peak_rss_mib(operator.pid)))
             done = upto
             _progress(

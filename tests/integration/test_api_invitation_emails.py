@@ -146,6 +146,15 @@ async def outbox(db: asyncpg.Pool, invitation_id: str) -> asyncpg.Record:
     return row
 
 
+async def recorded_sent(db: asyncpg.Pool, invitation_id: str) -> asyncpg.Record:
+    """The outbox row once the API has recorded the relay's acceptance."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while (row := await outbox(db, invitation_id))["sent_at"] is None:
+        assert asyncio.get_running_loop().time() < deadline, f"never recorded as sent: {dict(row)}"
+        await asyncio.sleep(0.1)
+    return row
+
+
 async def accept(api: ApiServer, token: str) -> Any:
     async with api.client() as anonymous:
         accepted = await anonymous.post(
@@ -221,8 +230,9 @@ async def test_an_email_the_relay_could_not_take_is_sent_later_with_the_same_mes
     try:
         message = await arrived(sink, "invitee.later@example.com")
         assert str(message["Message-ID"]).strip() == owed["message_id"]
-        sent = await outbox(db_pool, made["id"])
-        assert sent["sent_at"] is not None and sent["token_sealed"] is None
+        # Postfix may hand the message on before the API has recorded the 250 it was given.
+        sent = await recorded_sent(db_pool, made["id"])
+        assert sent["token_sealed"] is None
         assert sent["attempts"] == 2
         token = link_token(message)
         assert (await accept(api, token))["tenant"] == tenant.name
