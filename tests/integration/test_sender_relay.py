@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
 
+from penguinmails.common.egress import EgressPolicy
 from penguinmails.devstack.postfix import PostfixServer
 from penguinmails.devstack.sink import SinkServer
 from penguinmails.sender.smtp import RelayPool
@@ -203,3 +206,19 @@ async def test_a_relay_that_takes_data_without_a_recipient_gets_an_empty_message
     assert (gone.code, gone.uncertain) == (550, False)
     assert after.code == 250
     assert relay.messages == [b"", MESSAGE]
+
+
+@pytest.mark.parametrize("egress", [None, EgressPolicy(allowed=(ip_network("127.0.0.0/8"),))])
+async def test_connections_send_small_writes_without_waiting(egress: EgressPolicy | None) -> None:
+    """Every relay connection has TCP_NODELAY, also the ones the egress policy connects itself
+    (asyncio sets it only on sockets it creates with the TCP protocol number): a command
+    written while the relay has not yet acknowledged the content before it goes out at once
+    instead of waiting out Nagle's algorithm behind the relay's delayed ACK."""
+    async with ScriptedRelay(pipelining=True, chunk=1 << 16) as relay:
+        pool = RelayPool("127.0.0.1", relay.port, size=1, egress=egress)
+        assert (await pool.send("a@sender.test", "b@dest.test", MESSAGE)).code == 250
+        conn = pool._idle.get_nowait()
+        sock = conn.wire.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        pool._release(conn)
+        await pool.close()
