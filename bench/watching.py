@@ -86,9 +86,10 @@ class Tally(Generic[Summary]):
                 resource_version=self.version,
                 allow_watch_bookmarks=True,
                 timeout_seconds=max(1, int(min(WATCH_SECONDS, remaining))),
-                deserialize=False,
+                # Not `deserialize=False`: the client then fails on an ERROR event (it reads
+                # `raw_object`, which only deserializing sets) instead of raising 410 Gone.
             ):
-                item = event["object"]
+                item = event["raw_object"]
                 self.version = item["metadata"]["resourceVersion"]
                 if event["type"] == "DELETED":
                     self.summaries.pop(item["metadata"]["name"], None)

@@ -154,6 +154,10 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    if not args.verbose:
+        # httpx logs each request at INFO: every reopened child watch (each kind, every few
+        # minutes) and every DNS provider call. Its warnings and our own errors still show.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     _lean_spawned_workers()
     registry = build_registry(OperatorSettings.from_env())
     liveness = args.liveness or None
