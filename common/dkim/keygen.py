@@ -1,15 +1,17 @@
 """Where private keys are made: worker processes (`ProcessKeys`), or a thread (`ThreadKeys`).
 
-RSA-2048 generation costs about 0.15 s of CPU per key and holds the GIL the whole time: in a
-thread of the operator it takes the event loop's core and no other (two threads generate no
-faster than one). `ProcessKeys` makes keys in a small `ProcessPoolExecutor`, one process per
-CPU the operator may use, so a burst of new SendingDomains gets every core while the event
-loop keeps its own. The processes are `spawn`ed (never `fork`ed from a process that has
+RSA-2048 generation costs 0.05 to 0.15 s of CPU per key (by machine) and holds the GIL the
+whole time: in a thread of the operator it takes the event loop's core and no other (two threads
+generate no faster than one). `ProcessKeys` makes keys in a small `ProcessPoolExecutor`, one
+process per CPU the operator may use, so a burst of new SendingDomains gets every core while the
+event loop keeps its own. The processes are `spawn`ed (never `fork`ed from a process that has
 threads and an event loop), started on the first key, and stopped by `close`. A key leaves its
 process only through the pool's pipe, as the future's result, and is never logged.
 
-When the pool breaks (a worker killed, e.g. by the OOM killer), keys are made in a thread
-instead, with one warning: a SendingDomain's pass never fails for it.
+When the pool breaks (a worker killed, e.g. by the OOM killer), it is started again and the
+keys it owed are made there, with a warning; after `RESTARTS` breaks, keys are made in a thread
+of the operator instead (a worker that keeps dying would otherwise be respawned forever). Either
+way a SendingDomain's pass never fails for it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from penguinmails.common.dkim.keys import generate_private_key
 log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+RESTARTS = 3
+"""How many times a broken pool of key processes is started again before keys are made in a
+thread for the rest of the operator's life."""
 
 
 class KeyMaker(Protocol):
@@ -106,12 +112,14 @@ class ThreadKeys:
 
 class ProcessKeys:
     """Keys made in `workers` spawned processes (default: `usable_cpus()`), started on the
-    first `submit`; in a thread (`ThreadKeys`) once the pool broke."""
+    first `submit`; started again when they break, up to `RESTARTS` times, and then in a
+    thread (`ThreadKeys`)."""
 
     def __init__(self, workers: int | None = None) -> None:
         self._workers = max(1, workers if workers is not None else usable_cpus())
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
+        self._restarts = 0
         self._broken = False
         self._closed = False
         self._fallback = ThreadKeys(generate_private_key, thread_name_prefix="dkim-keygen")
@@ -121,55 +129,79 @@ class ProcessKeys:
         return self._workers
 
     @property
+    def restarts(self) -> int:
+        """How many times the processes were started again after they broke."""
+        return self._restarts
+
+    @property
     def broken(self) -> bool:
-        """Whether the pool broke and keys are made in a thread since."""
+        """Whether the pool broke more than `RESTARTS` times and keys are made in a thread."""
         return self._broken
 
     def submit(self, algorithm: str) -> Future[bytes]:
         made: Future[bytes] = Future()
-        try:
-            pooled = self._submit_to_pool(algorithm)
-        except BrokenProcessPool:
-            self._mark_broken()
-            pooled = None
-        if pooled is None:
-            return self._fallback.submit(algorithm)
+        self._submit(algorithm, made)
+        return made
+
+    def _submit(self, algorithm: str, made: Future[bytes]) -> None:
+        """Make a key for `made`: in the pool, again in the next one if this one breaks
+        first, or in the thread."""
+        pool: ProcessPoolExecutor | None = None
+        pooled: Future[bytes] | None = None
+        with self._lock:
+            if not (self._broken or self._closed):
+                if self._pool is None:
+                    # spawn: a fresh interpreter that imports only what the key needs; fork
+                    # would copy a process with threads (locks held mid-call) and an event loop.
+                    self._pool = ProcessPoolExecutor(
+                        max_workers=self._workers,
+                        mp_context=multiprocessing.get_context("spawn"),
+                    )
+                pool = self._pool
+                try:
+                    pooled = pool.submit(generate_private_key, algorithm)
+                except BrokenProcessPool:
+                    pooled = None
+        if pool is not None and pooled is None:  # it broke before this submit
+            self._replace(pool)
+            self._submit(algorithm, made)
+            return
+        if pool is None or pooled is None:
+            _chain(self._fallback.submit(algorithm), made)
+            return
 
         def done(source: Future[bytes]) -> None:
             if not source.cancelled() and isinstance(source.exception(), BrokenProcessPool):
-                self._mark_broken()
-                _chain(self._fallback.submit(algorithm), made)
+                # Runs in the broken pool's own thread: the next pool takes this key.
+                self._replace(pool)
+                self._submit(algorithm, made)
             else:
                 _copy(source, made)
 
         pooled.add_done_callback(done)
-        return made
 
-    def _submit_to_pool(self, algorithm: str) -> Future[bytes] | None:
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        """`broken` stopped: the next submit starts a new pool, or (after `RESTARTS` breaks)
+        keys go to the thread. Only the first of the futures that saw it break counts it."""
         with self._lock:
-            if self._broken or self._closed:
-                return None
-            if self._pool is None:
-                # spawn: a fresh interpreter that imports only what the key needs; fork would
-                # copy a process with threads (locks held mid-call) and an event loop.
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self._workers, mp_context=multiprocessing.get_context("spawn")
-                )
-            return self._pool.submit(generate_private_key, algorithm)
-
-    def _mark_broken(self) -> None:
-        with self._lock:
-            if self._broken:
+            if self._pool is not broken:
                 return
-            self._broken = True
-            pool, self._pool = self._pool, None
-        log.warning(
-            "the DKIM key processes stopped (a worker was killed?): keys are made in a thread "
-            "of the operator from now on, one at a time; restart the operator to use every CPU "
-            "again"
-        )
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            if self._restarts < RESTARTS:
+                self._restarts += 1
+                message = (
+                    "the DKIM key processes stopped (a worker was killed?): started again "
+                    f"({self._restarts} of {RESTARTS} restarts)"
+                )
+            else:
+                self._broken = True
+                message = (
+                    f"the DKIM key processes stopped again after {RESTARTS} restarts: keys are "
+                    "made in a thread of the operator from now on, one at a time; restart the "
+                    "operator to use every CPU again"
+                )
+        log.warning(message)
+        broken.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from penguinmails.common.dkim import keygen
 from penguinmails.common.dkim.keygen import ProcessKeys, ThreadKeys, cgroup_cpu_limit, usable_cpus
 from penguinmails.common.dkim.keys import load_key_set, secret_data
 from penguinmails.common.dkim.rotation import advance, algorithms_to_generate
@@ -120,31 +121,63 @@ def test_rsa_keys_are_made_in_worker_processes_and_none_outlives_close() -> None
         asyncio.run(spares.take("rsa2048"))
 
 
-def test_a_broken_pool_falls_back_to_a_thread_with_a_warning(
+def kill_worker(before: set[multiprocessing.process.BaseProcess]) -> int:
+    """SIGKILL the one key process started since `before` (the OOM killer's way); its pid."""
+    (worker,) = set(multiprocessing.active_children()) - before
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.join()
+    return worker.pid
+
+
+def test_a_killed_key_process_is_started_again_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     before = set(multiprocessing.active_children())
     keys = ProcessKeys(1)
     try:
         first = keys.submit("rsa2048").result()
-        (worker,) = set(multiprocessing.active_children()) - before
-        assert worker.pid is not None
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.join()
+        killed = kill_worker(before)
         with caplog.at_level(logging.WARNING, logger="penguinmails.common.dkim.keygen"):
             # The pool notices the dead worker on this submit or fails this future: either
-            # way the key comes, made in a thread.
+            # way the key comes, made by a new process.
             second = keys.submit("rsa2048").result(timeout=120)
             third = keys.submit("rsa2048").result(timeout=120)
-        assert keys.broken
+        assert (keys.restarts, keys.broken) == (1, False)
+        (worker,) = set(multiprocessing.active_children()) - before
+        assert worker.pid != killed
         assert len({first, second, third}) == 3
         assert all(b"BEGIN PRIVATE KEY" in key for key in (second, third))
-        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1
-        assert "in a thread" in warnings[0].getMessage()
+        assert "started again (1 of 3 restarts)" in warnings[0]
         # The key never reaches a log.
         assert all("PRIVATE KEY" not in r.getMessage() for r in caplog.records)
-        assert not set(multiprocessing.active_children()) - before
+    finally:
+        keys.close()
+    assert not set(multiprocessing.active_children()) - before
+
+
+def test_a_pool_that_keeps_breaking_gives_way_to_a_thread(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keygen, "RESTARTS", 1)
+    before = set(multiprocessing.active_children())
+    keys = ProcessKeys(1)
+    try:
+        made = [keys.submit("rsa2048").result()]
+        with caplog.at_level(logging.WARNING, logger="penguinmails.common.dkim.keygen"):
+            for _ in range(2):
+                kill_worker(before)
+                made.append(keys.submit("rsa2048").result(timeout=120))
+            made.append(keys.submit("rsa2048").result(timeout=120))
+        assert (keys.restarts, keys.broken) == (1, True)
+        assert len(set(made)) == 4
+        assert all(b"BEGIN PRIVATE KEY" in key for key in made)
+        assert not set(multiprocessing.active_children()) - before  # the thread's turn
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 2
+        assert "in a thread" in warnings[1]
     finally:
         keys.close()
 
