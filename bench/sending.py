@@ -383,12 +383,10 @@ def run(stack: _Services, base: Path | None = None) -> None:
     finally:
         sink.terminate()
         sink.wait(10)
-    wall = [s.rate / rate for s, (rate, _) in zip(senders, signed, strict=True)]
-    per_cpu = [cpu / s.cpu for s, (_, cpu) in zip(senders, signed, strict=True)]
-    with_servers = [
-        cpu / (s.cpu + s.postgres_cpu + s.redis_cpu)
-        for s, (_, cpu) in zip(senders, signed, strict=True)
-    ]
+    rounds = list(zip(senders, signed, strict=True))
+    wall = [s.rate / rate for s, (rate, _) in rounds]
+    per_cpu = [cpu / s.cpu for s, (_, cpu) in rounds]
+    with_servers = [cpu / (s.cpu + s.postgres_cpu + s.redis_cpu) for s, (_, cpu) in rounds]
     rate, signed_rate = median(s.rate for s in senders), median(r for r, _ in signed)
     ms = 1000 / MESSAGES
     print(

@@ -146,39 +146,40 @@ class ProcessKeys:
     def _submit(self, algorithm: str, made: Future[bytes]) -> None:
         """Make a key for `made`: in the pool, again in the next one if this one breaks
         first, or in the thread."""
-        pool: ProcessPoolExecutor | None = None
         pooled: Future[bytes] | None = None
         with self._lock:
-            if not (self._broken or self._closed):
-                if self._pool is None:
-                    # spawn: a fresh interpreter that imports only what the key needs; fork
-                    # would copy a process with threads (locks held mid-call) and an event loop.
-                    self._pool = ProcessPoolExecutor(
-                        max_workers=self._workers,
-                        mp_context=multiprocessing.get_context("spawn"),
-                    )
-                pool = self._pool
-                try:
+            pool = None if self._broken or self._closed else self._started_pool()
+            if pool is not None:
+                with contextlib.suppress(BrokenProcessPool):  # it broke before this submit
                     pooled = pool.submit(generate_private_key, algorithm)
-                except BrokenProcessPool:
-                    pooled = None
-        if pool is not None and pooled is None:  # it broke before this submit
+        if pool is None:
+            _chain(self._fallback.submit(algorithm), made)
+        elif pooled is None:
             self._replace(pool)
             self._submit(algorithm, made)
-            return
-        if pool is None or pooled is None:
-            _chain(self._fallback.submit(algorithm), made)
-            return
+        else:
+            pooled.add_done_callback(lambda source: self._settle(source, pool, algorithm, made))
 
-        def done(source: Future[bytes]) -> None:
-            if not source.cancelled() and isinstance(source.exception(), BrokenProcessPool):
-                # Runs in the broken pool's own thread: the next pool takes this key.
-                self._replace(pool)
-                self._submit(algorithm, made)
-            else:
-                _copy(source, made)
+    def _started_pool(self) -> ProcessPoolExecutor:
+        """The pool, started now if there is none (called with the lock held)."""
+        if self._pool is None:
+            # spawn: a fresh interpreter that imports only what the key needs; fork would
+            # copy a process with threads (locks held mid-call) and an event loop.
+            self._pool = ProcessPoolExecutor(
+                max_workers=self._workers, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._pool
 
-        pooled.add_done_callback(done)
+    def _settle(
+        self, source: Future[bytes], pool: ProcessPoolExecutor, algorithm: str, made: Future[bytes]
+    ) -> None:
+        """`source` (from `pool`) finished: its key for `made`, or, when the pool broke under
+        it, the key from the next pool (this runs in the broken pool's own thread)."""
+        if not source.cancelled() and isinstance(source.exception(), BrokenProcessPool):
+            self._replace(pool)
+            self._submit(algorithm, made)
+        else:
+            _copy(source, made)
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         """`broken` stopped: the next submit starts a new pool, or (after `RESTARTS` breaks)
