@@ -72,6 +72,18 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def tree_peak_rss_mib(pid: int) -> float:
+    """The peak RSS of a process plus those of its living children (the sender and its
+    signing process): a bound on their peak together, since each peaked at its own moment."""
+    total = peak_rss_mib(pid)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None and fields[1] == str(pid):
+                total += peak_rss_mib(int(entry.name))
+    return total
+
+
 def parent_pid(pid: int) -> int:
     fields = _stat(pid)
     if fields is None:

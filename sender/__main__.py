@@ -5,8 +5,8 @@ Environment: PM_TENANT (tenant name), PM_DATABASE_URL, PM_TOKEN_KEY, optional PM
 unset: from the API, namespace tenant-<name>), PM_SENDER_CONCURRENCY, PM_LEASE_SECONDS,
 PM_RETRY_BASE_SECONDS / PM_RETRY_MAX_SECONDS / PM_RETRY_LIFETIME_SECONDS (4xx schedule: 300,
 14400, 432000), PM_UNCERTAIN_RETRY_SECONDS (3600), PM_MAX_EXPIRED_CLAIMS (5),
-PM_PROVIDER_RATE (messages/s per destination provider), PM_SIGNING_THREADS (0: the DKIM
-signatures on the event loop; n: on n threads beside it),
+PM_PROVIDER_RATE (messages/s per destination provider), PM_SIGNING_PROCESSES (processes making
+the DKIM signatures beside the event loop; default: the usable CPUs less one, 0: on the loop),
 PM_MX_LOOKUP (1: group destinations by MX), PM_METRICS_PORT (0: off), PM_EGRESS_ALLOW and
 PM_CLUSTER_CIDRS (the platform's egress policy, checked at every relay connection; set by the
 operator on the Deployment), PM_DNS_RESOLVER (ip[:port] resolving relay names for that check;
@@ -34,6 +34,7 @@ import uvloop
 from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
+from penguinmails.common.cpus import usable_cpus
 from penguinmails.common.db.tenant_logins import SENDER_POOL_SIZE
 from penguinmails.common.db.tenants import get_tenant
 from penguinmails.common.egress import EgressPolicy
@@ -100,7 +101,7 @@ async def run() -> int:
         max_expired_claims=int(_env_number("PM_MAX_EXPIRED_CLAIMS", 5)),
         poll_interval=_env_number("PM_POLL_SECONDS", 0.5),
         provider_rate=_env_number("PM_PROVIDER_RATE", 100.0),
-        signing_threads=int(_env_number("PM_SIGNING_THREADS", 0)),
+        signing_processes=int(_env_number("PM_SIGNING_PROCESSES", usable_cpus() - 1)),
     )
     sender = Sender(
         pool,

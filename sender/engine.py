@@ -23,7 +23,6 @@ import ssl
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -76,6 +75,7 @@ from penguinmails.sender.render import (
 )
 from penguinmails.sender.retry import RetrySchedule
 from penguinmails.sender.secrets import SecretReader, load_signer
+from penguinmails.sender.signing import Signing
 from penguinmails.sender.smtp import RelayPool, SendResult
 
 __all__ = [
@@ -155,11 +155,9 @@ class SenderConfig:
     shipped default per destination is 100/s)."""
     campaign_uid: uuid.UUID | None = None
     """Only this campaign (benchmarks); None: every sending campaign of the tenant."""
-    signing_threads: int = 0
-    """Threads making the DKIM signatures (OpenSSL releases the GIL while it signs), so the
-    event loop renders and sends other messages meanwhile; 0: on the event loop. On a quiet
-    2-core machine the hand-off cost more than it freed (docs/sending.md, benchmark): it helps
-    only where the loop's own work, not the CPU, is the limit."""
+    signing_processes: int = 0
+    """Worker processes making the DKIM signatures beside the event loop (`sender.signing`);
+    0: on the loop. The program's default is one per CPU it may use beyond the loop's."""
 
 
 RELAY_DOWN_SECONDS = 30.0
@@ -341,9 +339,9 @@ class Sender:
         """Servers (by name) and domains not to send through or from before a monotonic
         time: receivers kept blocking them (seen here, or recorded by others)."""
         self._blocks_read_at = -math.inf
-        self._signing = self._signing_threads()
-        """Makes the DKIM signatures when `signing_threads` is set: its threads start with
-        the first message and end with `run()`."""
+        self._signing = Signing(config.signing_processes)
+        """Makes the DKIM signatures; its processes start with the first message and stop
+        at the end of `run()`."""
         self.sent = 0
 
     # ---------------------------------------------------------------- main loop
@@ -361,15 +359,7 @@ class Sender:
             await recorder
             for relay in self._relays.values():
                 await relay.close()
-            if self._signing is not None:
-                self._signing.shutdown()
-                self._signing = self._signing_threads()  # for a next run of this Sender
-
-    def _signing_threads(self) -> ThreadPoolExecutor | None:
-        """The threads making the DKIM signatures (none started until used); None: they are
-        made on the event loop (`SenderConfig.signing_threads` 0, the default)."""
-        threads = self.config.signing_threads
-        return ThreadPoolExecutor(threads, "dkim") if threads > 0 else None
+            await self._signing.close()
 
     async def run_until_idle(self, idle_rounds: int = 2) -> None:
         """Send until nothing is due (benchmarks and tests of a finite batch)."""
@@ -741,10 +731,7 @@ class Sender:
             message = campaign.renderer.render(parts, identity=mailbox.identity)
         except RenderError as error:
             return Outcome(delivery.id, DeliveryState.FAILED, reason=str(error))
-        if self._signing is None:
-            signed = mailbox.signer.sign(message)
-        else:
-            signed = await mailbox.signer.sign_in(self._signing, message)
+        signed = await self._signing.sign(mailbox.signer, message)
         if campaign.stopped is not None:
             # A rule fired while this one was throttled or rendered: it stays unsent.
             return self._requeue(delivery, f"stopped: {campaign.stopped}")

@@ -2,7 +2,6 @@
 
     signer = DkimSigner("example.com", [("rsa-2026", rsa_pem), ("ed-2026", ed25519_pem)])
     signed = signer.sign(message_bytes)          # the message with DKIM-Signature headers on top
-    signed = await signer.sign_in(executor, message_bytes)   # the same, the signatures on a thread
 
 Why not dkimpy: its RSA is pure Python, about ten times slower than OpenSSL through
 `cryptography` (NOTES.md: ~110 vs ~1,100 signatures/s). Canonicalization is relaxed/relaxed,
@@ -20,14 +19,12 @@ signed is exactly what is sent.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import hashlib
 import re
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -39,6 +36,7 @@ __all__ = [
     "OVERSIGNED_HEADERS",
     "SIGNED_HEADERS",
     "DkimSigner",
+    "SignerSpec",
     "canonicalize_body_relaxed",
     "canonicalize_header_relaxed",
     "to_wire",
@@ -161,6 +159,17 @@ def _load(selector: str, pem: bytes) -> _Key:
     raise ValueError(f"selector {selector}: only RSA and Ed25519 keys can sign DKIM")
 
 
+@dataclass(frozen=True)
+class SignerSpec:
+    """What a `DkimSigner` is made of: another process makes the same signer from it
+    (`sender.signing`)."""
+
+    domain: str
+    keys: tuple[tuple[str, bytes], ...]
+    """(selector, PEM private key) pairs."""
+    signed_headers: tuple[str, ...]
+
+
 class DkimSigner:
     """Signs for one domain with one or more keys (one DKIM-Signature header per key)."""
 
@@ -174,6 +183,7 @@ class DkimSigner:
         if not keys:
             raise ValueError(f"no DKIM key to sign for {domain}")
         self.domain = domain.rstrip(".").lower()
+        self.spec = SignerSpec(self.domain, tuple(keys), tuple(signed_headers))
         self._keys = [_load(selector, pem) for selector, pem in keys]
         # (h= name, its bytes for the canonical form, over-signed?), computed once: the
         # per-message work outside the two signatures is what issue 10's bench measures.
@@ -187,6 +197,10 @@ class DkimSigner:
         """From the SendingDomain's Secret (`common.dkim.keys.signing_keys(...)`)."""
         pairs = [(k.selector, k.private_key_pem) for k in keys if k.private_key_pem is not None]
         return cls(domain, pairs)
+
+    @classmethod
+    def from_spec(cls, spec: SignerSpec) -> DkimSigner:
+        return cls(spec.domain, spec.keys, signed_headers=spec.signed_headers)
 
     def signature_headers(self, message: bytes, *, timestamp: int | None = None) -> bytes:
         """The DKIM-Signature header lines (CRLF-terminated) to put on top of `message`,
@@ -226,21 +240,6 @@ class DkimSigner:
         """`message` in wire form (CRLF) with its DKIM-Signature headers prepended."""
         wire = to_wire(message)  # checked here once: the bytes signed are the bytes sent
         return self._signature_headers(wire, timestamp) + wire
-
-    async def sign_in(
-        self, executor: Executor, message: bytes, *, timestamp: int | None = None
-    ) -> bytes:
-        """`sign()`, with the private-key operations on `executor`'s threads: OpenSSL
-        releases the GIL while it signs, so the caller's event loop renders and sends other
-        messages meanwhile (the RSA signature is ~40% of the sender's CPU per message). The
-        canonicalization stays on the caller's thread: Python work in the thread would only
-        contend for the GIL with the loop."""
-        wire = to_wire(message)
-        unsigned = self._unsigned(wire, timestamp)
-        signatures = await asyncio.get_running_loop().run_in_executor(
-            executor, _sign_all, [(key, data) for key, _, data in unsigned]
-        )
-        return _headers(unsigned, signatures) + wire
 
     def _select(self, fields: list[tuple[bytes, bytes]]) -> tuple[list[str], bytes]:
         """h= names and the canonicalized header data they cover (bottom-up per name)."""

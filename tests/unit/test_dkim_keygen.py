@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from penguinmails.common.cpus import cgroup_cpu_limit, usable_cpus
 from penguinmails.common.dkim import keygen
-from penguinmails.common.dkim.keygen import ProcessKeys, ThreadKeys, cgroup_cpu_limit, usable_cpus
+from penguinmails.common.dkim.keygen import ProcessKeys, ThreadKeys
 from penguinmails.common.dkim.keys import load_key_set, secret_data
 from penguinmails.common.dkim.rotation import advance, algorithms_to_generate
 from penguinmails.common.dkim.spare import SpareKeys

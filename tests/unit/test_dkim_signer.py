@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import dkim
@@ -86,17 +85,3 @@ def test_relaxed_canonicalization_matches_rfc6376_example() -> None:
 def test_refuses_to_sign_without_keys() -> None:
     with pytest.raises(ValueError, match="no DKIM key"):
         DkimSigner(DOMAIN, [])
-
-
-async def test_signing_on_a_thread_gives_the_same_bytes(keys: list[DkimKey]) -> None:
-    """`sign_in` (the sender's: the private-key operations on a thread) signs exactly what
-    `sign` does, bare line ends turned into CRLF first, and dkimpy verifies both signatures."""
-    signer = DkimSigner.from_dkim_keys(DOMAIN, keys)
-    message = MESSAGE.replace(b"\r\n", b"\n")
-    with ThreadPoolExecutor(1) as executor:
-        signed = await signer.sign_in(executor, message, timestamp=1_764_000_000)
-    assert signed == signer.sign(message, timestamp=1_764_000_000)
-    assert signed.endswith(MESSAGE)
-    verifier = dkim.DKIM(signed)
-    assert verifier.verify(idx=0, dnsfunc=dns(keys))
-    assert verifier.verify(idx=1, dnsfunc=dns(keys))
