@@ -20,7 +20,8 @@ only through that pipe and are never logged. The worker answers in order of arri
 batches its replies when several requests arrived together.
 
 A worker that exits (killed by the OOM killer, say) fails its pending requests over to the loop,
-which signs them itself; the next message starts another worker, up to `RESTARTS` times, and
+which signs them itself; one that owes replies and has been silent for `SILENT_SECONDS` (stopped,
+stuck) is killed first. The next message starts another worker, up to `RESTARTS` times, and
 after that every message is signed on the loop. The worker exits when its stdin closes, so a
 sender killed with SIGKILL leaves none behind.
 """
@@ -56,6 +57,10 @@ _REPLY = struct.Struct("!IBI")
 """Worker -> sender: request id, status (0: the signature lines; 1: an error's text), length."""
 _OK, _FAILED = 0, 1
 
+SILENT_SECONDS = 10.0
+"""A worker with messages waiting that has answered nothing for this long is killed (stopped or
+stuck: a signature takes a millisecond), so that they are signed on the loop instead."""
+
 
 class WorkerGoneError(Exception):
     """The worker exited before it answered."""
@@ -76,6 +81,9 @@ class _Worker(asyncio.SubprocessProtocol):
         self._transport: asyncio.SubprocessTransport | None = None
         self._stdin: asyncio.WriteTransport | None = None
         self._buffer = bytearray()
+        self._heard = time.monotonic()
+        """When the worker last answered, or was asked while it owed nothing."""
+        self._watch: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Cast, not checked: uvloop's transports do not derive from asyncio's classes.
@@ -86,7 +94,39 @@ class _Worker(asyncio.SubprocessProtocol):
         assert self._stdin is not None
         self._stdin.writelines((frame, payload))
 
+    def request(self, request: int, frame: bytes, payload: bytes) -> asyncio.Future[bytes]:
+        """Send a signing request; its reply (the signature lines) is the future's result."""
+        loop = asyncio.get_running_loop()
+        if not self.pending:
+            self._heard = time.monotonic()
+        reply: asyncio.Future[bytes] = loop.create_future()
+        self.pending[request] = reply
+        self.send(frame, payload)
+        if self._watch is None:
+            self._watch = loop.call_later(SILENT_SECONDS, self._check)
+        return reply
+
+    def _check(self) -> None:
+        """The watchdog: kill a worker that owes replies and has been silent too long."""
+        self._watch = None
+        if not self.alive or not self.pending or self._transport is None:
+            return
+        silent = time.monotonic() - self._heard
+        if silent < SILENT_SECONDS:
+            self._watch = asyncio.get_running_loop().call_later(
+                SILENT_SECONDS - silent, self._check
+            )
+            return
+        log.warning(
+            "a DKIM signing process answered nothing for %.0f s with %d messages waiting: "
+            "killed, they are signed on the event loop",
+            silent,
+            len(self.pending),
+        )
+        self._transport.kill()
+
     def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self._heard = time.monotonic()
         buffer = self._buffer
         buffer += data
         offset = 0
@@ -108,6 +148,9 @@ class _Worker(asyncio.SubprocessProtocol):
 
     def process_exited(self) -> None:
         self.alive = False
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if not self._exited.done():
             self._exited.set_result(None)
         for future in self.pending.values():
@@ -176,11 +219,9 @@ class Signing:
             worker.send(_REQUEST.pack(_REGISTER, 0, signer_id, 0, len(payload)), payload)
             worker.registered.add(signer_id)
         request = next(self._requests) & 0xFFFFFFFF
-        reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        worker.pending[request] = reply
-        worker.send(_REQUEST.pack(_SIGN, request, signer_id, timestamp, len(wire)), wire)
+        frame = _REQUEST.pack(_SIGN, request, signer_id, timestamp, len(wire))
         try:
-            headers = await reply
+            headers = await worker.request(request, frame, wire)
         except (WorkerGoneError, WorkerFailedError):
             # Signed here instead: a worker's error (never seen: the bytes are in wire
             # form) is raised again where the caller sees it.

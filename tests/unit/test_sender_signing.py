@@ -18,7 +18,7 @@ import pytest
 
 from penguinmails.common.dkim.keys import DkimKey, KeyState, generate_private_key
 from penguinmails.common.dkim.signer import DkimSigner
-from penguinmails.sender.signing import RESTARTS, Signing
+from penguinmails.sender.signing import RESTARTS, SILENT_SECONDS, Signing
 
 from .test_dkim_signer import DOMAIN, MESSAGE, dns
 
@@ -156,3 +156,30 @@ def test_a_sender_killed_leaves_no_worker() -> None:
         assert _gone(worker), "the signing worker outlived its sender"
     finally:
         parent.kill()
+
+
+async def test_a_stopped_worker_is_killed_and_its_messages_signed_on_the_loop(
+    keys: list[DkimKey], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that owes replies and says nothing for `SILENT_SECONDS` (here: SIGSTOP, at
+    the production default) is killed; what it owed is signed on the loop, and the next
+    message has a new worker."""
+    signing = Signing(1, clock=lambda: NOW)
+    signer = DkimSigner.from_dkim_keys(DOMAIN, keys)
+    expected = signer.sign(MESSAGE, timestamp=int(NOW))
+    try:
+        await signing.sign(signer, MESSAGE)
+        [stopped] = signing.pids
+        os.kill(stopped, signal.SIGSTOP)
+        started = time.monotonic()
+        async with asyncio.timeout(SILENT_SECONDS + 30):  # without the watchdog: forever
+            signed = await asyncio.gather(*(signing.sign(signer, MESSAGE) for _ in range(5)))
+        waited = time.monotonic() - started
+        assert signed == [expected] * 5
+        assert SILENT_SECONDS <= waited < SILENT_SECONDS + 5
+        assert _gone(stopped)
+        assert any("answered nothing" in r.getMessage() for r in caplog.records)
+        assert await signing.sign(signer, MESSAGE) == expected
+        assert signing.restarts == 1 and signing.pids not in ([], [stopped])
+    finally:
+        await signing.close()
