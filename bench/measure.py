@@ -60,28 +60,28 @@ def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
     return used / _TICKS
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of a server and its worker processes (PostgreSQL: the postmaster and every
-    backend, living or exited, since the postmaster reaps them)."""
-    total = cpu_seconds(pid, reaped_children=True)
+def _children(pid: int) -> list[int]:
+    """The living processes whose parent is `pid`."""
+    children = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             fields = _stat(int(entry.name))
             if fields is not None and fields[1] == str(pid):  # its parent
-                total += cpu_seconds(int(entry.name), reaped_children=True)
-    return total
+                children.append(int(entry.name))
+    return children
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a server and its worker processes (PostgreSQL: the postmaster and every
+    backend, living or exited, since the postmaster reaps them)."""
+    total = cpu_seconds(pid, reaped_children=True)
+    return total + sum(cpu_seconds(child, reaped_children=True) for child in _children(pid))
 
 
 def tree_peak_rss_mib(pid: int) -> float:
     """The peak RSS of a process plus those of its living children (the sender and its
     signing process): a bound on their peak together, since each peaked at its own moment."""
-    total = peak_rss_mib(pid)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat(int(entry.name))
-            if fields is not None and fields[1] == str(pid):
-                total += peak_rss_mib(int(entry.name))
-    return total
+    return peak_rss_mib(pid) + sum(peak_rss_mib(child) for child in _children(pid))
 
 
 def parent_pid(pid: int) -> int:
